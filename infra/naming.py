@@ -1,0 +1,46 @@
+"""Stack names and output keys shared by the CDK app and the CLI (no aws_cdk import here).
+
+Every value the CLI needs comes from a stack output; these are their keys. Stack names carry the
+environment name so that several environments can live in one account.
+"""
+
+from __future__ import annotations
+
+DEFAULT_ENV = "dev"
+
+# Deploy order; destroy runs it backwards.
+CONCERNS = ("network", "storage", "stream", "registry", "compute")
+
+# Output key -> the stack (concern) that exports it.
+OUTPUTS = {
+    "VpcId": "network",
+    "SubnetIds": "network",  # comma-separated
+    "SecurityGroupId": "network",
+    "FramesBucketName": "storage",
+    "ResultsQueueUrl": "storage",
+    "ResultsQueueArn": "storage",
+    "DeadLetterQueueUrl": "storage",
+    "StreamName": "stream",
+    "StreamRetentionHours": "stream",
+    "RepositoryName": "registry",
+    "RepositoryUri": "registry",
+    "ClusterName": "compute",
+    "TaskDefinitionArn": "compute",
+    "TaskDefinitionFamily": "compute",
+    "ContainerName": "compute",
+    "LogGroupName": "compute",
+    "TaskRoleArn": "compute",
+    "ExecutionRoleArn": "compute",
+}
+
+
+def stack_name(env: str, concern: str) -> str:
+    return f"kinase-{env}-{concern}"
+
+
+def stack_names(env: str) -> list[str]:
+    return [stack_name(env, c) for c in CONCERNS]
+
+
+def stream_name(env: str) -> str:
+    return f"kinase-{env}-video"

@@ -1,0 +1,3 @@
+from kinase_cli.main import main
+
+main()

@@ -1,0 +1,88 @@
+"""The `kinase` command. Command modules register themselves; none imports heavy libraries at import time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from kinase_cli import __version__
+from kinase_cli.errors import KinaseError, translate
+
+EXAMPLES = """\
+Examples:
+
+  kinase demo                          # the whole pipeline offline, in one command
+  kinase local up && kinase deploy --local
+  kinase deploy --profile prod --region eu-west-1
+  kinase stream put video.mp4 --realtime --loop
+  kinase run-task --follow
+  kinase watch --save frames/
+"""
+
+
+class KinaseGroup(TyperGroup):
+    """Turns every expected failure into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # translated below, or re-raised as a bug
+            from click.exceptions import ClickException
+
+            if isinstance(exc, ClickException):
+                raise
+            error = translate(exc)
+            if error is None:
+                raise
+            typer.secho(f"error: {error.line()}", err=True, fg="red")
+            raise typer.Exit(error.exit_code) from None
+
+
+app = typer.Typer(
+    cls=KinaseGroup,
+    name="kinase",
+    help="Deploy, run and watch a Kinesis Video -> YOLO -> S3/SQS video-analytics pipeline.",
+    epilog=EXAMPLES,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kinase {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+) -> None:
+    """Deploy, run and watch a Kinesis Video -> YOLO -> S3/SQS video-analytics pipeline."""
+
+
+def _register() -> None:
+    from kinase_cli.commands import COMMAND_MODULES
+
+    for module in COMMAND_MODULES:
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except KinaseError as exc:  # raised outside a command (e.g. while parsing)
+        typer.secho(f"error: {exc.line()}", err=True, fg="red")
+        raise SystemExit(exc.exit_code) from None

@@ -1,0 +1,42 @@
+"""Shared fixtures. Every test session gets its own KINASE_HOME, so a developer's state is never touched."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KINASE = [sys.executable, "-m", "kinase_cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kinase_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("kinase-home")
+    os.environ["KINASE_HOME"] = str(home)
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION"] = "20"
+    for var in ("AWS_PROFILE", "KINASE_LOCAL", "KINASE_ENV"):
+        os.environ.pop(var, None)
+    return home
+
+
+def kinase(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real `kinase` command in a subprocess, as an operator would."""
+    proc = subprocess.run(
+        [*KINASE, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, **(env or {})}, input=input,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kinase {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,192 @@
+"""The message contract, v1: the worker writes with it, `kinase watch` reads with it.
+
+One SQS message per processed frame. v1 is a superset of the hackathon contract (bucket, key,
+frame_index, detections_count, summary[], timestamp, stream_name), so an old consumer keeps
+working. The JSON Schema below is the single source of truth; docs/contract.schema.json is
+generated from it (`python -m worker.contract`) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+SCHEMA_ID = "kinase.frame/1"
+FRAMES_PREFIX = "frames/"
+CHECKPOINTS_PREFIX = "checkpoints/"
+MAX_BODY_BYTES = 256 * 1024
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://kinase.dev/schemas/frame-1.json",
+    "title": "kinase frame result (v1)",
+    "type": "object",
+    "required": [
+        "schema", "bucket", "key", "frame_index", "detections_count", "summary", "timestamp",
+        "stream_name", "frame_time", "source", "width", "height", "model", "inference_ms", "latency_ms",
+    ],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "bucket": {"type": "string", "minLength": 3, "maxLength": 63},
+        "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "frame_index": {"type": "integer", "minimum": 0},
+        "detections_count": {"type": "integer", "minimum": 0},
+        "summary": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["class", "conf", "bbox"],
+                "properties": {
+                    "class": {"type": "string", "minLength": 1},
+                    "class_id": {"type": "integer", "minimum": 0},
+                    "conf": {"type": "number", "minimum": 0, "maximum": 1},
+                    "bbox": {
+                        "description": "normalised [x_center, y_center, width, height]",
+                        "type": "array",
+                        "items": {"type": "number", "minimum": 0, "maximum": 1},
+                        "minItems": 4,
+                        "maxItems": 4,
+                    },
+                },
+            },
+        },
+        "timestamp": {"type": "string", "format": "date-time", "description": "when the worker produced this message (UTC)"},
+        "stream_name": {"type": "string", "minLength": 1},
+        "frame_time": {"type": "string", "format": "date-time", "description": "the frame's own time: producer timestamp for Kinesis Video, wall clock of reading otherwise"},
+        "source": {
+            "type": "object",
+            "required": ["type", "uri"],
+            "properties": {
+                "type": {"enum": ["kvs", "file", "url", "s3"]},
+                "uri": {"type": "string"},
+                "fragment_number": {"type": "string", "pattern": "^[0-9]+$"},
+                "frame_in_fragment": {"type": "integer", "minimum": 0},
+                "frame_number": {"type": "integer", "minimum": 0},
+            },
+        },
+        "width": {"type": "integer", "minimum": 1},
+        "height": {"type": "integer", "minimum": 1},
+        "model": {"type": "string"},
+        "inference_ms": {"type": "number", "minimum": 0},
+        "latency_ms": {"type": "number", "minimum": 0, "description": "frame_time to message send"},
+    },
+}
+
+
+class ContractError(ValueError):
+    """A message body that is not a valid v1 frame result; `reason` says why in one line."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds -> ISO 8601 UTC with milliseconds and a Z suffix."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def parse_iso(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def safe_component(value: str) -> str:
+    """A key component that is stable for the same input and cannot form `..` or `/`."""
+    cleaned = _UNSAFE.sub("_", value).strip("._") or "_"
+    return cleaned[:200]
+
+
+def frame_key(stream_name: str, source: dict) -> str:
+    """Deterministic S3 key for a frame: the same frame always lands on the same key."""
+    base = f"{FRAMES_PREFIX}{safe_component(stream_name)}/"
+    if source["type"] == "kvs":
+        return f"{base}{source['fragment_number']}/{source['frame_in_fragment']:05d}.jpg"
+    origin = safe_component(source["uri"].rsplit("/", 1)[-1])
+    return f"{base}{origin}/{source['frame_number']:08d}.jpg"
+
+
+def build(
+    *,
+    bucket: str,
+    stream_name: str,
+    frame_index: int,
+    source: dict,
+    frame_time: float,
+    width: int,
+    height: int,
+    model: str,
+    inference_ms: float,
+    detections: list[dict],
+    now: float,
+) -> dict:
+    """A v1 message; `detections` are dicts with class, conf, bbox (normalised xywh) and class_id."""
+    summary = [
+        {
+            "class": d["class"],
+            "class_id": int(d.get("class_id", 0)),
+            "conf": round(min(max(float(d["conf"]), 0.0), 1.0), 4),
+            "bbox": [round(min(max(float(v), 0.0), 1.0), 5) for v in d["bbox"]],
+        }
+        for d in detections
+    ]
+    return {
+        "schema": SCHEMA_ID,
+        "bucket": bucket,
+        "key": frame_key(stream_name, source),
+        "frame_index": int(frame_index),
+        "detections_count": len(summary),
+        "summary": summary,
+        "timestamp": iso(now),
+        "stream_name": stream_name,
+        "frame_time": iso(frame_time),
+        "source": source,
+        "width": int(width),
+        "height": int(height),
+        "model": model,
+        "inference_ms": round(float(inference_ms), 3),
+        "latency_ms": round(max(0.0, (now - frame_time) * 1000.0), 3),
+    }
+
+
+def dumps(message: dict) -> str:
+    return json.dumps(message, separators=(",", ":"), sort_keys=True)
+
+
+_validator = None
+
+
+def _get_validator():
+    global _validator
+    if _validator is None:
+        from jsonschema import Draft202012Validator, FormatChecker
+
+        _validator = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
+    return _validator
+
+
+def parse(body: str | bytes) -> dict:
+    """Decode and validate one message body; raises ContractError with a one-line reason."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    try:
+        message = json.loads(body)
+    except ValueError as exc:
+        raise ContractError(f"not JSON: {exc.msg} at char {exc.pos}") from None
+    if not isinstance(message, dict):
+        raise ContractError("not a JSON object")
+    if message.get("schema") != SCHEMA_ID:
+        raise ContractError(f"wrong schema {message.get('schema')!r}, expected {SCHEMA_ID!r}")
+    error = next(iter(sorted(_get_validator().iter_errors(message), key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.path) or "(root)"
+        raise ContractError(f"invalid at {where}: {error.message}")
+    return message
+
+
+if __name__ == "__main__":
+    print(json.dumps(SCHEMA, indent=2))
