@@ -13,8 +13,8 @@ from kinase_cli.errors import KinaseError, translate
 EXAMPLES = """\
 Examples:
 
-  kinase demo                          # the whole pipeline offline, in one command
-  kinase local up && kinase deploy --local
+  kinase demo                                  the whole pipeline, offline
+  kinase local up && kinase deploy --local     a local stack to explore
   kinase deploy --profile prod --region eu-west-1
   kinase stream put video.mp4 --realtime --loop
   kinase run-task --follow
