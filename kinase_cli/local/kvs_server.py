@@ -1,0 +1,192 @@
+"""A local Kinesis Video Streams endpoint: the control plane and the PutMedia / GetMedia media plane.
+
+moto has no Kinesis Video media plane, so `kinase local up` runs this beside the moto server; boto3
+reaches it through `AWS_ENDPOINT_URL_KINESIS_VIDEO`, and `GetDataEndpoint` answers with this
+server's own URL. It speaks the real wire formats (rest-json control calls, chunked Matroska in and
+newline-separated JSON acks out for PutMedia, a chunked run of per-fragment Matroska files with the
+AWS_KINESISVIDEO_* tags for GetMedia) and checks SigV4 signatures against the local fake
+credentials. A test and demo stand-in, not a product: state is in memory and bounded.
+
+    python -m kinase_cli.local.kvs_server --host localhost --port 4567
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from kinase_cli.local import kvs_media
+from kinase_cli.local.kvs_store import Store, StoreError
+from kinase_cli.local.sigv4 import AuthError, verify
+
+log = logging.getLogger("kinase.kvs")
+
+CONTROL_CALLS = {
+    "/createStream": "create_stream",
+    "/describeStream": "describe_stream",
+    "/listStreams": "list_streams",
+    "/deleteStream": "delete_stream",
+    "/getDataEndpoint": "get_data_endpoint",
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "KvsServer"
+
+    def log_message(self, fmt, *args):
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    # plumbing
+
+    def send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", kvs_media.request_id())
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_error_json(self, status: int, code: str, message: str) -> None:
+        self.send_json(status, {"Message": message}, {"x-amzn-ErrorType": f"{code}:"})
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def url(self) -> str:
+        return f"http://{self.headers.get('Host', 'localhost')}{self.path}"
+
+    def authorize(self, body: bytes | None) -> bool:
+        try:
+            verify(self.command, self.url(), self.headers, body)
+            return True
+        except AuthError as exc:
+            self.send_error_json(HTTPStatus.FORBIDDEN, exc.code, exc.message)
+            return False
+
+    # routes
+
+    def do_GET(self):
+        if self.path == "/health":
+            self.send_json(200, {"status": "ok", "streams": len(self.server.store.streams)})
+        else:
+            self.send_error_json(404, "UnknownOperationException", f"unknown path {self.path}")
+
+    def do_POST(self):
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/putMedia":
+                if self.authorize(None):
+                    kvs_media.put_media(self)
+                else:
+                    self.close_connection = True
+                return
+            body = self.read_body()
+            if not self.authorize(body):
+                return
+            params = json.loads(body or b"{}")
+            if path == "/getMedia":
+                kvs_media.get_media(self, params)
+            elif path in CONTROL_CALLS:
+                self.send_json(200, getattr(self, CONTROL_CALLS[path])(params))
+            else:
+                self.send_error_json(404, "UnknownOperationException", f"unknown operation {path}")
+        except StoreError as exc:
+            self.send_error_json(exc.status, exc.code, exc.message)
+        except ValueError as exc:
+            self.send_error_json(400, "InvalidArgumentException", f"invalid request: {exc}")
+
+    # control plane
+
+    def create_stream(self, params: dict) -> dict:
+        name = params.get("StreamName")
+        if not name:
+            raise StoreError("InvalidArgumentException", "StreamName is required.")
+        stream = self.server.store.create(
+            name,
+            media_type=params.get("MediaType"),
+            retention_hours=params.get("DataRetentionInHours", 0),
+            device_name=params.get("DeviceName"),
+            kms_key_id=params.get("KmsKeyId"),
+        )
+        return {"StreamARN": stream.arn}
+
+    def describe_stream(self, params: dict) -> dict:
+        return {"StreamInfo": self.server.store.get(params.get("StreamName"), params.get("StreamARN")).info()}
+
+    def list_streams(self, params: dict) -> dict:
+        condition = params.get("StreamNameCondition") or {}
+        streams = self.server.store.list(condition.get("ComparisonValue"))
+        start = int(params.get("NextToken") or 0)
+        limit = int(params.get("MaxResults") or 10000)
+        page = streams[start : start + limit]
+        result = {"StreamInfoList": [s.info() for s in page]}
+        if start + limit < len(streams):
+            result["NextToken"] = str(start + limit)
+        return result
+
+    def delete_stream(self, params: dict) -> dict:
+        arn = params.get("StreamARN")
+        if not arn:
+            raise StoreError("InvalidArgumentException", "StreamARN is required.")
+        self.server.store.delete(arn, params.get("CurrentVersion"))
+        return {}
+
+    def get_data_endpoint(self, params: dict) -> dict:
+        if params.get("APIName") not in kvs_media.API_NAMES:
+            raise StoreError("InvalidArgumentException", "APIName is missing or not valid.")
+        self.server.store.get(params.get("StreamName"), params.get("StreamARN"))
+        return {"DataEndpoint": self.server.url}
+
+
+class KvsServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, media_idle_seconds: float = kvs_media.IDLE_SECONDS):
+        super().__init__((host, port), Handler)
+        self.url = f"http://{host}:{self.server_address[1]}"
+        self.store = Store()
+        self.media_idle_seconds = media_idle_seconds
+
+
+def serve_in_thread(host: str = "localhost", port: int = 0, **options) -> KvsServer:
+    """Start a server on a daemon thread (for tests); stop it with `.shutdown()`."""
+    server = KvsServer(host, port, **options)
+    threading.Thread(target=server.serve_forever, name="kvs-server", daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kvs_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="localhost")
+    parser.add_argument("--port", type=int, default=4567)
+    parser.add_argument("--media-idle-seconds", type=float, default=kvs_media.IDLE_SECONDS,
+                        help="end a GetMedia response after this long without a new fragment")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    server = KvsServer(args.host, args.port, media_idle_seconds=args.media_idle_seconds)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    log.info("Kinesis Video local endpoint on %s", server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
