@@ -44,3 +44,7 @@ def stack_names(env: str) -> list[str]:
 
 def stream_name(env: str) -> str:
     return f"kinase-{env}-video"
+
+
+def repository_name(env: str) -> str:
+    return f"kinase-{env}-worker"

@@ -1,0 +1,19 @@
+"""The kinase CDK app: `cdk synth -c env=NAME` (the `kinase` CLI runs this for you)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from infra import naming  # noqa: E402
+from infra.stacks import build, new_app  # noqa: E402
+
+app = new_app()
+build(app, app.node.try_get_context("env") or naming.DEFAULT_ENV)
+cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+app.synth()

@@ -1,0 +1,52 @@
+"""The kinase stacks, one per concern, wired together by `build`."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+
+from infra import naming
+from infra.stacks.compute import ComputeStack
+from infra.stacks.network import NetworkStack
+from infra.stacks.registry import RegistryStack
+from infra.stacks.storage import StorageStack
+from infra.stacks.stream import StreamStack
+
+
+# Feature flags this app relies on (new projects get them from `cdk init`).
+FEATURE_FLAGS = {
+    # Grant S3 server access logging through a bucket policy instead of the legacy ACL.
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+}
+
+
+def new_app(**kwargs) -> cdk.App:
+    """The App with the feature flags above; the CLI's context (`-c env=NAME`) is merged in by CDK."""
+    return cdk.App(context={**FEATURE_FLAGS, **kwargs.pop("context", {})}, **kwargs)
+
+
+def build(app: cdk.App, env: str = naming.DEFAULT_ENV) -> dict[str, cdk.Stack]:
+    """Add the stacks of environment `env` to `app`; returns them by concern."""
+
+    def props(concern: str) -> dict:
+        return {"stack_name": naming.stack_name(env, concern), "description": f"kinase {env}: {concern}"}
+
+    network = NetworkStack(app, naming.stack_name(env, "network"), **props("network"))
+    storage = StorageStack(app, naming.stack_name(env, "storage"), **props("storage"))
+    stream = StreamStack(app, naming.stack_name(env, "stream"), stream_name=naming.stream_name(env), **props("stream"))
+    registry = RegistryStack(
+        app, naming.stack_name(env, "registry"), repository_name=naming.repository_name(env), **props("registry")
+    )
+    compute = ComputeStack(
+        app,
+        naming.stack_name(env, "compute"),
+        env_name=env,
+        vpc=network.vpc,
+        stream_name=naming.stream_name(env),
+        **props("compute"),
+    )
+    for producer in (network, storage, stream, registry):
+        compute.add_stack_dependency(producer, "the worker task uses its resources")
+    stacks = {"network": network, "storage": storage, "stream": stream, "registry": registry, "compute": compute}
+    for stack in stacks.values():
+        cdk.Tags.of(stack).add("kinase:env", env)
+    return stacks

@@ -1,0 +1,127 @@
+"""Where the worker runs: an ECS cluster and a Fargate task definition.
+
+The task role grants exactly the calls the worker makes (see worker/): read the stream, write
+frames, read and write its checkpoint, send results. Settings reach the worker as environment
+variables; `kinase run-task` overrides them per run.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2, aws_ecr as ecr, aws_ecs as ecs, aws_iam as iam, aws_logs as logs, aws_s3 as s3, aws_sqs as sqs
+from constructs import Construct
+
+from infra import naming
+from infra.stacks.nag import acknowledge
+from infra.stacks.outputs import export_name, imported, output
+
+from infra.stacks.stream import stream_arn
+
+CONTAINER_NAME = "worker"
+TASK_CPU = 1024
+TASK_MEMORY_MIB = 2048
+DEFAULT_MODEL = "/opt/kinase/models/yolo11n.onnx"
+
+
+class ComputeStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        env_name: str,
+        vpc: ec2.IVpc,
+        stream_name: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        bucket = s3.Bucket.from_bucket_name(self, "FramesBucket", imported(env_name, "FramesBucketName"))
+        queue = sqs.Queue.from_queue_attributes(
+            self, "ResultsQueue", queue_arn=imported(env_name, "ResultsQueueArn"), queue_url=imported(env_name, "ResultsQueueUrl")
+        )
+        repository = ecr.Repository.from_repository_name(self, "WorkerRepository", imported(env_name, "RepositoryName"))
+        cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
+        log_group = logs.LogGroup(
+            self,
+            "WorkerLogs",
+            log_group_name=f"/kinase/{env_name}/worker",
+            retention=logs.RetentionDays.TWO_WEEKS,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+
+        task_role = iam.Role(
+            self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"), description="kinase worker"
+        )
+        task_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadStream",
+                actions=["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
+                resources=[stream_arn(self, stream_name)],
+            )
+        )
+        task_role.add_to_policy(
+            iam.PolicyStatement(sid="WriteFrames", actions=["s3:PutObject"], resources=[bucket.arn_for_objects("frames/*")])
+        )
+        task_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="Checkpoint", actions=["s3:GetObject", "s3:PutObject"], resources=[bucket.arn_for_objects("checkpoints/*")]
+            )
+        )
+        task_role.add_to_policy(
+            # Without ListBucket a missing checkpoint reads as AccessDenied instead of NoSuchKey.
+            iam.PolicyStatement(
+                sid="FindCheckpoint",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": ["checkpoints/*"]}},
+            )
+        )
+        task_role.add_to_policy(iam.PolicyStatement(sid="SendResults", actions=["sqs:SendMessage"], resources=[queue.queue_arn]))
+        bucket_objects = f"arn:<AWS::Partition>:s3:::{export_name(naming.stack_name(env_name, 'storage'), 'FramesBucketName')}"
+        for rule, reason in (
+            (
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/{stream_name}/*]",
+                "a Kinesis Video stream ARN ends in its creation time; the wildcard covers only that suffix of this one stream",
+            ),
+            (f"AwsSolutions-IAM5[Resource::{bucket_objects}/frames/*]", "the worker writes one object per frame under frames/ only"),
+            (f"AwsSolutions-IAM5[Resource::{bucket_objects}/checkpoints/*]", "the worker reads and writes its checkpoint under checkpoints/ only"),
+        ):
+            acknowledge(task_role, rule, reason)
+
+        task = ecs.FargateTaskDefinition(
+            self,
+            "WorkerTask",
+            family=f"kinase-{env_name}-worker",
+            cpu=TASK_CPU,
+            memory_limit_mib=TASK_MEMORY_MIB,
+            task_role=task_role,
+        )
+        task.add_container(
+            "Worker",
+            container_name=CONTAINER_NAME,
+            image=ecs.ContainerImage.from_ecr_repository(repository, "latest"),
+            cpu=TASK_CPU,
+            memory_limit_mib=TASK_MEMORY_MIB,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=log_group),
+            environment={
+                "KINASE_SOURCE": f"kvs://{stream_name}",
+                "KINASE_BUCKET": bucket.bucket_name,
+                "KINASE_QUEUE_URL": queue.queue_url,
+                "KINASE_MODEL": DEFAULT_MODEL,
+            },
+            stop_timeout=cdk.Duration.seconds(30),
+        )
+        acknowledge(task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
+        acknowledge(
+            task.obtain_execution_role(),
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken (added by CDK for the image pull) supports no resource-level permissions",
+        )
+
+        output(self, "ClusterName", cluster.cluster_name)
+        output(self, "TaskDefinitionArn", task.task_definition_arn)
+        output(self, "TaskDefinitionFamily", task.family)
+        output(self, "ContainerName", CONTAINER_NAME)
+        output(self, "LogGroupName", log_group.log_group_name)
+        output(self, "TaskRoleArn", task_role.role_arn)
+        output(self, "ExecutionRoleArn", task.obtain_execution_role().role_arn)

@@ -1,0 +1,68 @@
+"""Where results land: annotated frames in S3, one message per frame in SQS (with a dead-letter queue)."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3, aws_sqs as sqs
+from constructs import Construct
+
+from infra.stacks.nag import acknowledge
+from infra.stacks.outputs import output
+
+FRAMES_EXPIRE_DAYS = 14
+ACCESS_LOGS_EXPIRE_DAYS = 90
+# `kinase watch` receives up to 10 messages and may download their frames before deleting them.
+CONSUMER_VISIBILITY_SECONDS = 120
+MAX_RECEIVES = 5
+
+
+class StorageStack(cdk.Stack):
+    def __init__(self, scope: Construct, id: str, **kwargs) -> None:
+        super().__init__(scope, id, **kwargs)
+        access_logs = s3.Bucket(
+            self,
+            "AccessLogsBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(ACCESS_LOGS_EXPIRE_DAYS))],
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        acknowledge(access_logs, "AwsSolutions-S1", "this is the frames bucket's access-log bucket; logging it to itself would loop")
+        self.bucket = s3.Bucket(
+            self,
+            "FramesBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="frames-bucket/",
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-frames", prefix="frames/", expiration=cdk.Duration.days(FRAMES_EXPIRE_DAYS)),
+                s3.LifecycleRule(id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(1)),
+            ],
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "ResultsQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=cdk.Duration.seconds(CONSUMER_VISIBILITY_SECONDS),
+            retention_period=cdk.Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
+        )
+
+        output(self, "FramesBucketName", export=True, value=self.bucket.bucket_name)
+        output(self, "ResultsQueueUrl", export=True, value=self.queue.queue_url)
+        output(self, "ResultsQueueArn", export=True, value=self.queue.queue_arn)
+        output(self, "DeadLetterQueueUrl", self.dead_letters.queue_url)
