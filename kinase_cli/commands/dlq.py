@@ -1,5 +1,130 @@
-"""Placeholder: filled by the issue that owns this command."""
+"""`kinase dlq`: the results queue's dead-letter queue: list (with why), redrive, purge."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from kinase_cli import options
+from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
+
+dlq = typer.Typer(
+    help="Inspect and drain the results dead-letter queue (messages `kinase watch` could not accept).",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  kinase dlq ls --local\n\n  kinase dlq redrive -y\n\n  kinase dlq purge --yes",
+)
 
 
-def register(app):
-    pass
+def _queues(profile, region, local, env):
+    from kinase_cli import outputs
+
+    target = options.target(profile, region, local, env)
+    out = outputs.read(target, required=("storage",))
+    return target, target.client("sqs"), out
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        from kinase_cli.errors import KinaseError
+
+        raise KinaseError("not confirmed (no terminal to ask on)", "pass --yes")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(1)
+
+
+@dlq.command("ls", epilog="Examples:\n\n  kinase dlq ls\n\n  kinase dlq ls --json | jq '.data.messages[].reason'")
+def ls(
+    json_: Json = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="Read at most this many messages.")] = 1000,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = "dev",
+) -> None:
+    """List dead letters: id, first received, receive count and why each fails validation.
+
+    Reading counts as a receive: each listed message's receive count grows by one.
+    """
+    from rich.table import Table
+
+    from kinase_cli import console, jsonout
+    from kinase_cli.watch import deadletter
+    from kinase_cli.watch.view import clock
+
+    _, sqs, out = _queues(profile, region, local, env)
+    url = out["DeadLetterQueueUrl"]
+    letters = deadletter.peek(sqs, url, out.get("FramesBucketName"), limit)
+    if json_:
+        jsonout.emit("dlq ls", {"queue_url": url, "messages": [d.as_dict() for d in letters]})
+        return
+    if not letters:
+        console.info("the dead-letter queue is empty")
+        return
+    table = Table(title=f"{len(letters)} dead letter(s) in {url.rsplit('/', 1)[-1]}")
+    table.add_column("message id", no_wrap=True)
+    table.add_column("first received (UTC)", no_wrap=True)
+    table.add_column("receives", justify="right")
+    table.add_column("why", overflow="fold")
+    for d in letters:
+        first = None if d.first_received is None else d.first_received / 1000
+        table.add_row(d.message_id, clock(first), str(d.receive_count), d.reason)
+    console.out.print(table)
+
+
+@dlq.command("redrive", epilog="Examples:\n\n  kinase dlq redrive\n\n  kinase dlq redrive --local -y")
+def redrive(
+    yes: Yes = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = "dev",
+) -> None:
+    """Move every dead letter back to the results queue (after fixing what made them fail).
+
+    Each message is sent to the results queue before it is deleted from the DLQ, so nothing is lost.
+    """
+    from kinase_cli import console
+    from kinase_cli.errors import KinaseError
+    from kinase_cli.watch import deadletter
+
+    _, sqs, out = _queues(profile, region, local, env)
+    source, destination = out["DeadLetterQueueUrl"], out["ResultsQueueUrl"]
+    waiting = deadletter.depth(sqs, source)
+    if waiting == 0:
+        console.info("the dead-letter queue is empty")
+        return
+    _confirm(f"Move {waiting} message(s) from the dead-letter queue back to the results queue?", yes)
+    moved, problems = deadletter.move(sqs, source, destination)
+    console.info(f"moved {moved} message(s) to {destination.rsplit('/', 1)[-1]}")
+    if problems:
+        for problem in problems:
+            console.warn(problem)
+        raise KinaseError(f"{len(problems)} message(s) were not moved cleanly", "run `kinase dlq ls` and retry")
+
+
+@dlq.command("purge", epilog="Examples:\n\n  kinase dlq purge --yes")
+def purge(
+    yes: Yes = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = "dev",
+) -> None:
+    """Delete every message in the dead-letter queue (asks first unless --yes)."""
+    from kinase_cli import console
+    from kinase_cli.watch import deadletter
+
+    _, sqs, out = _queues(profile, region, local, env)
+    url = out["DeadLetterQueueUrl"]
+    waiting = deadletter.depth(sqs, url)
+    _confirm(f"Delete all {waiting} message(s) in the dead-letter queue? This cannot be undone.", yes)
+    sqs.purge_queue(QueueUrl=url)
+    console.info(f"purged {url.rsplit('/', 1)[-1]} ({waiting} message(s))")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dlq, name="dlq")

@@ -1,5 +1,76 @@
-"""Placeholder: filled by the issue that owns this command."""
+"""`kinase watch`: tail the results queue in a live table, as JSON lines, or as plain lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kinase_cli import options
+from kinase_cli.options import Env, Json, Local, Profile, Region
+
+EPILOG = """\
+Examples:
+
+  kinase watch                                 # live table until Ctrl+C
+  kinase watch --local --count 100             # stop after 100 frames, print a summary
+  kinase watch --json | jq -c '{frame: .frame_index, n: .detections_count}'
+  kinase watch --class person --min-conf 0.6 --save frames/
+  kinase watch --peek --idle-timeout 5         # look at what is queued without consuming it
+
+Every valid message is consumed (deleted) once handled, including frames the filters hide; use
+--peek to leave messages on the queue. Messages that break the contract, or that point at another
+bucket, are counted and left on the queue; after the queue's maxReceiveCount receives SQS moves
+them to the dead-letter queue (see `kinase dlq ls`).
+"""
 
 
-def register(app):
-    pass
+def watch(
+    json_: Json = False,
+    save: Annotated[Optional[Path], typer.Option("--save", metavar="DIR", help="Download each shown frame's annotated JPEG into DIR.", show_default=False)] = None,
+    classes: Annotated[Optional[list[str]], typer.Option("--class", metavar="NAME", help="Show only detections of this class (repeatable).", show_default=False)] = None,
+    min_conf: Annotated[float, typer.Option("--min-conf", min=0.0, max=1.0, help="Show only detections at least this confident.")] = 0.0,
+    stream: Annotated[Optional[str], typer.Option("--stream", help="Show only frames of this stream.", show_default=False)] = None,
+    count: Annotated[Optional[int], typer.Option("--count", "-n", min=1, help="Stop after N shown frames.", show_default=False)] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", metavar="SECONDS", min=0.1, help="Stop after this long without a new message.", show_default=False)] = None,
+    peek: Annotated[bool, typer.Option("--peek", help="Show without deleting: messages go back on the queue when the watch ends (each costs one receive).")] = False,
+    receivers: Annotated[int, typer.Option("--receivers", min=1, max=16, help="Most parallel long-polls while the queue is deep.")] = 4,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = "dev",
+) -> None:
+    """Tail the pipeline's results: one row per frame, per-class totals, fps, latency, lag, queue depth.
+
+    Ends on --count, --idle-timeout or Ctrl+C, always with a summary on stderr and exit code 0.
+    """
+    from kinase_cli import console, outputs
+    from kinase_cli.watch.messages import Filter
+    from kinase_cli.watch.session import Options, Resources, Session
+    from kinase_cli.watch.view import summary_text
+
+    target = options.target(profile, region, local, env)
+    out = outputs.read(target, required=("storage",))
+    resources = Resources(
+        sqs=target.client("sqs"),
+        s3=target.client("s3"),
+        queue_url=out["ResultsQueueUrl"],
+        dlq_url=out.get("DeadLetterQueueUrl"),
+        bucket=out["FramesBucketName"],
+    )
+    opts = Options(
+        json=json_,
+        save=save,
+        filter=Filter(classes=frozenset(classes or ()), min_conf=min_conf, stream=stream),
+        count=count,
+        idle_timeout=idle_timeout,
+        peek=peek,
+        receivers=receivers,
+    )
+    summary, reason = Session(resources, opts, console.out, console.err).run()
+    console.info(summary_text(summary, reason))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch", epilog=EPILOG)(watch)

@@ -1,0 +1,258 @@
+"""One watch session: receivers feed batches, the main thread validates, shows, saves, then acks.
+
+A message is deleted only once it has been handled: shown (table row, plain line or JSON line)
+and, with `--save`, written to disk. Messages that fail validation are never deleted: their
+visibility is cut to `INVALID_VISIBILITY_S` so they come back quickly (another consumer may
+understand them) and, after the queue's maxReceiveCount receives, SQS moves them to the DLQ.
+Changing visibility does not count as a receive; each ReceiveMessage does.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from kinase_cli import jsonout
+from kinase_cli.errors import KinaseError, translate
+from kinase_cli.watch import view
+from kinase_cli.watch.messages import Filter, accept
+from kinase_cli.watch.receiving import Acker, Budget, DepthPoller, Holder, Received, Receiver
+from kinase_cli.watch.stats import Row, Stats
+
+INVALID_VISIBILITY_S = 2
+REMEMBERED_IDS = 100_000
+PEEK_HOLD_S = 60
+REFRESH_PER_SECOND = 8
+
+
+@dataclass(frozen=True)
+class Options:
+    json: bool = False
+    save: Path | None = None
+    filter: Filter = Filter()
+    count: int | None = None
+    idle_timeout: float | None = None
+    peek: bool = False
+    receivers: int = 4
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where the session reads from, all taken from the stack outputs."""
+
+    sqs: object
+    s3: object
+    queue_url: str
+    dlq_url: str | None
+    bucket: str
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """`kill` ends the watcher like Ctrl+C: summary, exit 0."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (in-process tests)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Session:
+    def __init__(self, res: Resources, opts: Options, out: Console, err: Console):
+        self.res, self.opts, self.out, self.err = res, opts, out, err
+        self.stats = Stats()
+        self.budget = Budget(opts.count)
+        self.stop = threading.Event()
+        self.deep = threading.Event()
+        self.batches: queue.Queue = queue.Queue(maxsize=max(2, opts.receivers * 2))
+        self.handled: OrderedDict[str, None] = OrderedDict()
+        self.mode = "json" if opts.json else ("live" if out.is_terminal else "plain")
+        self.acker = Acker(res.sqs, res.queue_url, self._warn)
+        self.holder = Holder(self.acker, PEEK_HOLD_S, self.stop) if opts.peek else None
+        self.saver = None
+        if opts.save is not None:
+            from kinase_cli.watch.saver import Saver
+
+            self.saver = Saver(res.s3, res.bucket, opts.save)
+        wait_s = 20 if opts.idle_timeout is None else max(1, min(20, math.ceil(opts.idle_timeout)))
+        self.receivers = [
+            Receiver(i, res.sqs, res.queue_url, self.batches, self.budget, self.stop, self.deep, wait_s,
+                     PEEK_HOLD_S if opts.peek else None, self._status)
+            for i in range(max(1, opts.receivers))
+        ]
+        self.depth = DepthPoller(res.sqs, res.queue_url, res.dlq_url, self.stats, self.stop)
+
+    def _status(self, text: str) -> None:
+        with self.stats.lock:
+            self.stats.connection = text
+        if self.mode != "live":
+            self.err.print(f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
+
+    def _warn(self, text: str) -> None:
+        if self.mode == "live":
+            with self.stats.lock:
+                self.stats.notice = text
+        else:
+            self.err.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+    def run(self) -> tuple[dict, str]:
+        """Watch until --count, --idle-timeout or Ctrl+C; returns the summary and why it ended."""
+        self.acker.start()
+        self.depth.start()
+        if self.holder:
+            self.holder.start()
+        for r in self.receivers:
+            r.start()
+        reason = "interrupted"
+        display = self._live() if self.mode == "live" else nullcontext()
+        try:
+            with _sigterm_as_interrupt(), display:
+                reason = self._loop()
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            self._shutdown()
+        error = next((r.error for r in self.receivers if r.error is not None), None)
+        if error is not None:
+            raise translate(error) or error
+        return self.stats.summary(), reason
+
+    def _live(self):
+        from rich.live import Live
+
+        def render():
+            rows = max(3, self.out.size.height - 10)
+            return view.live(self.stats, self.res.queue_url.rsplit("/", 1)[-1], rows)
+
+        return Live(get_renderable=render, console=self.out, refresh_per_second=REFRESH_PER_SECOND,
+                    vertical_overflow="crop")
+
+    def _loop(self) -> str:
+        last_activity = time.monotonic()
+        while True:
+            if self.budget.exhausted:
+                return f"--count {self.opts.count} reached"
+            if self.stop.is_set():
+                return "error"
+            if self.opts.idle_timeout is not None and time.monotonic() - last_activity >= self.opts.idle_timeout:
+                return f"idle for {self.opts.idle_timeout:g}s"
+            try:
+                batch = self.batches.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            for i, received in enumerate(batch):
+                try:
+                    if self._handle(received):
+                        last_activity = time.monotonic()
+                except BaseException:
+                    self._release(batch[i + 1:])
+                    raise
+
+    def _handle(self, received: Received) -> bool:
+        """Validate, filter, show and ack one message; False for a message seen before.
+
+        SQS delivers at least once: a redelivered message (same id) is acked again, not shown twice.
+        """
+        from worker.contract import ContractError
+
+        try:
+            message = accept(received.body, self.res.bucket)
+        except ContractError as exc:
+            self.budget.settled(False)
+            if self.holder:
+                self.holder.hold(received.receipt_handle)
+            else:
+                self.acker.set_visibility(received.receipt_handle, INVALID_VISIBILITY_S)
+            row = self.stats.bad(received.message_id, exc.reason)
+            if row is not None:
+                self._show_bad(received, row)
+            return row is not None
+        if received.message_id in self.handled:
+            self.budget.settled(False)
+            self._done(received)
+            return False
+        self.handled[received.message_id] = None
+        if len(self.handled) > REMEMBERED_IDS:
+            self.handled.popitem(last=False)
+        detections = self.opts.filter.detections(message)
+        if detections is None:
+            with self.stats.lock:
+                self.stats.filtered += 1
+            self.budget.settled(False)
+            self._done(received)
+            return True
+        row = self.stats.frame(message, detections)
+        self.budget.settled(True)
+        self._show(message, row)
+        if self.saver is None:
+            self._done(received)
+        else:
+            self.saver.submit(message["key"]).add_done_callback(lambda f: self._saved(f, received, message["key"]))
+        return True
+
+    def _saved(self, future, received: Received, key: str) -> None:
+        error = future.exception()
+        if error is None:
+            with self.stats.lock:
+                self.stats.saved += 1
+            self._done(received)
+            return
+        self.handled.pop(received.message_id, None)
+        with self.stats.lock:
+            self.stats.save_errors += 1
+        described = translate(error)
+        self._warn(f"could not save {key}: {described.line() if described else error}; the message stays on the queue")
+
+    def _done(self, received: Received) -> None:
+        if self.holder:
+            self.holder.hold(received.receipt_handle)
+        else:
+            self.acker.delete(received.receipt_handle)
+
+    def _show(self, message: dict, row: Row) -> None:
+        if self.mode == "json":
+            jsonout.emit_line(message)
+        elif self.mode == "plain":
+            sys.stdout.write(view.line(row) + "\n")
+            sys.stdout.flush()
+
+    def _show_bad(self, received: Received, row: Row) -> None:
+        if self.mode != "live":
+            self._warn(f"invalid message {received.message_id} (receive #{received.receive_count}): {row.error}")
+
+    def _release(self, batch: list[Received]) -> None:
+        for received in batch:
+            self.acker.set_visibility(received.receipt_handle, 0)
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        for r in self.receivers:
+            r.join(timeout=0.5)
+        while True:
+            try:
+                self._release(self.batches.get_nowait())
+            except queue.Empty:
+                break
+        if self.saver is not None:
+            self.saver.close()
+        if self.holder:
+            self.holder.release()
+        self.acker.close()

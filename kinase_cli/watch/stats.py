@@ -1,0 +1,155 @@
+"""What the watcher has seen: per-class totals, rates, latency percentiles, lag, bad messages.
+
+Shared by the live table, the plain-line output and the final summary, so all three agree.
+Latency is the message's own `latency_ms` (frame time to send, measured by the worker); lag is
+how far the newest frame seen is behind the watcher's clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+LATENCY_WINDOW = 2000
+RATE_WINDOW_S = 5.0
+ROWS = 200
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a frame, or a message that failed validation."""
+
+    frame_time: float | None
+    stream: str
+    frame: str
+    detections: str
+    best_conf: float | None
+    latency_ms: float | None
+    error: str | None = None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None when there is nothing to rank."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def reason_kind(reason: str) -> str:
+    """The short kind of a validation failure (`not JSON`, `wrong schema`, `foreign bucket`, ...)."""
+    return reason.split(":", 1)[0].split(" '", 1)[0]
+
+
+def format_detections(counts: Counter) -> str:
+    """`person×3 car×1`, most frequent first; `-` for none."""
+    if not counts:
+        return "-"
+    return " ".join(f"{name}×{n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    filtered: int = 0
+    classes: Counter = field(default_factory=Counter)
+    invalid: int = 0
+    invalid_reasons: Counter = field(default_factory=Counter)
+    save_errors: int = 0
+    saved: int = 0
+    newest_frame_time: float | None = None
+    first_frame_at: float | None = None
+    last_frame_at: float | None = None
+    queue_depth: int | None = None
+    dlq_depth: int | None = None
+    in_flight: int | None = None
+    connection: str = "connected"
+    notice: str | None = None
+    rows: deque = field(default_factory=lambda: deque(maxlen=ROWS))
+    _latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    _recent: deque = field(default_factory=deque)
+    _seen_invalid: set = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def frame(self, message: dict, detections: list[dict], now: float | None = None) -> Row:
+        """Record one shown frame (its detections already filtered) and return its table row."""
+        from worker.contract import parse_iso
+
+        now = time.monotonic() if now is None else now
+        counts = Counter(d["class"] for d in detections)
+        frame_time = parse_iso(message["frame_time"])
+        row = Row(
+            frame_time=frame_time,
+            stream=message["stream_name"],
+            frame=str(message["frame_index"]),
+            detections=format_detections(counts),
+            best_conf=max((d["conf"] for d in detections), default=None),
+            latency_ms=float(message["latency_ms"]),
+        )
+        with self.lock:
+            self.frames += 1
+            self.classes.update(counts)
+            self._latencies.append(row.latency_ms)
+            self._recent.append(now)
+            self.first_frame_at = self.first_frame_at or now
+            self.last_frame_at = now
+            if self.newest_frame_time is None or frame_time > self.newest_frame_time:
+                self.newest_frame_time = frame_time
+            self.rows.append(row)
+        return row
+
+    def bad(self, message_id: str, reason: str) -> Row | None:
+        """Record a message that failed validation; a redelivery of the same one is not counted again."""
+        with self.lock:
+            if message_id in self._seen_invalid:
+                return None
+            self._seen_invalid.add(message_id)
+            self.invalid += 1
+            self.invalid_reasons[reason_kind(reason)] += 1
+            row = Row(None, "?", "?", "", None, None, error=reason)
+            self.rows.append(row)
+            return row
+
+    def fps(self, now: float | None = None) -> float:
+        """Frames per second over the last few seconds (the live rate)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            while self._recent and self._recent[0] < now - RATE_WINDOW_S:
+                self._recent.popleft()
+            span = min(RATE_WINDOW_S, now - self.started)
+            return len(self._recent) / span if span > 0 else 0.0
+
+    def average_fps(self) -> float:
+        """Frames per second from the first frame to the last (the summary's rate)."""
+        if not self.frames or self.first_frame_at is None or self.last_frame_at is None:
+            return 0.0
+        span = self.last_frame_at - self.first_frame_at
+        return self.frames / span if span > 0 else float(self.frames)
+
+    def latency(self, q: float) -> float | None:
+        with self.lock:
+            values = list(self._latencies)
+        return percentile(values, q)
+
+    def lag_s(self, wall_now: float | None = None) -> float | None:
+        if self.newest_frame_time is None:
+            return None
+        return max(0.0, (time.time() if wall_now is None else wall_now) - self.newest_frame_time)
+
+    def summary(self) -> dict:
+        """The end-of-run figures (printed on stderr, also handy for tests)."""
+        return {
+            "frames": self.frames,
+            "classes": dict(sorted(self.classes.items())),
+            "fps": round(self.average_fps(), 2),
+            "latency_ms": {"p50": self.latency(50), "p95": self.latency(95)},
+            "invalid": self.invalid,
+            "filtered": self.filtered,
+            "saved": self.saved,
+            "save_errors": self.save_errors,
+            "elapsed_s": round(time.monotonic() - self.started, 2),
+        }

@@ -1,0 +1,100 @@
+"""How the watcher looks: the live table for a terminal, one plain line per frame otherwise, the summary."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from kinase_cli.watch.stats import Row, Stats, format_detections
+
+TABLE_ROWS = 15
+
+
+def clock(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def depth(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def header(stats: Stats, queue_name: str) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    with stats.lock:
+        classes = format_detections(stats.classes)
+        invalid = stats.invalid
+        reasons = ", ".join(f"{k}×{n}" for k, n in stats.invalid_reasons.most_common(3))
+        queue_line = (f"{depth(stats.queue_depth)} waiting, {depth(stats.in_flight)} in flight"
+                      f"   DLQ {depth(stats.dlq_depth)}")
+        connection = stats.connection
+        notice = stats.notice
+        frames, filtered = stats.frames, stats.filtered
+    grid.add_row("frames", f"{frames}  ({stats.fps():.1f}/s)" + (f"  filtered out {filtered}" if filtered else ""))
+    grid.add_row("classes", classes)
+    grid.add_row("latency", f"p50 {ms(stats.latency(50))}  p95 {ms(stats.latency(95))}   lag behind live {seconds(stats.lag_s())}")
+    grid.add_row("invalid", Text(f"{invalid}" + (f"  ({reasons})" if reasons else ""), style="red" if invalid else ""))
+    grid.add_row("queue", f"{queue_name}: {queue_line}   [{connection}]")
+    if notice:
+        grid.add_row("note", Text(notice, style="yellow"))
+    return grid
+
+
+def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
+    table = Table(expand=True, pad_edge=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("frame", justify="right", no_wrap=True)
+    table.add_column("detections", ratio=1, overflow="ellipsis", no_wrap=True)
+    table.add_column("best", justify="right", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    with stats.lock:
+        latest = list(stats.rows)[-rows:]
+    for row in reversed(latest):
+        if row.error is not None:
+            table.add_row("-", "-", "-", Text(f"invalid: {row.error}", style="red"), "-", "-")
+        else:
+            best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
+            table.add_row(clock(row.frame_time), row.stream, row.frame, row.detections, best, ms(row.latency_ms))
+    return table
+
+
+def live(stats: Stats, queue_name: str, rows: int = TABLE_ROWS) -> Group:
+    return Group(header(stats, queue_name), frames_table(stats, rows))
+
+
+def line(row: Row) -> str:
+    """The plain-text form of a row, for when stdout is not a terminal."""
+    if row.error is not None:
+        return f"invalid message: {row.error}"
+    best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
+    return f"{clock(row.frame_time)}  {row.stream}  frame {row.frame}  {row.detections}  best {best}  latency {ms(row.latency_ms)}"
+
+
+def summary_text(summary: dict, reason: str) -> str:
+    classes = format_detections(summary["classes"]) if summary["classes"] else "-"
+    latency = summary["latency_ms"]
+    parts = [
+        f"watch ended ({reason}): {summary['frames']} frames, {summary['fps']:.1f} frames/s",
+        f"  classes: {classes}",
+        f"  latency: p50 {ms(latency['p50'])}, p95 {ms(latency['p95'])}",
+        f"  invalid: {summary['invalid']}, filtered out: {summary['filtered']}",
+    ]
+    if summary["saved"] or summary["save_errors"]:
+        parts.append(f"  saved: {summary['saved']}, save errors: {summary['save_errors']}")
+    return "\n".join(parts)
+
