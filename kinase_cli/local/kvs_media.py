@@ -1,24 +1,306 @@
-"""PutMedia and GetMedia for the local Kinesis Video endpoint."""
+"""PutMedia and GetMedia for the local Kinesis Video endpoint, with the service's wire formats.
+
+PutMedia: a chunked Matroska body comes in (any number of clusters; each Cluster is a fragment);
+acknowledgements go out as they happen, one JSON object per line:
+`{"EventType": "BUFFERING"|"RECEIVED"|"PERSISTED"|"ERROR", "FragmentTimecode": ms,
+"FragmentNumber": "...", "ErrorId": 4xxx, "ErrorCode": "..."}`. An ERROR ends the session.
+
+GetMedia: a chunked run of standalone Matroska files, one per fragment: EBML header, Segment, Info,
+Tracks, Tags (fragment number, server and producer timestamps), the Cluster, Tags (millis behind
+now, continuation token). Cluster timecodes are absolute producer time in ms, as the service
+returns them. Once caught up the response waits for new fragments; it ends (cleanly, with the last
+chunk) after `media_idle_seconds` without one.
+
+Choices where the service documentation leaves room: FRAGMENT_NUMBER starts at that fragment
+(inclusive); the continuation token is the fragment number of the fragment it follows; a
+*_TIMESTAMP selector starts at the first fragment that has not ended before the timestamp.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 import uuid
+
+from kinase_cli.local.kvs_store import Fragment, Store, StoreError
+from worker import mkv
+
+log = logging.getLogger("kinase.kvs")
 
 API_NAMES = (
     "PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST",
     "GET_HLS_STREAMING_SESSION_URL", "GET_DASH_STREAMING_SESSION_URL", "GET_CLIP", "GET_IMAGES",
 )
-IDLE_SECONDS = 10.0
+IDLE_SECONDS = 10.0  # GetMedia: end the response after this long without a new fragment
+PUT_IDLE_SECONDS = 30.0  # PutMedia: the service closes a session idle for 30 s
+MAX_FRAGMENT_BYTES = 50 * 1024 * 1024
+MAX_FRAGMENT_MS = 10_000
+
+# PutMedia error acknowledgements (ErrorId -> ErrorCode), from the PutMedia API reference.
+STREAM_READ_ERROR = 4000
+MAX_FRAGMENT_SIZE_REACHED = 4001
+MAX_FRAGMENT_DURATION_REACHED = 4002
+FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS = 4004
+INVALID_MKV_DATA = 4006
+INVALID_PRODUCER_TIMESTAMP = 4007
+STREAM_NOT_ACTIVE = 4008
+ERROR_CODES = {
+    STREAM_READ_ERROR: "STREAM_READ_ERROR",
+    MAX_FRAGMENT_SIZE_REACHED: "MAX_FRAGMENT_SIZE_REACHED",
+    MAX_FRAGMENT_DURATION_REACHED: "MAX_FRAGMENT_DURATION_REACHED",
+    FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS: "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
+    INVALID_MKV_DATA: "INVALID_MKV_DATA",
+    INVALID_PRODUCER_TIMESTAMP: "INVALID_PRODUCER_TIMESTAMP",
+    STREAM_NOT_ACTIVE: "STREAM_NOT_ACTIVE",
+}
+SELECTORS = ("FRAGMENT_NUMBER", "SERVER_TIMESTAMP", "PRODUCER_TIMESTAMP", "NOW", "EARLIEST", "CONTINUATION_TOKEN")
 
 
 def request_id() -> str:
     return str(uuid.uuid4())
 
 
+class PutError(Exception):
+    def __init__(self, error_id: int, message: str, timecode: int | None = None):
+        super().__init__(message)
+        self.error_id = error_id
+        self.timecode = timecode
+
+
+class ChunkedBody:
+    """The request body as a non-blocking-ish stream: `read1` returns what one chunk has ready."""
+
+    def __init__(self, rfile, content_length: int | None):
+        self.rfile = rfile
+        self.chunked = content_length is None
+        self.left = content_length or 0
+        self.done = not self.chunked and not self.left
+
+    def read1(self, n: int = 65536) -> bytes:
+        if self.done:
+            return b""
+        if self.chunked and self.left == 0:
+            line = self.rfile.readline(1024)
+            if not line.strip():
+                line = self.rfile.readline(1024)  # tolerate the CRLF ending the previous chunk
+            if not line:
+                raise PutError(STREAM_READ_ERROR, "connection closed inside the body")
+            self.left = int(line.split(b";")[0].strip() or b"0", 16)
+            if self.left == 0:
+                while self.rfile.readline(1024).strip():
+                    pass  # trailers
+                self.done = True
+                return b""
+        data = self.rfile.read1(min(n, self.left))
+        if not data:
+            raise PutError(STREAM_READ_ERROR, "connection closed inside the body")
+        self.left -= len(data)
+        if not self.chunked and self.left == 0:
+            self.done = True
+        return data
+
+    read = read1
+
+
+class ChunkedWriter:
+    """The response body in HTTP/1.1 chunks, each flushed at once."""
+
+    def __init__(self, handler, content_type: str):
+        self.wfile = handler.wfile
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("x-amzn-RequestId", request_id())
+        handler.end_headers()
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+    def close(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+# ---------------------------------------------------------------------------------------- PutMedia
+
+
 def put_media(handler) -> None:
-    handler.send_error_json(501, "NotImplemented", "PutMedia is coming")
+    store: Store = handler.server.store
+    headers = handler.headers
     handler.close_connection = True
+    timecode_type = (headers.get("x-amzn-fragment-timecode-type") or "").upper()
+    start = headers.get("x-amzn-producer-start-timestamp")
+    try:
+        stream = store.get(headers.get("x-amzn-stream-name"), headers.get("x-amzn-stream-arn"))
+        if timecode_type not in ("ABSOLUTE", "RELATIVE"):
+            raise StoreError("InvalidArgumentException", "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE.")
+        try:
+            start_seconds = float(start) if start else time.time()
+        except ValueError:
+            raise StoreError("InvalidArgumentException", "x-amzn-producer-start-timestamp is not a number.") from None
+    except StoreError as exc:
+        handler.send_error_json(exc.status, exc.code, exc.message)
+        return
+    length = headers.get("Content-Length")
+    body = ChunkedBody(handler.rfile, None if "chunked" in (headers.get("Transfer-Encoding") or "").lower() else int(length or 0))
+    handler.connection.settimeout(PUT_IDLE_SECONDS)
+    out = ChunkedWriter(handler, "application/json")
+    session = PutSession(store, stream, timecode_type, start_seconds)
+    try:
+        for el in mkv.iter_level1(body):
+            for ack in session.element(el):
+                out.write(json.dumps(ack, separators=(",", ":")).encode() + b"\n")
+    except PutError as exc:
+        out.write(_error_ack(exc))
+    except mkv.MkvError as exc:
+        out.write(_error_ack(PutError(INVALID_MKV_DATA, str(exc))))
+    except (TimeoutError, OSError) as exc:
+        log.info("PutMedia to %s ended: %s", stream.name, exc)
+        return
+    try:
+        out.close()
+    except OSError:
+        pass
+    log.info("PutMedia to %s: %d fragments", stream.name, session.count)
+
+
+def _error_ack(exc: PutError) -> bytes:
+    log.info("PutMedia error %d: %s", exc.error_id, exc)
+    ack = {"EventType": "ERROR", "ErrorId": exc.error_id, "ErrorCode": ERROR_CODES.get(exc.error_id, "INTERNAL_ERROR")}
+    if exc.timecode is not None:
+        ack["FragmentTimecode"] = exc.timecode
+    return json.dumps(ack, separators=(",", ":")).encode() + b"\n"
+
+
+class PutSession:
+    """What one PutMedia connection has seen: the current stream header and the last timecode."""
+
+    def __init__(self, store: Store, stream, timecode_type: str, start_seconds: float):
+        self.store = store
+        self.stream = stream
+        self.absolute = timecode_type == "ABSOLUTE"
+        self.start_ms = start_seconds * 1000
+        self.ebml = b""
+        self.info = b""
+        self.tracks = b""
+        self.header = b""
+        self.scale = mkv.DEFAULT_TIMECODE_SCALE
+        self.last_timecode: int | None = None
+        self.count = 0
+
+    def element(self, el: mkv.Element) -> list[dict]:
+        if el.id == mkv.EBML:
+            self.ebml, self.info, self.tracks, self.header = el.raw, b"", b"", b""
+        elif el.id == mkv.INFO:
+            self.info, self.header = el.raw, b""
+            self.scale = mkv.timecode_scale(el.body)
+        elif el.id == mkv.TRACKS:
+            self.tracks, self.header = el.raw, b""
+        elif el.id == mkv.CLUSTER:
+            return self.cluster(el)
+        return []
+
+    def cluster(self, el: mkv.Element) -> list[dict]:
+        if not (self.ebml and self.tracks):
+            raise PutError(INVALID_MKV_DATA, "a Cluster came before the EBML header and Tracks")
+        if self.stream.deleted:
+            raise PutError(STREAM_NOT_ACTIVE, "the stream was deleted")
+        if not self.header:
+            self.header = self.ebml + mkv.segment_start() + self.info + self.tracks
+        to_ms = self.scale / 1_000_000
+        timecode = round(mkv.cluster_timecode(el.body) * to_ms)
+        blocks = mkv.block_timecodes(el.body)
+        duration = round(max(blocks, default=0) * to_ms)
+        if self.last_timecode is not None and timecode < self.last_timecode:
+            raise PutError(FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS, f"timecode {timecode} < {self.last_timecode}", timecode)
+        if len(el.raw) > MAX_FRAGMENT_BYTES:
+            raise PutError(MAX_FRAGMENT_SIZE_REACHED, f"fragment of {len(el.raw)} bytes", timecode)
+        if duration > MAX_FRAGMENT_MS:
+            raise PutError(MAX_FRAGMENT_DURATION_REACHED, f"fragment of {duration} ms", timecode)
+        if not blocks:
+            raise PutError(INVALID_MKV_DATA, "a Cluster without frames", timecode)
+        self.last_timecode = timecode
+        producer_ms = timecode if self.absolute else self.start_ms + timecode
+        number = self.store.next_fragment_number()
+        acks = [{"EventType": kind, "FragmentTimecode": timecode, "FragmentNumber": number} for kind in ("BUFFERING", "RECEIVED")]
+        fragment = Fragment(
+            number=number,
+            server_timestamp=time.time(),
+            producer_timestamp=producer_ms / 1000,
+            duration_ms=duration,
+            header=self.header,
+            cluster=mkv.with_cluster_timecode(el.body, round(producer_ms / to_ms)),
+        )
+        self.store.append(self.stream, fragment)
+        self.count += 1
+        acks.append({"EventType": "PERSISTED", "FragmentTimecode": timecode, "FragmentNumber": number})
+        return acks
+
+
+# ---------------------------------------------------------------------------------------- GetMedia
 
 
 def get_media(handler, params: dict) -> None:
-    handler.send_error_json(501, "NotImplemented", "GetMedia is coming")
+    store: Store = handler.server.store
+    stream = store.get(params.get("StreamName"), params.get("StreamARN"))
+    first, cursor = _start(store, stream, params.get("StartSelector") or {})
+    out = ChunkedWriter(handler, "video/webm")
+    idle = handler.server.media_idle_seconds
+    batch = first
+    try:
+        while True:
+            for fragment in batch:
+                out.write(_fragment_bytes(fragment))
+                cursor = fragment.number
+            if stream.deleted:
+                break
+            batch = store.wait_after(stream, cursor, idle)
+            if not batch:
+                break
+        out.close()
+    except OSError as exc:
+        log.info("GetMedia reader of %s went away: %s", stream.name, exc)
+        handler.close_connection = True
+
+
+def _start(store: Store, stream, selector: dict) -> tuple[list[Fragment], str]:
+    """The retained fragments to send first, and the fragment number they follow."""
+    kind = selector.get("StartSelectorType")
+    if kind not in SELECTORS:
+        raise StoreError("InvalidArgumentException", f"StartSelectorType must be one of {', '.join(SELECTORS)}.")
+    retained = store.fragments_after(stream, None)
+    tip = retained[-1].number if retained else ""
+    if kind == "NOW":
+        return [], tip
+    if kind == "EARLIEST":
+        return retained, ""
+    if kind in ("FRAGMENT_NUMBER", "CONTINUATION_TOKEN"):
+        field = "AfterFragmentNumber" if kind == "FRAGMENT_NUMBER" else "ContinuationToken"
+        number = selector.get(field) or ""
+        if not number.isdigit():
+            raise StoreError("InvalidArgumentException", f"{field} is missing or not a fragment number.")
+        if kind == "FRAGMENT_NUMBER":
+            return [f for f in retained if f.number >= number], number
+        return [f for f in retained if f.number > number], number
+    when = selector.get("StartTimestamp")
+    if when is None:
+        raise StoreError("InvalidArgumentException", "StartTimestamp is required for this StartSelectorType.")
+    attr = "server_timestamp" if kind == "SERVER_TIMESTAMP" else "producer_timestamp"
+    for i, f in enumerate(retained):
+        if getattr(f, attr) + f.duration_ms / 1000 >= float(when):
+            return retained[i:], tip
+    return [], tip
+
+
+def _fragment_bytes(fragment: Fragment) -> bytes:
+    before = {
+        mkv.FRAGMENT_NUMBER: fragment.number,
+        mkv.SERVER_TIMESTAMP: f"{fragment.server_timestamp:.3f}",
+        mkv.PRODUCER_TIMESTAMP: f"{fragment.producer_timestamp:.3f}",
+    }
+    behind = max(0, round((time.time() - fragment.server_timestamp) * 1000))
+    after = {mkv.MILLIS_BEHIND_NOW: str(behind), mkv.CONTINUATION_TOKEN: fragment.number}
+    return fragment.header + mkv.tags_element(before) + fragment.cluster + mkv.tags_element(after)

@@ -46,12 +46,12 @@ class Fragment:
     server_timestamp: float  # epoch seconds
     producer_timestamp: float  # epoch seconds
     duration_ms: int
-    header: bytes  # EBML header + Segment start + Info + Tracks of the stream it came in
+    header: bytes  # EBML header + Segment start + Info + Tracks, shared by a PutMedia session
     cluster: bytes  # the Cluster, timecode made absolute (producer time in ms)
 
     @property
     def size(self) -> int:
-        return len(self.header) + len(self.cluster)
+        return len(self.cluster)
 
 
 @dataclass
