@@ -1,5 +1,182 @@
-"""Placeholder: filled by the issue that owns this command."""
+"""`kinase push-image`: build the worker image, push it to the stack's ECR repository, pin the task definition."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from infra.naming import DEFAULT_ENV
+from kinase_cli.options import Env, Json, Local, Profile, Region, target
+
+DOCKERFILE = "worker/Dockerfile"
+LOCAL_NAME = "kinase-worker"
+DOCKER_HINT = "install Docker (https://docs.docker.com/get-docker/) and make sure `docker` is on PATH"
+DAEMON_HINT = "start Docker (Docker Desktop, or `sudo systemctl start docker`) and check that `docker info` works"
+
+_DIGEST = re.compile(r"digest:\s*(sha256:[0-9a-f]{64})")
+_LAYER = re.compile(r"^([0-9a-f]{12,64}): (.+)$")
+_LAYER_DONE = ("Pushed", "Layer already exists", "Mounted from")
+
+EPILOG = """\
+Examples:
+
+  kinase push-image                      # build, push as <git sha> and latest, pin the task definition
+  kinase push-image --tag v1.2.0
+  kinase push-image --no-build --tag v1.2.0   # push kinase-worker:v1.2.0 built earlier
+  kinase push-image --json
+
+What runs next: after the push, kinase registers a new revision of the worker's task definition whose image is the pushed digest (repository@sha256:...), and `kinase run-task` starts the newest revision, so the next task runs exactly the image just pushed, even if `latest` moves meanwhile. The registry password comes from ECR GetAuthorizationToken and reaches `docker login` on stdin only.
+"""
 
 
-def register(app):
-    pass
+def _git_tag() -> str:
+    """The git short sha, with `-dirty` when the working tree differs from the commit."""
+    from kinase_cli import paths, proc
+    from kinase_cli.errors import KinaseError
+
+    hint = "pass --tag to name the image"
+    git = proc.which("git", hint)
+    try:
+        sha = proc.run([git, "rev-parse", "--short", "HEAD"], cwd=paths.PROJECT_ROOT, what="git rev-parse", hint=hint).output.strip()
+        dirty = proc.run([git, "status", "--porcelain"], cwd=paths.PROJECT_ROOT, what="git status", hint=hint).output.strip()
+    except KinaseError as exc:
+        raise KinaseError("cannot name the image after the git commit", hint) from exc
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _dim(line: str) -> None:
+    from kinase_cli import console
+
+    console.err.print(line, style="dim", markup=False, highlight=False)
+
+
+def _check_docker() -> str:
+    from kinase_cli import proc
+    from kinase_cli.errors import KinaseError
+
+    docker = proc.which("docker", DOCKER_HINT)
+    if proc.run([docker, "info", "--format", "{{.ServerVersion}}"], check=False).returncode != 0:
+        raise KinaseError("the Docker daemon is not reachable (`docker info` failed)", DAEMON_HINT)
+    return docker
+
+
+def _registry_login(t, docker: str, repository_uri: str) -> None:
+    """`docker login` to the repository's registry with an ECR token passed on stdin, never in argv or output."""
+    import base64
+
+    from kinase_cli import console, proc
+    from kinase_cli.errors import KinaseError
+
+    registry = repository_uri.split("/", 1)[0]
+    data = t.client("ecr").get_authorization_token(registryIds=[registry.split(".", 1)[0]])["authorizationData"][0]
+    username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+
+    def hide(text: str) -> str:
+        return text.replace(password, "****") if password else text
+
+    try:
+        proc.run(
+            [docker, "login", "--username", username, "--password-stdin", registry], input=password,
+            on_line=lambda line: console.info(hide(line)), what="docker login",
+            hint="check that the ECR token is valid for this registry and that the Docker daemon can reach it",
+        )
+    except KinaseError as exc:
+        raise KinaseError(hide(exc.message), exc.hint, exc.exit_code) from None
+
+
+def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
+    """`docker push` with a progress bar of layers done; returns the digest docker reports."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from kinase_cli import console, proc
+    from kinase_cli.errors import KinaseError
+
+    layers: dict[str, str] = {}
+    digest = []
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]push[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("layers"), TimeElapsedColumn(), console=console.err, transient=False,
+    ) as progress:
+        bar = progress.add_task(ref, total=None)
+
+        def line(text: str) -> None:
+            match = _LAYER.match(text.strip())
+            if match:
+                layers[match.group(1)] = match.group(2)
+                done = sum(1 for status in layers.values() if status.startswith(_LAYER_DONE))
+                progress.update(bar, total=len(layers), completed=done)
+            else:
+                on_progress(text)
+            found = _DIGEST.search(text)
+            if found:
+                digest.append(found.group(1))
+
+        proc.run([docker, "push", ref], on_line=line, what="docker push", hint="check the registry login and your network")
+    if not digest:
+        raise KinaseError(f"docker push {ref} reported no digest", "run `docker push` by hand to see its output")
+    return digest[-1]
+
+
+def push_image(
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Image tag (default: the git short sha, `-dirty` if the tree has changes).", show_default=False)] = None,
+    platform: Annotated[str, typer.Option("--platform", help="Target platform of the build (Fargate runs linux/amd64 here).")] = "linux/amd64",
+    no_build: Annotated[bool, typer.Option("--no-build", help=f"Push the local image {LOCAL_NAME}:TAG built earlier instead of building.")] = False,
+    json_out: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Build the worker image, push it to the stack's ECR repository, and pin the task definition to it."""
+    from kinase_cli import console, jsonout, outputs as stack_outputs, paths, proc, taskdef
+    from kinase_cli.commands.tasks import when
+    from kinase_cli.errors import KinaseError
+
+    t = target(profile, region, local, env)
+    docker = _check_docker()
+    outputs = stack_outputs.read(t, required=("registry", "compute"))
+    uri = outputs["RepositoryUri"]
+    tag = tag or _git_tag()
+    local_image = f"{LOCAL_NAME}:{tag}"
+    if no_build:
+        if proc.run([docker, "image", "inspect", local_image], check=False).returncode != 0:
+            raise KinaseError(f"there is no local image {local_image}", "build it: drop --no-build, or pass the --tag you built")
+    else:
+        if not (paths.PROJECT_ROOT / DOCKERFILE).exists():
+            raise KinaseError(f"{DOCKERFILE} not found in {paths.PROJECT_ROOT}", "run kinase from its source checkout")
+        console.step(f"docker build {local_image} ({platform})")
+        proc.run(
+            [docker, "build", "--platform", platform, "-f", DOCKERFILE, "-t", local_image, "."],
+            cwd=paths.PROJECT_ROOT, on_line=_dim, what="docker build", hint=f"fix the build error above, then rerun `kinase push-image{t.hint_flag()}`",
+        )
+    refs = [f"{uri}:{tag}", f"{uri}:latest"]
+    for ref in refs:
+        proc.run([docker, "tag", local_image, ref], what="docker tag")
+    console.step(f"docker login {uri.split('/', 1)[0]}")
+    _registry_login(t, docker, uri)
+    digest = _push(docker, refs[0], _dim)
+    _push(docker, refs[1], _dim)
+    try:
+        image = t.client("ecr").describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageDigest": digest}])["imageDetails"][0]
+    except Exception as exc:  # botocore ClientError
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ImageNotFoundException":
+            raise KinaseError(f"docker reported digest {digest}, but {outputs['RepositoryName']} does not hold it", "check which registry `docker push` reached") from None
+        raise
+    pinned = taskdef.register_pinned(t, outputs, f"{uri}@{digest}")
+    data = {
+        "repository": uri, "tags": [tag, "latest"], "digest": digest, "image": f"{uri}@{digest}",
+        "pushedAt": when(image.get("imagePushedAt")), "taskDefinitionArn": pinned["taskDefinitionArn"],
+    }
+    if json_out:
+        jsonout.emit("push-image", data)
+        return
+    console.out.print(f"pushed {uri}:{tag} (and latest)", highlight=False)
+    console.out.print(f"digest {digest}", highlight=False)
+    console.out.print(f"task definition {pinned['family']}:{pinned['revision']} now runs {uri}@{digest}", highlight=False)
+    console.out.print(f"  {pinned['taskDefinitionArn']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push-image", help=push_image.__doc__, epilog=EPILOG)(push_image)

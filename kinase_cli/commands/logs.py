@@ -1,5 +1,87 @@
-"""Placeholder: filled by the issue that owns this command."""
+"""`kinase logs`: the worker's logs, from CloudWatch Logs or, on the local stack, the local runs' files."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from infra.naming import DEFAULT_ENV
+from kinase_cli.options import Env, Json, Local, Profile, Region, target
+
+EPILOG = """\
+Examples:
+
+  kinase logs                          # the last 10 minutes of every worker task
+  kinase logs --follow --since 1h
+  kinase logs --task 0123456789abcdef0123456789abcdef
+  kinase logs --json | jq -r .message
+  kinase logs --local                  # the local worker runs (`kinase run-task --local`)
+
+--json prints one JSON object per line: {"timestamp", "task", "stream", "message"}.
+"""
 
 
-def register(app):
-    pass
+def logs(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
+    since: Annotated[str, typer.Option("--since", help="Start this long ago (30s, 10m, 2h, 1d) or at an ISO time.")] = "10m",
+    task: Annotated[Optional[str], typer.Option("--task", help="Only this task id (or ARN).", show_default=False)] = None,
+    json_out: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Show the worker's logs (CloudWatch Logs; with --local, the local worker runs' logs)."""
+    from kinase_cli import console, jsonout, local_runs, outputs as stack_outputs, taskdef
+    from kinase_cli.errors import KinaseError
+    from kinase_cli.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
+
+    t = target(profile, region, local, env)
+    start = since_time(since)
+    task_id = task.rsplit("/", 1)[-1] if task else None
+    outputs = stack_outputs.read(t, required=("compute",))
+    if local:
+        if task_id and not local_runs.log_file(task_id).exists():
+            raise KinaseError(f"no local worker run {task_id}", f"list them with `kinase status{t.hint_flag()}`")
+        tail = LocalTail(start, [task_id] if task_id else None)
+    else:
+        streams = None
+        if task_id:
+            prefix = taskdef.log_stream_prefix(taskdef.current(t, outputs), outputs["ContainerName"])
+            streams = [f"{prefix}/{task_id}" if prefix else task_id]
+        tail = CloudWatchTail(t.client("logs"), outputs["LogGroupName"], start, streams)
+    several = task_id is None
+
+    def show() -> int:
+        events = tail.poll()
+        for event in events:
+            if json_out:
+                jsonout.emit_line(event)
+            else:
+                where = f" {event['task'][:8]}" if several else ""
+                console.out.print(f"[dim]{event['timestamp']}{where}[/] {_escape(event['message'])}", highlight=False, soft_wrap=True)
+        return len(events)
+
+    shown = show()
+    if not follow:
+        if not shown and not json_out:
+            console.info(f"no worker log events since {start.isoformat(timespec='seconds')}")
+        return
+    try:
+        while True:
+            time.sleep(poll_seconds())
+            show()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs", help=logs.__doc__, epilog=EPILOG)(logs)
