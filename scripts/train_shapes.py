@@ -1,0 +1,105 @@
+"""Train the project's small test detector on generated shapes and export it to ONNX.
+
+Weights cannot be downloaded here, and tests need a detector whose right answers are known. This
+trains yolo11n from its config (random init) on `kinase_cli.samples.shapes_dataset`, the same
+renderer that makes the test videos, then writes models/shapes-yolo11n.pt and .onnx and records
+the validation metrics in models/README.md.
+
+    nice .venv/bin/python scripts/train_shapes.py                 # ~30-40 min on 2 CPU cores
+    nice .venv/bin/python scripts/train_shapes.py --epochs 2 --train 40 --val 10 --out /tmp/m  # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=600, help="training images")
+    parser.add_argument("--val", type=int, default=120, help="validation images")
+    parser.add_argument("--epochs", type=int, default=35)
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "models")
+    args = parser.parse_args()
+
+    from ultralytics import YOLO
+
+    from kinase_cli.samples import CLASSES, shapes_dataset
+
+    work = Path(tempfile.mkdtemp(prefix="kinase-shapes-"))
+    started = time.time()
+    data = shapes_dataset(work / "data", train=args.train, val=args.val, imgsz=args.imgsz, seed=args.seed)
+    model = YOLO("yolo11n.yaml")
+    model.train(
+        data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device="cpu",
+        workers=0, amp=False, plots=False, pretrained=False, seed=args.seed, deterministic=True,
+        project=str(work / "runs"), name="shapes", exist_ok=True, verbose=False,
+        mosaic=1.0, close_mosaic=5, patience=100,
+    )
+    best = Path(model.trainer.best)
+    trained = YOLO(str(best))
+    metrics = trained.val(data=str(data), imgsz=args.imgsz, batch=args.batch, device="cpu", workers=0,
+                          plots=False, verbose=False, project=str(work / "runs"), name="val", exist_ok=True)
+    per_class = {CLASSES[i]: round(float(v), 4) for i, v in enumerate(metrics.box.maps[: len(CLASSES)])}
+    onnx_path = Path(trained.export(format="onnx", imgsz=args.imgsz, opset=17, simplify=True, dynamic=False))
+    minutes = (time.time() - started) / 60
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, args.out / "shapes-yolo11n.pt")
+    shutil.copyfile(onnx_path, args.out / "shapes-yolo11n.onnx")
+    summary = {
+        "map50": round(float(metrics.box.map50), 4),
+        "map50_95": round(float(metrics.box.map), 4),
+        "precision": round(float(metrics.box.mp), 4),
+        "recall": round(float(metrics.box.mr), 4),
+        "map50_95_per_class": per_class,
+    }
+    (args.out / "README.md").write_text(README.format(
+        train=args.train, val=args.val, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
+        minutes=minutes, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        pt_mb=(args.out / "shapes-yolo11n.pt").stat().st_size / 1e6,
+        onnx_mb=(args.out / "shapes-yolo11n.onnx").stat().st_size / 1e6,
+        metrics=json.dumps(summary, indent=2), classes=", ".join(CLASSES),
+    ))
+    print(json.dumps(summary))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+README = """# Test models
+
+`shapes-yolo11n.pt` and `shapes-yolo11n.onnx`: YOLO11n trained from scratch (config `yolo11n.yaml`,
+no pretrained weights) on generated images of shapes on textured backgrounds, classes
+{classes}. Tests and the offline demo use them because the generated test videos carry exact ground
+truth (`kinase_cli.samples.shapes_video`). They are not a general-purpose detector.
+
+Made by `scripts/train_shapes.py` on {date}: {train} training / {val} validation images from
+`kinase_cli.samples.shapes_dataset(seed={seed})`, {epochs} epochs, imgsz {imgsz}, batch {batch}, CPU,
+{minutes:.0f} min on 2 cores. ONNX: opset 17, static {imgsz}x{imgsz} input, simplified; class names in
+the model metadata. Sizes: .pt {pt_mb:.1f} MB, .onnx {onnx_mb:.1f} MB.
+
+Validation metrics (best epoch, on the generated validation set):
+
+```json
+{metrics}
+```
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

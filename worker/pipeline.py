@@ -1,0 +1,170 @@
+"""The worker loop: a reader thread, inference on the main thread, delivery threads behind it.
+
+Between reader and inference sits a small queue. For live frames (RTSP; Kinesis Video at the live
+edge) it keeps only the newest: when inference falls behind, the oldest waiting frame is dropped
+and counted, so latency stays bounded by the queue length, not by how long the overload lasts.
+Fragment ends are never dropped, so checkpoints still move. For files, S3 objects and Kinesis
+Video media read from the archive (KINASE_START=EARLIEST, or resuming from a checkpoint, until
+the reader catches up with the producer) the queue blocks the reader instead, and every sampled
+frame is processed.
+
+Stopping (SIGTERM, KINASE_MAX_FRAMES, end of the source): stop reading, deliver what inference
+has already produced, write the checkpoint, report. Frames read but not yet inferred are left for
+the next run, which resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from worker import aws, detector as detectors
+from worker.checkpoint import CheckpointStore, Ledger
+from worker.frames import Frame, FragmentEnd
+from worker.metrics import Metrics
+from worker.settings import Settings
+from worker.sinks import Delivery
+from worker.sources import SourceError, open_source
+
+log = logging.getLogger("kinase.worker")
+
+_END = object()
+SHUTDOWN_BUDGET = 25.0  # seconds to flush after a stop; Fargate kills 30 s after SIGTERM
+
+
+class FrameQueue:
+    """Bounded hand-over from the reader thread: a live frame arriving at a full queue drops the oldest
+    frame; any other frame waits for room."""
+
+    def __init__(self, maxsize: int, metrics: Metrics, stop: threading.Event):
+        self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
+        self._items: deque = deque()
+        self._frames = 0
+        self._cond = threading.Condition()
+
+    def put(self, item) -> None:
+        with self._cond:
+            if isinstance(item, Frame):
+                if item.live:
+                    if self._frames >= self.maxsize:
+                        self._drop_oldest()
+                else:
+                    while self._frames >= self.maxsize and not self.stop.is_set():
+                        self._cond.wait(0.2)
+                self._frames += 1
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def _drop_oldest(self) -> None:
+        for i, queued in enumerate(self._items):
+            if isinstance(queued, Frame):
+                del self._items[i]
+                self._frames -= 1
+                self.metrics.count("FramesDropped")
+                return
+
+    def get(self, timeout: float):
+        """The next item, or None if nothing came within `timeout`."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if isinstance(item, Frame):
+                self._frames -= 1
+            self._cond.notify_all()
+            return item
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, session=None, stop: threading.Event | None = None, metrics_out=None):
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.metrics = Metrics(settings.stream_name, out=metrics_out)
+        self.session = session or aws.session()
+        self.error: str | None = None
+
+    def run(self) -> int:
+        s = self.settings
+        s3 = aws.client(self.session, "s3")
+        sqs = aws.client(self.session, "sqs")
+        detector = detectors.load(s.model, imgsz=s.imgsz, conf=s.conf, classes=s.classes, device=s.device)
+        log.info("model %s (%s, %d classes, imgsz %d)", detector.name, detector.runtime, len(detector.names), detector.imgsz)
+        store = None
+        resume = None
+        if s.source_type == "kvs" and s.checkpoint:
+            store = CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source)
+            resume = store.load()
+            if resume:
+                log.info("resuming %s after fragment %s (frames after %s)", s.source, resume.get("fragment_number"), resume.get("last_frame_time"))
+        ledger = Ledger(store, self.metrics)
+        source = open_source(s, self.session, s3, self.metrics, self.stop, resume)
+        delivery = Delivery(s3, sqs, bucket=s.bucket, queue_url=s.queue_url, stream_name=s.stream_name,
+                            model=detector.name, ledger=ledger, metrics=self.metrics)
+        frames = FrameQueue(2 if s.live else 8, metrics=self.metrics, stop=self.stop)
+        reader = threading.Thread(target=self._read, args=(source, frames), name="reader", daemon=True)
+        log.info("reading %s", s.source)
+        reader.start()
+        try:
+            self._infer(detector, frames, delivery, ledger)
+        finally:
+            self.stop.set()
+            source.close()
+            delivered = delivery.close(SHUTDOWN_BUDGET)
+            if delivery.error is not None:
+                self.error = self.error or str(delivery.error)
+            elif delivered:
+                try:
+                    ledger.final()
+                except aws.FatalError as exc:
+                    self.error = self.error or str(exc)
+            else:
+                self.error = self.error or f"could not deliver the frames in flight within {SHUTDOWN_BUDGET:.0f}s"
+            reader.join(2.0)
+            self.metrics.emit()
+            log.info("summary: %s", self.metrics.summary())
+        if self.error:
+            log.error("error: %s", self.error)
+            return 1
+        return 0
+
+    def _read(self, source, frames: FrameQueue) -> None:
+        try:
+            for item in source:
+                if self.stop.is_set():
+                    break
+                frames.put(item)
+        except SourceError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a bug in a source must stop the worker with one line, not hang it
+            log.exception("reader failed")
+            self.error = f"reading {self.settings.source} failed: {exc}"
+        finally:
+            frames.put(_END)
+
+    def _infer(self, detector, frames: FrameQueue, delivery: Delivery, ledger: Ledger) -> None:
+        processed = 0
+        next_emit = time.monotonic() + self.settings.metrics_interval
+        while not self.stop.is_set() and not delivery.failed.is_set():
+            if time.monotonic() >= next_emit:
+                self.metrics.emit()
+                next_emit = time.monotonic() + self.settings.metrics_interval
+            item = frames.get(timeout=0.2)
+            if item is None:
+                continue
+            if item is _END:
+                return
+            if isinstance(item, FragmentEnd):
+                ledger.fragment_end(item)
+                continue
+            detections, inference_ms = detector.detect(item.image)
+            self.metrics.count("FramesProcessed")
+            self.metrics.time("InferenceMs", inference_ms)
+            delivery.submit(item, detections, inference_ms)
+            processed += 1
+            if self.settings.max_frames and processed >= self.settings.max_frames:
+                log.info("processed %d frames (KINASE_MAX_FRAMES); stopping", processed)
+                return
