@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -40,3 +41,21 @@ def kinase(*args: str, env: dict | None = None, timeout: float = 600, check: boo
     if check and proc.returncode != 0:
         raise AssertionError(f"kinase {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def local_stack(kinase_home):
+    """`kinase local up` on free ports for the whole session; yields its state.json; always `local down`."""
+    port, kvs_port = free_port(), free_port()
+    try:
+        kinase("local", "up", "--port", str(port), "--kvs-port", str(kvs_port), check=True, timeout=300)
+        yield json.loads((kinase_home / "local" / "state.json").read_text())
+    finally:
+        kinase("local", "down", timeout=120)
+
+
+@pytest.fixture(scope="session")
+def deployed_stack(local_stack):
+    """`kinase deploy --local` once per session; yields the outputs (ResultsQueueUrl, FramesBucketName, ...)."""
+    kinase("deploy", "--local", check=True, timeout=600)
+    return json.loads(kinase("outputs", "--local", "--json", check=True).stdout)["data"]

@@ -27,7 +27,8 @@ class StorageStack(cdk.Stack):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(ACCESS_LOGS_EXPIRE_DAYS))],
-            removal_policy=cdk.RemovalPolicy.DESTROY,
+            # Audit logs outlive the stack (and a bucket that still holds objects cannot be deleted).
+            removal_policy=cdk.RemovalPolicy.RETAIN,
         )
         acknowledge(access_logs, "AwsSolutions-S1", "this is the frames bucket's access-log bucket; logging it to itself would loop")
         self.bucket = s3.Bucket(

@@ -1,5 +1,95 @@
-"""Placeholder: filled by the issue that owns this command."""
+"""`kinase local up|status|down`: the whole AWS side on this machine, no account needed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kinase_cli import console
+from kinase_cli.options import Json
+
+local_app = typer.Typer(
+    help="Run the local stack: a moto server (S3, SQS, ECR, ECS, Logs, CloudFormation, IAM, STS) "
+    "and the local Kinesis Video endpoint, in the background.",
+    epilog="Examples:\n\n  kinase local up\n\n  kinase deploy --local\n\n  kinase local status --json\n\n  kinase local down",
+    no_args_is_help=True,
+)
+
+Port = Annotated[int, typer.Option("--port", help="Port of the moto server (S3, SQS, ECS, CloudFormation, ...).")]
+KvsPort = Annotated[int, typer.Option("--kvs-port", help="Port of the local Kinesis Video endpoint.")]
 
 
-def register(app):
-    pass
+@local_app.command(
+    "up",
+    epilog="Examples:\n\n  kinase local up\n\n  kinase local up --port 5566 --kvs-port 5567",
+)
+def up(port: Port = 4566, kvs_port: KvsPort = 4567) -> None:
+    """Start the local stack in the background and bootstrap cdk into it (does nothing if it is running)."""
+    from kinase_cli import cdk
+    from kinase_cli.local import stack
+    from kinase_cli.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
+
+    state = stack.running_state()
+    if state and state.get("bootstrapped"):
+        console.info(f"the local stack is already running: {state['aws_endpoint']} (Kinesis Video {state['kinesis_video_endpoint']})")
+        return
+    if state is None:
+        stack.stop()  # clears a stale record; stops only processes that are still ours
+        console.step(f"starting moto on localhost:{port} and the Kinesis Video endpoint on localhost:{kvs_port}")
+        state = stack.start(port, kvs_port)
+    console.step("bootstrapping cdk into the local stack")
+    cdk.bootstrap(Target(local=True), LOCAL_ACCOUNT, LOCAL_REGION, on_line=_quiet_progress)
+    state["bootstrapped"] = True
+    stack.save(state)
+    console.info(f"local stack up: AWS {state['aws_endpoint']}, Kinesis Video {state['kinesis_video_endpoint']}")
+    console.info("next: kinase deploy --local")
+
+
+def _quiet_progress(line: str) -> None:
+    if "✅" in line or "❌" in line or "rror" in line:
+        console.info(line.strip())
+
+
+@local_app.command("status", epilog="Examples:\n\n  kinase local status\n\n  kinase local status --json")
+def status(json: Json = False) -> None:
+    """Show whether the local servers run, their endpoints, pids and log files."""
+    from kinase_cli import jsonout
+    from kinase_cli.local import stack
+
+    state = stack.load()
+    servers = stack.server_status(state) if state else {}
+    running = bool(servers) and all(s["healthy"] for s in servers.values())
+    data = {
+        "running": running,
+        "aws_endpoint": (state or {}).get("aws_endpoint"),
+        "kinesis_video_endpoint": (state or {}).get("kinesis_video_endpoint"),
+        "bootstrapped": bool((state or {}).get("bootstrapped")),
+        "servers": servers,
+    }
+    if json:
+        jsonout.emit("local status", data)
+        return
+    if not state:
+        console.out.print("local stack: not running (start it with `kinase local up`)")
+        return
+    from rich.table import Table
+
+    console.out.print(f"local stack: {'running' if running else 'NOT healthy'}")
+    table = Table("server", "endpoint", "pid", "state", "log")
+    for name, s in servers.items():
+        table.add_row(name, s["endpoint"], str(s["pid"]), "healthy" if s["healthy"] else ("running" if s["running"] else "stopped"), s["log"])
+    console.out.print(table)
+
+
+@local_app.command("down", epilog="Examples:\n\n  kinase local down")
+def down() -> None:
+    """Stop the local servers that `kinase local up` started (and only those); their state is lost."""
+    from kinase_cli.local import stack
+
+    stopped = stack.stop()
+    console.info(f"stopped {', '.join(stopped)}" if stopped else "the local stack was not running")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(local_app, name="local")

@@ -1,0 +1,50 @@
+"""What moto's CloudFormation leaves undone, done through the APIs so the local stack looks like AWS.
+
+moto skips `AWS::KinesisVideo::Stream` (the stream lives on the local Kinesis Video endpoint), and
+on delete it neither detaches the internet gateway nor deletes route tables or flow logs, so the
+VPC (and the network stack) could never be deleted.
+"""
+
+from __future__ import annotations
+
+from infra import naming
+from kinase_cli import console
+from kinase_cli.target import Target
+
+
+def after_deploy(target: Target, values: dict[str, str]) -> None:
+    kvs = target.client("kinesisvideo")
+    name = values.get("StreamName") or naming.stream_name(target.env)
+    try:
+        kvs.create_stream(
+            StreamName=name, DataRetentionInHours=int(values.get("StreamRetentionHours", "24")), MediaType="video/h264"
+        )
+        console.info(f"created Kinesis Video stream {name} on the local endpoint")
+    except kvs.exceptions.ResourceInUseException:
+        pass
+
+
+def before_destroy(target: Target, values: dict[str, str]) -> None:
+    kvs = target.client("kinesisvideo")
+    try:
+        arn = kvs.describe_stream(StreamName=values.get("StreamName") or naming.stream_name(target.env))["StreamInfo"]["StreamARN"]
+        kvs.delete_stream(StreamARN=arn)
+    except kvs.exceptions.ResourceNotFoundException:
+        pass
+    if values.get("VpcId"):
+        _release_vpc(target, values["VpcId"])
+
+
+def _release_vpc(target: Target, vpc: str) -> None:
+    ec2 = target.client("ec2")
+    flow_logs = ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [vpc]}])["FlowLogs"]
+    if flow_logs:
+        ec2.delete_flow_logs(FlowLogIds=[f["FlowLogId"] for f in flow_logs])
+    for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])["InternetGateways"]:
+        ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc)
+    for table in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]:
+        if any(a.get("Main") for a in table["Associations"]):
+            continue
+        for association in table["Associations"]:
+            ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
+        ec2.delete_route_table(RouteTableId=table["RouteTableId"])

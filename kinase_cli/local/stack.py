@@ -1,0 +1,209 @@
+"""The local stack: a moto server and the local Kinesis Video endpoint, run in the background.
+
+`state.json` in `paths.local_dir()` records what was started (pid, command line, port, log) and the
+endpoints `Target` reads. Only processes whose pid AND command line match the record are ever
+stopped, so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from kinase_cli import paths, proc
+from kinase_cli.errors import KinaseError
+from kinase_cli.target import LocalEndpoints
+
+HOST = "localhost"  # never 127.0.0.1: moto then misreads the bucket in cdk's template URLs
+DEFAULT_PORT = 4566
+DEFAULT_KVS_PORT = 4567
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str  # key in state.json
+    module: str
+    health_path: str
+    host_flag: str
+    port_flag: str
+
+    def argv(self, port: int) -> list[str]:
+        return [sys.executable, "-m", self.module, self.host_flag, HOST, self.port_flag, str(port)]
+
+    def log_file(self) -> Path:
+        return paths.local_dir() / f"{self.name}.log"
+
+
+MOTO = Server("moto", "moto.server", "/moto-api/", "-H", "-p")
+KVS = Server("kvs", "kinase_cli.local.kvs_server", "/health", "--host", "--port")
+SERVERS = (MOTO, KVS)
+
+
+def state_file() -> Path:
+    return LocalEndpoints.state_file()
+
+
+def load() -> dict | None:
+    try:
+        return json.loads(state_file().read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def save(state: dict) -> None:
+    tmp = state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(state_file())
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The command line of a live process, or None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part] or None
+    except FileNotFoundError:
+        return None
+    except OSError:
+        result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+        return result.stdout.split() or None
+
+
+def is_ours(record: dict) -> bool:
+    """Alive, and still the process we started (same command line)."""
+    return cmdline(record["pid"]) == record["argv"]
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def server_status(state: dict) -> dict[str, dict]:
+    result = {}
+    for server in SERVERS:
+        record = state.get(server.name)
+        if not record:
+            continue
+        running = is_ours(record)
+        result[server.name] = {
+            **{k: record[k] for k in ("pid", "port", "endpoint", "log")},
+            "running": running,
+            "healthy": running and healthy(record["endpoint"] + server.health_path),
+        }
+    return result
+
+
+def running_state() -> dict | None:
+    """The recorded state when every server is running and healthy, else None."""
+    state = load()
+    if not state:
+        return None
+    status = server_status(state)
+    if len(status) == len(SERVERS) and all(s["healthy"] for s in status.values()):
+        return state
+    return None
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _start(server: Server, port: int) -> dict:
+    argv = server.argv(port)
+    child = proc.start_background(argv, log_file=server.log_file(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return {"pid": child.pid, "argv": argv, "port": port, "endpoint": f"http://{HOST}:{port}", "log": str(server.log_file())}
+
+
+def _wait_healthy(server: Server, record: dict) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if healthy(record["endpoint"] + server.health_path):
+            return
+        if not is_ours(record):
+            break
+        time.sleep(0.2)
+    tail = _log_tail(Path(record["log"]))
+    raise KinaseError(f"the {server.name} server did not start on port {record['port']}: {tail}", f"see {record['log']}")
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])[-400:]
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def start(port: int = DEFAULT_PORT, kvs_port: int = DEFAULT_KVS_PORT) -> dict:
+    """Start both servers and record them; stops what it started if either fails."""
+    for name, p in (("--port", port), ("--kvs-port", kvs_port)):
+        if not port_free(p):
+            raise KinaseError(f"port {p} on {HOST} is already in use", f"pick another with {name}")
+    state: dict = {"started_at": time.time()}
+    try:
+        for server, p in ((MOTO, port), (KVS, kvs_port)):
+            state[server.name] = _start(server, p)
+            save({**state, "starting": True})
+        for server in SERVERS:
+            _wait_healthy(server, state[server.name])
+    except BaseException:
+        stop(state)
+        raise
+    state["aws_endpoint"] = state["moto"]["endpoint"]
+    state["kinesis_video_endpoint"] = state["kvs"]["endpoint"]
+    save(state)
+    return state
+
+
+def stop(state: dict | None = None) -> list[str]:
+    """Stop the recorded servers that are still ours and forget the state; returns what was stopped."""
+    state = load() if state is None else state
+    stopped = []
+    for server in SERVERS:
+        record = (state or {}).get(server.name)
+        if record and is_ours(record):
+            _terminate(record["pid"])
+            stopped.append(f"{server.name} (pid {record['pid']})")
+    state_file().unlink(missing_ok=True)
+    return stopped
+
+
+def _terminate(pid: int) -> None:
+    # start_background made each server the leader of its own process group.
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if cmdline(pid) is None or _reaped(pid):
+                return
+            time.sleep(0.1)
+
+
+def _reaped(pid: int) -> bool:
+    """Reap `pid` if it is our own exited child (when started in this same process)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:
+        return False
