@@ -83,6 +83,15 @@ def _open(path: Path):
     return container
 
 
+def probe(path: Path) -> dict:
+    """Codec, size and frame rate of the file's video; KinaseError when it cannot be read."""
+    with _open(path) as container:
+        video = container.streams.video[0]
+        ctx = video.codec_context
+        return {"codec": ctx.name, "width": ctx.width, "height": ctx.height,
+                "fps": float(video.average_rate or video.guessed_rate or 0), "reencode": _needs_reencode(video)}
+
+
 def _needs_reencode(stream) -> bool:
     extradata = stream.codec_context.extradata or b""
     return stream.codec_context.name != "h264" or not extradata or extradata[0] != 1  # not AVCC
@@ -363,7 +372,7 @@ def put_file(
     on_progress: Callable[[RemuxStats, AckStats], None] | None = None,
 ) -> PutResult:
     """Upload `path` to `stream_name` with PutMedia; raise KinaseError unless every fragment persisted."""
-    _open(path).close()  # an unreadable file fails before anything is sent
+    probe(path)  # an unreadable file fails before anything is sent
     endpoint = data_endpoint(target.client("kinesisvideo"), stream_name, "PUT_MEDIA")
     credentials = target.session.get_credentials()
     if credentials is None:
