@@ -6,7 +6,6 @@ import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3, aws_sqs as sqs
 from constructs import Construct
 
-from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import output
 
 FRAMES_EXPIRE_DAYS = 14
@@ -30,7 +29,6 @@ class StorageStack(cdk.Stack):
             # Audit logs outlive the stack (and a bucket that still holds objects cannot be deleted).
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        acknowledge(access_logs, "AwsSolutions-S1", "this is the frames bucket's access-log bucket; logging it to itself would loop")
         self.bucket = s3.Bucket(
             self,
             "FramesBucket",
