@@ -1,0 +1,51 @@
+"""`kinase synth` through the real project-local cdk CLI, and the runner's checks on that CLI."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from conftest import kinase
+from infra import naming
+
+
+def fake_cdk(tmp_path, version: str):
+    script = tmp_path / "cdk"
+    script.write_text(f"#!/bin/sh\necho '{version} (build 0000000)'\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def assert_one_line_error(proc, *fragments: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_synth_writes_the_five_templates(tmp_path):
+    out = tmp_path / "templates"
+    proc = kinase("synth", "--out", str(out), "--env", "ci", "--json", check=True, timeout=300)
+    data = json.loads(proc.stdout)["data"]
+    assert data["dir"] == str(out)
+    for name in naming.stack_names("ci"):
+        template = json.loads((out / f"{name}.template.json").read_text())
+        assert template["Resources"]
+    assert sorted(data["templates"]) == sorted(str(out / f"{n}.template.json") for n in naming.stack_names("ci"))
+    stream = json.loads((out / "kinase-ci-stream.template.json").read_text())
+    assert stream["Resources"]["Stream"]["Properties"]["Name"] == "kinase-ci-video"
+
+
+def test_cdk_missing_is_one_line_with_the_install_command(tmp_path):
+    proc = kinase("synth", "--out", str(tmp_path), env={"KINASE_CDK": str(tmp_path / "nowhere" / "cdk")})
+    assert_one_line_error(proc, "cdk CLI was not found", "npm ci")
+
+
+@pytest.mark.parametrize("version", ["2.1000.0", "3.0.0", "1.204.0"])
+def test_unsupported_cdk_is_one_line_with_the_install_command(tmp_path, version):
+    proc = kinase("synth", "--out", str(tmp_path / "out"), env={"KINASE_CDK": str(fake_cdk(tmp_path, version))})
+    assert_one_line_error(proc, f"cdk CLI {version}", "not supported", "npm ci")
