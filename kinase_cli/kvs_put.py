@@ -128,7 +128,8 @@ def remux(
         target.width, target.height = width - width % 2, height - height % 2
         target.pix_fmt = "yuv420p"
         target.codec_context.time_base = Fraction(1, 1000)
-        target.options = {"g": str(max(1, round(fps))), "bf": "0", "preset": "veryfast", "crf": "23"}
+        gop = str(max(1, round(fps)))
+        target.options = {"g": gop, "keyint_min": gop, "x264-params": "scenecut=0", "bf": "0", "preset": "veryfast", "crf": "23"}
     else:
         target = out.add_stream_from_template(source)
     probe.close()
@@ -160,6 +161,7 @@ def remux(
                         pace(t)
                         image = frame.reformat(width=target.width, height=target.height, format="yuv420p")
                         image.pts, image.time_base = round(t * 1000), Fraction(1, 1000)
+                        image.pict_type = 0  # not the source's I-frames: the encoder's own one-second GOP
                         for packet in target.encode(image):
                             stats.key_frames += packet.is_keyframe
                             out.mux(packet)
@@ -182,8 +184,7 @@ def remux(
                         stats.key_frames += packet.is_keyframe
                         out.mux(packet)
                         stats.frames += 1
-                        length = float(packet.duration * tb) if packet.duration else 1 / fps
-                        pass_end = max(pass_end, t - offset + length)
+                        pass_end = max(pass_end, t - offset + 1 / fps)
                         if on_frame:
                             on_frame(stats)
             except av.error.FFmpegError as exc:

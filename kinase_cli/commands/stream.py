@@ -168,10 +168,12 @@ def ls(
         console.info(f"no streams{'' if all_ else f' named {prefix}*'} (see `kinase deploy{target.hint_flag()}`)")
         return
     table = Table(title=f"{len(streams)} Kinesis Video stream(s)")
-    for column in ("name", "status", "retention (h)", "media type", "created"):
+    table.add_column("name", overflow="fold")
+    for column in ("status", "retention (h)", "media type", "created"):
         table.add_column(column, no_wrap=True)
     for s in streams:
-        table.add_row(s["name"], s["status"] or "", str(s["retention_hours"]), s["media_type"] or "", str(s["created"] or ""))
+        created = str(s["created"] or "")[:19].replace("T", " ")
+        table.add_row(s["name"], s["status"] or "", str(s["retention_hours"]), s["media_type"] or "", created)
     console.out.print(table)
 
 
