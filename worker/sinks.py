@@ -163,6 +163,7 @@ class Delivery:
                 self.metrics.count("FramesDelivered")
                 self.metrics.time("LatencyMs", r.message["latency_ms"])
                 self.ledger.delivered(r.frame)
+                log.debug("delivered %s", r.key)
             failed = [f for f in response.get("Failed", []) if f.get("Id") in pending]
             if not failed:
                 continue
