@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 MAX_BATCH = 10
-MAX_WAIT_S = 20
 TRANSIENT_CODES = {
     "Throttling", "ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError",
     "InternalFailure", "RequestTimeout", "SlowDown", "KMS.ThrottlingException",

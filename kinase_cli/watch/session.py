@@ -30,8 +30,11 @@ from kinase_cli.watch.messages import Filter, accept
 from kinase_cli.watch.receiving import Acker, Budget, DepthPoller, Holder, Received, Receiver
 from kinase_cli.watch.stats import Row, Stats
 
-INVALID_VISIBILITY_S = 2
+RETRY_VISIBILITY_S = 2
 REMEMBERED_IDS = 100_000
+# A receive still waiting when the watcher exits would take messages with it (invisible for the
+# queue's visibility timeout), so exit waits for open polls: a short poll keeps that wait short.
+LONG_POLL_S = 5
 PEEK_HOLD_S = 60
 REFRESH_PER_SECOND = 8
 
@@ -59,20 +62,22 @@ class Resources:
 
 
 @contextmanager
-def _sigterm_as_interrupt():
-    """`kill` ends the watcher like Ctrl+C: summary, exit 0."""
+def _signals_as_interrupt():
+    """`kill` or a closed terminal ends the watcher like Ctrl+C: summary, messages handed back, exit 0."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread (in-process tests)
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Session:
@@ -92,9 +97,9 @@ class Session:
             from kinase_cli.watch.saver import Saver
 
             self.saver = Saver(res.s3, res.bucket, opts.save)
-        wait_s = 20 if opts.idle_timeout is None else max(1, min(20, math.ceil(opts.idle_timeout)))
+        self.wait_s = LONG_POLL_S if opts.idle_timeout is None else max(1, min(LONG_POLL_S, math.ceil(opts.idle_timeout)))
         self.receivers = [
-            Receiver(i, res.sqs, res.queue_url, self.batches, self.budget, self.stop, self.deep, wait_s,
+            Receiver(i, res.sqs, res.queue_url, self.batches, self.budget, self.stop, self.deep, self.wait_s,
                      PEEK_HOLD_S if opts.peek else None, self._status)
             for i in range(max(1, opts.receivers))
         ]
@@ -124,7 +129,7 @@ class Session:
         reason = "interrupted"
         display = self._live() if self.mode == "live" else nullcontext()
         try:
-            with _sigterm_as_interrupt(), display:
+            with _signals_as_interrupt(), display:
                 reason = self._loop()
         except KeyboardInterrupt:
             reason = "interrupted"
@@ -180,7 +185,7 @@ class Session:
             if self.holder:
                 self.holder.hold(received.receipt_handle)
             else:
-                self.acker.set_visibility(received.receipt_handle, INVALID_VISIBILITY_S)
+                self.acker.set_visibility(received.receipt_handle, RETRY_VISIBILITY_S)
             row = self.stats.bad(received.message_id, exc.reason)
             if row is not None:
                 self._show_bad(received, row)
@@ -216,6 +221,10 @@ class Session:
             self._done(received)
             return
         self.handled.pop(received.message_id, None)
+        if self.holder:
+            self.holder.hold(received.receipt_handle)
+        else:
+            self.acker.set_visibility(received.receipt_handle, RETRY_VISIBILITY_S)
         with self.stats.lock:
             self.stats.save_errors += 1
         described = translate(error)
@@ -243,16 +252,22 @@ class Session:
             self.acker.set_visibility(received.receipt_handle, 0)
 
     def _shutdown(self) -> None:
+        """Stop receiving, hand back what was received but not handled, finish saves and acks."""
         self.stop.set()
-        for r in self.receivers:
-            r.join(timeout=0.5)
-        while True:
-            try:
-                self._release(self.batches.get_nowait())
-            except queue.Empty:
-                break
+        deadline = time.monotonic() + self.wait_s + 2
+        while any(r.is_alive() for r in self.receivers) and time.monotonic() < deadline:
+            self._release_queued()
+            time.sleep(0.05)
+        self._release_queued()
         if self.saver is not None:
             self.saver.close()
         if self.holder:
             self.holder.release()
         self.acker.close()
+
+    def _release_queued(self) -> None:
+        while True:
+            try:
+                self._release(self.batches.get_nowait())
+            except queue.Empty:
+                return

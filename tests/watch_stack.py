@@ -1,0 +1,151 @@
+"""Helpers for the watch and dlq tests: the stack they run against and contract-built messages.
+
+`stack` stands in for conftest's `deployed_stack` until it lands: a moto server in its own
+KINASE_HOME with a CloudFormation stack `kinase-dev-storage` that has the storage stack's
+resources and outputs (bucket, results queue with a DLQ after 5 receives), so `kinase watch
+--local` reads the outputs exactly as it does on a deployed local stack.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import ROOT, free_port
+from worker import contract
+
+MAX_RECEIVES = 5
+TEMPLATE = {
+    "Resources": {
+        "Bucket": {"Type": "AWS::S3::Bucket"},
+        "Dlq": {"Type": "AWS::SQS::Queue"},
+        "Queue": {"Type": "AWS::SQS::Queue", "Properties": {
+            "VisibilityTimeout": 120,
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": ["Dlq", "Arn"]}, "maxReceiveCount": MAX_RECEIVES}}},
+    },
+    "Outputs": {
+        "FramesBucketName": {"Value": {"Ref": "Bucket"}},
+        "ResultsQueueUrl": {"Value": {"Ref": "Queue"}},
+        "DeadLetterQueueUrl": {"Value": {"Ref": "Dlq"}},
+    },
+}
+
+
+@dataclass
+class Stack:
+    outputs: dict
+    env: dict  # extra environment for `kinase(...)` so it finds this stack
+    endpoint: str
+    _clients: dict = field(default_factory=dict)
+
+    def client(self, service: str):
+        if service not in self._clients:
+            import boto3
+
+            self._clients[service] = boto3.client(
+                service, endpoint_url=self.endpoint, region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )
+        return self._clients[service]
+
+    @property
+    def queue(self) -> str:
+        return self.outputs["ResultsQueueUrl"]
+
+    @property
+    def dlq(self) -> str:
+        return self.outputs["DeadLetterQueueUrl"]
+
+    @property
+    def bucket(self) -> str:
+        return self.outputs["FramesBucketName"]
+
+    def depth(self, url: str) -> tuple[int, int]:
+        """(visible, in flight)"""
+        a = self.client("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+    def send(self, bodies: list[str]) -> None:
+        sqs = self.client("sqs")
+        for start in range(0, len(bodies), 10):
+            chunk = bodies[start:start + 10]
+            r = sqs.send_message_batch(QueueUrl=self.queue, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)])
+            assert not r.get("Failed"), r
+
+    def reset(self) -> None:
+        """Empty both queues without PurgeQueue (SQS allows one purge a minute per queue).
+
+        Messages a previous test left in flight come back within a few seconds (the watcher
+        gives what it cannot handle a short visibility timeout) and are drained then.
+        """
+        sqs = self.client("sqs")
+        for _ in range(120):
+            if self.depth(self.queue) == (0, 0) and self.depth(self.dlq) == (0, 0):
+                return
+            for url in (self.queue, self.dlq):
+                got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+                if got:
+                    sqs.delete_message_batch(QueueUrl=url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+            time.sleep(0.25)
+        raise AssertionError(f"queues did not drain: {self.depth(self.queue)} {self.depth(self.dlq)}")
+
+
+def frame(bucket: str, index: int, classes: list[str], stream: str = "cam-1", conf: float = 0.8) -> dict:
+    now = time.time()
+    return contract.build(
+        bucket=bucket, stream_name=stream, frame_index=index,
+        source={"type": "file", "uri": "/videos/street.mp4", "frame_number": index},
+        frame_time=now - 0.25, width=640, height=480, model="shapes-yolo11n.onnx", inference_ms=20.0,
+        detections=[{"class": c, "class_id": 0, "conf": conf, "bbox": [0.5, 0.5, 0.2, 0.2]} for c in classes],
+        now=now,
+    )
+
+
+def _wait_up(url: str) -> None:
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto server did not start")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("watch-home")
+    port = free_port()
+    endpoint = f"http://localhost:{port}"
+    log = open(home / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        _wait_up(endpoint)
+        (home / "local").mkdir()
+        (home / "local" / "state.json").write_text(json.dumps({"aws_endpoint": endpoint, "kinesis_video_endpoint": endpoint}))
+        s = Stack(outputs={}, env={"KINASE_HOME": str(home)}, endpoint=endpoint)
+        cfn = s.client("cloudformation")
+        cfn.create_stack(StackName="kinase-dev-storage", TemplateBody=json.dumps(TEMPLATE))
+        s.outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="kinase-dev-storage")["Stacks"][0]["Outputs"]}
+        yield s
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def fresh(stack):
+    """The stack with empty queues."""
+    stack.reset()
+    return stack
+
