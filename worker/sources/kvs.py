@@ -202,6 +202,9 @@ class KvsSource:
                 )
                 if self.stop.is_set():
                     return
+            if not frames and fragment.block_timecodes:
+                self.metrics.count("CorruptMedia")
+                log.warning("fragment %s: no frame could be decoded, skipped", number)
         except (av.error.FFmpegError, ValueError, IndexError) as exc:
             self.metrics.count("CorruptMedia")
             log.warning("fragment %s: undecodable after %d frames (%s), rest skipped", number, frames, exc)
