@@ -253,6 +253,7 @@ class PutMediaSession:
         self.acks = AckStats()
         self.lock = threading.Lock()
         self.failed = threading.Event()
+        self.closing = False
         self.reader = threading.Thread(target=self._read_acks, name="putmedia-acks", daemon=True)
         self.reader.start()
 
@@ -267,13 +268,18 @@ class PutMediaSession:
                 raise self.error() from None
             raise KinaseError(f"PutMedia connection lost: {exc}") from None
 
-    def finish(self) -> AckStats:
-        """End the body and wait until the service has acknowledged everything and closed."""
+    def finish(self, expected: int | None = None) -> AckStats:
+        """End the body; wait until the service closes the response or `expected` fragments persisted."""
         try:
             self.sock.sendall(b"0\r\n\r\n")
         except OSError:
             pass
-        self.reader.join(ACK_WAIT_SECONDS)
+        deadline = time.monotonic() + ACK_WAIT_SECONDS
+        while self.reader.is_alive() and time.monotonic() < deadline:
+            if expected is not None and len(self.acks.persisted) >= expected:
+                break
+            self.reader.join(0.05)
+        self.closing = True
         self.sock.close()
         if self.failed.is_set():
             raise self.error()
@@ -311,7 +317,7 @@ class PutMediaSession:
                         self.acks.error = ack
                         self.failed.set()
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            if not self.failed.is_set() and self.acks.error is None:
+            if not (self.closing or self.failed.is_set()):
                 self.acks.http_error = f"PutMedia connection failed: {exc}"
                 self.failed.set()
 
@@ -385,7 +391,7 @@ def put_file(
         path, session.send, loops=loops, realtime=realtime, stop=stop,
         on_frame=(lambda s: on_progress(s, session.acks)) if on_progress else None,
     )
-    acks = session.finish()
+    acks = session.finish(expected=stats.key_frames)
     if on_progress:
         on_progress(stats, acks)
     if len(acks.persisted) < stats.key_frames:
