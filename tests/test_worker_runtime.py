@@ -1,0 +1,57 @@
+"""The container's runtime, without Docker: a fresh venv from worker/requirements.txt alone runs the
+worker on the ONNX test model, and torch is not importable there.
+
+The venv is built once per requirements file (pip's cache makes rebuilding cheap) and kept under
+~/.cache/kinase/, so later runs only check it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from kinase_cli.samples import shapes_video
+from worker_stack import SHAPES_ONNX, media  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+REQUIREMENTS = ROOT / "worker" / "requirements.txt"
+
+
+def runtime_venv() -> Path:
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kinase" / f"worker-runtime-{digest}"
+    python = cache / "bin" / "python"
+    if (cache / ".complete").exists():
+        return python
+    shutil.rmtree(cache, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(cache)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True, timeout=1200)
+    (cache / ".complete").write_text("ok\n")
+    return python
+
+
+def test_requirements_alone_run_the_worker_without_torch(media, tmp_path):
+    python = runtime_venv()
+    image = tmp_path / "opt-kinase"
+    shutil.copytree(ROOT / "worker", image / "worker", ignore=shutil.ignore_patterns("__pycache__", "Dockerfile*"))
+    video = tmp_path / "clip.mp4"
+    shapes_video(video, frames=10, fps=15, size=(320, 240), seed=11)
+    target = media.fresh()
+    env = {k: v for k, v in media.worker_env(target, str(video), model=SHAPES_ONNX).items() if k != "PYTHONPATH"}
+
+    for module in ("torch", "ultralytics", "kinase_cli"):
+        probe = subprocess.run([str(python), "-c", f"import {module}"], cwd=image, capture_output=True, text=True)
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
+    run = subprocess.run([str(python), "-m", "worker"], cwd=image, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run.returncode == 0, run.stderr
+    messages = media.messages(target.queue_url, expect=10)
+    assert sorted(m["source"]["frame_number"] for m in messages) == list(range(10))
+    assert {m["model"] for m in messages} == {"shapes-yolo11n.onnx"}
