@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import threading
 
 import av
 import numpy as np
 import pytest
 
-from conftest import kinase
+from conftest import KINASE, ROOT, kinase
 from kinase_cli.samples import shapes_video
 from kvs_support import decode, kvs_endpoint  # noqa: F401  (fixture)
 from worker import mkv
@@ -116,6 +119,30 @@ def test_realtime_paces_at_the_frame_rate(kvs_endpoint, tmp_path):
     summary = put(kvs_endpoint, path, "put-realtime", "--realtime")
     assert summary["persisted"] == 2
     assert summary["elapsed_seconds"] >= 9 / FPS  # the last frame is not sent before its time
+
+
+def test_sigterm_ends_a_live_loop_cleanly(kvs_endpoint, h264_file):
+    """A camera stand-in (`--loop --realtime`) stopped by SIGTERM: exit 0, every fragment sent is persisted."""
+    kvs_endpoint.create("put-live")
+    payload = kvs_endpoint.get_media("put-live", StartSelectorType="NOW")
+    proc = subprocess.Popen(
+        [*KINASE, "stream", "put", str(h264_file), "--stream", "put-live", "--local", "--json", "--loop", "--realtime"],
+        cwd=ROOT, env={**os.environ, **kvs_endpoint.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = next(mkv.iter_fragments(payload))  # the upload is live
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        payload.close()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)["data"]
+    assert summary["persisted"] == summary["fragments"] >= 1
+    assert summary["first_fragment_number"] == first.fragment_number
+    stored = kvs_endpoint.fragments("put-live", StartSelectorType="EARLIEST")
+    assert [f.fragment_number for f in stored][-1] == summary["last_fragment_number"]
+    assert len(decode(stored)) == summary["frames"]
 
 
 def test_non_h264_input_is_reencoded_to_h264(kvs_endpoint, tmp_path):
