@@ -229,16 +229,16 @@ def _check_image(t, outputs, image: str) -> None:
     ref = ImageRef.parse(image)
     if ref.name != outputs.get("RepositoryName", ref.name):
         return
+    ecr = t.client("ecr")
     try:
-        t.client("ecr").describe_images(repositoryName=ref.name, imageIds=[ref.ecr_id()])
+        ecr.describe_images(repositoryName=ref.name, imageIds=[ref.ecr_id()])
     except Exception as exc:  # botocore ClientError
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code in ("ImageNotFoundException", "RepositoryNotFoundException"):
-            raise KinaseError(
-                f"no image {ref.digest or ref.tag} in {ref.name}: no worker image has been pushed yet",
-                f"run `kinase push-image{t.hint_flag()}`",
-            ) from None
-        raise
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ImageNotFoundException":
+            raise
+        hint = f"run `kinase push-image{t.hint_flag()}`"
+        if not ecr.list_images(repositoryName=ref.name, maxResults=1)["imageIds"]:
+            raise KinaseError(f"no worker image has been pushed to {ref.name} yet", hint) from None
+        raise KinaseError(f"the task definition's image {ref.digest or ref.tag} is not in {ref.name}", hint) from None
 
 
 def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool) -> list[dict]:

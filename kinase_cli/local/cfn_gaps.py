@@ -2,7 +2,10 @@
 
 moto skips `AWS::KinesisVideo::Stream` (the stream lives on the local Kinesis Video endpoint), and
 on delete it neither detaches the internet gateway nor deletes route tables or flow logs, so the
-VPC (and the network stack) could never be deleted.
+VPC (and the network stack) could never be deleted. It also drops the VPC's EnableDnsHostnames
+(moto's ECS RunTask in awsvpc mode fails without it) and registers the task definition with only
+its family, containers and memory (no cpu, awsvpc network mode, FARGATE compatibility or roles), so
+a complete revision is registered from the deployed template.
 """
 
 from __future__ import annotations
@@ -22,6 +25,28 @@ def after_deploy(target: Target, values: dict[str, str]) -> None:
         console.info(f"created Kinesis Video stream {name} on the local endpoint")
     except kvs.exceptions.ResourceInUseException:
         pass
+    if values.get("VpcId"):
+        target.client("ec2").modify_vpc_attribute(VpcId=values["VpcId"], EnableDnsHostnames={"Value": True})
+    if values.get("TaskDefinitionFamily"):
+        _complete_task_definition(target, values)
+
+
+def _complete_task_definition(target: Target, values: dict[str, str]) -> None:
+    import json
+
+    ecs = target.client("ecs")
+    current = ecs.describe_task_definition(taskDefinition=values["TaskDefinitionFamily"])["taskDefinition"]
+    if current.get("networkMode") == "awsvpc":
+        return
+    template = target.client("cloudformation").get_template(StackName=target.stack_name("compute"))["TemplateBody"]
+    template = json.loads(template) if isinstance(template, str) else template
+    props = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition")
+    ecs.register_task_definition(
+        family=current["family"], containerDefinitions=current["containerDefinitions"], volumes=current.get("volumes", []),
+        cpu=props["Cpu"], memory=props["Memory"], networkMode=props["NetworkMode"],
+        requiresCompatibilities=props["RequiresCompatibilities"],
+        taskRoleArn=values["TaskRoleArn"], executionRoleArn=values["ExecutionRoleArn"],
+    )
 
 
 def before_destroy(target: Target, values: dict[str, str]) -> None:
