@@ -49,6 +49,12 @@ class RemuxStats:
     bytes: int = 0
     media_seconds: float = 0.0
     passes: int = 0
+    done: bool = False  # the muxer is closed: every cluster has been written
+
+    @property
+    def clusters_written(self) -> int:
+        """A cluster is written when the next key frame starts the next one, or at the end."""
+        return self.key_frames if self.done else max(self.key_frames - 1, 0)
 
 
 class _Sink(io.RawIOBase):
@@ -111,8 +117,8 @@ def remux(
 
     stop = stop or threading.Event()
     stats = RemuxStats()
-    probe = _open(path)
-    source = probe.streams.video[0]
+    first = _open(path)
+    source = first.streams.video[0]
     stats.codec = source.codec_context.name
     stats.reencoded = _needs_reencode(source)
     fps = float(source.average_rate or source.guessed_rate or 25)
@@ -132,7 +138,7 @@ def remux(
         target.options = {"g": gop, "keyint_min": gop, "x264-params": "scenecut=0", "bf": "0", "preset": "veryfast", "crf": "23"}
     else:
         target = out.add_stream_from_template(source)
-    probe.close()
+    first.close()
 
     wall_start = time.monotonic()
     offset = 0.0  # seconds added to this pass's timestamps, so they keep increasing across passes
@@ -198,8 +204,14 @@ def remux(
             for packet in target.encode(None):
                 stats.key_frames += packet.is_keyframe
                 out.mux(packet)
-    finally:
-        out.close()
+    except BaseException:
+        try:
+            out.close()
+        except Exception:  # the sink failing again: the first error is the one to report
+            pass
+        raise
+    out.close()
+    stats.done = True
     if stats.frames == 0:
         raise KinaseError(f"no video frames could be read from {path}")
     return stats

@@ -86,9 +86,8 @@ def put(
 
         clock["t0"] = clock["t0"] or time.monotonic()
         rate = stats.bytes / max(time.monotonic() - clock["t0"], 1e-3)
-        sent = max(stats.key_frames - 1, 0)
         progress.update(task, description=(
-            f"PutMedia {file.name} -> {name}: {stats.frames} frames, {sent} fragments sent, "
+            f"PutMedia {file.name} -> {name}: {stats.frames} frames, {stats.clusters_written} fragments sent, "
             f"{acks.count('PERSISTED')} persisted, {_size(stats.bytes)} ({_size(rate)}/s)"
         ))
 
