@@ -8,7 +8,7 @@ chunked transfer encoding on a raw connection, while a thread reads the acknowle
 The Matroska is written by PyAV's muxer with `live=1` (no seeking on the network sink) and `dash=1`
 (one Cluster per key frame, i.e. one fragment per GOP; without it a live muxer cuts small clusters
 that do not start on key frames). H.264 is copied; anything else is re-encoded to H.264 with a
-one-second GOP.
+one-second GOP. Uploads never exceed PutMedia's five fragments per second per stream.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ LIVE_MKV_OPTIONS = {
     "cluster_time_limit": "10000",  # ms; the PutMedia fragment duration limit
 }
 ACK_WAIT_SECONDS = 60.0
+MAX_FRAGMENTS_PER_SECOND = 5  # the PutMedia limit per stream; faster uploads are throttled
 
 
 # ------------------------------------------------------------------------------------------- remux
@@ -111,8 +112,13 @@ def remux(
     realtime: bool = False,
     stop: threading.Event | None = None,
     on_frame: Callable[[RemuxStats], None] | None = None,
+    max_fragment_rate: float | None = None,
 ) -> RemuxStats:
-    """Write `path` as one live Matroska stream to `send`; `loops` passes (0: until `stop`)."""
+    """Write `path` as one live Matroska stream to `send`; `loops` passes (0: until `stop`).
+
+    `max_fragment_rate` (fragments per second) holds back each key frame, which is what closes a
+    cluster and so sends a fragment.
+    """
     import av
 
     stop = stop or threading.Event()
@@ -143,11 +149,23 @@ def remux(
     wall_start = time.monotonic()
     offset = 0.0  # seconds added to this pass's timestamps, so they keep increasing across passes
 
+    last_key = [0.0]
+
     def pace(t: float) -> None:
         if realtime:
             delay = wall_start + t - time.monotonic()
             if delay > 0:
                 stop.wait(delay)
+
+    def mux(packet) -> None:
+        if packet.is_keyframe:
+            if max_fragment_rate and stats.key_frames:
+                delay = last_key[0] + 1 / max_fragment_rate - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+            last_key[0] = time.monotonic()
+            stats.key_frames += 1
+        out.mux(packet)
 
     try:
         while not stop.is_set() and (loops == 0 or stats.passes < loops):
@@ -169,8 +187,7 @@ def remux(
                         image.pts, image.time_base = round(t * 1000), Fraction(1, 1000)
                         image.pict_type = 0  # not the source's I-frames: the encoder's own one-second GOP
                         for packet in target.encode(image):
-                            stats.key_frames += packet.is_keyframe
-                            out.mux(packet)
+                            mux(packet)
                         stats.frames += 1
                         pass_end = max(pass_end, t - offset + 1 / fps)
                         if on_frame:
@@ -187,8 +204,7 @@ def remux(
                         packet.pts += shift
                         packet.dts = (packet.dts if packet.dts is not None else packet.pts - shift) + shift
                         packet.stream = target
-                        stats.key_frames += packet.is_keyframe
-                        out.mux(packet)
+                        mux(packet)
                         stats.frames += 1
                         pass_end = max(pass_end, t - offset + 1 / fps)
                         if on_frame:
@@ -202,8 +218,7 @@ def remux(
             stats.media_seconds = offset
         if stats.reencoded:
             for packet in target.encode(None):
-                stats.key_frames += packet.is_keyframe
-                out.mux(packet)
+                mux(packet)
     except BaseException:
         try:
             out.close()
@@ -400,7 +415,7 @@ def put_file(
     producer_start = time.time()
     session = PutMediaSession(endpoint, stream_name, credentials.get_frozen_credentials(), target.region_name, producer_start)
     stats = remux(
-        path, session.send, loops=loops, realtime=realtime, stop=stop,
+        path, session.send, loops=loops, realtime=realtime, stop=stop, max_fragment_rate=MAX_FRAGMENTS_PER_SECOND,
         on_frame=(lambda s: on_progress(s, session.acks)) if on_progress else None,
     )
     acks = session.finish(expected=stats.key_frames)

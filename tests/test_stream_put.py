@@ -61,6 +61,7 @@ def test_put_h264_every_fragment_persisted_and_read_back_frame_for_frame(kvs_end
     assert summary["acks"] == {"BUFFERING": 8, "RECEIVED": 8, "PERSISTED": 8}
     assert (summary["codec"], summary["reencoded"]) == ("h264", False)
     assert summary["media_seconds"] == pytest.approx(FRAMES / FPS)
+    assert summary["elapsed_seconds"] >= 7 / 5  # eight fragments at PutMedia's five a second at most
 
     fragments = kvs_endpoint.fragments("put-h264", StartSelectorType="EARLIEST")
     assert len(fragments) == 8
