@@ -42,7 +42,7 @@ def diff(profile: Profile = None, region: Region = None, local: Local = False, e
     """Show what `kinase deploy` would change in the deployed stacks."""
     from kinase_cli import cdk
 
-    tgt = target(profile, region, local, env)
+    tgt = _checked_target(profile, region, local, env)
     cdk.run(tgt, ["diff", "--all"], on_line=lambda line: console.out.print(line, markup=False, highlight=False), what="cdk diff")
 
 
@@ -56,7 +56,7 @@ def deploy(
     """Create or update all stacks (network, storage, stream, registry, compute) and show their outputs."""
     from kinase_cli import cdk, paths
 
-    tgt = target(profile, region, local, env)
+    tgt = _checked_target(profile, region, local, env)
     outputs_file = paths.env_dir(env, local) / "cdk-outputs.json"
     outputs_file.unlink(missing_ok=True)
     args = ["deploy", "--all", "--require-approval", "never", "--outputs-file", str(outputs_file), "--progress", "events"]
@@ -86,7 +86,7 @@ def destroy(
     """Delete all stacks of the environment, with the frames bucket's objects and the stream's video."""
     from kinase_cli import cdk, outputs, paths
 
-    tgt = target(profile, region, local, env)
+    tgt = _checked_target(profile, region, local, env)
     names = ", ".join(naming.stack_names(env))
     if not yes:
         typer.confirm(f"Delete {names} and the frames, results and video they hold?", abort=True)
@@ -118,6 +118,17 @@ def outputs_cmd(
 
     values = outputs.read(target(profile, region, local, env), required=naming.CONCERNS)
     _show("outputs", dict(values), json)
+
+
+def _checked_target(profile, region, local: bool, env: str):
+    """The target, after the checks that should fail before any progress output: cdk CLI, local stack."""
+    from kinase_cli import cdk
+
+    cdk.checked_executable()
+    tgt = target(profile, region, local, env)
+    if local:
+        tgt.endpoints  # noqa: B018 (raises the one-line error)
+    return tgt
 
 
 def _flatten(by_stack: dict[str, dict[str, str]]) -> dict[str, str]:
