@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import io
 import json
@@ -90,6 +91,17 @@ def test_requests_signed_with_the_wrong_secret_are_refused(kvs_endpoint):
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+def test_stale_signatures_are_refused(kvs_endpoint, monkeypatch):
+    import botocore.auth
+
+    an_hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: an_hour_ago.replace(tzinfo=None))
+    with pytest.raises(ClientError) as err:
+        kvs_endpoint.control().list_streams()
+    assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert "expired" in err.value.response["Error"]["Message"]
+
+
 def test_putmedia_without_a_valid_signature_is_refused(kvs_endpoint, live_stream):
     kvs_endpoint.create("auth-put")
     headers = {"x-amzn-stream-name": "auth-put", "x-amzn-fragment-timecode-type": "RELATIVE",
@@ -97,8 +109,9 @@ def test_putmedia_without_a_valid_signature_is_refused(kvs_endpoint, live_stream
     status, got, body = raw_put(kvs_endpoint, headers, live_stream)
     assert status == 403
     assert got["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException")
-    forged = dict(headers, Authorization="AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/kinesisvideo/aws4_request, "
-                  "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64, **{"X-Amz-Date": "20260101T000000Z"})
+    now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    forged = dict(headers, Authorization=f"AWS4-HMAC-SHA256 Credential=testing/{now[:8]}/us-east-1/kinesisvideo/aws4_request, "
+                  "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64, **{"X-Amz-Date": now})
     status, got, _ = raw_put(kvs_endpoint, forged, live_stream)
     assert status == 403
     assert got["x-amzn-ErrorType"].startswith("InvalidSignatureException")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hmac
 import re
+from datetime import datetime, timedelta, timezone
 
+MAX_SKEW = timedelta(minutes=15)
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
@@ -43,6 +45,12 @@ def verify(method: str, url: str, headers, body: bytes | None) -> None:
     amz_date = headers.get("X-Amz-Date")
     if not match or not amz_date:
         raise AuthError("IncompleteSignatureException", "The request signature is malformed.")
+    try:
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise AuthError("IncompleteSignatureException", "X-Amz-Date is not a SigV4 timestamp.") from None
+    if abs(datetime.now(timezone.utc) - signed_at) > MAX_SKEW:
+        raise AuthError("InvalidSignatureException", f"Signature expired: {amz_date} is more than 15 minutes from now.")
     if match["key"] != ACCESS_KEY:
         raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
     signed = match["signed"].split(";")
