@@ -1,8 +1,9 @@
 """SigV4 verification for the local Kinesis Video endpoint, so unsigned clients fail here as on AWS.
 
 The signature is recomputed with botocore's own signer from the headers the client says it signed.
-Streaming bodies (PutMedia) cannot be hashed before they are read: as on AWS, their signature
-covers the `X-Amz-Content-SHA256` header when sent, else the hash of an empty payload.
+Streaming bodies (PutMedia) cannot be hashed before they are read: their signature covers the
+`X-Amz-Content-SHA256` header when it is signed, else the hash of an empty payload (which is how
+the public PutMedia producers, and `kinase stream put`, sign).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import hmac
 import re
 from datetime import datetime, timedelta, timezone
 
+from kinase_cli.target import LOCAL_CREDENTIALS
+
 MAX_SKEW = timedelta(minutes=15)
-ACCESS_KEY = "testing"
-SECRET_KEY = "testing"
+ACCESS_KEY = LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+SECRET_KEY = LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
 
 _AUTH = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,\s*"
