@@ -124,3 +124,15 @@ def newest_task_definition(outputs: dict) -> dict:
 def path_without_docker() -> str:
     keep = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not (Path(d) / "docker").exists()]
     return os.pathsep.join(keep)
+
+
+def drain(queue_url: str) -> list[dict]:
+    """Receive and delete every message now on the queue (PurgeQueue allows one call a minute)."""
+    sqs = local().client("sqs")
+    bodies = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not batch:
+            return bodies
+        bodies += [m["Body"] for m in batch]
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, kinase
 from kinase_cli.commands.tasks import task_summary, _exit_code
-from ops_support import aws_env, local, newest_task_definition, put_image, remove_images
+from ops_support import aws_env, drain, local, newest_task_definition, put_image, remove_images
 
 pytestmark = pytest.mark.e2e
 
@@ -220,22 +220,15 @@ def test_local_runs_the_real_worker_and_its_messages_reach_the_queue(deployed_st
         pytest.fail(f"{SHAPES_MODEL} is missing: the worker's test model has not been committed")
     video = tmp_path / "shapes.mp4"
     truth = shapes_video(video, frames=12, fps=6, size=(320, 240), seed=5)
-    sqs = local().client("sqs")
     queue = deployed_stack["ResultsQueueUrl"]
-    sqs.purge_queue(QueueUrl=queue)
+    drain(queue)
     proc = kinase("run-task", "--local", "--source", str(video), "--model", str(SHAPES_MODEL), "--imgsz", "320", "--json", timeout=900)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
     task_id = data["tasks"][0]["taskId"]
     assert data["tasks"][0]["exitCode"] == 0
 
-    messages = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        if not batch:
-            break
-        messages += [contract.parse(m["Body"]) for m in batch]
-        sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    messages = [contract.parse(body) for body in drain(queue)]
     assert sorted(m["frame_index"] for m in messages) == list(range(len(truth)))
     assert {m["stream_name"] for m in messages} == {"shapes"}
     assert {m["bucket"] for m in messages} == {deployed_stack["FramesBucketName"]}
