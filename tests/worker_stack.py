@@ -1,6 +1,6 @@
-"""What the worker tests run against: a moto server (S3, SQS) and the local Kinesis Video endpoint.
+"""What the worker tests run against: the local stack's moto server (S3, SQS) and Kinesis Video endpoint.
 
-`media` is one of each for the test session; every test takes its own bucket, queue and stream
+`media` wraps conftest's `local_stack` for the test session; every test takes its own bucket, queue and stream
 from `media.fresh()`, so tests never see each other's frames. The worker runs either as a real
 process (`run_worker`, as the container runs it) or in this process (`Worker`) when a test injects
 faults through botocore event hooks on the session it hands over.
@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import types
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
 from worker import contract
 
 MODELS = ROOT / "models"
@@ -44,10 +43,9 @@ class Target:
 
 
 class Media:
-    def __init__(self, aws_endpoint: str, kvs_server):
+    def __init__(self, aws_endpoint: str, kvs_endpoint: str):
         self.aws_endpoint = aws_endpoint
-        self.kvs_server = kvs_server
-        self.kvs_endpoint = kvs_server.url
+        self.kvs_endpoint = kvs_endpoint
         self.env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_endpoint, "AWS_ENDPOINT_URL_KINESIS_VIDEO": self.kvs_endpoint,
                     "YOLO_OFFLINE": "1"}
         self.session = self.new_session()
@@ -171,35 +169,10 @@ class Background:
             self.proc.wait()
 
 
-def _wait_up(url: str) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 @pytest.fixture(scope="session")
-def media(tmp_path_factory):
-    from kinase_cli.local.kvs_server import serve_in_thread
-
-    logs = tmp_path_factory.mktemp("worker-stack")
-    port = free_port()
-    endpoint = f"http://localhost:{port}"
-    log = open(logs / "moto.log", "w")
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    kvs = serve_in_thread("localhost", 0, media_idle_seconds=1.0)
-    try:
-        _wait_up(endpoint + "/moto-api/")
-        yield Media(endpoint, kvs)
-    finally:
-        kvs.shutdown()
-        moto.terminate()
-        moto.wait(10)
-        log.close()
+def media(local_stack):
+    """The session's local stack (`kinase local up`): its moto server and its Kinesis Video endpoint."""
+    return Media(local_stack["aws_endpoint"], local_stack["kinesis_video_endpoint"])
 
 
 @pytest.fixture
