@@ -153,6 +153,15 @@ def session_headers(endpoint, stream: str) -> dict:
     return dict(request.headers.items())
 
 
+def test_one_putmedia_may_carry_several_matroska_files(kvs_endpoint, live_stream):
+    """A producer may start a new EBML header + Segment mid-session (new codec data); timecodes keep rising."""
+    kvs_endpoint.create("two-files")
+    acks, start = put(kvs_endpoint, "two-files", live_stream + with_timecodes(live_stream, [3000, 3500, 4000, 4500, 5000, 5500]))
+    assert acks.count("PERSISTED") == 12
+    frames = decode(kvs_endpoint.fragments("two-files", StartSelectorType="EARLIEST"))
+    assert [when for when, _ in frames] == pytest.approx([start + i / FPS for i in range(2 * FRAMES)], abs=0.002)
+
+
 def test_decreasing_timecodes_get_error_4004_and_the_client_says_so(kvs_endpoint, live_stream):
     kvs_endpoint.create("backwards")
     with pytest.raises(KinaseError) as err:
