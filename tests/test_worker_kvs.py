@@ -136,3 +136,17 @@ def test_live_overload_drops_old_frames_and_keeps_up(media, tmp_path):
     assert max(m["source"]["fragment_number"] for m in messages) == fragments[-1]  # the newest frames were kept
     duration_ms = 120 / 30 * 1000
     assert max(m["latency_ms"] for m in messages) < duration_ms  # processing all 120 would lag by ~20 s at the end
+
+
+def test_max_frames_stops_early_and_checkpoint_can_be_off(media, tmp_path):
+    video = tmp_path / "short.mp4"
+    shapes_video(video, frames=30, fps=15, size=(320, 240), gop=15, seed=6)
+    target = media.fresh(with_stream=True)
+    media.put(target.stream, video)
+
+    run = run_worker(media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", max_frames=5, checkpoint=0))
+
+    assert run.returncode == 0, run.stderr
+    assert sorted(m["frame_index"] for m in media.messages(target.queue_url, expect=5)) == [0, 1, 2, 3, 4]
+    assert summary(run.stderr)["processed"] == 5
+    assert media.checkpoint(target) is None
