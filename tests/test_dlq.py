@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import kinase
-from watch_stack import MAX_RECEIVES, fresh, frame, stack  # noqa: F401  (fixtures)
+from watch_stack import fresh, frame, stack  # noqa: F401  (fixtures)
 from worker import contract
 
 pytestmark = pytest.mark.e2e
@@ -16,7 +16,7 @@ WIDE = {"COLUMNS": "220"}
 
 
 def dlq(stack, *args):
-    return kinase("dlq", *args, "--local", env={**stack.env, **WIDE}, timeout=120)
+    return kinase("dlq", *args, "--local", env=WIDE, timeout=120)
 
 
 def release(stack, messages: list[dict]) -> None:
@@ -42,8 +42,8 @@ def test_bad_messages_end_in_the_dlq_ls_says_why_and_redrive_brings_them_back(fr
     fresh.send([contract.dumps(m) for m in good] + list(bad))
 
     shown = []
-    for _ in range(12):  # each watch run receives the bad ones a few times; SQS moves them after MAX_RECEIVES
-        proc = kinase("watch", "--local", "--json", "--idle-timeout", "3", env=fresh.env, timeout=120)
+    for _ in range(12):  # each watch run receives the bad ones a few times; SQS moves them after maxReceiveCount
+        proc = kinase("watch", "--local", "--json", "--idle-timeout", "3", timeout=120)
         assert proc.returncode == 0, proc.stderr
         shown += [json.loads(line) for line in proc.stdout.splitlines()]
         if fresh.depth(fresh.dlq)[0] == len(bad):
@@ -59,7 +59,7 @@ def test_bad_messages_end_in_the_dlq_ls_says_why_and_redrive_brings_them_back(fr
     assert set(letters) == set(bad)
     for body, words in bad.items():
         assert words in letters[body]["reason"]
-        assert letters[body]["receive_count"] >= MAX_RECEIVES
+        assert letters[body]["receive_count"] >= fresh.max_receives
         assert letters[body]["first_received_ms"] > 0
     assert fresh.depth(fresh.dlq) == (len(bad), 0), "ls must put back what it read"
 

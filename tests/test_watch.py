@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from kinase_cli.watch.stats import Stats, percentile
 
 
 def watch(stack, *args, timeout=120):
-    return kinase("watch", "--local", *args, env=stack.env, timeout=timeout)
+    return kinase("watch", "--local", *args, timeout=timeout)
 
 
 def summary_frames(stderr: str) -> int:
@@ -161,8 +162,7 @@ def test_live_table_in_a_real_terminal_shows_updates_and_ends_on_ctrl_c(fresh, t
     if shutil.which("tmux") is None:
         pytest.fail("tmux is needed for this test (apt-get install tmux)")
     session = f"kinase-watch-{tmp_path.name}"[:50]
-    env = " ".join(f"{k}={v}" for k, v in fresh.env.items())
-    command = f"cd {ROOT} && env {env} {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
+    command = f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True)
 
     def screen() -> str:

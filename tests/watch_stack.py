@@ -1,46 +1,19 @@
-"""Helpers for the watch and dlq tests: the stack they run against and contract-built messages.
-
-`stack` stands in for conftest's `deployed_stack` until it lands: a moto server in its own
-KINASE_HOME with a CloudFormation stack `kinase-dev-storage` that has the storage stack's
-resources and outputs (bucket, results queue with a DLQ after 5 receives), so `kinase watch
---local` reads the outputs exactly as it does on a deployed local stack.
-"""
+"""Helpers for the watch and dlq tests: the deployed local stack as they use it, and contract-built messages."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import ROOT, free_port
 from worker import contract
-
-MAX_RECEIVES = 5
-TEMPLATE = {
-    "Resources": {
-        "Bucket": {"Type": "AWS::S3::Bucket"},
-        "Dlq": {"Type": "AWS::SQS::Queue"},
-        "Queue": {"Type": "AWS::SQS::Queue", "Properties": {
-            "VisibilityTimeout": 120,
-            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": ["Dlq", "Arn"]}, "maxReceiveCount": MAX_RECEIVES}}},
-    },
-    "Outputs": {
-        "FramesBucketName": {"Value": {"Ref": "Bucket"}},
-        "ResultsQueueUrl": {"Value": {"Ref": "Queue"}},
-        "DeadLetterQueueUrl": {"Value": {"Ref": "Dlq"}},
-    },
-}
 
 
 @dataclass
 class Stack:
     outputs: dict
-    env: dict  # extra environment for `kinase(...)` so it finds this stack
     endpoint: str
     _clients: dict = field(default_factory=dict)
 
@@ -66,6 +39,11 @@ class Stack:
     def bucket(self) -> str:
         return self.outputs["FramesBucketName"]
 
+    @property
+    def max_receives(self) -> int:
+        """The results queue's maxReceiveCount, as deployed."""
+        attrs = self.client("sqs").get_queue_attributes(QueueUrl=self.queue, AttributeNames=["RedrivePolicy"])["Attributes"]
+        return int(json.loads(attrs["RedrivePolicy"])["maxReceiveCount"])
     def depth(self, url: str) -> tuple[int, int]:
         """(visible, in flight)"""
         a = self.client("sqs").get_queue_attributes(
@@ -110,37 +88,9 @@ def frame(bucket: str, index: int, classes: list[str], stream: str = "cam-1", co
     )
 
 
-def _wait_up(url: str) -> None:
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("moto server did not start")
-
-
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("watch-home")
-    port = free_port()
-    endpoint = f"http://localhost:{port}"
-    log = open(home / "moto.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        _wait_up(endpoint)
-        (home / "local").mkdir()
-        (home / "local" / "state.json").write_text(json.dumps({"aws_endpoint": endpoint, "kinesis_video_endpoint": endpoint}))
-        s = Stack(outputs={}, env={"KINASE_HOME": str(home)}, endpoint=endpoint)
-        cfn = s.client("cloudformation")
-        cfn.create_stack(StackName="kinase-dev-storage", TemplateBody=json.dumps(TEMPLATE))
-        s.outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="kinase-dev-storage")["Stacks"][0]["Outputs"]}
-        yield s
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+def stack(local_stack, deployed_stack):
+    return Stack(outputs=deployed_stack, endpoint=local_stack["aws_endpoint"])
 
 
 @pytest.fixture
