@@ -36,6 +36,13 @@ LIVE_MKV_OPTIONS = {
 }
 ACK_WAIT_SECONDS = 60.0
 MAX_FRAGMENTS_PER_SECOND = 5  # the PutMedia limit per stream; faster uploads are throttled
+ERROR_HINTS = {  # PutMedia ErrorId -> what to do
+    4001: "a GOP is over 50 MB: re-encode with more frequent key frames",
+    4002: "key frames are more than 10 s apart: re-encode with a shorter GOP",
+    4004: "the video's timestamps go backwards; re-encode it",
+    4006: "the Matroska sent was not valid",
+    4008: "the stream was deleted; check `kinase stream ls`",
+}
 
 
 # ------------------------------------------------------------------------------------------- remux
@@ -318,7 +325,7 @@ class PutMediaSession:
         err = self.acks.error or {}
         where = f" at fragment timecode {err['FragmentTimecode']}" if "FragmentTimecode" in err else ""
         name = f" {err['ErrorCode']}" if err.get("ErrorCode") else ""
-        return KinaseError(f"PutMedia failed{where}: error {err.get('ErrorId', '?')}{name}")
+        return KinaseError(f"PutMedia failed{where}: error {err.get('ErrorId', '?')}{name}", ERROR_HINTS.get(err.get("ErrorId")))
 
     def _read_acks(self) -> None:
         response = http.client.HTTPResponse(self.sock)
