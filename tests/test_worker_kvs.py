@@ -150,3 +150,18 @@ def test_max_frames_stops_early_and_checkpoint_can_be_off(media, tmp_path):
     assert sorted(m["frame_index"] for m in media.messages(target.queue_url, expect=5)) == [0, 1, 2, 3, 4]
     assert summary(run.stderr)["processed"] == 5
     assert media.checkpoint(target) is None
+
+
+def test_low_target_fps_skips_decoding_whole_fragments(media, tmp_path):
+    video = tmp_path / "slow.mp4"
+    shapes_video(video, frames=45, fps=15, size=(320, 240), gop=15, seed=7)
+    target = media.fresh(with_stream=True)
+    fragments = media.put(target.stream, video).acks.persisted
+
+    run = run_worker(media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", idle_exit=2, fps=0.5, log_level="DEBUG"))
+
+    assert run.returncode == 0, run.stderr
+    assert sorted(positions(media.messages(target.queue_url, expect=2))) == [(fragments[0], 0), (fragments[2], 0)]
+    assert f"fragment {fragments[1]}: sampling wants none of its frames, not decoded" in run.stderr
+    assert summary(run.stderr)["read"] == 45
+    assert media.checkpoint(target)["fragment_number"] == fragments[2]

@@ -90,6 +90,14 @@ def test_sampler_target_fps_follows_media_time_not_arrival():
     assert [round(t, 3) for t in kept] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
 
 
+def test_sampler_tells_when_a_run_of_frames_can_be_skipped_undecoded():
+    sampler = Sampler(fps=0.5)
+    assert sampler.wants_any([0.0, 0.5]) and sampler.keep(0.0) and not sampler.keep(0.5)
+    assert not sampler.wants_any([1.0, 1.5])
+    assert sampler.wants_any([1.5, 2.0])
+    assert Sampler(every=2, fps=0.5).wants_any([0.0])
+
+
 def test_sampler_target_fps_restarts_after_a_gap():
     sampler = Sampler(fps=1)
     assert [t for t in (0.0, 0.5, 1.0, 100.0, 100.4, 101.0) if sampler.keep(t)] == [0.0, 1.0, 100.0, 101.0]

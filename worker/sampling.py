@@ -16,6 +16,12 @@ class Sampler:
         self._count = 0
         self._next_due: float | None = None
 
+    def wants_any(self, media_times: list[float]) -> bool:
+        """Whether any of these upcoming frames could be kept; False lets a source skip decoding them all."""
+        if not self.period or self.every != 1 or self._next_due is None:
+            return True
+        return any(t >= self._next_due - 1e-6 for t in media_times)
+
     def keep(self, media_time: float) -> bool:
         index, self._count = self._count, self._count + 1
         if index % self.every:

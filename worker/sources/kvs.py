@@ -6,6 +6,10 @@ a run of small standalone Matroska files, one per fragment. `worker.mkv.iter_fra
 and reads each fragment's tags: fragment number, producer and server timestamps, millis behind
 now, continuation token. Each fragment is then decoded on its own with PyAV from its bytes.
 
+Sampling decides before decoding where it can: a fragment none of whose frames a target-fps
+sampler would keep (known from the block timecodes) is not decoded at all; otherwise every frame
+is decoded (inter frames need their references) but only kept ones are converted to BGR.
+
 Decoding per fragment is robust (a corrupt fragment costs that fragment only, the decoder never
 waits on a socket, and every frame is tied to the tags of its own fragment), and its price is
 latency: a frame is decoded once its whole fragment has arrived, so the added delay is bounded by
@@ -175,6 +179,14 @@ class KvsSource:
         cluster_ms = float(fragment.cluster_timecode or 0)
         frames = 0
         last_time = self.last_time
+        block_times = [fragment.producer_timestamp + offset / 1000.0 for offset in fragment.block_timecodes]
+        if block_times and not self.sampler.wants_any([t for t in block_times if t > self.last_time + 1e-6]):
+            self.metrics.count("FramesRead", len(block_times))
+            self.frame_index += len(block_times)
+            self.last_time = max(self.last_time, *block_times)
+            log.debug("fragment %s: sampling wants none of its frames, not decoded", number)
+            yield FragmentEnd(fragment=number, frames=len(block_times), checkpoint=self._position(fragment, self.last_time))
+            return
         try:
             for position, (pts_ms, av_frame) in enumerate(decode(fragment.data)):
                 frames += 1
@@ -209,12 +221,16 @@ class KvsSource:
             self.metrics.count("CorruptMedia")
             log.warning("fragment %s: undecodable after %d frames (%s), rest skipped", number, frames, exc)
         self.last_time = last_time
-        yield FragmentEnd(fragment=number, frames=frames, checkpoint={
-            "fragment_number": number,
+        yield FragmentEnd(fragment=number, frames=frames, checkpoint=self._position(fragment, last_time))
+
+    @staticmethod
+    def _position(fragment: mkv.Fragment, last_time: float) -> dict:
+        return {
+            "fragment_number": fragment.fragment_number,
             "producer_timestamp": fragment.producer_timestamp,
             "continuation_token": fragment.continuation_token,
             "last_frame_time": last_time,
-        })
+        }
 
     def _close_body(self) -> None:
         body, self._body = self._body, None
