@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from kinase_cli import paths, proc
+from kinase_cli import console, paths, proc
 
 
 def runs_dir() -> Path:
@@ -56,13 +57,30 @@ def run(argv: Sequence[str], *, task_id: str, env: dict[str, str], cwd: Path, se
             log.flush()
             on_line(text)
 
+        previous = signal.signal(signal.SIGINT, _StopOnce())
         try:
             code = proc.run(argv, env=env, cwd=cwd, on_line=line, check=False, what="worker").returncode
         except KeyboardInterrupt:
             code = 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
     record.update(lastStatus="STOPPED", stoppedAt=now_iso(), exitCode=code)
     _write_record(task_id, record)
     return code
+
+
+class _StopOnce:
+    """Ctrl-C reaches the worker too (same process group): it flushes, checkpoints and exits, and its
+    last lines and exit code are still shown. A second Ctrl-C stops waiting for it."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+        self.seen = True
+        console.warn("stopping the worker (it flushes and checkpoints); Ctrl-C again to stop waiting")
 
 
 def records() -> list[dict]:

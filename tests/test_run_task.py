@@ -245,3 +245,38 @@ def test_local_worker_exit_code_passes_through(deployed_stack, tmp_path):
     assert proc.returncode == 2  # the worker's exit code for invalid settings
     assert "no such file" in proc.stdout
     assert "exited with code 2" in proc.stderr
+
+
+def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
+    """Ctrl-C goes to the terminal's whole process group: the worker flushes and exits 0, and kinase
+    keeps showing its output until then and passes that exit code on. The interrupt comes once the
+    first result is on the queue, so the worker is mid-video."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import KINASE
+    from kinase_cli.samples import shapes_video
+
+    video = tmp_path / "long.mp4"
+    shapes_video(video, frames=600, fps=30, size=(320, 240), seed=9)
+    proc = subprocess.Popen(
+        [*KINASE, "run-task", "--local", "--source", str(video), "--model", str(SHAPES_MODEL), "--imgsz", "320"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    sqs = local().client("sqs")
+    queue = deployed_stack["ResultsQueueUrl"]
+    drain(queue)
+    for line in proc.stdout:
+        if "reading" in line:
+            break
+    while not int(sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]):
+        assert proc.poll() is None, "the worker ended before it was interrupted"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, errors = proc.communicate(timeout=300)
+    drain(deployed_stack["ResultsQueueUrl"])
+    assert proc.returncode == 0, errors
+    assert "SIGINT received" in rest
+    assert "exited with code 0" in errors and "Traceback" not in errors
