@@ -49,7 +49,7 @@ def _git_tag() -> str:
 def _dim(line: str) -> None:
     from kinase_cli import console
 
-    console.err.print(line, style="dim", markup=False, highlight=False)
+    console.err.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_docker() -> str:
@@ -96,10 +96,11 @@ def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
     layers: dict[str, str] = {}
     digest = []
     with Progress(
-        SpinnerColumn(), TextColumn("[bold]push[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("layers"), TimeElapsedColumn(), console=console.err, transient=False,
     ) as progress:
-        bar = progress.add_task(ref, total=None)
+        console.step(f"docker push {ref}")
+        bar = progress.add_task(ref.rsplit(":", 1)[-1], total=None)
 
         def line(text: str) -> None:
             match = _LAYER.match(text.strip())
@@ -172,10 +173,10 @@ def push_image(
     if json_out:
         jsonout.emit("push-image", data)
         return
-    console.out.print(f"pushed {uri}:{tag} (and latest)", highlight=False)
-    console.out.print(f"digest {digest}", highlight=False)
-    console.out.print(f"task definition {pinned['family']}:{pinned['revision']} now runs {uri}@{digest}", highlight=False)
-    console.out.print(f"  {pinned['taskDefinitionArn']}", highlight=False)
+    console.out.print(f"pushed {uri}:{tag} (and latest)", highlight=False, soft_wrap=True)
+    console.out.print(f"digest {digest}", highlight=False, soft_wrap=True)
+    console.out.print(f"task definition {pinned['family']}:{pinned['revision']} now runs {uri}@{digest}", highlight=False, soft_wrap=True)
+    console.out.print(f"  {pinned['taskDefinitionArn']}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
