@@ -64,6 +64,7 @@ def run(
     on_line: Callable[[str], None] | None = None,
     output_dir: Path | None = None,
     what: str = "cdk",
+    hint: str | None = None,
     check: bool = True,
 ) -> proc.Result:
     """`cdk ARGS` on the kinase app for `target`, its environment from `target.child_env()`."""
@@ -77,7 +78,7 @@ def run(
         "--no-version-reporting",
     ]
     env = {**target.child_env(), **QUIET_ENV}
-    return proc.run(argv, env=env, cwd=INFRA_DIR, on_line=on_line, what=what, check=check)
+    return proc.run(argv, env=env, cwd=INFRA_DIR, on_line=on_line, what=what, hint=hint, check=check)
 
 
 def bootstrap(target: Target, account: str, region: str, on_line: Callable[[str], None] | None = None) -> proc.Result:

@@ -12,6 +12,7 @@ from infra import naming
 from kinase_cli import console
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
 
+BOOTSTRAP_HINT = "an account/region is bootstrapped once with `node_modules/.bin/cdk bootstrap aws://ACCOUNT/REGION`"
 OutDir = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the templates (default: ./cdk.out).", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Pass --force to cdk destroy (no cdk-side confirmation either).")]
 
@@ -43,7 +44,8 @@ def diff(profile: Profile = None, region: Region = None, local: Local = False, e
     from kinase_cli import cdk
 
     tgt = _checked_target(profile, region, local, env)
-    cdk.run(tgt, ["diff", "--all"], on_line=lambda line: console.out.print(line, markup=False, highlight=False), what="cdk diff")
+    args = ["diff", "--all"] + (["--method=template"] if local else [])  # moto cannot create diff change sets
+    cdk.run(tgt, args, on_line=lambda line: console.out.print(line, markup=False, highlight=False), what="cdk diff")
 
 
 def deploy(
@@ -64,7 +66,7 @@ def deploy(
         args.append("--method=direct")  # moto returns no stack outputs through change sets
     console.step(f"deploying {', '.join(naming.stack_names(env))}")
     with _progress(f"cdk deploy ({env})") as on_line:
-        cdk.run(tgt, args, on_line=on_line, what="cdk deploy")
+        cdk.run(tgt, args, on_line=on_line, what="cdk deploy", hint=BOOTSTRAP_HINT if not local else None)
     values = _flatten(jsonlib.loads(outputs_file.read_text()) if outputs_file.exists() else {})
     if local:
         from kinase_cli.local import cfn_gaps
