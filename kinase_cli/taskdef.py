@@ -20,7 +20,7 @@ from kinase_cli.target import Target
 REGISTER_KEYS = (
     "family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
     "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode",
-    "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage", "runtimePlatform",
+    "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage", "runtimePlatform", "enableFaultInjection",
 )
 
 
@@ -85,12 +85,12 @@ def register_pinned(target: Target, outputs: StackOutputs, image: str) -> dict:
     ecs = target.client("ecs")
     answer = ecs.describe_task_definition(taskDefinition=family(outputs), include=["TAGS"])
     definition = answer["taskDefinition"]
-    request = {k: definition[k] for k in REGISTER_KEYS if definition.get(k) not in (None, [], {})}
     name = outputs["ContainerName"]
+    container(definition, name)
+    request = {k: definition[k] for k in REGISTER_KEYS if definition.get(k) not in (None, [], {})}
     request["containerDefinitions"] = [
         {**c, "image": image} if c["name"] == name else c for c in definition["containerDefinitions"]
     ]
-    container(definition, name)
     if answer.get("tags"):
         request["tags"] = answer["tags"]
     return ecs.register_task_definition(**request)["taskDefinition"]

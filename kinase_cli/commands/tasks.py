@@ -53,6 +53,11 @@ def worker_settings(
     if stream:
         settings.update(KINASE_SOURCE=f"kvs://{stream}", KINASE_STREAM_NAME=stream)
     if source:
+        if not local and "://" not in source and Path(source).expanduser().is_file():
+            raise KinaseError(
+                f"a Fargate task cannot read the local file {source}",
+                "upload it to S3 and pass --source s3://BUCKET/KEY, feed it with `kinase stream put`, or use --local",
+            )
         settings["KINASE_SOURCE"] = _local_path(source) if local else source
     if model:
         settings["KINASE_MODEL"] = _local_path(model) if local else model
