@@ -63,6 +63,11 @@ def test_outputs_table_and_status(deployed_stack, local_stack):
     assert status["aws_endpoint"] == local_stack["aws_endpoint"].replace("127.0.0.1", "localhost")
 
 
+def test_diff_shows_no_differences_after_deploy(deployed_stack):
+    proc = kinase("diff", "--local", check=True)
+    assert "Number of stacks with differences: 0" in proc.stdout
+
+
 def test_deploy_again_is_a_no_op_that_keeps_the_outputs(deployed_stack):
     proc = kinase("deploy", "--local", "--json", check=True)
     assert json.loads(proc.stdout)["data"] == deployed_stack
@@ -147,6 +152,18 @@ def test_local_stack_not_running(tmp_path):
     assert_one_line_error(proc, "the local stack is not running", "kinase local up")
     proc = kinase("deploy", "--local", env={"KINASE_HOME": str(tmp_path)})
     assert_one_line_error(proc, "the local stack is not running")
+
+
+def test_local_up_on_a_busy_port(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("localhost", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = kinase("local", "up", "--port", str(port), "--kvs-port", str(free_port()), env={"KINASE_HOME": str(tmp_path)})
+    assert_one_line_error(proc, f"port {port} on localhost is already in use", "--port")
+    assert not (tmp_path / "local" / "state.json").exists()
 
 
 def test_stack_not_deployed(local_stack):

@@ -36,6 +36,7 @@ def up(port: Port = 4566, kvs_port: KvsPort = 4567) -> None:
         return
     if state is None:
         stack.stop()  # clears a stale record; stops only processes that are still ours
+        stack.check_ports(port, kvs_port)
         console.step(f"starting moto on localhost:{port} and the Kinesis Video endpoint on localhost:{kvs_port}")
         state = stack.start(port, kvs_port)
     console.step("bootstrapping cdk into the local stack")

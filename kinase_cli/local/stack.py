@@ -152,11 +152,15 @@ def _log_tail(path: Path, lines: int = 3) -> str:
         return "(no log)"
 
 
-def start(port: int = DEFAULT_PORT, kvs_port: int = DEFAULT_KVS_PORT) -> dict:
-    """Start both servers and record them; stops what it started if either fails."""
+def check_ports(port: int, kvs_port: int) -> None:
     for name, p in (("--port", port), ("--kvs-port", kvs_port)):
         if not port_free(p):
             raise KinaseError(f"port {p} on {HOST} is already in use", f"pick another with {name}")
+
+
+def start(port: int = DEFAULT_PORT, kvs_port: int = DEFAULT_KVS_PORT) -> dict:
+    """Start both servers and record them; stops what it started if either fails."""
+    check_ports(port, kvs_port)
     state: dict = {"started_at": time.time()}
     try:
         for server, p in ((MOTO, port), (KVS, kvs_port)):
