@@ -145,3 +145,26 @@ def test_status_missing_stack_tells_to_deploy(local_stack):
 def test_logs_missing_stack_tells_to_deploy(local_stack):
     line = one_error_line(kinase("logs", "--local", "--env", "nosuch"))
     assert "not deployed" in line and "kinase deploy --local --env nosuch" in line
+
+
+def test_logs_follow_prints_new_events_until_interrupted(worker_logs, deployed_stack):
+    import os
+    import signal
+    import subprocess
+
+    from conftest import KINASE, ROOT
+
+    proc = subprocess.Popen(
+        [*KINASE, "logs", "--follow", "--json", "--task", TASK_B], cwd=ROOT, text=True,
+        env={**os.environ, **aws_env(), "KINASE_POLL_SECONDS": "0.2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert json.loads(proc.stdout.readline())["message"] == "b: starting"
+    stream = f"worker/{deployed_stack['ContainerName']}/{TASK_B}"
+    local().client("logs").put_log_events(logGroupName=worker_logs, logStreamName=stream,
+                                          logEvents=[{"timestamp": int(time.time() * 1000), "message": "b: later"}])
+    assert json.loads(proc.stdout.readline())["message"] == "b: later"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, errors = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errors
+    assert "Traceback" not in errors
