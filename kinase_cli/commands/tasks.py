@@ -248,6 +248,7 @@ def _check_image(t, outputs, image: str) -> None:
 
 def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool) -> list[dict]:
     from kinase_cli import console, jsonout, taskdef
+    from kinase_cli.errors import KinaseError
     from kinase_cli.log_tail import CloudWatchTail, poll_seconds, since_time
 
     ecs = t.client("ecs")
@@ -269,13 +270,15 @@ def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool)
 
     while True:
         tasks = ecs.describe_tasks(cluster=outputs["ClusterName"], tasks=arns)["tasks"]
+        if not tasks:
+            raise KinaseError(f"ECS no longer knows the tasks {' '.join(arns)}", "it forgets stopped tasks after about an hour")
         for task in tasks:
             task_id = task["taskArn"].rsplit("/", 1)[-1]
             if last.get(task_id) != task.get("lastStatus"):
                 last[task_id] = task.get("lastStatus")
                 console.info(f"task {task_id}: {task.get('lastStatus')}")
         show_logs()
-        if tasks and all(task.get("lastStatus") == "STOPPED" for task in tasks):
+        if all(task.get("lastStatus") == "STOPPED" for task in tasks):
             show_logs()
             return tasks
         time.sleep(poll_seconds())
