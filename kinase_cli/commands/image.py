@@ -28,6 +28,8 @@ Examples:
   kinase push-image --json
 
 What runs next: after the push, kinase registers a new revision of the worker's task definition whose image is the pushed digest (repository@sha256:...), and `kinase run-task` starts the newest revision, so the next task runs exactly the image just pushed, even if `latest` moves meanwhile. The registry password comes from ECR GetAuthorizationToken and reaches `docker login` on stdin only.
+
+The local stack needs no image: `kinase run-task --local` runs the worker from this source tree, and moto's ECR has no Docker registry endpoint a real `docker push` could reach.
 """
 
 
