@@ -65,7 +65,7 @@ def deploy(
     if local:
         args.append("--method=direct")  # moto returns no stack outputs through change sets
     console.step(f"deploying {', '.join(naming.stack_names(env))}")
-    with _progress(f"cdk deploy ({env})") as on_line:
+    with _Progress(f"cdk deploy ({env})") as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk deploy", hint=BOOTSTRAP_HINT if not local else None)
     values = _flatten(jsonlib.loads(outputs_file.read_text()) if outputs_file.exists() else {})
     if local:
@@ -102,7 +102,7 @@ def destroy(
     args = ["destroy", "--all"]
     if force or yes:
         args.append("--force")
-    with _progress(f"cdk destroy ({env})") as on_line:
+    with _Progress(f"cdk destroy ({env})") as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk destroy")
     (paths.env_dir(env, local) / "outputs.json").unlink(missing_ok=True)
     console.info(f"destroyed {names}")
@@ -154,7 +154,7 @@ def _show(command: str, values: dict[str, str], as_json: bool) -> None:
     console.out.print(table)
 
 
-class _progress:
+class _Progress:
     """cdk's output as progress on stderr: a live status line on a terminal, plain lines otherwise."""
 
     MARKS = ("✅", "❌", "rror", "failed", "Outputs:", "Stack ARN")

@@ -67,21 +67,22 @@ def save(state: dict) -> None:
     tmp.replace(state_file())
 
 
-def cmdline(pid: int) -> list[str] | None:
-    """The command line of a live process, or None when there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return [part.decode(errors="replace") for part in raw.split(b"\0") if part] or None
-    except FileNotFoundError:
-        return None
-    except OSError:
-        result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
-        return result.stdout.split() or None
+def cmdline(pid: int) -> str | None:
+    """The command line of a live process (arguments joined by spaces), or None when there is none."""
+    proc_dir = Path("/proc")
+    if proc_dir.is_dir():
+        try:
+            raw = (proc_dir / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return None
+        return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part) or None
+    result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+    return result.stdout.strip() or None
 
 
 def is_ours(record: dict) -> bool:
     """Alive, and still the process we started (same command line)."""
-    return cmdline(record["pid"]) == record["argv"]
+    return cmdline(record["pid"]) == " ".join(record["argv"])
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
