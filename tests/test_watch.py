@@ -21,7 +21,7 @@ from worker import contract
 
 from kinase_cli.errors import KinaseError
 from kinase_cli.watch import view
-from kinase_cli.watch.messages import Filter
+from kinase_cli.watch.messages import Filter, accept
 from kinase_cli.watch.receiving import Budget, Receiver
 from kinase_cli.watch.saver import destination
 from kinase_cli.watch.session import Options, Resources, Session
@@ -251,6 +251,24 @@ def test_a_lost_connection_is_retried_not_fatal():
     assert statuses[-1] == "reconnected" and statuses[0].startswith("reconnecting")
 
 
+class DeniedSQS:
+    def receive_message(self, **params):
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                          "ReceiveMessage")
+
+
+def test_an_error_the_operator_must_fix_stops_the_receiver():
+    import queue
+    import threading
+
+    stop = threading.Event()
+    receiver = Receiver(0, DeniedSQS(), "q", queue.Queue(), Budget(None), stop, threading.Event(), 1, None, lambda s: None)
+    receiver.run()
+    assert stop.is_set() and type(receiver.error).__name__ == "ClientError"
+
+
 # --- pure pieces -------------------------------------------------------------------------------
 
 
@@ -267,6 +285,15 @@ def test_a_symlink_inside_the_directory_cannot_lead_a_save_outside(tmp_path):
     (root / "cam").symlink_to(tmp_path)
     with pytest.raises(KinaseError, match="outside"):
         destination(root, "frames/cam/x.jpg")
+
+
+def test_accept_refuses_foreign_buckets_and_bad_times():
+    message = frame("bucket-1", 1, ["person"])
+    assert accept(contract.dumps(message), "bucket-1") == message
+    with pytest.raises(contract.ContractError, match="foreign bucket: 'bucket-1'"):
+        accept(contract.dumps(message), "bucket-2")
+    with pytest.raises(contract.ContractError, match="frame_time"):
+        accept(json.dumps({**message, "frame_time": "yesterday"}), "bucket-1")
 
 
 def test_filters_keep_matching_detections_and_drop_frames_without_any():

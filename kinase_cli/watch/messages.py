@@ -9,11 +9,16 @@ def accept(body: str, bucket: str) -> dict:
     """The validated message; raises ContractError when the body breaks the contract or names another bucket.
 
     A message pointing at a foreign bucket is refused even when well formed: `--save` would
-    otherwise fetch whatever object a producer chose.
+    otherwise fetch whatever object a producer chose. The frame time is parsed here too, since the
+    schema's date-time format is only checked when jsonschema's optional format support is installed.
     """
-    from worker.contract import ContractError, parse
+    from worker.contract import ContractError, parse, parse_iso
 
     message = parse(body)
+    try:
+        parse_iso(message["frame_time"])
+    except ValueError:
+        raise ContractError(f"invalid at frame_time: {message['frame_time']!r} is not a date-time") from None
     if message["bucket"] != bucket:
         raise ContractError(f"foreign bucket: {message['bucket']!r} is not the stack's bucket {bucket!r}")
     return message
