@@ -14,7 +14,6 @@ from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
 
 BOOTSTRAP_HINT = "an account/region is bootstrapped once with `node_modules/.bin/cdk bootstrap aws://ACCOUNT/REGION`"
 OutDir = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the templates (default: ./cdk.out).", show_default=False)]
-Force = Annotated[bool, typer.Option("--force", help="Pass --force to cdk destroy (no cdk-side confirmation either).")]
 
 
 def synth(
@@ -83,7 +82,6 @@ def destroy(
     local: Local = False,
     env: Env = naming.DEFAULT_ENV,
     yes: Yes = False,
-    force: Force = False,
 ) -> None:
     """Delete all stacks of the environment, with the frames bucket's objects and the stream's video."""
     from kinase_cli import cdk, outputs, paths
@@ -99,9 +97,7 @@ def destroy(
         from kinase_cli.local import cfn_gaps
 
         cfn_gaps.before_destroy(tgt, values)
-    args = ["destroy", "--all"]
-    if force or yes:
-        args.append("--force")
+    args = ["destroy", "--all", "--force"]  # confirmed above; cdk must not ask again
     with _Progress(f"cdk destroy ({env})") as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk destroy")
     (paths.env_dir(env, local) / "outputs.json").unlink(missing_ok=True)
