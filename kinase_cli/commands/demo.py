@@ -1,5 +1,303 @@
-"""Placeholder: filled by the issue that owns this command."""
+"""`kinase demo`: the whole pipeline on the local stack, in one command, with no network or account.
+
+Every step is the same code path an operator uses: `local up`, `deploy --local` (the real cdk
+CLI), `stream put` (PutMedia into the local Kinesis Video endpoint), `run-task --local` (the real
+worker reading GetMedia), and `watch` (the live table). The video is generated with known ground
+truth, so the summary can say how many of the shapes the detector really found.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kinase_cli import console
+from kinase_cli.options import Json
+
+MODEL = Path("models") / "shapes-yolo11n.onnx"
+IMGSZ = 320
+VIDEO_SIZE = (640, 480)
+WORKER_IDLE_EXIT_S = 20
+WATCH_IDLE_TIMEOUT_S = 45
+
+EPILOG = """\
+Examples:
+
+  kinase demo                      # about a minute: local stack, deploy, stream, worker, live table
+  kinase demo --frames 300 --fps 30
+  kinase demo --keep               # leave the local stack running, then: kinase status --local
+  kinase demo --save demo-out/ --json
+
+Runs with no network, no AWS account and no Docker. Without --keep, it stops the local stack it
+started (a stack that was already running is left as it was).
+"""
 
 
-def register(app):
-    pass
+@contextmanager
+def _step(number: int, title: str):
+    """Name the step that breaks, so a failure says where the pipeline stopped."""
+    from kinase_cli.errors import KinaseError, translate
+
+    console.step(f"[{number}/6] {title}")
+    try:
+        yield
+    except KinaseError as exc:
+        raise KinaseError(f"demo step {number} ({title}) failed: {exc.message}", exc.hint, exc.exit_code) from None
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        raise KinaseError(f"demo step {number} ({title}) failed: {error.message}", error.hint) from None
+
+
+def demo(
+    frames: Annotated[int, typer.Option("--frames", min=15, max=3000, help="Length of the generated video, in frames.")] = 150,
+    fps: Annotated[int, typer.Option("--fps", min=1, max=60, help="Frame rate of the generated video (it is streamed in real time).")] = 15,
+    save: Annotated[Optional[Path], typer.Option("--save", metavar="DIR", help="Where to keep the video, annotated frames, worker log and contact sheet.", show_default=False)] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the local stack running afterwards.")] = False,
+    port: Annotated[int, typer.Option("--port", help="Port of the moto server if the local stack must be started.")] = 4566,
+    kvs_port: Annotated[int, typer.Option("--kvs-port", help="Port of the local Kinesis Video endpoint if it must be started.")] = 4567,
+    json_out: Json = False,
+) -> None:
+    """Run the whole pipeline offline: local stack, deploy, stream a video, run the worker, watch every frame arrive."""
+    from kinase_cli import paths
+    from kinase_cli.local import stack
+    from kinase_cli.target import Target
+
+    workdir = (save or paths.local_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started_here = stack.running_state() is None
+    try:
+        result = _run(Target(local=True), workdir, frames, fps, port, kvs_port, json_out)
+    finally:
+        if started_here and not keep:
+            console.step("stopping the local stack (use --keep to leave it running)")
+            stack.stop()
+    _report(result, json_out)
+    if keep:
+        console.info("the local stack is still running: kinase status --local · kinase watch --local · kinase local down")
+
+
+def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, json_out: bool) -> dict:
+    from kinase_cli import outputs, samples
+    from kinase_cli.commands import local as local_cmd
+    from kinase_cli.commands.stacks import deploy_stacks
+
+    with _step(1, "local stack (moto server + local Kinesis Video endpoint)"):
+        local_cmd.up(port, kvs_port)
+    with _step(2, "deploy the stacks through the cdk CLI"):
+        deploy_stacks(tgt)
+        out = outputs.read(tgt, required=("storage", "stream", "compute"))
+    with _step(3, f"generate a {frames}-frame video with known shapes"):
+        video = workdir / "demo.mp4"
+        truth = samples.shapes_video(video, frames=frames, fps=fps, size=VIDEO_SIZE, seed=2, gop=fps, shapes=3)
+    with _step(4, "start the worker on the stream (run-task --local)"):
+        worker = _start_worker(out["StreamName"], workdir, frames)
+    try:
+        with _step(5, f"stream the video into {out['StreamName']} (PutMedia, real time)"):
+            put = _Put(tgt, video, out["StreamName"])
+        with _step(6, "watch every frame arrive (live table)"):
+            messages, summary = _watch(tgt, out, workdir, frames, json_out)
+        put.join()
+        code = _wait_worker(worker, workdir)
+    except BaseException:
+        _stop_worker(worker)
+        raise
+    return {
+        "workdir": str(workdir),
+        "video": str(video),
+        "frames_in_video": frames,
+        "stream": out["StreamName"],
+        "put": put.result.summary(),
+        "worker_exit_code": code,
+        "watch": summary,
+        "accuracy": _accuracy(messages, truth, put.result.producer_start_timestamp, fps),
+        "saved_frames": str(workdir / "frames"),
+        "contact_sheet": _contact_sheet(messages, workdir),
+    }
+
+
+def _start_worker(stream: str, workdir: Path, frames: int):
+    from kinase_cli import paths, proc
+
+    argv = [
+        sys.executable, "-m", "kinase_cli", "run-task", "--local", "--stream", stream,
+        "--model", str(paths.PROJECT_ROOT / MODEL), "--imgsz", str(IMGSZ),
+        "-e", "KINASE_START=EARLIEST", "-e", f"KINASE_MAX_FRAMES={frames}",
+        "-e", f"KINASE_IDLE_EXIT={WORKER_IDLE_EXIT_S}",
+    ]
+    return proc.start_background(argv, log_file=workdir / "worker.log", cwd=paths.PROJECT_ROOT)
+
+
+def _stop_worker(worker) -> None:
+    """SIGINT to the run-task process group: the worker flushes, checkpoints and exits."""
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGINT)
+        try:
+            worker.wait(timeout=30)
+        except Exception:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _wait_worker(worker, workdir: Path) -> int:
+    from kinase_cli.errors import KinaseError
+
+    try:
+        code = worker.wait(timeout=WORKER_IDLE_EXIT_S + 30)
+    except Exception:
+        _stop_worker(worker)
+        code = worker.returncode
+    if code != 0:
+        raise KinaseError(f"the worker exited with code {code}", f"see {workdir / 'worker.log'}")
+    return code
+
+
+class _Put:
+    """`stream put --realtime` on a thread, so the table fills while the video is still streaming."""
+
+    def __init__(self, tgt, video: Path, stream: str):
+        from kinase_cli import kvs_put
+
+        kvs_put.probe(video)
+        self.result = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(kvs_put, tgt, video, stream), daemon=True)
+        self.thread.start()
+
+    def _run(self, kvs_put, tgt, video: Path, stream: str) -> None:
+        try:
+            self.result = kvs_put.put_file(tgt, video, stream, realtime=True, stop=self.stop)
+        except BaseException as exc:  # re-raised on the main thread by join()
+            self.error = exc
+
+    def join(self) -> None:
+        from kinase_cli.errors import KinaseError
+
+        self.thread.join()
+        if self.error is not None:
+            raise KinaseError(f"demo step 5 (stream put) failed: {self.error}")
+
+
+def _watch(tgt, out, workdir: Path, frames: int, json_out: bool) -> tuple[list[dict], dict]:
+    from kinase_cli.errors import KinaseError
+    from kinase_cli.watch.session import Options, Resources, Session
+
+    messages: list[dict] = []
+    resources = Resources(
+        sqs=tgt.client("sqs"), s3=tgt.client("s3"), queue_url=out["ResultsQueueUrl"],
+        dlq_url=out.get("DeadLetterQueueUrl"), bucket=out["FramesBucketName"],
+    )
+    opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=messages.append)
+    shown_on = console.err if json_out else console.out
+    summary, reason = Session(resources, opts, shown_on, console.err).run()
+    if summary["frames"] < frames:
+        raise KinaseError(
+            f"only {summary['frames']} of {frames} frames arrived ({reason})",
+            f"see {workdir / 'worker.log'} and `kinase logs --local`",
+        )
+    return messages, summary
+
+
+def _accuracy(messages: list[dict], truth: list[list[dict]], producer_start: float, fps: int) -> dict:
+    """Match each frame's detections to the generated truth (same class, IoU >= 0.5)."""
+    from worker.contract import parse_iso
+
+    truths = found = detections = correct = 0
+    per_class: dict[str, dict[str, int]] = {}
+    for message in messages:
+        index = round((parse_iso(message["frame_time"]) - producer_start) * fps)
+        if not 0 <= index < len(truth):
+            continue
+        expected = truth[index]
+        detections += len(message["summary"])
+        unmatched = list(message["summary"])
+        for t in expected:
+            counts = per_class.setdefault(t["class"], {"truth": 0, "found": 0})
+            counts["truth"] += 1
+            truths += 1
+            best = max(unmatched, key=lambda d: _iou(d["bbox"], t["bbox"]) if d["class"] == t["class"] else -1, default=None)
+            if best is not None and best["class"] == t["class"] and _iou(best["bbox"], t["bbox"]) >= 0.5:
+                unmatched.remove(best)
+                counts["found"] += 1
+                found += 1
+        correct += len(message["summary"]) - len(unmatched)
+    return {
+        "truth_objects": truths,
+        "found": found,
+        "recall": round(found / truths, 4) if truths else None,
+        "precision": round(correct / detections, 4) if detections else None,
+        "per_class": per_class,
+    }
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    w, h = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    union = a[2] * a[3] + b[2] * b[3] - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def _contact_sheet(messages: list[dict], workdir: Path, tiles: int = 6) -> str | None:
+    """A 3x2 grid of annotated frames spread over the run: the picture people want to look at."""
+    import cv2
+    import numpy as np
+
+    from kinase_cli.watch.saver import destination
+
+    ordered = sorted(messages, key=lambda m: m["frame_time"])
+    picks = [ordered[i * (len(ordered) - 1) // max(tiles - 1, 1)] for i in range(tiles)] if len(ordered) >= tiles else ordered
+    images = []
+    for message in picks:
+        img = cv2.imread(str(destination(workdir / "frames", message["key"])))
+        if img is not None:
+            images.append(cv2.resize(img, (320, 240)))
+    if not images:
+        return None
+    while len(images) % 3:
+        images.append(np.zeros_like(images[0]))
+    rows = [np.hstack(images[i:i + 3]) for i in range(0, len(images), 3)]
+    path = workdir / "contact-sheet.jpg"
+    cv2.imwrite(str(path), np.vstack(rows))
+    return str(path)
+
+
+def _report(result: dict, json_out: bool) -> None:
+    if json_out:
+        from kinase_cli import jsonout
+
+        jsonout.emit("demo", result)
+        return
+    from rich.table import Table
+
+    watch, acc = result["watch"], result["accuracy"]
+    table = Table(title="kinase demo", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    p50, p95 = watch["latency_ms"]["p50"], watch["latency_ms"]["p95"]
+    rows = [
+        ("frames", f"{watch['frames']} of {result['frames_in_video']} streamed ({result['put']['fragments']} fragments, all persisted)"),
+        ("detections", "  ".join(f"{k}×{v}" for k, v in watch["classes"].items()) or "-"),
+        ("ground truth", f"found {acc['found']} of {acc['truth_objects']} shapes (recall {acc['recall']}, precision {acc['precision']})"),
+        ("throughput", f"{watch['fps']} frames/s"),
+        ("latency", f"median {p50:.0f} ms, p95 {p95:.0f} ms (producer to queue)" if p50 is not None else "-"),
+        ("annotated frames", result["saved_frames"]),
+        ("contact sheet", result["contact_sheet"] or "-"),
+        ("worker log", str(Path(result["workdir"]) / "worker.log")),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo", epilog=EPILOG)(demo)

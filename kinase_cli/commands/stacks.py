@@ -55,9 +55,17 @@ def deploy(
     json: Json = False,
 ) -> None:
     """Create or update all stacks (network, storage, stream, registry, compute) and show their outputs."""
+    tgt = _checked_target(profile, region, local, env)
+    values = deploy_stacks(tgt)
+    _show("deploy", values, json)
+    console.info(f"deployed. next: kinase status{tgt.hint_flag()}")
+
+
+def deploy_stacks(tgt) -> dict[str, str]:
+    """`cdk deploy` of every stack for `tgt`; returns the outputs, also stored for later reads."""
     from kinase_cli import cdk, paths
 
-    tgt = _checked_target(profile, region, local, env)
+    env, local = tgt.env, tgt.local
     outputs_file = paths.env_dir(env, local) / "cdk-outputs.json"
     outputs_file.unlink(missing_ok=True)
     args = ["deploy", "--all", "--require-approval", "never", "--outputs-file", str(outputs_file), "--progress", "events"]
@@ -72,8 +80,7 @@ def deploy(
 
         cfn_gaps.after_deploy(tgt, values)
     (paths.env_dir(env, local) / "outputs.json").write_text(jsonlib.dumps(values, indent=2, sort_keys=True))
-    _show("deploy", values, json)
-    console.info(f"deployed. next: kinase status{tgt.hint_flag()}")
+    return values
 
 
 def destroy(

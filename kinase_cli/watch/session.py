@@ -48,6 +48,7 @@ class Options:
     idle_timeout: float | None = None
     peek: bool = False
     receivers: int = 4
+    on_frame: Callable[[dict], None] | None = None  # sees every shown message (the demo scores them)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ class Session:
         row = self.stats.frame(message, detections)
         self.budget.settled(True)
         self._show(message, row)
+        if self.opts.on_frame is not None:
+            self.opts.on_frame(message)
         if self.saver is None:
             self._done(received)
         else:
@@ -240,8 +243,8 @@ class Session:
         if self.mode == "json":
             jsonout.emit_line(message)
         elif self.mode == "plain":
-            sys.stdout.write(view.line(row) + "\n")
-            sys.stdout.flush()
+            self.out.file.write(view.line(row) + "\n")
+            self.out.file.flush()
 
     def _show_bad(self, received: Received, row: Row) -> None:
         if self.mode != "live":
