@@ -202,6 +202,24 @@ def test_onnx_and_pt_agree_on_a_generated_frame(tmp_path):
         assert np.allclose(twin["bbox"], d["bbox"], atol=0.02) and twin["conf"] == pytest.approx(d["conf"], abs=0.05)
 
 
+def test_dynamic_onnx_model_takes_a_rectangle_and_finds_the_same_boxes(tmp_path):
+    from ultralytics import YOLO
+
+    (tmp_path / SHAPES_PT.name).write_bytes(SHAPES_PT.read_bytes())
+    dynamic = YOLO(str(tmp_path / SHAPES_PT.name)).export(format="onnx", imgsz=320, dynamic=True, simplify=True, verbose=False)
+    video = tmp_path / "one.mp4"
+    shapes_video(video, frames=1, size=(320, 240), seed=12, shapes=3)
+    ok, image = cv2.VideoCapture(str(video)).read()
+    assert ok
+    rect, square = detectors.load(dynamic, imgsz=320), detectors.load(str(SHAPES_ONNX), imgsz=320)
+    assert (rect.fixed, square.fixed) == (False, True)
+    assert rect.input_size(240, 320) == (256, 320) and rect.input_size(720, 1280) == (192, 320)
+    a, b = rect.detect(image)[0], square.detect(image)[0]
+    assert sorted(d["class"] for d in a) == sorted(d["class"] for d in b) and len(a) == 3
+    for d in a:
+        assert min(np.abs(np.subtract(e["bbox"], d["bbox"])).sum() for e in b if e["class"] == d["class"]) < 0.04
+
+
 def test_unknown_class_filter_names_the_model_classes():
     with pytest.raises(detectors.DetectorError, match="KINASE_CLASSES names dog, not in the model .it has: circle, square, triangle."):
         detectors.load(str(SHAPES_ONNX), imgsz=320, classes=("dog",))

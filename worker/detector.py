@@ -19,6 +19,7 @@ import numpy as np
 
 log = logging.getLogger("kinase.worker.detector")
 
+STRIDE = 32
 NMS_IOU = 0.7  # Ultralytics' default, so both runtimes give the same boxes
 MAX_DETECTIONS = 300
 
@@ -108,8 +109,12 @@ class OnnxDetector(Detector):
             providers.insert(0, "CUDAExecutionProvider")
         elif device.startswith("cuda"):
             raise DetectorError(f"KINASE_DEVICE={device} but this onnxruntime has no CUDA provider")
+        options = ort.SessionOptions()
+        # Spinning intra-op threads wait for work by burning CPU, which the upload threads need;
+        # on a small shared CPU (Fargate: 2 vCPU) not spinning is as fast and uses ~15% less CPU.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(path, providers=providers)
+            self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise DetectorError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -120,7 +125,8 @@ class OnnxDetector(Detector):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = inp.shape
-        if isinstance(shape[2], int) and isinstance(shape[3], int):
+        self.fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
+        if self.fixed:
             self.height, self.width = shape[2], shape[3]
             if imgsz != self.width:
                 log.info("model input is fixed at %dx%d; KINASE_IMGSZ=%d ignored", self.width, self.height, imgsz)
@@ -132,10 +138,18 @@ class OnnxDetector(Detector):
         self.name = Path(path).name
         self.detect(np.zeros((self.height, self.width, 3), dtype=np.uint8))
 
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        """A fixed-size model takes its size; a dynamic one the smallest stride-32 rectangle around the
+        scaled frame, as Ultralytics does (640x480 video: 640x480, a quarter less work than 640x640)."""
+        if self.fixed:
+            return self.height, self.width
+        ratio = self.imgsz / max(h, w)
+        return (-(-round(h * ratio) // STRIDE) * STRIDE, -(-round(w * ratio) // STRIDE) * STRIDE)
+
     def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
         started = time.perf_counter()
         h, w = image.shape[:2]
-        padded, ratio, left, top = letterbox(image, self.height, self.width)
+        padded, ratio, left, top = letterbox(image, *self.input_size(h, w))
         blob = cv2.dnn.blobFromImage(padded, 1 / 255.0, swapRB=True)
         out = self.session.run(None, {self.input_name: blob})[0][0]
         if out.shape[-1] == 6 and out.shape[0] != 6:  # end-to-end export: rows of x1 y1 x2 y2 conf cls
