@@ -9,8 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 from rich.console import Console

@@ -49,11 +49,12 @@ def ls(
 
     Reading counts as a receive: each listed message's receive count grows by one.
     """
-    from rich.table import Table
+    from datetime import datetime, timezone
+
+    from rich.markup import escape
 
     from kinase_cli import console, jsonout
     from kinase_cli.watch import deadletter
-    from kinase_cli.watch.view import clock
 
     _, sqs, out = _queues(profile, region, local, env)
     url = out["DeadLetterQueueUrl"]
@@ -64,15 +65,11 @@ def ls(
     if not letters:
         console.info("the dead-letter queue is empty")
         return
-    table = Table(title=f"{len(letters)} dead letter(s) in {url.rsplit('/', 1)[-1]}")
-    table.add_column("message id", no_wrap=True)
-    table.add_column("first received (UTC)", no_wrap=True)
-    table.add_column("receives", justify="right")
-    table.add_column("why", overflow="fold")
     for d in letters:
-        first = None if d.first_received is None else d.first_received / 1000
-        table.add_row(d.message_id, clock(first), str(d.receive_count), d.reason)
-    console.out.print(table)
+        first = "-" if d.first_received is None else datetime.fromtimestamp(d.first_received / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        console.out.print(f"[bold]{d.message_id}[/]  first received {first} UTC  receives {d.receive_count}", highlight=False, soft_wrap=True)
+        console.out.print(f"    {escape(d.reason)}", style="green" if d.reason == "valid" else "red", highlight=False, soft_wrap=True)
+    console.info(f"{len(letters)} dead letter(s) in {url.rsplit('/', 1)[-1]}; listing counts as one more receive of each")
 
 
 @dlq.command("redrive", epilog="Examples:\n\n  kinase dlq redrive\n\n  kinase dlq redrive --local -y")

@@ -19,10 +19,9 @@ Examples:
   kinase watch --class person --min-conf 0.6 --save frames/
   kinase watch --peek --idle-timeout 5         # look at what is queued without consuming it
 
-Every valid message is consumed (deleted) once handled, including frames the filters hide; use
---peek to leave messages on the queue. Messages that break the contract, or that point at another
-bucket, are counted and left on the queue; after the queue's maxReceiveCount receives SQS moves
-them to the dead-letter queue (see `kinase dlq ls`).
+Every valid message is consumed (deleted) once handled, including frames the filters hide; use --peek to leave messages on the queue.
+
+Messages that break the contract, or that point at another bucket, are counted and left on the queue; after the queue's maxReceiveCount receives SQS moves them to the dead-letter queue (see `kinase dlq ls`).
 """
 
 

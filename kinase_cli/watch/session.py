@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import queue
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -24,7 +23,7 @@ from typing import Callable
 from rich.console import Console
 
 from kinase_cli import jsonout
-from kinase_cli.errors import KinaseError, translate
+from kinase_cli.errors import translate
 from kinase_cli.watch import view
 from kinase_cli.watch.messages import Filter, accept
 from kinase_cli.watch.receiving import Acker, Budget, DepthPoller, Holder, Received, Receiver
