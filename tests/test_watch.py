@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 from rich.console import Console
@@ -215,6 +216,42 @@ def test_table_renders_the_frames_and_correct_counts(fresh):
     assert len(re.findall(r"cam-1 .* person×3 car×1 .* 0\.80 .* 250 ms", text)) == 3
     assert len(re.findall(r"cam-1 .* person×3 +│", text)) == 3
     assert "person×18 car×3" in recording.export_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_frames_from_the_real_worker_render_with_correct_counts_and_save(fresh, tmp_path):
+    from kinase_cli.samples import shapes_video
+    from kinase_cli.target import Target
+    from worker_stack import SHAPES_ONNX, run_worker
+
+    video = tmp_path / "shapes.mp4"
+    shapes_video(video, frames=12, fps=10, size=(320, 240), seed=3)
+    env = {**Target(local=True).child_env(), "KINASE_SOURCE": str(video), "KINASE_BUCKET": fresh.bucket,
+           "KINASE_QUEUE_URL": fresh.queue, "KINASE_MODEL": str(SHAPES_ONNX), "KINASE_IMGSZ": "320"}
+    worker = run_worker(env)
+    assert worker.returncode == 0, worker.stderr
+
+    peeked = watch(fresh, "--peek", "--json", "--idle-timeout", "2")
+    messages = [json.loads(line) for line in peeked.stdout.splitlines()]
+    assert len(messages) == 12 and "invalid: 0" in peeked.stderr
+    expected = Counter(d["class"] for m in messages for d in m["summary"])
+    assert expected, "the shapes model should find shapes"
+
+    recording = Console(record=True, force_terminal=True, width=160, height=40)
+    resources = Resources(fresh.client("sqs"), fresh.client("s3"), fresh.queue, fresh.dlq, fresh.bucket)
+    session = Session(resources, Options(count=12, save=tmp_path / "saved"), recording, Console(stderr=True))
+    summary, _ = session.run()
+
+    assert summary["frames"] == 12 and summary["classes"] == dict(sorted(expected.items()))
+    final = Console(record=True, width=160, height=40)
+    final.print(view.live(session.stats, "results"))
+    text = final.export_text()
+    assert re.search(r"frames\s+12\b", text)
+    assert view.format_detections(expected) in text
+    saved = sorted((tmp_path / "saved").rglob("*.jpg"))
+    assert len(saved) == 12 and all(p.read_bytes()[:2] == b"\xff\xd8" for p in saved)
+    assert fresh.depth(fresh.queue) == (0, 0)
 
 
 class FlakySQS:
