@@ -257,7 +257,12 @@ class Session:
         """Stop receiving, hand back what was received but not handled, finish saves and acks."""
         self.stop.set()
         deadline = time.monotonic() + self.wait_s + 2
+        told = False
         while any(r.is_alive() for r in self.receivers) and time.monotonic() < deadline:
+            if not told and time.monotonic() > deadline - self.wait_s - 1.5:
+                self.err.print(f"finishing: waiting up to {self.wait_s}s for open receives, to hand back what they get "
+                               "(Ctrl+C again to quit now)", style="dim", highlight=False, soft_wrap=True)
+                told = True
             self._release_queued()
             time.sleep(0.05)
         self._release_queued()
