@@ -286,6 +286,59 @@ def test_a_lost_connection_is_retried_not_fatal():
     assert statuses[-1] == "reconnected" and statuses[0].startswith("reconnecting")
 
 
+class ScriptedSQS:
+    """Answers receives with the batch sizes given, then nothing; records deletes and visibility changes."""
+
+    def __init__(self, sizes: list[int]):
+        self.sizes = list(sizes)
+        self.calls: list[tuple[str, int]] = []
+
+    def receive_message(self, **params):
+        n = min(params["MaxNumberOfMessages"], self.sizes.pop(0)) if self.sizes else 0
+        return {"Messages": [{"MessageId": f"m{i}", "ReceiptHandle": f"r{i}", "Body": "{}"} for i in range(n)]}
+
+    def delete_message_batch(self, QueueUrl, Entries):
+        self.calls.append(("delete", len(Entries)))
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+    def change_message_visibility_batch(self, QueueUrl, Entries):
+        self.calls.append(("visibility", len(Entries)))
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+def test_more_receivers_join_only_while_batches_come_back_full():
+    import queue
+    import threading
+
+    deep, stop, states = threading.Event(), threading.Event(), []
+
+    class Recording(queue.Queue):
+        def put(self, item, *args, **kwargs):
+            states.append((len(item), deep.is_set()))
+            if len(states) == 3:
+                stop.set()
+
+    receiver = Receiver(0, ScriptedSQS([10, 3, 10]), "q", Recording(), Budget(None), stop, deep, 1, None, lambda s: None)
+    receiver.run()
+    assert states == [(10, True), (3, False), (10, True)]
+
+
+def test_acks_go_out_in_batches_of_ten():
+    from kinase_cli.watch.receiving import Acker
+
+    sqs = ScriptedSQS([])
+    acker = Acker(sqs, "q", lambda text: None)
+    acker.start()
+    for i in range(25):
+        acker.delete(f"r{i}")
+    for i in range(3):
+        acker.set_visibility(f"v{i}", 0)
+    acker.close()
+    assert sorted(n for kind, n in sqs.calls if kind == "delete") == [5, 10, 10]
+    assert [n for kind, n in sqs.calls if kind == "visibility"] == [3]
+    assert acker.deleted == 25
+
+
 class DeniedSQS:
     def receive_message(self, **params):
         from botocore.exceptions import ClientError
