@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -106,20 +107,48 @@ def test_sampler_target_fps_restarts_after_a_gap():
 # ---------------------------------------------------------------------------------------- live queue
 
 
-def frame(n: int, live: bool, fragment: str | None = None) -> Frame:
+def frame(n: int, live: bool, fragment: str | None = None, waited: float = 0.0) -> Frame:
     return Frame(image=np.zeros((2, 2, 3), np.uint8), source={"type": "kvs", "uri": "kvs://x"}, frame_index=n,
-                 frame_time=float(n), read_at=0.0, live=live, fragment=fragment)
+                 frame_time=float(n), read_at=time.monotonic() - waited, live=live, fragment=fragment)
 
 
-def test_live_frames_drop_the_oldest_and_keep_fragment_ends():
+def test_a_live_burst_is_queued_whole_when_inference_keeps_up():
     metrics = Metrics("t")
     q = FrameQueue(2, metrics, threading.Event())
-    for n in range(5):
+    for n in range(15):
         q.put(frame(n, live=True, fragment="1"))
     q.put(FragmentEnd("1"))
-    got = [q.get(0) for _ in range(4)]
-    assert [g.frame_index if isinstance(g, Frame) else "end" for g in got[:3]] == [3, 4, "end"] and got[3] is None
-    assert metrics.totals["FramesDropped"] == 3
+    got = [q.get(0) for _ in range(16)]
+    assert [g.frame_index for g in got[:15]] == list(range(15)) and isinstance(got[15], FragmentEnd)
+    assert metrics.totals["FramesDropped"] == 0
+
+
+def test_live_frames_that_waited_too_long_give_way_to_newer_ones_but_fragment_ends_stay():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event(), max_wait=1.0)
+    for n in range(4):
+        q.put(frame(n, live=True, fragment="1", waited=5.0))
+    q.put(FragmentEnd("1"))
+    q.put(frame(4, live=True, fragment="2", waited=5.0))
+    q.put(frame(5, live=True, fragment="2"))
+    got = [q.get(0) for _ in range(3)]
+    assert isinstance(got[0], FragmentEnd) and got[1].frame_index == 5 and got[2] is None
+    assert metrics.totals["FramesDropped"] == 5
+
+
+def test_the_newest_live_frame_is_kept_however_long_it_waited():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event(), max_wait=1.0)
+    q.put(frame(0, live=True, waited=5.0))
+    assert q.get(0).frame_index == 0 and metrics.totals["FramesDropped"] == 0
+
+
+def test_live_queue_length_is_capped():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event(), live_cap=4)
+    for n in range(6):
+        q.put(frame(n, live=True))
+    assert [q.get(0).frame_index for _ in range(4)] == [2, 3, 4, 5] and metrics.totals["FramesDropped"] == 2
 
 
 def test_recorded_frames_wait_for_room():

@@ -1,8 +1,8 @@
 """The worker loop: a reader thread, inference on the main thread, delivery threads behind it.
 
 Between reader and inference sits a small queue. For live frames (RTSP; Kinesis Video at the live
-edge) it keeps only the newest: when inference falls behind, the oldest waiting frame is dropped
-and counted, so latency stays bounded by the queue length, not by how long the overload lasts.
+edge) it favours the newest: when inference falls behind, frames that have waited too long are
+dropped and counted, so latency stays bounded, not growing with how long the overload lasts.
 Fragment ends are never dropped, so checkpoints still move. For files, S3 objects and Kinesis
 Video media read from the archive (KINASE_START=EARLIEST, or resuming from a checkpoint, until
 the reader catches up with the producer) the queue blocks the reader instead, and every sampled
@@ -32,14 +32,25 @@ log = logging.getLogger("kinase.worker")
 
 _END = object()
 SHUTDOWN_BUDGET = 25.0  # seconds to flush after a stop; Fargate kills 30 s after SIGTERM
+LIVE_MAX_WAIT = 1.0  # seconds a live frame may wait for inference while newer frames are queued
+LIVE_MAX_FRAMES = 64  # live frames queued at most (memory: 64 x 6 MB at 1080p)
 
 
 class FrameQueue:
-    """Bounded hand-over from the reader thread: a live frame arriving at a full queue drops the oldest
-    frame; any other frame waits for room."""
+    """Bounded hand-over from the reader thread.
 
-    def __init__(self, maxsize: int, metrics: Metrics, stop: threading.Event):
+    A recorded frame waits for room. A live frame never waits: frames arrive in bursts (a Kinesis
+    Video fragment is decoded at once), so a burst is queued whole, but a live frame that has
+    waited longer than `max_wait` is dropped when a newer one is queued behind it, and beyond
+    `live_cap` frames the oldest is dropped to bound memory. Latency stays near `max_wait` plus one
+    inference however long inference stays slower than the stream; when inference keeps up on
+    average, nothing is dropped.
+    """
+
+    def __init__(self, maxsize: int, metrics: Metrics, stop: threading.Event, *, max_wait: float = LIVE_MAX_WAIT,
+                 live_cap: int = LIVE_MAX_FRAMES):
         self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
+        self.max_wait, self.live_cap = max_wait, live_cap
         self._items: deque = deque()
         self._frames = 0
         self._cond = threading.Condition()
@@ -48,7 +59,7 @@ class FrameQueue:
         with self._cond:
             if isinstance(item, Frame):
                 if item.live:
-                    if self._frames >= self.maxsize:
+                    if self._frames >= self.live_cap:
                         self._drop_oldest()
                 else:
                     while self._frames >= self.maxsize and not self.stop.is_set():
@@ -70,13 +81,18 @@ class FrameQueue:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            if isinstance(item, Frame):
-                self._frames -= 1
+            while self._items:
+                item = self._items.popleft()
+                if isinstance(item, Frame):
+                    self._frames -= 1
+                    stale = item.live and self._frames > 0 and time.monotonic() - item.read_at > self.max_wait
+                    if stale:
+                        self.metrics.count("FramesDropped")
+                        continue
+                self._cond.notify_all()
+                return item
             self._cond.notify_all()
-            return item
+            return None
 
 
 class Worker:
@@ -104,7 +120,7 @@ class Worker:
         source = open_source(s, self.session, s3, self.metrics, self.stop, resume)
         delivery = Delivery(s3, sqs, bucket=s.bucket, queue_url=s.queue_url, stream_name=s.stream_name,
                             model=detector.name, ledger=ledger, metrics=self.metrics)
-        frames = FrameQueue(2 if s.live else 8, metrics=self.metrics, stop=self.stop)
+        frames = FrameQueue(8, metrics=self.metrics, stop=self.stop)
         reader = threading.Thread(target=self._read, args=(source, frames), name="reader", daemon=True)
         log.info("reading %s", s.source)
         reader.start()
