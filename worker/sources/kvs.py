@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import threading
 import time
 from typing import Iterator
@@ -241,4 +242,13 @@ class KvsSource:
                 pass
 
     def close(self) -> None:
-        self._close_body()
+        """Called from another thread on shutdown: closing the body there would wait for the reader's
+        blocked read (both hold the buffer's lock) until the stream sends more or ends, so the socket
+        is shut down instead, which ends that read at once."""
+        raw = getattr(self._body, "_raw_stream", None)
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the other side
+                pass
