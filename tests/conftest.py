@@ -59,3 +59,21 @@ def deployed_stack(local_stack):
     """`kinase deploy --local` once per session; yields the outputs (ResultsQueueUrl, FramesBucketName, ...)."""
     kinase("deploy", "--local", check=True, timeout=600)
     return json.loads(kinase("outputs", "--local", "--json", check=True).stdout)["data"]
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *, only: bool = False) -> str:
+    """The `error: ...` line of a failed command: exactly one, no traceback; `only`: stderr holds nothing else."""
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    if only:
+        lines = proc.stderr.strip().splitlines()
+    else:
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    line = one_error_line(proc, only=True)
+    for fragment in fragments:
+        assert fragment in line, line

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import kinase
+from conftest import assert_one_line_error, kinase
 from infra import naming
 
 
@@ -17,14 +17,6 @@ def fake_cdk(tmp_path, version: str):
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script
 
-
-def assert_one_line_error(proc, *fragments: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_synth_writes_the_five_templates(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, kinase
+from conftest import assert_one_line_error, free_port, kinase
 from infra import naming
 
 pytestmark = pytest.mark.e2e
@@ -24,14 +24,6 @@ def local_target(env: str = naming.DEFAULT_ENV):
 
     return Target(local=True, env=env)
 
-
-def assert_one_line_error(proc, *fragments: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_deployed_outputs_name_real_resources(deployed_stack):

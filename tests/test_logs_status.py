@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import kinase
+from conftest import kinase, one_error_line
 from ops_support import aws_env, drain, local, put_image
 
 pytestmark = pytest.mark.e2e
@@ -19,13 +19,6 @@ pytestmark = pytest.mark.e2e
 TASK_A = "0a" * 16
 TASK_B = "0b" * 16
 
-
-def one_error_line(proc) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

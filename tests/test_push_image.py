@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, kinase
+from conftest import ROOT, kinase, one_error_line
 from ops_support import docker_calls, fake_docker, local, newest_task_definition, path_without_docker, put_image
 
 pytestmark = pytest.mark.e2e
@@ -34,13 +34,6 @@ def ecr_password() -> str:
     token = local().client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
     return base64.b64decode(token).decode().partition(":")[2]
 
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 def test_build_tag_login_push_sequence_and_pinned_task_definition(deployed_stack, docker):

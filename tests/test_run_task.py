@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, kinase
+from conftest import ROOT, kinase, one_error_line
 from kinase_cli.commands.tasks import task_summary, _exit_code
 from ops_support import aws_env, drain, local, newest_task_definition, put_image, remove_images
 
@@ -22,13 +22,6 @@ pytestmark = pytest.mark.e2e
 FAST_POLL = {"KINASE_POLL_SECONDS": "0.1"}
 SHAPES_MODEL = ROOT / "models" / "shapes-yolo11n.onnx"
 
-
-def one_error_line(proc) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import KINASE, ROOT, kinase
+from conftest import KINASE, ROOT, kinase, one_error_line
 from kinase_cli.samples import shapes_video
 from kvs_support import decode, kvs_endpoint  # noqa: F401  (fixture)
 from worker import mkv
@@ -45,13 +45,6 @@ def put(endpoint, path, stream: str, *args: str):
     assert envelope["command"] == "stream put"
     return envelope["data"]
 
-
-def one_error_line(proc) -> str:
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def test_put_h264_every_fragment_persisted_and_read_back_frame_for_frame(kvs_endpoint, h264_file):
@@ -166,20 +159,20 @@ def test_unreadable_file_is_one_clear_error_line(kvs_endpoint, h264_file, tmp_pa
     data = h264_file.read_bytes()
     path.write_bytes(bytes(range(256)) * 40 if content == "garbage" else data[: len(data) // 2])
     kvs_endpoint.create(f"put-broken-{content}")
-    line = one_error_line(kinase("stream", "put", str(path), "--stream", f"put-broken-{content}", "--local", env=kvs_endpoint.env))
+    line = one_error_line(kinase("stream", "put", str(path), "--stream", f"put-broken-{content}", "--local", env=kvs_endpoint.env), only=True)
     assert "broken.mp4" in line
     assert kvs_endpoint.fragments(f"put-broken-{content}", StartSelectorType="EARLIEST") == []
 
 
 def test_missing_file_is_one_clear_error_line(kvs_endpoint, tmp_path):
-    line = one_error_line(kinase("stream", "put", str(tmp_path / "nope.mp4"), "--stream", "x", "--local", env=kvs_endpoint.env))
+    line = one_error_line(kinase("stream", "put", str(tmp_path / "nope.mp4"), "--stream", "x", "--local", env=kvs_endpoint.env), only=True)
     assert "nope.mp4" in line
 
 
 def test_unknown_stream_is_resource_not_found(kvs_endpoint, h264_file):
-    line = one_error_line(kinase("stream", "put", str(h264_file), "--stream", "no-such-stream", "--local", env=kvs_endpoint.env))
+    line = one_error_line(kinase("stream", "put", str(h264_file), "--stream", "no-such-stream", "--local", env=kvs_endpoint.env), only=True)
     assert "ResourceNotFoundException" in line
-    line = one_error_line(kinase("stream", "describe", "no-such-stream", "--local", env=kvs_endpoint.env))
+    line = one_error_line(kinase("stream", "describe", "no-such-stream", "--local", env=kvs_endpoint.env), only=True)
     assert "ResourceNotFoundException" in line
 
 

@@ -1,14 +1,11 @@
 """The container's runtime, without Docker: a fresh venv from worker/requirements.txt alone runs the
 worker on the ONNX test model, and torch is not importable there.
 
-The venv is built once per requirements file (pip's cache makes rebuilding cheap) and kept under
-~/.cache/kinase/, so later runs only check it.
+The venv is built anew on every run, as on a fresh machine, so a missing requirement cannot hide.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -24,21 +21,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REQUIREMENTS = ROOT / "worker" / "requirements.txt"
 
 
-def runtime_venv() -> Path:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kinase" / f"worker-runtime-{digest}"
-    python = cache / "bin" / "python"
-    if (cache / ".complete").exists():
-        return python
-    shutil.rmtree(cache, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(cache)], check=True)
+def runtime_venv(root: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+    python = root / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True, timeout=1200)
-    (cache / ".complete").write_text("ok\n")
     return python
 
 
 def test_requirements_alone_run_the_worker_without_torch(media, tmp_path):
-    python = runtime_venv()
+    python = runtime_venv(tmp_path / "venv")
     image = tmp_path / "opt-kinase"
     shutil.copytree(ROOT / "worker", image / "worker", ignore=shutil.ignore_patterns("__pycache__", "Dockerfile*"))
     video = tmp_path / "clip.mp4"

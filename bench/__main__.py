@@ -1,0 +1,49 @@
+"""Run every benchmark in one process run and print the headline ratios: `python -m bench` (`make bench`).
+
+Each benchmark prints its own figures first; the table at the end compares each with its target.
+Record the output in docs/BENCHMARKS.md with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+from bench import startup_bench, synth_bench, watch_bench, worker_bench
+
+
+def main(quick: bool = False) -> None:
+    rows = []
+
+    print("== kinase --help start-up")
+    startup = startup_bench.main(runs=7 if quick else 15)
+    rows.append(("kinase --help median", f"{startup['median_s']:.3f} s", "<= 0.3 s", startup["median_s"] <= 0.3))
+
+    print("\n== kinase synth vs cdk synth")
+    synth = synth_bench.main(runs=1 if quick else 3)
+    rows.append(("kinase synth / cdk synth", f"{synth['ratio']:.2f}x", "<= 1.1x", synth["ratio"] <= 1.1))
+
+    print("\n== kinase watch vs receive 1, delete 1")
+    watch = watch_bench.main(messages=150 if quick else 300, runs=1 if quick else 3)
+    for rtt, ratio in watch["ratios"].items():
+        rows.append((f"watch / hackathon consumer (+{rtt:.0f} ms)", f"{ratio:.2f}x", ">= 3x", ratio >= 3))
+
+    print("\n== worker vs yolo predict vs its own inference")
+    worker = worker_bench.main(frames=60 if quick else 150)
+    ratios = worker["ratios"]
+    rows.append(("worker onnx / yolo predict pt", f"{ratios['worker onnx / predict pt']:.2f}x", ">= 2x", ratios["worker onnx / predict pt"] >= 2))
+    rows.append(("worker onnx / own inference", f"{ratios['worker onnx / inference onnx']:.2f}x", ">= 0.9x", ratios["worker onnx / inference onnx"] >= 0.9))
+    rss = max(worker["results"]["worker onnx"]["rss_mb"], worker["results"]["worker pt"]["rss_mb"])
+    rows.append(("worker peak RSS at 640", f"{rss} MB", "<= 1536 MB", rss <= 1536))
+
+    print(f"\n== summary ({platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+    print(f"{'benchmark':<40} {'figure':>10} {'target':>12}  verdict")
+    for name, figure, target, ok in rows:
+        print(f"{name:<40} {figure:>10} {target:>12}  {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller inputs")
+    main(parser.parse_args().quick)
