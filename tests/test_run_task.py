@@ -255,13 +255,13 @@ def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
 
     video = tmp_path / "long.mp4"
     shapes_video(video, frames=600, fps=30, size=(320, 240), seed=9)
+    sqs = local().client("sqs")
+    queue = deployed_stack["ResultsQueueUrl"]
+    drain(queue)  # before the worker starts: draining while it sends would chase its messages
     proc = subprocess.Popen(
         [*KINASE, "run-task", "--local", "--source", str(video), "--model", str(SHAPES_MODEL), "--imgsz", "320"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
-    sqs = local().client("sqs")
-    queue = deployed_stack["ResultsQueueUrl"]
-    drain(queue)
     for line in proc.stdout:
         if "reading" in line:
             break
