@@ -18,7 +18,6 @@ def fake_cdk(tmp_path, version: str):
     return script
 
 
-
 def test_synth_writes_the_five_templates(tmp_path):
     out = tmp_path / "templates"
     proc = kinase("synth", "--out", str(out), "--env", "ci", "--json", check=True, timeout=300)
@@ -41,3 +40,15 @@ def test_cdk_missing_is_one_line_with_the_install_command(tmp_path):
 def test_unsupported_cdk_is_one_line_with_the_install_command(tmp_path, version):
     proc = kinase("synth", "--out", str(tmp_path / "out"), env={"KINASE_CDK": str(fake_cdk(tmp_path, version))})
     assert_one_line_error(proc, f"cdk CLI {version}", "not supported", "npm ci")
+
+
+def test_npm_installed_cdk_is_checked_from_its_package_json(tmp_path):
+    """npm's `latest` (3.0.0) cannot read our cloud assembly: refused from package.json, before any node start."""
+    package = tmp_path / "node_modules" / "aws-cdk"
+    (package / "bin").mkdir(parents=True)
+    (package / "package.json").write_text(json.dumps({"name": "aws-cdk", "version": "3.0.0"}))
+    script = package / "bin" / "cdk"
+    script.write_text("#!/bin/sh\necho 2.9999.0\n")  # what it would say if it were run
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    proc = kinase("synth", "--out", str(tmp_path / "out"), env={"KINASE_CDK": str(script)})
+    assert_one_line_error(proc, "cdk CLI 3.0.0", "not supported", "npm ci")
