@@ -21,7 +21,7 @@ def main(quick: bool = False) -> None:
     rows.append(("kinase --help median", f"{startup['median_s']:.3f} s", "<= 0.3 s", startup["median_s"] <= 0.3))
 
     print("\n== kinase synth vs cdk synth")
-    synth = synth_bench.main(runs=1 if quick else 3)
+    synth = synth_bench.main(runs=2 if quick else 5)
     rows.append(("kinase synth / cdk synth", f"{synth['ratio']:.2f}x", "<= 1.1x", synth["ratio"] <= 1.1))
 
     print("\n== kinase watch vs receive 1, delete 1")

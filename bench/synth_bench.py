@@ -2,7 +2,7 @@
 
 The baseline is what an operator without kinase would type: the project-local cdk CLI on
 infra/ with the same interpreter. Runs alternate in one process run so noise hits both alike.
-Usage: python -m bench.synth_bench [--runs 3]
+Usage: python -m bench.synth_bench [--runs 5]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def timed(argv: list[str], cwd: Path, env: dict) -> float:
     return time.perf_counter() - start
 
 
-def main(runs: int = 3) -> dict:
+def main(runs: int = 5) -> dict:
     env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CDK_DISABLE_CLI_TELEMETRY": "true"}
     with tempfile.TemporaryDirectory() as tmp:
         env["KINASE_HOME"] = tmp
@@ -52,5 +52,5 @@ def main(runs: int = 3) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     main(parser.parse_args().runs)
