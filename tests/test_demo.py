@@ -69,3 +69,15 @@ def test_demo_names_the_step_that_breaks_and_leaves_nothing_running(fresh_home):
     assert "demo step 1" in error and "cdk CLI was not found" in error, proc.stderr
     assert not (home / "local" / "state.json").exists()
     assert port_is_free(port) and port_is_free(kvs_port)
+
+
+def test_demo_stops_as_soon_as_the_worker_fails_and_says_so(fresh_home):
+    env, home = fresh_home
+    port, kvs_port = free_port(), free_port()
+    proc = kinase("demo", "--frames", "15", "--port", str(port), "--kvs-port", str(kvs_port),
+                  env={**env, "KINASE_CONF": "not-a-number"}, timeout=600)
+    error = one_error_line(proc)
+    assert "the worker exited with code 2" in error and "worker.log" in error, proc.stderr
+    assert "idle for" not in proc.stderr
+    assert not (home / "local" / "state.json").exists()
+    assert port_is_free(port) and port_is_free(kvs_port)

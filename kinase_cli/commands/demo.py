@@ -105,7 +105,7 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
         with _step(5, f"stream the video into {out['StreamName']} (PutMedia, real time)"):
             put = _Put(tgt, video, out["StreamName"])
         with _step(6, "watch every frame arrive (live table)"):
-            messages, summary = _watch(tgt, out, workdir, frames, json_out)
+            messages, summary = _watch(tgt, out, workdir, frames, json_out, worker)
         put.join()
         code = _wait_worker(worker, workdir)
     except BaseException:
@@ -187,7 +187,8 @@ class _Put:
             raise KinaseError(f"demo step 5 (stream put) failed: {self.error}")
 
 
-def _watch(tgt, out, workdir: Path, frames: int, json_out: bool) -> tuple[list[dict], dict]:
+def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tuple[list[dict], dict]:
+    """Watch until every frame has arrived; a worker that fails ends the watch at once, not after the idle timeout."""
     from kinase_cli.errors import KinaseError
     from kinase_cli.watch.session import Options, Resources, Session
 
@@ -198,7 +199,16 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool) -> tuple[list[d
     )
     opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=messages.append)
     shown_on = console.err if json_out else console.out
-    summary, reason = Session(resources, opts, shown_on, console.err).run()
+    session = Session(resources, opts, shown_on, console.err)
+
+    def end_if_worker_fails() -> None:
+        if worker.wait() != 0:
+            session.stop.set()
+
+    threading.Thread(target=end_if_worker_fails, daemon=True).start()
+    summary, reason = session.run()
+    if summary["frames"] < frames and worker.poll() not in (None, 0):
+        raise KinaseError(f"the worker exited with code {worker.returncode}", f"see {workdir / 'worker.log'}")
     if summary["frames"] < frames:
         raise KinaseError(
             f"only {summary['frames']} of {frames} frames arrived ({reason})",
