@@ -292,7 +292,7 @@ def _report(result: dict, json_out: bool) -> None:
     watch, acc = result["watch"], result["accuracy"]
     table = Table(title="kinase demo", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     p50, p95 = watch["latency_ms"]["p50"], watch["latency_ms"]["p95"]
     rows = [
         ("frames", f"{watch['frames']} of {result['frames_in_video']} streamed ({result['put']['fragments']} fragments, all persisted)"),
