@@ -92,11 +92,6 @@ class Target:
             )
         return self._clients[key]
 
-    def account_id(self) -> str:
-        if self.local:
-            return LOCAL_ACCOUNT
-        return self.client("sts").get_caller_identity()["Account"]
-
     def child_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for a child process (cdk, the local worker) that should see this target."""
         env = dict(os.environ if base is None else base)

@@ -16,8 +16,7 @@ from typing import Callable, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError,
-                                 ReadTimeoutError, ResponseStreamingError)
+from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError, ResponseStreamingError)
 
 log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")

@@ -252,9 +252,6 @@ class Reader:
             self._buf += data
         return True
 
-    def at_eof(self) -> bool:
-        return not self._fill(1)
-
     def header(self) -> tuple[int, int | None, bytes] | None:
         """(id, size, header bytes) of the next element, consumed; None at a clean end of stream."""
         if not self._fill(1):

@@ -160,13 +160,6 @@ class KvsServer(ThreadingHTTPServer):
         self.media_idle_seconds = media_idle_seconds
 
 
-def serve_in_thread(host: str = "localhost", port: int = 0, **options) -> KvsServer:
-    """Start a server on a daemon thread (for tests); stop it with `.shutdown()`."""
-    server = KvsServer(host, port, **options)
-    threading.Thread(target=server.serve_forever, name="kvs-server", daemon=True).start()
-    return server
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvs_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="localhost")
