@@ -16,7 +16,8 @@ from typing import Callable, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError, ResponseStreamingError)
+from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError,  # noqa: F401 (used by the sources)
+                                 ReadTimeoutError, ResponseStreamingError)
 
 log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")
