@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kinase_cli import options
+from infra.naming import DEFAULT_ENV
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
 
 dlq = typer.Typer(
@@ -43,7 +44,7 @@ def ls(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """List dead letters: id, first received, receive count and why each fails validation.
 
@@ -78,7 +79,7 @@ def redrive(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """Move every dead letter back to the results queue (after fixing what made them fail).
 
@@ -109,7 +110,7 @@ def purge(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """Delete every message in the dead-letter queue (asks first unless --yes)."""
     from kinase_cli import console

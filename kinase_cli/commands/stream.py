@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from kinase_cli import options
+from infra.naming import DEFAULT_ENV
 from kinase_cli.options import Env, Json, Local, Profile, Region
 
 stream = typer.Typer(
@@ -61,7 +62,7 @@ def put(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """Upload a video file to the Kinesis Video stream with PutMedia, one fragment per GOP.
 
@@ -150,7 +151,7 @@ def ls(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """List Kinesis Video streams (by default those named for this environment, kinase-ENV-*)."""
     from rich.table import Table
@@ -183,7 +184,7 @@ def describe(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """Show one stream: ARN, status, retention, media type, and its media endpoints."""
     from rich.table import Table

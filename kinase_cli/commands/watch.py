@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from kinase_cli import options
+from infra.naming import DEFAULT_ENV
 from kinase_cli.options import Env, Json, Local, Profile, Region
 
 EPILOG = """\
@@ -38,7 +39,7 @@ def watch(
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
-    env: Env = "dev",
+    env: Env = DEFAULT_ENV,
 ) -> None:
     """Tail the pipeline's results: one row per frame, per-class totals, fps, latency, lag, queue depth.
 
