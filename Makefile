@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export YOLO_OFFLINE := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -23,6 +23,10 @@ node_modules/.installed: package.json package-lock.json
 
 demo: setup
 	$(BIN)/kinase demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -32,8 +32,17 @@ def main(quick: bool = False) -> None:
     print("\n== worker vs yolo predict vs its own inference")
     worker = worker_bench.main(frames=60 if quick else 150)
     ratios = worker["ratios"]
-    rows.append(("worker onnx / yolo predict pt", f"{ratios['worker onnx / predict pt']:.2f}x", ">= 2x", ratios["worker onnx / predict pt"] >= 2))
-    rows.append(("worker onnx / own inference", f"{ratios['worker onnx / inference onnx']:.2f}x", ">= 0.9x", ratios["worker onnx / inference onnx"] >= 0.9))
+    rows.append(
+        ("worker onnx / yolo predict pt", f"{ratios['worker onnx / predict pt']:.2f}x", ">= 2x", ratios["worker onnx / predict pt"] >= 2)
+    )
+    rows.append(
+        (
+            "worker onnx / own inference",
+            f"{ratios['worker onnx / inference onnx']:.2f}x",
+            ">= 0.9x",
+            ratios["worker onnx / inference onnx"] >= 0.9,
+        )
+    )
     rss = max(worker["results"]["worker onnx"]["rss_mb"], worker["results"]["worker pt"]["rss_mb"])
     rows.append(("worker peak RSS at 640", f"{rss} MB", "<= 1536 MB", rss <= 1536))
 

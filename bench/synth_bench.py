@@ -33,8 +33,14 @@ def main(runs: int = 5) -> dict:
         env["KINASE_HOME"] = tmp
         kinase = [sys.executable, "-m", "kinase_cli", "synth", "--out", f"{tmp}/kinase.out"]
         bare = [
-            str(ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--all", "--quiet",
-            "--app", f"{shlex.quote(sys.executable)} app.py", "--output", f"{tmp}/bare.out",
+            str(ROOT / "node_modules" / ".bin" / "cdk"),
+            "synth",
+            "--all",
+            "--quiet",
+            "--app",
+            f"{shlex.quote(sys.executable)} app.py",
+            "--output",
+            f"{tmp}/bare.out",
         ]
         samples: dict[str, list[float]] = {"kinase synth": [], "cdk synth": []}
         for _ in range(runs):

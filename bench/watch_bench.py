@@ -128,8 +128,13 @@ def reached_through(env: dict, rtt_ms: float):
                 (Path(proxied_home) / "local").mkdir()
                 (Path(proxied_home) / "local" / "state.json").write_text(json.dumps({**state, "aws_endpoint": proxy.url}))
                 env = {**env, "KINASE_HOME": proxied_home}
-            sqs = boto3.client("sqs", endpoint_url=proxy.url if proxy else state["aws_endpoint"], region_name="us-east-1",
-                               aws_access_key_id="testing", aws_secret_access_key="testing")
+            sqs = boto3.client(
+                "sqs",
+                endpoint_url=proxy.url if proxy else state["aws_endpoint"],
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
             yield env, sqs
     finally:
         if proxy is not None:
@@ -141,19 +146,33 @@ def fill(sqs, queue_url: str, bucket: str, n: int) -> None:
 
     now = time.time()
     bodies = [
-        contract.dumps(contract.build(
-            bucket=bucket, stream_name="bench", frame_index=i, source={"type": "file", "uri": "bench.mp4", "frame_number": i},
-            frame_time=now, width=640, height=480, model="bench", inference_ms=10.0,
-            detections=[{"class": "person", "class_id": 0, "conf": 0.9, "bbox": [0.5, 0.5, 0.1, 0.2]}] * (i % 4), now=now,
-        ))
+        contract.dumps(
+            contract.build(
+                bucket=bucket,
+                stream_name="bench",
+                frame_index=i,
+                source={"type": "file", "uri": "bench.mp4", "frame_number": i},
+                frame_time=now,
+                width=640,
+                height=480,
+                model="bench",
+                inference_ms=10.0,
+                detections=[{"class": "person", "class_id": 0, "conf": 0.9, "bbox": [0.5, 0.5, 0.1, 0.2]}] * (i % 4),
+                now=now,
+            )
+        )
         for i in range(n)
     ]
     for start in range(0, n, 10):
-        sqs.send_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[start:start + 10])])
+        sqs.send_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[start : start + 10])]
+        )
 
 
 def depth(sqs, queue_url: str) -> int:
-    a = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    a = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
@@ -172,8 +191,15 @@ def hackathon_consumer(sqs, queue_url: str, n: int) -> float:
 
 def kinase_watch(env: dict, n: int) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([*KINASE, "watch", "--local", "--json", "--count", str(n)], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run(
+        [*KINASE, "watch", "--local", "--json", "--count", str(n)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     elapsed = time.perf_counter() - start
     lines = proc.stdout.count("\n")
     if lines != n:
@@ -187,14 +213,17 @@ def scenario(env: dict, sqs, outputs: dict, messages: int, runs: int) -> dict:
         raise SystemExit(f"the results queue is not empty ({depth(sqs, queue_url)} messages): drain it first")
     samples: dict[str, list[float]] = {"kinase watch --json": [], "receive 1, delete 1": []}
     for _ in range(runs):
-        for name, drain in (("kinase watch --json", lambda: kinase_watch(env, messages)),
-                            ("receive 1, delete 1", lambda: hackathon_consumer(sqs, queue_url, messages))):
+        for name, drain in (
+            ("kinase watch --json", lambda: kinase_watch(env, messages)),
+            ("receive 1, delete 1", lambda: hackathon_consumer(sqs, queue_url, messages)),
+        ):
             fill(sqs, queue_url, bucket, messages)
             samples[name].append(drain())
             if depth(sqs, queue_url):
                 raise SystemExit(f"{name} left {depth(sqs, queue_url)} messages on the queue")
     return {name: messages / statistics.median(values) for name, values in samples.items()} | {
-        f"{name} s": statistics.median(values) for name, values in samples.items()}
+        f"{name} s": statistics.median(values) for name, values in samples.items()
+    }
 
 
 def main(messages: int = 300, runs: int = 3, rtts: tuple[float, ...] = (0.0, 20.0)) -> dict:
@@ -212,8 +241,10 @@ def main(messages: int = 300, runs: int = 3, rtts: tuple[float, ...] = (0.0, 20.
         ratios[rtt] = rates["kinase watch --json"] / rates["receive 1, delete 1"]
     for rtt, ratio in ratios.items():
         verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-        print(f"+{rtt:.0f} ms round trip: kinase watch drains {ratio:.1f}x faster than the hackathon consumer; "
-              f"{verdict} the {TARGET_RATIO:.0f}x target")
+        print(
+            f"+{rtt:.0f} ms round trip: kinase watch drains {ratio:.1f}x faster than the hackathon consumer; "
+            f"{verdict} the {TARGET_RATIO:.0f}x target"
+        )
     return {"results": results, "ratios": ratios}
 
 

@@ -49,8 +49,11 @@ def free_port() -> int:
 def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     endpoint = f"http://localhost:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(port)],
-                            stdout=open(work / "moto.log", "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(port)],
+        stdout=open(work / "moto.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     for _ in range(300):
         try:
             urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
@@ -102,9 +105,18 @@ def worker(model: Path, video: Path, imgsz: int, endpoint: str, frames: int) -> 
     name = f"bench-{model.suffix[1:]}-{int(time.time())}"
     s3.create_bucket(Bucket=name)
     queue = sqs.create_queue(QueueName=name)["QueueUrl"]
-    env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "KINASE_SOURCE": str(video), "KINASE_BUCKET": name,
-           "KINASE_QUEUE_URL": queue, "KINASE_MODEL": str(model), "KINASE_IMGSZ": str(imgsz), "KINASE_DEVICE": "cpu",
-           "YOLO_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "AWS_ENDPOINT_URL": endpoint,
+        "KINASE_SOURCE": str(video),
+        "KINASE_BUCKET": name,
+        "KINASE_QUEUE_URL": queue,
+        "KINASE_MODEL": str(model),
+        "KINASE_IMGSZ": str(imgsz),
+        "KINASE_DEVICE": "cpu",
+        "YOLO_OFFLINE": "1",
+    }
     wall, cpu, rss, _, _ = run_measured([sys.executable, "-m", "worker"], env)
     stamps = []
     while len(stamps) < frames:
@@ -128,7 +140,8 @@ def predict(model: Path, video: Path, imgsz: int) -> dict:
     yolo = shutil.which("yolo", path=str(Path(sys.executable).parent)) or "yolo"
     env = {**os.environ, "YOLO_OFFLINE": "1"}
     wall, cpu, rss, stdout, stderr = run_measured(
-        [yolo, "predict", f"model={model}", f"source={video}", "save=False", f"imgsz={imgsz}", "device=cpu"], env)
+        [yolo, "predict", f"model={model}", f"source={video}", "save=False", f"imgsz={imgsz}", "device=cpu"], env
+    )
     speed = re.search(r"Speed: ([\d.]+)ms preprocess, ([\d.]+)ms inference, ([\d.]+)ms postprocess", stdout + stderr)
     per_image = sum(float(x) for x in speed.groups())
     return {"fps": 1000.0 / per_image, "wall_s": wall, "cpu_s": cpu, "rss_mb": rss}
@@ -151,7 +164,7 @@ def main(frames: int = 150, imgsz: int = 640) -> dict:
     import cv2
     from ultralytics import YOLO
 
-    from kinase_cli.samples import shapes_video
+    from kinase_cli.workflows.samples import shapes_video
 
     work = Path(tempfile.mkdtemp(prefix="kinase-bench-"))
     video = work / "bench.mp4"
@@ -180,10 +193,14 @@ def main(frames: int = 150, imgsz: int = 640) -> dict:
     print(f"\n{frames} frames 640x480, imgsz {imgsz}, CPU threads: {os.cpu_count()}")
     print(f"{'run':<16} {'fps':>7} {'wall s':>8} {'CPU s':>7} {'frames/CPU s':>13} {'peak RSS MB':>12}")
     for name, r in results.items():
-        print(f"{name:<16} {r['fps']:>7.1f} {r.get('wall_s', float('nan')):>8.1f} {r['cpu_s']:>7.1f} "
-              f"{frames / r['cpu_s']:>13.2f} {r.get('rss_mb', float('nan')):>12}")
-    print("(fps: steady state, see above; CPU s: the whole process for worker and predict, start-up and model load included; "
-          "the inference loop only for inference)")
+        print(
+            f"{name:<16} {r['fps']:>7.1f} {r.get('wall_s', float('nan')):>8.1f} {r['cpu_s']:>7.1f} "
+            f"{frames / r['cpu_s']:>13.2f} {r.get('rss_mb', float('nan')):>12}"
+        )
+    print(
+        "(fps: steady state, see above; CPU s: the whole process for worker and predict, start-up and model load included; "
+        "the inference loop only for inference)"
+    )
     ratios = {
         "worker onnx / predict pt": results["worker onnx"]["fps"] / results["predict pt"]["fps"],
         "worker onnx / predict onnx": results["worker onnx"]["fps"] / results["predict onnx"]["fps"],
@@ -195,9 +212,11 @@ def main(frames: int = 150, imgsz: int = 640) -> dict:
     for name, value in ratios.items():
         print(f"{name:<30} {value:5.2f}x")
     print(f"{'CPU: predict pt / worker onnx':<30} {cpu_ratio:5.2f}x  (CPU seconds per video, start-up included)")
-    print(f"targets: worker onnx >= 2x predict pt: {'met' if ratios['worker onnx / predict pt'] >= 2 else 'MISSED'}; "
-          f"worker >= 0.9x pure inference: {'met' if min(ratios['worker onnx / inference onnx'], ratios['worker pt / inference pt']) >= 0.9 else 'MISSED'}; "
-          f"worker RSS <= 1.5 GB: {'met' if max(results['worker onnx']['rss_mb'], results['worker pt']['rss_mb']) <= 1536 else 'MISSED'}")
+    print(
+        f"targets: worker onnx >= 2x predict pt: {'met' if ratios['worker onnx / predict pt'] >= 2 else 'MISSED'}; "
+        f"worker >= 0.9x pure inference: {'met' if min(ratios['worker onnx / inference onnx'], ratios['worker pt / inference pt']) >= 0.9 else 'MISSED'}; "
+        f"worker RSS <= 1.5 GB: {'met' if max(results['worker onnx']['rss_mb'], results['worker pt']['rss_mb']) <= 1536 else 'MISSED'}"
+    )
     return {"results": results, "ratios": ratios, "cpu_ratio": cpu_ratio}
 
 

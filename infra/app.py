@@ -7,11 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aws_cdk as cdk  # noqa: E402
-from cdk_nag import AwsSolutionsChecks  # noqa: E402
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
 
-from infra import naming  # noqa: E402
-from infra.stacks import build, new_app  # noqa: E402
+from infra import naming
+from infra.stacks import build, new_app
 
 app = new_app()
 build(app, app.node.try_get_context("env") or naming.DEFAULT_ENV)

@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from kinase_cli import __version__
-from kinase_cli.errors import KinaseError, translate
+from kinase_cli.ui.errors import KinaseError, translate
 
 EXAMPLES = """\
 Examples:
@@ -65,7 +65,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
 ) -> None:
     """Deploy, run and watch a Kinesis Video -> YOLO -> S3/SQS video-analytics pipeline."""
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from infra import naming
-from kinase_cli.target import Target
+from kinase_cli.aws.target import Target
 
 Profile = Annotated[Optional[str], typer.Option("--profile", envvar="AWS_PROFILE", help="AWS named profile.", show_default=False)]
 Region = Annotated[Optional[str], typer.Option("--region", envvar="AWS_REGION", help="AWS region.", show_default=False)]

@@ -1,7 +1,7 @@
 """Train the project's small test detector on generated shapes and export it to ONNX.
 
 Weights cannot be downloaded here, and tests need a detector whose right answers are known. This
-trains yolo11n from its config (random init) on `kinase_cli.samples.shapes_dataset`, the same
+trains yolo11n from its config (random init) on `kinase_cli.workflows.samples.shapes_dataset`, the same
 renderer that makes the test videos, then writes models/shapes-yolo11n.pt and .onnx and records
 the validation metrics in models/README.md.
 
@@ -36,16 +36,19 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "models")
-    parser.add_argument("--from-run", type=Path, metavar="WORK_DIR",
-                        help="skip training: validate, export and record the best weights of an interrupted run "
-                             "(its kinase-shapes-* work folder, which holds data/ and runs/shapes/)")
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        metavar="WORK_DIR",
+        help="skip training: validate, export and record the best weights of an interrupted run "
+        "(its kinase-shapes-* work folder, which holds data/ and runs/shapes/)",
+    )
     args = parser.parse_args()
 
     from ultralytics import YOLO
-
-    from kinase_cli.samples import CLASSES, shapes_dataset
-
     from ultralytics.utils.torch_utils import strip_optimizer
+
+    from kinase_cli.workflows.samples import CLASSES, shapes_dataset
 
     started = time.time()
     if args.from_run:
@@ -58,10 +61,24 @@ def main() -> int:
         data = shapes_dataset(work / "data", train=args.train, val=args.val, imgsz=args.imgsz, seed=args.seed)
         model = YOLO("yolo11n.yaml")
         model.train(
-            data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device="cpu",
-            workers=0, amp=False, plots=False, pretrained=False, seed=args.seed, deterministic=True,
-            project=str(work / "runs"), name="shapes", exist_ok=True, verbose=False,
-            mosaic=1.0, close_mosaic=5, patience=100,
+            data=str(data),
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            device="cpu",
+            workers=0,
+            amp=False,
+            plots=False,
+            pretrained=False,
+            seed=args.seed,
+            deterministic=True,
+            project=str(work / "runs"),
+            name="shapes",
+            exist_ok=True,
+            verbose=False,
+            mosaic=1.0,
+            close_mosaic=5,
+            patience=100,
         )
         best = Path(model.trainer.best)
     import torch
@@ -71,14 +88,27 @@ def main() -> int:
     planned = int((checkpoint.get("train_args") or {}).get("epochs", args.epochs))
     strip_optimizer(str(best))
     trained = YOLO(str(best))
-    metrics = trained.val(data=str(data), imgsz=args.imgsz, batch=args.batch, device="cpu", workers=0,
-                          plots=False, verbose=False, project=str(work / "runs"), name="val", exist_ok=True)
+    metrics = trained.val(
+        data=str(data),
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device="cpu",
+        workers=0,
+        plots=False,
+        verbose=False,
+        project=str(work / "runs"),
+        name="val",
+        exist_ok=True,
+    )
     per_class = {CLASSES[i]: round(float(v), 4) for i, v in enumerate(metrics.box.maps[: len(CLASSES)])}
     onnx_path = Path(trained.export(format="onnx", imgsz=args.imgsz, opset=17, simplify=True, dynamic=False))
     minutes = (time.time() - started) / 60
-    run_time = (f"{minutes:.0f} min" if not args.from_run else
-                f"stopped after epoch {epochs_done} of {planned} planned (2 CPU cores shared with other work made epochs slow; "
-                f"mAP50 had reached the level below)")
+    run_time = (
+        f"{minutes:.0f} min"
+        if not args.from_run
+        else f"stopped after epoch {epochs_done} of {planned} planned (2 CPU cores shared with other work made epochs slow; "
+        f"mAP50 had reached the level below)"
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, args.out / "shapes-yolo11n.pt")
@@ -90,13 +120,22 @@ def main() -> int:
         "recall": round(float(metrics.box.mr), 4),
         "map50_95_per_class": per_class,
     }
-    (args.out / "README.md").write_text(README.format(
-        train=args.train, val=args.val, epochs=epochs_done, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-        run_time=run_time, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        pt_mb=(args.out / "shapes-yolo11n.pt").stat().st_size / 1e6,
-        onnx_mb=(args.out / "shapes-yolo11n.onnx").stat().st_size / 1e6,
-        metrics=json.dumps(summary, indent=2), classes=", ".join(CLASSES),
-    ))
+    (args.out / "README.md").write_text(
+        README.format(
+            train=args.train,
+            val=args.val,
+            epochs=epochs_done,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            seed=args.seed,
+            run_time=run_time,
+            date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            pt_mb=(args.out / "shapes-yolo11n.pt").stat().st_size / 1e6,
+            onnx_mb=(args.out / "shapes-yolo11n.onnx").stat().st_size / 1e6,
+            metrics=json.dumps(summary, indent=2),
+            classes=", ".join(CLASSES),
+        )
+    )
     print(json.dumps(summary))
     if not args.from_run:
         shutil.rmtree(work, ignore_errors=True)
@@ -108,10 +147,10 @@ README = """# Test models
 `shapes-yolo11n.pt` and `shapes-yolo11n.onnx`: YOLO11n trained from scratch (config `yolo11n.yaml`,
 no pretrained weights) on generated images of shapes on textured backgrounds, classes
 {classes}. Tests and the offline demo use them because the generated test videos carry exact ground
-truth (`kinase_cli.samples.shapes_video`). They are not a general-purpose detector.
+truth (`kinase_cli.workflows.samples.shapes_video`). They are not a general-purpose detector.
 
 Made by `scripts/train_shapes.py` on {date}: {train} training / {val} validation images from
-`kinase_cli.samples.shapes_dataset(seed={seed})`, {epochs} epochs, imgsz {imgsz}, batch {batch}, on the CPU
+`kinase_cli.workflows.samples.shapes_dataset(seed={seed})`, {epochs} epochs, imgsz {imgsz}, batch {batch}, on the CPU
 (2 cores): {run_time}. ONNX: opset 17, static {imgsz}x{imgsz} input, simplified; class names in
 the model metadata. Sizes: .pt {pt_mb:.1f} MB, .onnx {onnx_mb:.1f} MB.
 

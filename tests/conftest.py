@@ -1,24 +1,14 @@
-"""Shared fixtures. Every test session gets its own KINASE_HOME, so a developer's state is never touched."""
+"""Fixtures for every area. Every test session gets its own KINASE_HOME, so a developer's state is never touched."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-KINASE = [sys.executable, "-m", "kinase_cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.cli import free_port, kinase
+from support.worker_stack import Media
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,17 +20,6 @@ def kinase_home(tmp_path_factory):
     for var in ("AWS_PROFILE", "KINASE_LOCAL", "KINASE_ENV"):
         os.environ.pop(var, None)
     return home
-
-
-def kinase(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
-    """Run the real `kinase` command in a subprocess, as an operator would."""
-    proc = subprocess.run(
-        [*KINASE, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env={**os.environ, **(env or {})}, input=input,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kinase {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -61,19 +40,17 @@ def deployed_stack(local_stack):
     return json.loads(kinase("outputs", "--local", "--json", check=True).stdout)["data"]
 
 
-def one_error_line(proc: subprocess.CompletedProcess, *, only: bool = False) -> str:
-    """The `error: ...` line of a failed command: exactly one, no traceback; `only`: stderr holds nothing else."""
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr + proc.stdout
-    if only:
-        lines = proc.stderr.strip().splitlines()
-    else:
-        lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
+@pytest.fixture(scope="session")
+def media(local_stack):
+    """The session's local stack (`kinase local up`): its moto server and its Kinesis Video endpoint."""
+    return Media(local_stack["aws_endpoint"], local_stack["kinesis_video_endpoint"])
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    line = one_error_line(proc, only=True)
-    for fragment in fragments:
-        assert fragment in line, line
+@pytest.fixture
+def aws_env(media, monkeypatch):
+    """Point boto3 in this process at the local stack (for in-process workers)."""
+    for key, value in media.env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    return media

@@ -12,23 +12,36 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError,  # noqa: F401 (used by the sources)
-                                 ReadTimeoutError, ResponseStreamingError)
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError  # noqa: F401 (used by the sources)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")
 
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30,
-                      max_pool_connections=16)
+RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30, max_pool_connections=16)
 THROTTLING = {
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled", "RequestThrottledException",
-    "SlowDown", "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-    "ClientLimitExceededException", "ConnectionLimitExceededException", "InternalError", "InternalFailure",
-    "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "ClientLimitExceededException",
+    "ConnectionLimitExceededException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
 }
 
 
@@ -61,7 +74,7 @@ def describe(exc: BaseException) -> str:
 
 
 def backoff(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
-    return random.uniform(0, min(cap, base * 2 ** attempt))
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 def retry(fn: Callable[[], T], *, what: str, give_up_after: float = 300.0, on_retry: Callable[[], None] | None = None) -> T:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 from worker import aws
 from worker.contract import iso
-from worker.frames import Frame, FragmentEnd
+from worker.frames import FragmentEnd, Frame
 from worker.metrics import Metrics
 
 log = logging.getLogger("kinase.worker.checkpoint")
@@ -30,8 +30,11 @@ class CheckpointStore:
 
     def load(self) -> dict | None:
         try:
-            body = aws.retry(lambda: self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read(),
-                             what=f"read checkpoint s3://{self.bucket}/{self.key}", give_up_after=60)
+            body = aws.retry(
+                lambda: self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read(),
+                what=f"read checkpoint s3://{self.bucket}/{self.key}",
+                give_up_after=60,
+            )
         except aws.FatalError as exc:
             cause = exc.__cause__
             if isinstance(cause, aws.ClientError) and cause.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
@@ -50,8 +53,11 @@ class CheckpointStore:
     def save(self, position: dict) -> dict:
         record = {"version": VERSION, "stream": self.stream, "source": self.source, **position, "updated_at": iso(time.time())}
         body = json.dumps(record, sort_keys=True).encode()
-        aws.retry(lambda: self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"),
-                  what=f"write checkpoint s3://{self.bucket}/{self.key}", give_up_after=60)
+        aws.retry(
+            lambda: self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"),
+            what=f"write checkpoint s3://{self.bucket}/{self.key}",
+            give_up_after=60,
+        )
         return record
 
 

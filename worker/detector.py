@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -91,10 +91,14 @@ def _to_detections(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, na
         if x2 <= x1 or y2 <= y1:
             continue
         cid = int(cls)
-        result.append({
-            "class": names.get(cid, str(cid)), "class_id": cid, "conf": float(conf),
-            "bbox": [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h],
-        })
+        result.append(
+            {
+                "class": names.get(cid, str(cid)),
+                "class_id": cid,
+                "conf": float(conf),
+                "bbox": [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h],
+            }
+        )
     return result
 
 
@@ -185,7 +189,9 @@ class UltralyticsDetector(Detector):
             import torch
             from ultralytics import YOLO
         except ImportError:
-            raise DetectorError(f"{Path(path).name} needs ultralytics and torch, which this image does not ship; use an .onnx model") from None
+            raise DetectorError(
+                f"{Path(path).name} needs ultralytics and torch, which this image does not ship; use an .onnx model"
+            ) from None
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device.startswith("cuda") and not torch.cuda.is_available():
@@ -204,8 +210,16 @@ class UltralyticsDetector(Detector):
 
     def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
         started = time.perf_counter()
-        result = self.model.predict(image, imgsz=self.imgsz, conf=self.conf, iou=NMS_IOU, classes=self.keep,
-                                    device=self.device, verbose=False, max_det=MAX_DETECTIONS)[0]
+        result = self.model.predict(
+            image,
+            imgsz=self.imgsz,
+            conf=self.conf,
+            iou=NMS_IOU,
+            classes=self.keep,
+            device=self.device,
+            verbose=False,
+            max_det=MAX_DETECTIONS,
+        )[0]
         boxes = result.boxes
         xyxy = boxes.xyxy.cpu().numpy()
         h, w = image.shape[:2]

@@ -17,8 +17,9 @@ as its last byte has arrived.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 # Element IDs (with their length-marker bits, as written on the wire)
 EBML = 0x1A45DFA3
@@ -104,8 +105,7 @@ def segment_start() -> bytes:
 def tags_element(tags: dict[str, str]) -> bytes:
     """A Tags element with one Tag holding one SimpleTag per name, as Kinesis Video writes them."""
     simple = b"".join(
-        element(SIMPLE_TAG, string_element(TAG_NAME, name) + string_element(TAG_STRING, str(value)))
-        for name, value in tags.items()
+        element(SIMPLE_TAG, string_element(TAG_NAME, name) + string_element(TAG_STRING, str(value))) for name, value in tags.items()
     )
     return element(TAGS, element(TAG, element(TARGETS, b"") + simple))
 

@@ -20,9 +20,10 @@ import threading
 import time
 from collections import deque
 
-from worker import aws, detector as detectors
+from worker import aws
+from worker import detector as detectors
 from worker.checkpoint import CheckpointStore, Ledger
-from worker.frames import Frame, FragmentEnd
+from worker.frames import FragmentEnd, Frame
 from worker.metrics import Metrics
 from worker.settings import Settings
 from worker.sinks import Delivery
@@ -47,8 +48,9 @@ class FrameQueue:
     average, nothing is dropped.
     """
 
-    def __init__(self, maxsize: int, metrics: Metrics, stop: threading.Event, *, max_wait: float = LIVE_MAX_WAIT,
-                 live_cap: int = LIVE_MAX_FRAMES):
+    def __init__(
+        self, maxsize: int, metrics: Metrics, stop: threading.Event, *, max_wait: float = LIVE_MAX_WAIT, live_cap: int = LIVE_MAX_FRAMES
+    ):
         self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
         self.max_wait, self.live_cap = max_wait, live_cap
         self._items: deque = deque()
@@ -115,11 +117,24 @@ class Worker:
             store = CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source)
             resume = store.load()
             if resume:
-                log.info("resuming %s after fragment %s (frames after %s)", s.source, resume.get("fragment_number"), resume.get("last_frame_time"))
+                log.info(
+                    "resuming %s after fragment %s (frames after %s)",
+                    s.source,
+                    resume.get("fragment_number"),
+                    resume.get("last_frame_time"),
+                )
         ledger = Ledger(store, self.metrics)
         source = open_source(s, self.session, s3, self.metrics, self.stop, resume)
-        delivery = Delivery(s3, sqs, bucket=s.bucket, queue_url=s.queue_url, stream_name=s.stream_name,
-                            model=detector.name, ledger=ledger, metrics=self.metrics)
+        delivery = Delivery(
+            s3,
+            sqs,
+            bucket=s.bucket,
+            queue_url=s.queue_url,
+            stream_name=s.stream_name,
+            model=detector.name,
+            ledger=ledger,
+            metrics=self.metrics,
+        )
         frames = FrameQueue(8, metrics=self.metrics, stop=self.stop)
         reader = threading.Thread(target=self._read, args=(source, frames), name="reader", daemon=True)
         log.info("reading %s", s.source)

@@ -8,9 +8,9 @@ worker with one line naming the variable, before any AWS call.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 IMAGE_MODELS_DIR = Path("/opt/kinase/models")
@@ -45,7 +45,7 @@ class Settings:
 
     @property
     def kvs_stream(self) -> str:
-        return self.source[len("kvs://"):]
+        return self.source[len("kvs://") :]
 
     @property
     def live(self) -> bool:
@@ -117,7 +117,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if not source:
         raise SettingsError("KINASE_SOURCE is not set (kvs://STREAM, a file path, http(s)://, rtsp:// or s3://bucket/key)")
     kind = source_type(source)
-    if kind == "kvs" and not source[len("kvs://"):]:
+    if kind == "kvs" and not source[len("kvs://") :]:
         raise SettingsError(f"KINASE_SOURCE={source!r} names no stream (kvs://STREAM)")
     if kind == "s3":
         parsed = urlparse(source)
@@ -128,7 +128,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
     stream_name = env.get("KINASE_STREAM_NAME", "").strip()
     if not stream_name:
-        stream_name = source[len("kvs://"):] if kind == "kvs" else Path(urlparse(source).path).stem or "stream"
+        stream_name = source[len("kvs://") :] if kind == "kvs" else Path(urlparse(source).path).stem or "stream"
 
     bucket = env.get("KINASE_BUCKET", "").strip()
     queue_url = env.get("KINASE_QUEUE_URL", "").strip()

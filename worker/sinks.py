@@ -41,8 +41,21 @@ class Result:
 
 
 class Delivery:
-    def __init__(self, s3, sqs, *, bucket: str, queue_url: str, stream_name: str, model: str, ledger: Ledger,
-                 metrics: Metrics, upload_threads: int = 4, queue_size: int = 8, give_up_after: float = 300.0):
+    def __init__(
+        self,
+        s3,
+        sqs,
+        *,
+        bucket: str,
+        queue_url: str,
+        stream_name: str,
+        model: str,
+        ledger: Ledger,
+        metrics: Metrics,
+        upload_threads: int = 4,
+        queue_size: int = 8,
+        give_up_after: float = 300.0,
+    ):
         self.s3, self.sqs = s3, sqs
         self.bucket, self.queue_url, self.stream_name, self.model = bucket, queue_url, stream_name, model
         self.ledger, self.metrics = ledger, metrics
@@ -106,8 +119,12 @@ class Delivery:
                 result.height, result.width = result.frame.image.shape[:2]
                 body = jpeg(annotate(result.frame.image, result.detections))
                 result.frame.image = None  # the pixels are not needed any more; free them while the message waits
-                aws.retry(lambda: self.s3.put_object(Bucket=self.bucket, Key=result.key, Body=body, ContentType="image/jpeg"),
-                          what=f"PutObject s3://{self.bucket}/{result.key}", give_up_after=self.give_up_after, on_retry=self._retried)
+                aws.retry(
+                    lambda: self.s3.put_object(Bucket=self.bucket, Key=result.key, Body=body, ContentType="image/jpeg"),
+                    what=f"PutObject s3://{self.bucket}/{result.key}",
+                    give_up_after=self.give_up_after,
+                    on_retry=self._retried,
+                )
                 self._messages.put(result)
             except Exception as exc:  # any failure here is fatal for the worker: a frame would be lost
                 self._fail(exc)
@@ -141,9 +158,17 @@ class Delivery:
         for r in batch:
             f = r.frame
             r.message = contract.build(
-                bucket=self.bucket, stream_name=self.stream_name, frame_index=f.frame_index, source=f.source,
-                frame_time=f.frame_time, width=r.width, height=r.height, model=self.model,
-                inference_ms=r.inference_ms, detections=r.detections, now=now,
+                bucket=self.bucket,
+                stream_name=self.stream_name,
+                frame_index=f.frame_index,
+                source=f.source,
+                frame_time=f.frame_time,
+                width=r.width,
+                height=r.height,
+                model=self.model,
+                inference_ms=r.inference_ms,
+                detections=r.detections,
+                now=now,
             )
         pending = {str(i): r for i, r in enumerate(batch)}
         started = time.monotonic()
@@ -156,8 +181,12 @@ class Delivery:
                     break
                 entries.append({"Id": i, "MessageBody": body})
                 size += len(body)
-            response = aws.retry(lambda: self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries),
-                                 what="SendMessageBatch", give_up_after=self.give_up_after, on_retry=self._retried)
+            response = aws.retry(
+                lambda: self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries),
+                what="SendMessageBatch",
+                give_up_after=self.give_up_after,
+                on_retry=self._retried,
+            )
             for ok in response.get("Successful", []):
                 r = pending.pop(ok["Id"])
                 self.metrics.count("FramesDelivered")

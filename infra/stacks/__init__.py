@@ -11,7 +11,6 @@ from infra.stacks.registry import RegistryStack
 from infra.stacks.storage import StorageStack
 from infra.stacks.stream import StreamStack
 
-
 # Feature flags this app relies on (new projects get them from `cdk init`).
 FEATURE_FLAGS = {
     # Grant S3 server access logging through a bucket policy instead of the legacy ACL.
@@ -33,9 +32,7 @@ def build(app: cdk.App, env: str = naming.DEFAULT_ENV) -> dict[str, cdk.Stack]:
     network = NetworkStack(app, naming.stack_name(env, "network"), **props("network"))
     storage = StorageStack(app, naming.stack_name(env, "storage"), **props("storage"))
     stream = StreamStack(app, naming.stack_name(env, "stream"), stream_name=naming.stream_name(env), **props("stream"))
-    registry = RegistryStack(
-        app, naming.stack_name(env, "registry"), repository_name=naming.repository_name(env), **props("registry")
-    )
+    registry = RegistryStack(app, naming.stack_name(env, "registry"), repository_name=naming.repository_name(env), **props("registry"))
     compute = ComputeStack(
         app,
         naming.stack_name(env, "compute"),

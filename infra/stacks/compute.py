@@ -8,13 +8,18 @@ variables; `kinase run-task` overrides them per run.
 from __future__ import annotations
 
 import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2, aws_ecr as ecr, aws_ecs as ecs, aws_iam as iam, aws_logs as logs, aws_s3 as s3, aws_sqs as sqs
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import naming
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
-
 from infra.stacks.stream import stream_arn
 
 CONTAINER_NAME = "worker"
@@ -49,9 +54,7 @@ class ComputeStack(cdk.Stack):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
 
-        task_role = iam.Role(
-            self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"), description="kinase worker"
-        )
+        task_role = iam.Role(self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"), description="kinase worker")
         task_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadStream",
@@ -84,7 +87,10 @@ class ComputeStack(cdk.Stack):
                 "a Kinesis Video stream ARN ends in its creation time; the wildcard covers only that suffix of this one stream",
             ),
             (f"AwsSolutions-IAM5[Resource::{bucket_objects}/frames/*]", "the worker writes one object per frame under frames/ only"),
-            (f"AwsSolutions-IAM5[Resource::{bucket_objects}/checkpoints/*]", "the worker reads and writes its checkpoint under checkpoints/ only"),
+            (
+                f"AwsSolutions-IAM5[Resource::{bucket_objects}/checkpoints/*]",
+                "the worker reads and writes its checkpoint under checkpoints/ only",
+            ),
         ):
             acknowledge(task_role, rule, reason)
 

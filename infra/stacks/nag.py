@@ -5,7 +5,6 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import IConstruct
 
-
 PACK = "AwsSolutions"
 
 

@@ -6,7 +6,8 @@ Tasks get a public IP and reach AWS APIs directly; the security group admits not
 from __future__ import annotations
 
 import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2, aws_logs as logs
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.stacks.outputs import output
@@ -26,9 +27,7 @@ class NetworkStack(cdk.Stack):
             enable_dns_support=True,
             restrict_default_security_group=False,
         )
-        flow_logs = logs.LogGroup(
-            self, "FlowLogs", retention=logs.RetentionDays.TWO_WEEKS, removal_policy=cdk.RemovalPolicy.DESTROY
-        )
+        flow_logs = logs.LogGroup(self, "FlowLogs", retention=logs.RetentionDays.TWO_WEEKS, removal_policy=cdk.RemovalPolicy.DESTROY)
         self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))
         self.security_group = ec2.SecurityGroup(
             self,

@@ -23,8 +23,6 @@ def stream_arn(stack: cdk.Stack, name: str) -> str:
 class StreamStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, stream_name: str, **kwargs) -> None:
         super().__init__(scope, id, **kwargs)
-        kinesisvideo.CfnStream(
-            self, "Stream", name=stream_name, data_retention_in_hours=RETENTION_HOURS, media_type="video/h264"
-        )
+        kinesisvideo.CfnStream(self, "Stream", name=stream_name, data_retention_in_hours=RETENTION_HOURS, media_type="video/h264")
         output(self, "StreamName", stream_name)
         output(self, "StreamRetentionHours", str(RETENTION_HOURS))

@@ -19,8 +19,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from kinase_cli import console
 from kinase_cli.options import Json
+from kinase_cli.ui import console
 
 MODEL = Path("models") / "shapes-yolo11n.onnx"
 IMGSZ = 320
@@ -44,7 +44,7 @@ started (a stack that was already running is left as it was).
 @contextmanager
 def _step(number: int, title: str):
     """Name the step that breaks, so a failure says where the pipeline stopped."""
-    from kinase_cli.errors import KinaseError, translate
+    from kinase_cli.ui.errors import KinaseError, translate
 
     console.step(f"[{number}/6] {title}")
     try:
@@ -61,7 +61,12 @@ def _step(number: int, title: str):
 def demo(
     frames: Annotated[int, typer.Option("--frames", min=15, max=3000, help="Length of the generated video, in frames.")] = 150,
     fps: Annotated[int, typer.Option("--fps", min=1, max=60, help="Frame rate of the generated video (it is streamed in real time).")] = 15,
-    save: Annotated[Optional[Path], typer.Option("--save", metavar="DIR", help="Where to keep the video, annotated frames, worker log and contact sheet.", show_default=False)] = None,
+    save: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--save", metavar="DIR", help="Where to keep the video, annotated frames, worker log and contact sheet.", show_default=False
+        ),
+    ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the local stack running afterwards.")] = False,
     port: Annotated[int, typer.Option("--port", help="Port of the moto server if the local stack must be started.")] = 4566,
     kvs_port: Annotated[int, typer.Option("--kvs-port", help="Port of the local Kinesis Video endpoint if it must be started.")] = 4567,
@@ -69,8 +74,8 @@ def demo(
 ) -> None:
     """Run the whole pipeline offline: local stack, deploy, stream a video, run the worker, watch every frame arrive."""
     from kinase_cli import paths
+    from kinase_cli.aws.target import Target
     from kinase_cli.local import stack
-    from kinase_cli.target import Target
 
     workdir = (save or paths.local_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -87,9 +92,10 @@ def demo(
 
 
 def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, json_out: bool) -> dict:
-    from kinase_cli import outputs, samples
+    from kinase_cli.aws import outputs
     from kinase_cli.commands import local as local_cmd
     from kinase_cli.commands.stacks import deploy_stacks
+    from kinase_cli.workflows import samples
 
     with _step(1, "local stack (moto server + local Kinesis Video endpoint)"):
         local_cmd.up(port, kvs_port)
@@ -126,13 +132,27 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
 
 
 def _start_worker(stream: str, workdir: Path, frames: int):
-    from kinase_cli import paths, proc
+    from kinase_cli import paths
+    from kinase_cli.runners import proc
 
     argv = [
-        sys.executable, "-m", "kinase_cli", "run-task", "--local", "--stream", stream,
-        "--model", str(paths.PROJECT_ROOT / MODEL), "--imgsz", str(IMGSZ),
-        "-e", "KINASE_START=EARLIEST", "-e", f"KINASE_MAX_FRAMES={frames}",
-        "-e", f"KINASE_IDLE_EXIT={WORKER_IDLE_EXIT_S}",
+        sys.executable,
+        "-m",
+        "kinase_cli",
+        "run-task",
+        "--local",
+        "--stream",
+        stream,
+        "--model",
+        str(paths.PROJECT_ROOT / MODEL),
+        "--imgsz",
+        str(IMGSZ),
+        "-e",
+        "KINASE_START=EARLIEST",
+        "-e",
+        f"KINASE_MAX_FRAMES={frames}",
+        "-e",
+        f"KINASE_IDLE_EXIT={WORKER_IDLE_EXIT_S}",
     ]
     return proc.start_background(argv, log_file=workdir / "worker.log", cwd=paths.PROJECT_ROOT)
 
@@ -148,7 +168,7 @@ def _stop_worker(worker) -> None:
 
 
 def _wait_worker(worker, workdir: Path) -> int:
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.ui.errors import KinaseError
 
     try:
         code = worker.wait(timeout=WORKER_IDLE_EXIT_S + 30)
@@ -164,7 +184,7 @@ class _Put:
     """`stream put --realtime` on a thread, so the table fills while the video is still streaming."""
 
     def __init__(self, tgt, video: Path, stream: str):
-        from kinase_cli import kvs_put
+        from kinase_cli.aws import kvs_put
 
         kvs_put.probe(video)
         self.result = None
@@ -180,7 +200,7 @@ class _Put:
             self.error = exc
 
     def join(self) -> None:
-        from kinase_cli.errors import KinaseError
+        from kinase_cli.ui.errors import KinaseError
 
         self.thread.join()
         if self.error is not None:
@@ -189,13 +209,16 @@ class _Put:
 
 def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tuple[list[dict], dict]:
     """Watch until every frame has arrived; a worker that fails ends the watch at once, not after the idle timeout."""
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.ui.errors import KinaseError
     from kinase_cli.watch.session import Options, Resources, Session
 
     messages: list[dict] = []
     resources = Resources(
-        sqs=tgt.client("sqs"), s3=tgt.client("s3"), queue_url=out["ResultsQueueUrl"],
-        dlq_url=out.get("DeadLetterQueueUrl"), bucket=out["FramesBucketName"],
+        sqs=tgt.client("sqs"),
+        s3=tgt.client("s3"),
+        queue_url=out["ResultsQueueUrl"],
+        dlq_url=out.get("DeadLetterQueueUrl"),
+        bucket=out["FramesBucketName"],
     )
     opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=messages.append)
     shown_on = console.err if json_out else console.out
@@ -275,7 +298,7 @@ def _contact_sheet(messages: list[dict], workdir: Path, tiles: int = 6) -> str |
         return None
     while len(images) % 3:
         images.append(np.zeros_like(images[0]))
-    rows = [np.hstack(images[i:i + 3]) for i in range(0, len(images), 3)]
+    rows = [np.hstack(images[i : i + 3]) for i in range(0, len(images), 3)]
     path = workdir / "contact-sheet.jpg"
     cv2.imwrite(str(path), np.vstack(rows))
     return str(path)
@@ -283,7 +306,7 @@ def _contact_sheet(messages: list[dict], workdir: Path, tiles: int = 6) -> str |
 
 def _report(result: dict, json_out: bool) -> None:
     if json_out:
-        from kinase_cli import jsonout
+        from kinase_cli.ui import jsonout
 
         jsonout.emit("demo", result)
         return

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from kinase_cli import options
 from infra.naming import DEFAULT_ENV
+from kinase_cli import options
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
 
 dlq = typer.Typer(
@@ -19,7 +19,7 @@ dlq = typer.Typer(
 
 
 def _queues(profile, region, local, env):
-    from kinase_cli import outputs
+    from kinase_cli.aws import outputs
 
     target = options.target(profile, region, local, env)
     out = outputs.read(target, required=("storage",))
@@ -30,7 +30,7 @@ def _confirm(question: str, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        from kinase_cli.errors import KinaseError
+        from kinase_cli.ui.errors import KinaseError
 
         raise KinaseError("not confirmed (no terminal to ask on)", "pass --yes")
     if not typer.confirm(question, default=False):
@@ -54,7 +54,7 @@ def ls(
 
     from rich.markup import escape
 
-    from kinase_cli import console, jsonout
+    from kinase_cli.ui import console, jsonout
     from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)
@@ -67,8 +67,14 @@ def ls(
         console.info("the dead-letter queue is empty")
         return
     for d in letters:
-        first = "-" if d.first_received is None else datetime.fromtimestamp(d.first_received / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        console.out.print(f"[bold]{d.message_id}[/]  first received {first} UTC  receives {d.receive_count}", highlight=False, soft_wrap=True)
+        first = (
+            "-"
+            if d.first_received is None
+            else datetime.fromtimestamp(d.first_received / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        )
+        console.out.print(
+            f"[bold]{d.message_id}[/]  first received {first} UTC  receives {d.receive_count}", highlight=False, soft_wrap=True
+        )
         console.out.print(f"    {escape(d.reason)}", style="green" if d.reason == "valid" else "red", highlight=False, soft_wrap=True)
     console.info(f"{len(letters)} dead letter(s) in {url.rsplit('/', 1)[-1]}; listing counts as one more receive of each")
 
@@ -85,8 +91,8 @@ def redrive(
 
     Each message is sent to the results queue before it is deleted from the DLQ, so nothing is lost.
     """
-    from kinase_cli import console
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.ui import console
+    from kinase_cli.ui.errors import KinaseError
     from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)
@@ -113,7 +119,7 @@ def purge(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Delete every message in the dead-letter queue (asks first unless --yes)."""
-    from kinase_cli import console
+    from kinase_cli.ui import console
     from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)

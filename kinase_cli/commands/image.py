@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Optional
 
 import typer
 
@@ -35,8 +36,9 @@ The local stack needs no image: `kinase run-task --local` runs the worker from t
 
 def _git_tag() -> str:
     """The git short sha, with `-dirty` when the working tree differs from the commit."""
-    from kinase_cli import paths, proc
-    from kinase_cli.errors import KinaseError
+    from kinase_cli import paths
+    from kinase_cli.runners import proc
+    from kinase_cli.ui.errors import KinaseError
 
     hint = "pass --tag to name the image"
     git = proc.which("git", hint)
@@ -49,14 +51,14 @@ def _git_tag() -> str:
 
 
 def _dim(line: str) -> None:
-    from kinase_cli import console
+    from kinase_cli.ui import console
 
     console.err.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_docker() -> str:
-    from kinase_cli import proc
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.runners import proc
+    from kinase_cli.ui.errors import KinaseError
 
     docker = proc.which("docker", DOCKER_HINT)
     if proc.run([docker, "info", "--format", "{{.ServerVersion}}"], check=False).returncode != 0:
@@ -68,8 +70,9 @@ def _registry_login(t, docker: str, repository_uri: str) -> None:
     """`docker login` to the repository's registry with an ECR token passed on stdin, never in argv or output."""
     import base64
 
-    from kinase_cli import console, proc
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.runners import proc
+    from kinase_cli.ui import console
+    from kinase_cli.ui.errors import KinaseError
 
     registry = repository_uri.split("/", 1)[0]
     data = t.client("ecr").get_authorization_token(registryIds=[registry.split(".", 1)[0]])["authorizationData"][0]
@@ -80,8 +83,10 @@ def _registry_login(t, docker: str, repository_uri: str) -> None:
 
     try:
         proc.run(
-            [docker, "login", "--username", username, "--password-stdin", registry], input=password,
-            on_line=lambda line: console.info(hide(line)), what="docker login",
+            [docker, "login", "--username", username, "--password-stdin", registry],
+            input=password,
+            on_line=lambda line: console.info(hide(line)),
+            what="docker login",
             hint="check that the ECR token is valid for this registry and that the Docker daemon can reach it",
         )
     except KinaseError as exc:
@@ -92,14 +97,21 @@ def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
     """`docker push` with a progress bar of layers done; returns the digest docker reports."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from kinase_cli import console, proc
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.runners import proc
+    from kinase_cli.ui import console
+    from kinase_cli.ui.errors import KinaseError
 
     layers: dict[str, str] = {}
     digest = []
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("layers"), TimeElapsedColumn(), console=console.err, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("layers"),
+        TimeElapsedColumn(),
+        console=console.err,
+        transient=False,
     ) as progress:
         console.step(f"docker push {ref}")
         bar = progress.add_task(ref.rsplit(":", 1)[-1], total=None)
@@ -123,9 +135,16 @@ def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
 
 
 def push_image(
-    tag: Annotated[Optional[str], typer.Option("--tag", help="Image tag (default: the git short sha, `-dirty` if the tree has changes).", show_default=False)] = None,
-    platform: Annotated[str, typer.Option("--platform", help="Target platform of the build (Fargate runs linux/amd64 here).")] = "linux/amd64",
-    no_build: Annotated[bool, typer.Option("--no-build", help=f"Push the local image {LOCAL_NAME}:TAG built earlier instead of building.")] = False,
+    tag: Annotated[
+        Optional[str],
+        typer.Option("--tag", help="Image tag (default: the git short sha, `-dirty` if the tree has changes).", show_default=False),
+    ] = None,
+    platform: Annotated[
+        str, typer.Option("--platform", help="Target platform of the build (Fargate runs linux/amd64 here).")
+    ] = "linux/amd64",
+    no_build: Annotated[
+        bool, typer.Option("--no-build", help=f"Push the local image {LOCAL_NAME}:TAG built earlier instead of building.")
+    ] = False,
     json_out: Json = False,
     profile: Profile = None,
     region: Region = None,
@@ -133,9 +152,13 @@ def push_image(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Build the worker image, push it to the stack's ECR repository, and pin the task definition to it."""
-    from kinase_cli import console, jsonout, outputs as stack_outputs, paths, proc, taskdef
+    from kinase_cli import paths
+    from kinase_cli.aws import outputs as stack_outputs
+    from kinase_cli.aws import taskdef
     from kinase_cli.commands.tasks import when
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.runners import proc
+    from kinase_cli.ui import console, jsonout
+    from kinase_cli.ui.errors import KinaseError
 
     t = target(profile, region, local, env)
     docker = _check_docker()
@@ -152,7 +175,10 @@ def push_image(
         console.step(f"docker build {local_image} ({platform})")
         proc.run(
             [docker, "build", "--platform", platform, "-f", DOCKERFILE, "-t", local_image, "."],
-            cwd=paths.PROJECT_ROOT, on_line=_dim, what="docker build", hint=f"fix the build error above, then rerun `kinase push-image{t.hint_flag()}`",
+            cwd=paths.PROJECT_ROOT,
+            on_line=_dim,
+            what="docker build",
+            hint=f"fix the build error above, then rerun `kinase push-image{t.hint_flag()}`",
         )
     refs = [f"{uri}:{tag}", f"{uri}:latest"]
     for ref in refs:
@@ -162,15 +188,24 @@ def push_image(
     digest = _push(docker, refs[0], _dim)
     _push(docker, refs[1], _dim)
     try:
-        image = t.client("ecr").describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageDigest": digest}])["imageDetails"][0]
+        image = t.client("ecr").describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageDigest": digest}])[
+            "imageDetails"
+        ][0]
     except Exception as exc:  # botocore ClientError
         if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ImageNotFoundException":
-            raise KinaseError(f"docker reported digest {digest}, but {outputs['RepositoryName']} does not hold it", "check which registry `docker push` reached") from None
+            raise KinaseError(
+                f"docker reported digest {digest}, but {outputs['RepositoryName']} does not hold it",
+                "check which registry `docker push` reached",
+            ) from None
         raise
     pinned = taskdef.register_pinned(t, outputs, f"{uri}@{digest}")
     data = {
-        "repository": uri, "tags": [tag, "latest"], "digest": digest, "image": f"{uri}@{digest}",
-        "pushedAt": when(image.get("imagePushedAt")), "taskDefinitionArn": pinned["taskDefinitionArn"],
+        "repository": uri,
+        "tags": [tag, "latest"],
+        "digest": digest,
+        "image": f"{uri}@{digest}",
+        "pushedAt": when(image.get("imagePushedAt")),
+        "taskDefinitionArn": pinned["taskDefinitionArn"],
     }
     if json_out:
         jsonout.emit("push-image", data)

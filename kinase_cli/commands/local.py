@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from kinase_cli import console
 from kinase_cli.options import Json
+from kinase_cli.ui import console
 
 local_app = typer.Typer(
     help="Run the local stack: a moto server (S3, SQS, ECR, ECS, Logs, CloudFormation, IAM, STS) "
@@ -26,9 +26,9 @@ KvsPort = Annotated[int, typer.Option("--kvs-port", help="Port of the local Kine
 )
 def up(port: Port = 4566, kvs_port: KvsPort = 4567) -> None:
     """Start the local stack in the background and bootstrap cdk into it (does nothing if it is running)."""
-    from kinase_cli import cdk
+    from kinase_cli.aws.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
     from kinase_cli.local import stack
-    from kinase_cli.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
+    from kinase_cli.runners import cdk
 
     state = stack.running_state()
     if state and state.get("bootstrapped"):
@@ -55,8 +55,8 @@ def _quiet_progress(line: str) -> None:
 @local_app.command("status", epilog="Examples:\n\n  kinase local status\n\n  kinase local status --json")
 def status(json: Json = False) -> None:
     """Show whether the local servers run, their endpoints, pids and log files."""
-    from kinase_cli import jsonout
     from kinase_cli.local import stack
+    from kinase_cli.ui import jsonout
 
     state = stack.load()
     servers = stack.server_status(state) if state else {}
@@ -79,7 +79,9 @@ def status(json: Json = False) -> None:
     console.out.print(f"local stack: {'running' if running else 'NOT healthy'}")
     table = Table("server", "endpoint", "pid", "state", "log")
     for name, s in servers.items():
-        table.add_row(name, s["endpoint"], str(s["pid"]), "healthy" if s["healthy"] else ("running" if s["running"] else "stopped"), s["log"])
+        table.add_row(
+            name, s["endpoint"], str(s["pid"]), "healthy" if s["healthy"] else ("running" if s["running"] else "stopped"), s["log"]
+        )
     console.out.print(table)
 
 

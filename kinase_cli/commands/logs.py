@@ -34,9 +34,12 @@ def logs(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Show the worker's logs (CloudWatch Logs; with --local, the local worker runs' logs)."""
-    from kinase_cli import console, jsonout, local_runs, outputs as stack_outputs, taskdef
-    from kinase_cli.errors import KinaseError
-    from kinase_cli.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
+    from kinase_cli.aws import outputs as stack_outputs
+    from kinase_cli.aws import taskdef
+    from kinase_cli.aws.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
+    from kinase_cli.local import runs as local_runs
+    from kinase_cli.ui import console, jsonout
+    from kinase_cli.ui.errors import KinaseError
 
     t = target(profile, region, local, env)
     start = since_time(since)

@@ -9,11 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from infra import naming
-from kinase_cli import console
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
+from kinase_cli.ui import console
 
 BOOTSTRAP_HINT = "an account/region is bootstrapped once with `node_modules/.bin/cdk bootstrap aws://ACCOUNT/REGION`"
-OutDir = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the templates (default: ./cdk.out).", show_default=False)]
+OutDir = Annotated[
+    Optional[Path], typer.Option("--out", "-o", help="Directory for the templates (default: ./cdk.out).", show_default=False)
+]
 
 
 def synth(
@@ -22,8 +24,9 @@ def synth(
     json: Json = False,
 ) -> None:
     """Write the CloudFormation templates of all stacks (cdk-nag checks run too) without deploying."""
-    from kinase_cli import cdk, jsonout
-    from kinase_cli.target import Target
+    from kinase_cli.aws.target import Target
+    from kinase_cli.runners import cdk
+    from kinase_cli.ui import jsonout
 
     out = (out or Path("cdk.out")).resolve()
     tgt = Target(env=env)
@@ -40,7 +43,7 @@ def synth(
 
 def diff(profile: Profile = None, region: Region = None, local: Local = False, env: Env = naming.DEFAULT_ENV) -> None:
     """Show what `kinase deploy` would change in the deployed stacks."""
-    from kinase_cli import cdk
+    from kinase_cli.runners import cdk
 
     tgt = _checked_target(profile, region, local, env)
     args = ["diff", "--all"] + (["--method=template"] if local else [])  # moto cannot create diff change sets
@@ -63,7 +66,8 @@ def deploy(
 
 def deploy_stacks(tgt) -> dict[str, str]:
     """`cdk deploy` of every stack for `tgt`; returns the outputs, also stored for later reads."""
-    from kinase_cli import cdk, paths
+    from kinase_cli import paths
+    from kinase_cli.runners import cdk
 
     env, local = tgt.env, tgt.local
     outputs_file = paths.env_dir(env, local) / "cdk-outputs.json"
@@ -91,7 +95,9 @@ def destroy(
     yes: Yes = False,
 ) -> None:
     """Delete all stacks of the environment, with the frames bucket's objects and the stream's video."""
-    from kinase_cli import cdk, outputs, paths
+    from kinase_cli import paths
+    from kinase_cli.aws import outputs
+    from kinase_cli.runners import cdk
 
     tgt = _checked_target(profile, region, local, env)
     names = ", ".join(naming.stack_names(env))
@@ -119,7 +125,7 @@ def outputs_cmd(
     json: Json = False,
 ) -> None:
     """Show the stack outputs: queue URLs, bucket, stream, cluster, task definition, subnets, ..."""
-    from kinase_cli import outputs
+    from kinase_cli.aws import outputs
 
     values = outputs.read(target(profile, region, local, env), required=naming.CONCERNS)
     _show("outputs", dict(values), json)
@@ -127,7 +133,7 @@ def outputs_cmd(
 
 def _checked_target(profile, region, local: bool, env: str):
     """The target, after the checks that should fail before any progress output: cdk CLI, local stack."""
-    from kinase_cli import cdk
+    from kinase_cli.runners import cdk
 
     cdk.checked_executable()
     tgt = target(profile, region, local, env)
@@ -143,7 +149,7 @@ def _flatten(by_stack: dict[str, dict[str, str]]) -> dict[str, str]:
 
 def _show(command: str, values: dict[str, str], as_json: bool) -> None:
     if as_json:
-        from kinase_cli import jsonout
+        from kinase_cli.ui import jsonout
 
         jsonout.emit(command, values)
         return

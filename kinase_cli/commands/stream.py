@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from kinase_cli import options
 from infra.naming import DEFAULT_ENV
+from kinase_cli import options
 from kinase_cli.options import Env, Json, Local, Profile, Region
 
 stream = typer.Typer(
@@ -31,7 +31,7 @@ StreamOpt = Annotated[
 def _stream_name(target, name: Optional[str]) -> str:
     if name:
         return name
-    from kinase_cli import outputs
+    from kinase_cli.aws import outputs
 
     return outputs.read(target, required=("stream",))["StreamName"]
 
@@ -53,7 +53,9 @@ def _size(n: float) -> str:
     ),
 )
 def put(
-    file: Annotated[Path, typer.Argument(help="Video file (mp4, mkv, webm, ...); H.264 is copied, other codecs re-encoded.", show_default=False)],
+    file: Annotated[
+        Path, typer.Argument(help="Video file (mp4, mkv, webm, ...); H.264 is copied, other codecs re-encoded.", show_default=False)
+    ],
     stream_name: StreamOpt = None,
     loop: Annotated[bool, typer.Option("--loop", help="Repeat the file; timestamps keep increasing.")] = False,
     loops: Annotated[int, typer.Option("--loops", min=0, help="With --loop: stop after this many passes (0: until interrupted).")] = 0,
@@ -71,7 +73,8 @@ def put(
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from kinase_cli import console, jsonout, kvs_put
+    from kinase_cli.aws import kvs_put
+    from kinase_cli.ui import console, jsonout
 
     kvs_put.probe(file)
     target = options.target(profile, region, local, env)
@@ -87,15 +90,24 @@ def put(
 
         clock["t0"] = clock["t0"] or time.monotonic()
         rate = stats.bytes / max(time.monotonic() - clock["t0"], 1e-3)
-        progress.update(task, description=(
-            f"PutMedia {file.name} -> {name}: {stats.frames} frames, {stats.clusters_written} fragments sent, "
-            f"{acks.count('PERSISTED')} persisted, {_size(stats.bytes)} ({_size(rate)}/s)"
-        ))
+        progress.update(
+            task,
+            description=(
+                f"PutMedia {file.name} -> {name}: {stats.frames} frames, {stats.clusters_written} fragments sent, "
+                f"{acks.count('PERSISTED')} persisted, {_size(stats.bytes)} ({_size(rate)}/s)"
+            ),
+        )
 
     try:
         with progress:
             result = kvs_put.put_file(
-                target, file, name, loops=(loops if loop else 1), realtime=realtime, stop=stop, on_progress=show,
+                target,
+                file,
+                name,
+                loops=(loops if loop else 1),
+                realtime=realtime,
+                stop=stop,
+                on_progress=show,
             )
     finally:
         for sig, handler in previous.items():
@@ -156,7 +168,7 @@ def ls(
     """List Kinesis Video streams (by default those named for this environment, kinase-ENV-*)."""
     from rich.table import Table
 
-    from kinase_cli import console, jsonout
+    from kinase_cli.ui import console, jsonout
 
     target = options.target(profile, region, local, env)
     prefix = None if all_ else f"kinase-{env}-"
@@ -189,7 +201,8 @@ def describe(
     """Show one stream: ARN, status, retention, media type, and its media endpoints."""
     from rich.table import Table
 
-    from kinase_cli import console, jsonout, kvs_put
+    from kinase_cli.aws import kvs_put
+    from kinase_cli.ui import console, jsonout
 
     target = options.target(profile, region, local, env)
     client = target.client("kinesisvideo")

@@ -41,11 +41,18 @@ Examples:
 
 
 def worker_settings(
-    stream: str | None, source: str | None, model: str | None, imgsz: int | None, conf: float | None,
-    every: int | None, fps: float | None, env_vars: list[str], local: bool,
+    stream: str | None,
+    source: str | None,
+    model: str | None,
+    imgsz: int | None,
+    conf: float | None,
+    every: int | None,
+    fps: float | None,
+    env_vars: list[str],
+    local: bool,
 ) -> dict[str, str]:
     """The worker environment variables this run overrides (contract in docs/OPERATIONS.md)."""
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.ui.errors import KinaseError
 
     if stream and source:
         raise KinaseError("--stream and --source are exclusive", "name a Kinesis Video stream or give a source URI, not both")
@@ -79,7 +86,7 @@ def _local_path(value: str) -> str:
 
 
 def _check_stream(t, name: str, outputs) -> None:
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.ui.errors import KinaseError
 
     try:
         t.client("kinesisvideo").describe_stream(StreamName=name)
@@ -93,8 +100,13 @@ def _check_stream(t, name: str, outputs) -> None:
 
 
 def run_task(
-    stream: Annotated[Optional[str], typer.Option("--stream", help="Kinesis Video stream to read (default: the stack's stream).", show_default=False)] = None,
-    source: Annotated[Optional[str], typer.Option("--source", help="Read a file path, http(s)://, rtsp:// or s3://bucket/key instead of a stream.", show_default=False)] = None,
+    stream: Annotated[
+        Optional[str], typer.Option("--stream", help="Kinesis Video stream to read (default: the stack's stream).", show_default=False)
+    ] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option("--source", help="Read a file path, http(s)://, rtsp:// or s3://bucket/key instead of a stream.", show_default=False),
+    ] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model path or name (.onnx or .pt).", show_default=False)] = None,
     imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Inference image size.", show_default=False)] = None,
     conf: Annotated[Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Confidence threshold.", show_default=False)] = None,
@@ -103,7 +115,9 @@ def run_task(
     count: Annotated[int, typer.Option("--count", min=1, max=MAX_COUNT, help="Number of tasks.")] = 1,
     cpu: Annotated[Optional[int], typer.Option("--cpu", help="Task CPU units (1024 = 1 vCPU).", show_default=False)] = None,
     memory: Annotated[Optional[int], typer.Option("--memory", help="Task memory in MiB.", show_default=False)] = None,
-    env_vars: Annotated[Optional[list[str]], typer.Option("--env-var", "-e", help="Extra worker variable KEY=VALUE (repeatable).", show_default=False)] = None,
+    env_vars: Annotated[
+        Optional[list[str]], typer.Option("--env-var", "-e", help="Extra worker variable KEY=VALUE (repeatable).", show_default=False)
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the tasks stop; exit with the worker's exit code.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the tasks' logs while they run (implies --wait).")] = False,
     json_out: Json = False,
@@ -113,7 +127,7 @@ def run_task(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Start worker tasks on the stack's Fargate cluster (or, with --local, a local worker process)."""
-    from kinase_cli import outputs as stack_outputs
+    from kinase_cli.aws import outputs as stack_outputs
 
     t = target(profile, region, local, env)
     settings = worker_settings(stream, source, model, imgsz, conf, every, fps, env_vars or [], local)
@@ -128,8 +142,11 @@ def run_task(
 
 
 def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, json_out: bool) -> int:
-    from kinase_cli import console, jsonout, local_runs, paths, taskdef
-    from kinase_cli.errors import KinaseError
+    from kinase_cli import paths
+    from kinase_cli.aws import taskdef
+    from kinase_cli.local import runs as local_runs
+    from kinase_cli.ui import console, jsonout
+    from kinase_cli.ui.errors import KinaseError
 
     if count != 1:
         raise KinaseError("--count must be 1 with --local", "the local worker is one foreground process")
@@ -139,7 +156,7 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
     base = taskdef.environment(definition, outputs["ContainerName"])
     model = settings.get("KINASE_MODEL") or base.get("KINASE_MODEL", "")
     if model.startswith(IMAGE_ROOT):
-        here = paths.PROJECT_ROOT / model[len(IMAGE_ROOT):]
+        here = paths.PROJECT_ROOT / model[len(IMAGE_ROOT) :]
         if here.exists():
             base["KINASE_MODEL"] = str(here)
         elif "KINASE_MODEL" not in settings:
@@ -149,19 +166,26 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
     console.step(f"local worker {task_id} (log: {local_runs.log_file(task_id)})")
     show = console.err.print if json_out else console.out.print
     code = local_runs.run(
-        [sys.executable, "-m", "worker"], task_id=task_id, env=environment, cwd=paths.PROJECT_ROOT,
-        settings={**base, **settings}, on_line=lambda line: show(line, markup=False, highlight=False, soft_wrap=True),
+        [sys.executable, "-m", "worker"],
+        task_id=task_id,
+        env=environment,
+        cwd=paths.PROJECT_ROOT,
+        settings={**base, **settings},
+        on_line=lambda line: show(line, markup=False, highlight=False, soft_wrap=True),
     )
     if json_out:
-        jsonout.emit("run-task", {"local": True, "tasks": [{"taskId": task_id, "exitCode": code, "log": str(local_runs.log_file(task_id))}]})
+        jsonout.emit(
+            "run-task", {"local": True, "tasks": [{"taskId": task_id, "exitCode": code, "log": str(local_runs.log_file(task_id))}]}
+        )
     else:
         console.info(f"worker {task_id} exited with code {code}")
     return code
 
 
 def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, wait: bool, follow: bool, json_out: bool) -> int:
-    from kinase_cli import console, cost, jsonout, taskdef
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.aws import cost, taskdef
+    from kinase_cli.ui import console, jsonout
+    from kinase_cli.ui.errors import KinaseError
 
     definition = taskdef.current(t, outputs)
     name = outputs["ContainerName"]
@@ -171,7 +195,9 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
     task_memory = int(memory or definition.get("memory") or sum(c.get("memory", 0) for c in definition["containerDefinitions"]))
     problem = cost.invalid_size(task_cpu, task_memory)
     if problem:
-        raise KinaseError(problem, "see https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size")
+        raise KinaseError(
+            problem, "see https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size"
+        )
     container_override: dict = {"name": name, "environment": [{"name": k, "value": v} for k, v in sorted(settings.items())]}
     overrides: dict = {"containerOverrides": [container_override]}
     if cpu:
@@ -203,7 +229,11 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
     estimate = cost.fargate_hourly(task_cpu, task_memory, t.region_name)
     ids = [arn.rsplit("/", 1)[-1] for arn in arns]
     if not json_out:
-        console.out.print(f"started {len(ids)} task(s) on {outputs['ClusterName']} with {definition['family']}:{definition['revision']} ({image})", highlight=False, soft_wrap=True)
+        console.out.print(
+            f"started {len(ids)} task(s) on {outputs['ClusterName']} with {definition['family']}:{definition['revision']} ({image})",
+            highlight=False,
+            soft_wrap=True,
+        )
         for task_id in ids:
             console.out.print(f"  {task_id}", highlight=False)
         console.out.print(f"{task_cpu} CPU units, {task_memory} MiB: {estimate.text()} per task", highlight=False, soft_wrap=True)
@@ -217,19 +247,30 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
             raise typer.Exit(130) from None
         code = _exit_code(stopped, name)
     if json_out:
-        jsonout.emit("run-task", {
-            "local": False, "cluster": outputs["ClusterName"], "taskDefinitionArn": definition["taskDefinitionArn"],
-            "image": image, "cpu": task_cpu, "memory": task_memory, "overrides": settings,
-            "tasks": [task_summary(task, name) for task in stopped] if stopped else [{"taskId": i, "taskArn": a} for i, a in zip(ids, arns)],
-            "costPerTaskHour": estimate.as_dict(), "exitCode": code if wait else None,
-        })
+        jsonout.emit(
+            "run-task",
+            {
+                "local": False,
+                "cluster": outputs["ClusterName"],
+                "taskDefinitionArn": definition["taskDefinitionArn"],
+                "image": image,
+                "cpu": task_cpu,
+                "memory": task_memory,
+                "overrides": settings,
+                "tasks": [task_summary(task, name) for task in stopped]
+                if stopped
+                else [{"taskId": i, "taskArn": a} for i, a in zip(ids, arns)],
+                "costPerTaskHour": estimate.as_dict(),
+                "exitCode": code if wait else None,
+            },
+        )
     return code
 
 
 def _check_image(t, outputs, image: str) -> None:
     """Fail before starting a task that could only die pulling an image that is not in the repository."""
-    from kinase_cli.errors import KinaseError
-    from kinase_cli.taskdef import ImageRef
+    from kinase_cli.aws.taskdef import ImageRef
+    from kinase_cli.ui.errors import KinaseError
 
     ref = ImageRef.parse(image)
     if ref.name != outputs.get("RepositoryName", ref.name):
@@ -247,9 +288,10 @@ def _check_image(t, outputs, image: str) -> None:
 
 
 def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool) -> list[dict]:
-    from kinase_cli import console, jsonout, taskdef
-    from kinase_cli.errors import KinaseError
-    from kinase_cli.log_tail import CloudWatchTail, poll_seconds, since_time
+    from kinase_cli.aws import taskdef
+    from kinase_cli.aws.log_tail import CloudWatchTail, poll_seconds, since_time
+    from kinase_cli.ui import console, jsonout
+    from kinase_cli.ui.errors import KinaseError
 
     ecs = t.client("ecs")
     tail = None
@@ -312,7 +354,7 @@ def task_summary(task: dict, container_name: str) -> dict:
 
 def _exit_code(tasks: list[dict], container_name: str) -> int:
     """The first non-zero worker exit code; 1 for a task whose worker never exited (e.g. the image did not pull)."""
-    from kinase_cli import console
+    from kinase_cli.ui import console
 
     code = 0
     for task in tasks:
@@ -337,8 +379,9 @@ def stop_task(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Stop worker tasks (the worker gets SIGTERM, flushes, checkpoints and exits within 30 s)."""
-    from kinase_cli import console, outputs as stack_outputs
-    from kinase_cli.errors import KinaseError
+    from kinase_cli.aws import outputs as stack_outputs
+    from kinase_cli.ui import console
+    from kinase_cli.ui.errors import KinaseError
 
     t = target(profile, region, local, env)
     if local:

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from kinase_cli import options
 from infra.naming import DEFAULT_ENV
+from kinase_cli import options
 from kinase_cli.options import Env, Json, Local, Profile, Region
 
 EPILOG = """\
@@ -28,13 +28,25 @@ Messages that break the contract, or that point at another bucket, are counted a
 
 def watch(
     json_: Json = False,
-    save: Annotated[Optional[Path], typer.Option("--save", metavar="DIR", help="Download each shown frame's annotated JPEG into DIR.", show_default=False)] = None,
-    classes: Annotated[Optional[list[str]], typer.Option("--class", metavar="NAME", help="Show only detections of this class (repeatable).", show_default=False)] = None,
+    save: Annotated[
+        Optional[Path],
+        typer.Option("--save", metavar="DIR", help="Download each shown frame's annotated JPEG into DIR.", show_default=False),
+    ] = None,
+    classes: Annotated[
+        Optional[list[str]],
+        typer.Option("--class", metavar="NAME", help="Show only detections of this class (repeatable).", show_default=False),
+    ] = None,
     min_conf: Annotated[float, typer.Option("--min-conf", min=0.0, max=1.0, help="Show only detections at least this confident.")] = 0.0,
     stream: Annotated[Optional[str], typer.Option("--stream", help="Show only frames of this stream.", show_default=False)] = None,
     count: Annotated[Optional[int], typer.Option("--count", "-n", min=1, help="Stop after N shown frames.", show_default=False)] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", metavar="SECONDS", min=0.1, help="Stop after this long without a new message.", show_default=False)] = None,
-    peek: Annotated[bool, typer.Option("--peek", help="Show without deleting: messages go back on the queue when the watch ends (each costs one receive).")] = False,
+    idle_timeout: Annotated[
+        Optional[float],
+        typer.Option("--idle-timeout", metavar="SECONDS", min=0.1, help="Stop after this long without a new message.", show_default=False),
+    ] = None,
+    peek: Annotated[
+        bool,
+        typer.Option("--peek", help="Show without deleting: messages go back on the queue when the watch ends (each costs one receive)."),
+    ] = False,
     receivers: Annotated[int, typer.Option("--receivers", min=1, max=16, help="Most parallel long-polls while the queue is deep.")] = 4,
     profile: Profile = None,
     region: Region = None,
@@ -45,7 +57,8 @@ def watch(
 
     Ends on --count, --idle-timeout or Ctrl+C, always with a summary on stderr and exit code 0.
     """
-    from kinase_cli import console, outputs
+    from kinase_cli.aws import outputs
+    from kinase_cli.ui import console
     from kinase_cli.watch.messages import Filter
     from kinase_cli.watch.session import Options, Resources, Session
     from kinase_cli.watch.view import summary_text

@@ -11,17 +11,15 @@ a complete revision is registered from the deployed template.
 from __future__ import annotations
 
 from infra import naming
-from kinase_cli import console
-from kinase_cli.target import Target
+from kinase_cli.aws.target import Target
+from kinase_cli.ui import console
 
 
 def after_deploy(target: Target, values: dict[str, str]) -> None:
     kvs = target.client("kinesisvideo")
     name = values.get("StreamName") or naming.stream_name(target.env)
     try:
-        kvs.create_stream(
-            StreamName=name, DataRetentionInHours=int(values.get("StreamRetentionHours", "24")), MediaType="video/h264"
-        )
+        kvs.create_stream(StreamName=name, DataRetentionInHours=int(values.get("StreamRetentionHours", "24")), MediaType="video/h264")
         console.info(f"created Kinesis Video stream {name} on the local endpoint")
     except kvs.exceptions.ResourceInUseException:
         pass
@@ -42,10 +40,15 @@ def _complete_task_definition(target: Target, values: dict[str, str]) -> None:
     template = json.loads(template) if isinstance(template, str) else template
     props = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition")
     ecs.register_task_definition(
-        family=current["family"], containerDefinitions=current["containerDefinitions"], volumes=current.get("volumes", []),
-        cpu=props["Cpu"], memory=props["Memory"], networkMode=props["NetworkMode"],
+        family=current["family"],
+        containerDefinitions=current["containerDefinitions"],
+        volumes=current.get("volumes", []),
+        cpu=props["Cpu"],
+        memory=props["Memory"],
+        networkMode=props["NetworkMode"],
         requiresCompatibilities=props["RequiresCompatibilities"],
-        taskRoleArn=values["TaskRoleArn"], executionRoleArn=values["ExecutionRoleArn"],
+        taskRoleArn=values["TaskRoleArn"],
+        executionRoleArn=values["ExecutionRoleArn"],
     )
 
 

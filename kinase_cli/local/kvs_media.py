@@ -29,8 +29,14 @@ from worker import mkv
 log = logging.getLogger("kinase.kvs")
 
 API_NAMES = (
-    "PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST",
-    "GET_HLS_STREAMING_SESSION_URL", "GET_DASH_STREAMING_SESSION_URL", "GET_CLIP", "GET_IMAGES",
+    "PUT_MEDIA",
+    "GET_MEDIA",
+    "LIST_FRAGMENTS",
+    "GET_MEDIA_FOR_FRAGMENT_LIST",
+    "GET_HLS_STREAMING_SESSION_URL",
+    "GET_DASH_STREAMING_SESSION_URL",
+    "GET_CLIP",
+    "GET_IMAGES",
 )
 IDLE_SECONDS = 10.0  # GetMedia: end the response after this long without a new fragment
 PUT_IDLE_SECONDS = 30.0  # PutMedia: the service closes a session idle for 30 s

@@ -38,7 +38,7 @@ CONTROL_CALLS = {
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "KvsServer"
+    server: KvsServer
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -164,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvs_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=4567)
-    parser.add_argument("--media-idle-seconds", type=float, default=kvs_media.IDLE_SECONDS,
-                        help="end a GetMedia response after this long without a new fragment")
+    parser.add_argument(
+        "--media-idle-seconds",
+        type=float,
+        default=kvs_media.IDLE_SECONDS,
+        help="end a GetMedia response after this long without a new fragment",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")

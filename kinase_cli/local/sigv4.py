@@ -12,7 +12,7 @@ import hmac
 import re
 from datetime import datetime, timedelta, timezone
 
-from kinase_cli.target import LOCAL_CREDENTIALS
+from kinase_cli.aws.target import LOCAL_CREDENTIALS
 
 MAX_SKEW = timedelta(minutes=15)
 ACCESS_KEY = LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"]
@@ -72,4 +72,3 @@ def verify(method: str, url: str, headers, body: bytes | None) -> None:
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided.",
         )
-

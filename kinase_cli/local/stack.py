@@ -19,9 +19,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinase_cli import paths, proc
-from kinase_cli.errors import KinaseError
-from kinase_cli.target import LocalEndpoints
+from kinase_cli import paths
+from kinase_cli.aws.target import LocalEndpoints
+from kinase_cli.runners import proc
+from kinase_cli.ui.errors import KinaseError
 
 HOST = "localhost"  # never 127.0.0.1: moto then misreads the bucket in cdk's template URLs
 DEFAULT_PORT = 4566

@@ -28,16 +28,19 @@ class DeadLetter:
 
     def as_dict(self) -> dict:
         return {
-            "message_id": self.message_id, "sent_ms": self.sent, "first_received_ms": self.first_received,
-            "receive_count": self.receive_count, "reason": self.reason, "body": self.body,
+            "message_id": self.message_id,
+            "sent_ms": self.sent,
+            "first_received_ms": self.first_received,
+            "receive_count": self.receive_count,
+            "reason": self.reason,
+            "body": self.body,
         }
 
 
 def diagnose(body: str, bucket: str | None) -> str:
     """Why the watcher refuses this body, or `valid` when it would accept it now."""
-    from worker.contract import ContractError, parse
-
     from kinase_cli.watch.messages import accept
+    from worker.contract import ContractError, parse
 
     try:
         if bucket is None:
@@ -50,8 +53,9 @@ def diagnose(body: str, bucket: str | None) -> str:
 
 
 def _receive(sqs, url: str, count: int, attributes: bool) -> list[dict]:
-    params = dict(QueueUrl=url, MaxNumberOfMessages=count, WaitTimeSeconds=WAIT_S, VisibilityTimeout=HOLD_S,
-                  MessageSystemAttributeNames=["All"])
+    params = dict(
+        QueueUrl=url, MaxNumberOfMessages=count, WaitTimeSeconds=WAIT_S, VisibilityTimeout=HOLD_S, MessageSystemAttributeNames=["All"]
+    )
     if attributes:
         params["MessageAttributeNames"] = ["All"]
     return sqs.receive_message(**params).get("Messages", [])
@@ -59,7 +63,7 @@ def _receive(sqs, url: str, count: int, attributes: bool) -> list[dict]:
 
 def _release(sqs, url: str, handles: list[str]) -> None:
     for start in range(0, len(handles), MAX_BATCH):
-        chunk = handles[start:start + MAX_BATCH]
+        chunk = handles[start : start + MAX_BATCH]
         sqs.change_message_visibility_batch(
             QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)]
         )
@@ -82,14 +86,17 @@ def peek(sqs, url: str, bucket: str | None, limit: int) -> list[DeadLetter]:
             for m in batch:
                 handles.append(m["ReceiptHandle"])
                 attrs = m.get("Attributes", {})
-                seen.setdefault(m["MessageId"], DeadLetter(
-                    message_id=m["MessageId"],
-                    sent=_int(attrs.get("SentTimestamp")),
-                    first_received=_int(attrs.get("ApproximateFirstReceiveTimestamp")),
-                    receive_count=int(attrs.get("ApproximateReceiveCount", 0)),
-                    body=m.get("Body", ""),
-                    reason=diagnose(m.get("Body", ""), bucket),
-                ))
+                seen.setdefault(
+                    m["MessageId"],
+                    DeadLetter(
+                        message_id=m["MessageId"],
+                        sent=_int(attrs.get("SentTimestamp")),
+                        first_received=_int(attrs.get("ApproximateFirstReceiveTimestamp")),
+                        receive_count=int(attrs.get("ApproximateReceiveCount", 0)),
+                        body=m.get("Body", ""),
+                        reason=diagnose(m.get("Body", ""), bucket),
+                    ),
+                )
     finally:
         _release(sqs, url, handles)
     return list(seen.values())
@@ -133,8 +140,10 @@ def move(sqs, source: str, destination: str) -> tuple[int, list[str]]:
                 )
                 moved += len(deleted.get("Successful", []))
                 for failure in deleted.get("Failed", []):
-                    problems.append(f"{done[int(failure['Id'])]['MessageId']}: copied but not deleted from the DLQ "
-                                    f"({failure.get('Code')}): it may be moved twice")
+                    problems.append(
+                        f"{done[int(failure['Id'])]['MessageId']}: copied but not deleted from the DLQ "
+                        f"({failure.get('Code')}): it may be moved twice"
+                    )
     finally:
         _release(sqs, source, held)
     return moved, problems

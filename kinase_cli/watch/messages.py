@@ -43,10 +43,7 @@ class Filter:
         """
         if self.stream is not None and message["stream_name"] != self.stream:
             return None
-        kept = [
-            d for d in message["summary"]
-            if d["conf"] >= self.min_conf and (not self.classes or d["class"] in self.classes)
-        ]
+        kept = [d for d in message["summary"] if d["conf"] >= self.min_conf and (not self.classes or d["class"] in self.classes)]
         if self.on_detections and not kept:
             return None
         return kept

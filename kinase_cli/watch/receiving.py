@@ -17,21 +17,36 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 MAX_BATCH = 10
 TRANSIENT_CODES = {
-    "Throttling", "ThrottlingException", "RequestThrottled", "ServiceUnavailable", "InternalError",
-    "InternalFailure", "RequestTimeout", "SlowDown", "KMS.ThrottlingException",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+    "SlowDown",
+    "KMS.ThrottlingException",
 }
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying later can succeed without the operator doing anything."""
     name = type(exc).__name__
-    if name in ("EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError",
-                "ProxyConnectionError", "ConnectionError", "ResponseStreamingError", "IncompleteReadError"):
+    if name in (
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ProxyConnectionError",
+        "ConnectionError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+    ):
         return True
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
@@ -106,8 +121,19 @@ class Budget:
 class Receiver(threading.Thread):
     """One long-polling loop; puts lists of `Received` on `out`."""
 
-    def __init__(self, index: int, sqs, queue_url: str, out: queue.Queue, budget: Budget, stop: threading.Event,
-                 deep: threading.Event, wait_s: int, visibility_s: int | None, status: Callable[[str], None]):
+    def __init__(
+        self,
+        index: int,
+        sqs,
+        queue_url: str,
+        out: queue.Queue,
+        budget: Budget,
+        stop: threading.Event,
+        deep: threading.Event,
+        wait_s: int,
+        visibility_s: int | None,
+        status: Callable[[str], None],
+    ):
         super().__init__(name=f"kinase-receive-{index}", daemon=True)
         self.index, self.sqs, self.queue_url, self.out = index, sqs, queue_url, out
         self.budget, self.stop, self.deep = budget, stop, deep
@@ -148,15 +174,16 @@ class Receiver(threading.Thread):
 
     def _receive(self, asked: int) -> list[Received]:
         params = dict(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=asked, WaitTimeSeconds=self.wait_s,
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=asked,
+            WaitTimeSeconds=self.wait_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         if self.visibility_s is not None:
             params["VisibilityTimeout"] = self.visibility_s
         response = self.sqs.receive_message(**params)
         return [
-            Received(m["MessageId"], m["ReceiptHandle"], m.get("Body", ""),
-                     int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)))
+            Received(m["MessageId"], m["ReceiptHandle"], m.get("Body", ""), int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)))
             for m in response.get("Messages", [])
         ]
 
@@ -201,7 +228,7 @@ class Acker(threading.Thread):
             for kind in ("delete", "visibility"):
                 chosen = [i for i in items if i[0] == kind]
                 for start in range(0, len(chosen), MAX_BATCH):
-                    self._send(kind, chosen[start:start + MAX_BATCH])
+                    self._send(kind, chosen[start : start + MAX_BATCH])
 
     def _send(self, kind: str, items: list[tuple]) -> None:
         if kind == "delete":

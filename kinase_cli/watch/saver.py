@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from kinase_cli.errors import KinaseError
+from kinase_cli.ui.errors import KinaseError
 
 
 def destination(root: Path, key: str) -> Path:
@@ -20,7 +20,7 @@ def destination(root: Path, key: str) -> Path:
     from worker.contract import FRAMES_PREFIX, safe_component
 
     if key.startswith(FRAMES_PREFIX):
-        key = key[len(FRAMES_PREFIX):]
+        key = key[len(FRAMES_PREFIX) :]
     parts = [safe_component(p) for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts:
         parts = ["_"]

@@ -14,16 +14,16 @@ import queue
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 
-from kinase_cli import jsonout
-from kinase_cli.errors import translate
+from kinase_cli.ui import jsonout
+from kinase_cli.ui.errors import translate
 from kinase_cli.watch import view
 from kinase_cli.watch.messages import Filter, accept
 from kinase_cli.watch.receiving import Acker, Budget, DepthPoller, Holder, Received, Receiver
@@ -64,6 +64,7 @@ class Resources:
 @contextmanager
 def _signals_as_interrupt():
     """`kill` or a closed terminal ends the watcher like Ctrl+C: summary, messages handed back, exit 0."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -99,8 +100,18 @@ class Session:
             self.saver = Saver(res.s3, res.bucket, opts.save)
         self.wait_s = LONG_POLL_S if opts.idle_timeout is None else max(1, min(LONG_POLL_S, math.ceil(opts.idle_timeout)))
         self.receivers = [
-            Receiver(i, res.sqs, res.queue_url, self.batches, self.budget, self.stop, self.deep, self.wait_s,
-                     PEEK_HOLD_S if opts.peek else None, self._status)
+            Receiver(
+                i,
+                res.sqs,
+                res.queue_url,
+                self.batches,
+                self.budget,
+                self.stop,
+                self.deep,
+                self.wait_s,
+                PEEK_HOLD_S if opts.peek else None,
+                self._status,
+            )
             for i in range(max(1, opts.receivers))
         ]
         self.depth = DepthPoller(res.sqs, res.queue_url, res.dlq_url, self.stats, self.stop)
@@ -147,8 +158,7 @@ class Session:
             rows = max(3, self.out.size.height - 10)
             return view.live(self.stats, self.res.queue_url.rsplit("/", 1)[-1], rows)
 
-        return Live(get_renderable=render, console=self.out, refresh_per_second=REFRESH_PER_SECOND,
-                    vertical_overflow="crop")
+        return Live(get_renderable=render, console=self.out, refresh_per_second=REFRESH_PER_SECOND, vertical_overflow="crop")
 
     def _loop(self) -> str:
         last_activity = time.monotonic()
@@ -168,7 +178,7 @@ class Session:
                     if self._handle(received):
                         last_activity = time.monotonic()
                 except BaseException:
-                    self._release(batch[i + 1:])
+                    self._release(batch[i + 1 :])
                     raise
 
     def _handle(self, received: Received) -> bool:
@@ -260,8 +270,12 @@ class Session:
         told = False
         while any(r.is_alive() for r in self.receivers) and time.monotonic() < deadline:
             if not told and time.monotonic() > deadline - self.wait_s - 1.5:
-                self.err.print(f"finishing: waiting up to {self.wait_s}s for open receives, to hand back what they get "
-                               "(Ctrl+C again to quit now)", style="dim", highlight=False, soft_wrap=True)
+                self.err.print(
+                    f"finishing: waiting up to {self.wait_s}s for open receives, to hand back what they get (Ctrl+C again to quit now)",
+                    style="dim",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 told = True
             self._release_queued()
             time.sleep(0.05)

@@ -39,8 +39,7 @@ def header(stats: Stats, queue_name: str) -> Table:
         classes = format_detections(stats.classes)
         invalid = stats.invalid
         reasons = ", ".join(f"{k}×{n}" for k, n in stats.invalid_reasons.most_common(3))
-        queue_line = (f"{depth(stats.queue_depth)} waiting, {depth(stats.in_flight)} in flight"
-                      f"   DLQ {depth(stats.dlq_depth)}")
+        queue_line = f"{depth(stats.queue_depth)} waiting, {depth(stats.in_flight)} in flight   DLQ {depth(stats.dlq_depth)}"
         connection = stats.connection
         notice = stats.notice
         frames, filtered = stats.frames, stats.filtered
@@ -97,4 +96,3 @@ def summary_text(summary: dict, reason: str) -> str:
     if summary["saved"] or summary["save_errors"]:
         parts.append(f"  saved: {summary['saved']}, save errors: {summary['save_errors']}")
     return "\n".join(parts)
-

@@ -18,8 +18,16 @@ def open_source(settings: Settings, session, s3, metrics: Metrics, stop: threadi
     if settings.source_type == "kvs":
         from worker.sources.kvs import KvsSource
 
-        return KvsSource(session, settings.kvs_stream, start=settings.start, resume=resume, sampler=sampler,
-                         metrics=metrics, stop=stop, idle_exit=settings.idle_exit)
+        return KvsSource(
+            session,
+            settings.kvs_stream,
+            start=settings.start,
+            resume=resume,
+            sampler=sampler,
+            metrics=metrics,
+            stop=stop,
+            idle_exit=settings.idle_exit,
+        )
     if settings.source_type == "s3":
         return VideoSource(settings.source, "s3", sampler, metrics, stop, path=download(s3, settings.source))
     return VideoSource(settings.source, settings.source_type, sampler, metrics, stop, live=settings.live)

@@ -33,12 +33,12 @@ import logging
 import socket
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import av
 
 from worker import aws, mkv
-from worker.frames import Frame, FragmentEnd
+from worker.frames import FragmentEnd, Frame
 from worker.metrics import Metrics
 from worker.sampling import Sampler
 from worker.sources.video import SourceError
@@ -61,7 +61,7 @@ def start_selector(start: str, resume: dict | None) -> dict:
     return {"StartSelectorType": start}
 
 
-def decode(data: bytes) -> Iterator[tuple[float, "av.VideoFrame"]]:
+def decode(data: bytes) -> Iterator[tuple[float, av.VideoFrame]]:
     """(pts in ms, frame) of every video frame of one fragment's standalone Matroska bytes."""
     with av.open(io.BytesIO(data), format="matroska", options={"probesize": "32", "analyzeduration": "0"}) as container:
         stream = container.streams.video[0]
@@ -72,8 +72,18 @@ def decode(data: bytes) -> Iterator[tuple[float, "av.VideoFrame"]]:
 
 
 class KvsSource:
-    def __init__(self, session, stream: str, *, start: str, resume: dict | None, sampler: Sampler, metrics: Metrics,
-                 stop: threading.Event, idle_exit: float = 0.0):
+    def __init__(
+        self,
+        session,
+        stream: str,
+        *,
+        start: str,
+        resume: dict | None,
+        sampler: Sampler,
+        metrics: Metrics,
+        stop: threading.Event,
+        idle_exit: float = 0.0,
+    ):
         self.session = session
         self.stream = stream
         self.uri = f"kvs://{stream}"
@@ -93,10 +103,16 @@ class KvsSource:
         if self._media is None or refresh:
             endpoint = aws.retry(
                 lambda: self.control.get_data_endpoint(StreamName=self.stream, APIName="GET_MEDIA")["DataEndpoint"],
-                what=f"GetDataEndpoint for {self.stream}", give_up_after=RECONNECT_GIVE_UP)
+                what=f"GetDataEndpoint for {self.stream}",
+                give_up_after=RECONNECT_GIVE_UP,
+            )
             read_timeout = min(self.idle_exit, 20.0) if self.idle_exit else 60.0
-            self._media = aws.client(self.session, "kinesis-video-media", endpoint_url=endpoint,
-                                     config=aws.Config(read_timeout=read_timeout, retries={"mode": "standard", "max_attempts": 2}))
+            self._media = aws.client(
+                self.session,
+                "kinesis-video-media",
+                endpoint_url=endpoint,
+                config=aws.Config(read_timeout=read_timeout, retries={"mode": "standard", "max_attempts": 2}),
+            )
             log.info("media endpoint %s", endpoint)
         return self._media
 
@@ -120,8 +136,10 @@ class KvsSource:
                     last_media = time.monotonic()
                     if not self.live and not first and last_media - asked >= LIVE_EDGE_WAIT:
                         self.live = True
-                        log.info("caught up with the producer at fragment %s: from now on old frames are dropped if inference falls behind",
-                                 fragment.fragment_number)
+                        log.info(
+                            "caught up with the producer at fragment %s: from now on old frames are dropped if inference falls behind",
+                            fragment.fragment_number,
+                        )
                     first = False
                     failing_since, attempt = None, 0
                     yield from self._fragment(fragment)

@@ -11,8 +11,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 import cv2
@@ -29,8 +29,9 @@ class SourceError(RuntimeError):
 
 
 class VideoSource:
-    def __init__(self, uri: str, kind: str, sampler: Sampler, metrics: Metrics, stop: threading.Event, path: str | None = None,
-                 live: bool = False):
+    def __init__(
+        self, uri: str, kind: str, sampler: Sampler, metrics: Metrics, stop: threading.Event, path: str | None = None, live: bool = False
+    ):
         self.uri = uri
         self.live = live
         self.kind = kind
@@ -57,8 +58,9 @@ class VideoSource:
                     if ok and image is not None:
                         self.metrics.count("FramesSampled")
                         source = {"type": self.kind, "uri": self.uri, "frame_number": number}
-                        yield Frame(image=image, source=source, frame_index=number, frame_time=time.time(),
-                                    read_at=time.monotonic(), live=self.live)
+                        yield Frame(
+                            image=image, source=source, frame_index=number, frame_time=time.time(), read_at=time.monotonic(), live=self.live
+                        )
                     else:
                         self.metrics.count("CorruptMedia")
                         log.warning("frame %d of %s could not be decoded, skipped", number, self.uri)

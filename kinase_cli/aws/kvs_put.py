@@ -1,0 +1,451 @@
+"""Feed a video file into a Kinesis Video stream: PyAV remux to live Matroska, PutMedia upload.
+
+botocore has no PutMedia, so the request is built here: SigV4-signed by botocore's signer (as the
+public producers do, the signature covers an empty payload since the body is streamed), sent with
+chunked transfer encoding on a raw connection, while a thread reads the acknowledgements
+(newline-separated JSON: BUFFERING, RECEIVED, PERSISTED, ERROR, IDLE) from the same connection.
+
+The Matroska is written by PyAV's muxer with `live=1` (no seeking on the network sink) and `dash=1`
+(one Cluster per key frame, i.e. one fragment per GOP; without it a live muxer cuts small clusters
+that do not start on key frames). H.264 is copied; anything else is re-encoded to H.264 with a
+one-second GOP. Uploads never exceed PutMedia's five fragments per second per stream.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kinase_cli.ui.errors import KinaseError
+
+LIVE_MKV_OPTIONS = {
+    "live": "1",
+    "dash": "1",
+    "cluster_size_limit": str(50 * 1024 * 1024),  # the PutMedia fragment limit
+    "cluster_time_limit": "10000",  # ms; the PutMedia fragment duration limit
+}
+ACK_WAIT_SECONDS = 60.0
+MAX_FRAGMENTS_PER_SECOND = 5  # the PutMedia limit per stream; faster uploads are throttled
+ERROR_HINTS = {  # PutMedia ErrorId -> what to do
+    4001: "a GOP is over 50 MB: re-encode with more frequent key frames",
+    4002: "key frames are more than 10 s apart: re-encode with a shorter GOP",
+    4004: "the video's timestamps go backwards; re-encode it",
+    4006: "the Matroska sent was not valid",
+    4008: "the stream was deleted; check `kinase stream ls`",
+}
+
+
+# ------------------------------------------------------------------------------------------- remux
+
+
+@dataclass
+class RemuxStats:
+    codec: str = ""
+    reencoded: bool = False
+    frames: int = 0
+    key_frames: int = 0
+    bytes: int = 0
+    media_seconds: float = 0.0
+    passes: int = 0
+    done: bool = False  # the muxer is closed: every cluster has been written
+
+    @property
+    def clusters_written(self) -> int:
+        """A cluster is written when the next key frame starts the next one, or at the end."""
+        return self.key_frames if self.done else max(self.key_frames - 1, 0)
+
+
+class _Sink(io.RawIOBase):
+    """A non-seekable file for PyAV's muxer that hands every write to `send`."""
+
+    def __init__(self, send: Callable[[bytes], None]):
+        self.send = send
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data) -> int:
+        self.send(bytes(data))
+        return len(data)
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except FileNotFoundError:
+        raise KinaseError(f"file not found: {path}") from None
+    except av.error.FFmpegError as exc:
+        raise KinaseError(f"cannot read video {path}: {exc.strerror or exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise KinaseError(f"no video stream in {path}")
+    return container
+
+
+def probe(path: Path) -> dict:
+    """Codec, size and frame rate of the file's video; KinaseError when it cannot be read."""
+    with _open(path) as container:
+        video = container.streams.video[0]
+        ctx = video.codec_context
+        return {
+            "codec": ctx.name,
+            "width": ctx.width,
+            "height": ctx.height,
+            "fps": float(video.average_rate or video.guessed_rate or 0),
+            "reencode": _needs_reencode(video),
+        }
+
+
+def _needs_reencode(stream) -> bool:
+    extradata = stream.codec_context.extradata or b""
+    return stream.codec_context.name != "h264" or not extradata or extradata[0] != 1  # not AVCC
+
+
+def remux(
+    path: Path,
+    send: Callable[[bytes], None],
+    *,
+    loops: int = 1,
+    realtime: bool = False,
+    stop: threading.Event | None = None,
+    on_frame: Callable[[RemuxStats], None] | None = None,
+    max_fragment_rate: float | None = None,
+) -> RemuxStats:
+    """Write `path` as one live Matroska stream to `send`; `loops` passes (0: until `stop`).
+
+    `max_fragment_rate` (fragments per second) holds back each key frame, which is what closes a
+    cluster and so sends a fragment.
+    """
+    import av
+
+    stop = stop or threading.Event()
+    stats = RemuxStats()
+    first = _open(path)
+    source = first.streams.video[0]
+    stats.codec = source.codec_context.name
+    stats.reencoded = _needs_reencode(source)
+    fps = float(source.average_rate or source.guessed_rate or 25)
+    width, height = source.codec_context.width, source.codec_context.height
+
+    def write(data: bytes) -> None:
+        stats.bytes += len(data)
+        send(data)
+
+    out = av.open(_Sink(write), "w", format="matroska", options=LIVE_MKV_OPTIONS)
+    if stats.reencoded:
+        target = out.add_stream("libx264", rate=round(fps) or 25)
+        target.width, target.height = width - width % 2, height - height % 2
+        target.pix_fmt = "yuv420p"
+        target.codec_context.time_base = Fraction(1, 1000)
+        gop = str(max(1, round(fps)))
+        target.options = {"g": gop, "keyint_min": gop, "x264-params": "scenecut=0", "bf": "0", "preset": "veryfast", "crf": "23"}
+    else:
+        target = out.add_stream_from_template(source)
+    first.close()
+
+    wall_start = time.monotonic()
+    offset = 0.0  # seconds added to this pass's timestamps, so they keep increasing across passes
+
+    last_key = [0.0]
+
+    def pace(t: float) -> None:
+        if realtime:
+            delay = wall_start + t - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+
+    def mux(packet) -> None:
+        if packet.is_keyframe:
+            if max_fragment_rate and stats.key_frames:
+                delay = last_key[0] + 1 / max_fragment_rate - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+            last_key[0] = time.monotonic()
+            stats.key_frames += 1
+        out.mux(packet)
+
+    try:
+        while not stop.is_set() and (loops == 0 or stats.passes < loops):
+            container = _open(path)
+            stream = container.streams.video[0]
+            tb = stream.time_base
+            start = stream.start_time or 0
+            pass_end = 0.0
+            try:
+                if stats.reencoded:
+                    for frame in container.decode(stream):
+                        if stop.is_set():
+                            break
+                        if frame.pts is None:
+                            continue
+                        t = float((frame.pts - start) * tb) + offset
+                        pace(t)
+                        image = frame.reformat(width=target.width, height=target.height, format="yuv420p")
+                        image.pts, image.time_base = round(t * 1000), Fraction(1, 1000)
+                        image.pict_type = 0  # not the source's I-frames: the encoder's own one-second GOP
+                        for packet in target.encode(image):
+                            mux(packet)
+                        stats.frames += 1
+                        pass_end = max(pass_end, t - offset + 1 / fps)
+                        if on_frame:
+                            on_frame(stats)
+                else:
+                    for packet in container.demux(stream):
+                        if stop.is_set():
+                            break
+                        if packet.pts is None or packet.size == 0:
+                            continue
+                        t = float((packet.pts - start) * tb) + offset
+                        pace(t)
+                        shift = round(offset / tb) - start
+                        packet.pts += shift
+                        packet.dts = (packet.dts if packet.dts is not None else packet.pts - shift) + shift
+                        packet.stream = target
+                        mux(packet)
+                        stats.frames += 1
+                        pass_end = max(pass_end, t - offset + 1 / fps)
+                        if on_frame:
+                            on_frame(stats)
+            except av.error.FFmpegError as exc:
+                raise KinaseError(f"cannot read video {path}: {exc.strerror or exc}") from None
+            finally:
+                container.close()
+            stats.passes += 1
+            offset += pass_end
+            stats.media_seconds = offset
+        if stats.reencoded:
+            for packet in target.encode(None):
+                mux(packet)
+    except BaseException:
+        try:
+            out.close()
+        except Exception:  # the sink failing again: the first error is the one to report
+            pass
+        raise
+    out.close()
+    stats.done = True
+    if stats.frames == 0:
+        raise KinaseError(f"no video frames could be read from {path}")
+    return stats
+
+
+# ---------------------------------------------------------------------------------------- PutMedia
+
+
+@dataclass
+class AckStats:
+    events: dict[str, int] = field(default_factory=dict)
+    persisted: list[str] = field(default_factory=list)  # fragment numbers, in order
+    error: dict | None = None
+    http_error: str | None = None
+
+    def count(self, kind: str) -> int:
+        return self.events.get(kind, 0)
+
+
+class PutMediaSession:
+    """One PutMedia request: chunked body out, acknowledgements in (on a thread)."""
+
+    def __init__(self, endpoint: str, stream_name: str, credentials, region: str, start_timestamp: float):
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        url = endpoint.rstrip("/") + "/putMedia"
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        request = AWSRequest(
+            method="POST",
+            url=url,
+            data=b"",
+            headers={
+                "Host": parts.netloc if parts.port else host,
+                "x-amzn-stream-name": stream_name,
+                "x-amzn-fragment-timecode-type": "RELATIVE",
+                "x-amzn-producer-start-timestamp": f"{start_timestamp:.3f}",
+                "Accept": "application/json",
+            },
+        )
+        SigV4Auth(credentials, "kinesisvideo", region).add_auth(request)
+        head = [f"POST {parts.path} HTTP/1.1"]
+        head += [f"{name}: {value}" for name, value in request.headers.items()]
+        head += ["Transfer-Encoding: chunked", "Connection: close", "", ""]
+        try:
+            sock = socket.create_connection((host, port), timeout=30)
+            if tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock.sendall("\r\n".join(head).encode())
+        except OSError as exc:
+            raise KinaseError(f"cannot reach the Kinesis Video endpoint {endpoint}: {exc}") from None
+        self.sock = sock
+        self.acks = AckStats()
+        self.lock = threading.Lock()
+        self.failed = threading.Event()
+        self.closing = False
+        self.reader = threading.Thread(target=self._read_acks, name="putmedia-acks", daemon=True)
+        self.reader.start()
+
+    def send(self, data: bytes) -> None:
+        if self.failed.is_set():
+            raise self.error()
+        try:
+            self.sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError as exc:
+            self.reader.join(5)
+            if self.failed.is_set():
+                raise self.error() from None
+            raise KinaseError(f"PutMedia connection lost: {exc}") from None
+
+    def finish(self, expected: int | None = None) -> AckStats:
+        """End the body; wait until the service closes the response or `expected` fragments persisted."""
+        try:
+            self.sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass
+        deadline = time.monotonic() + ACK_WAIT_SECONDS
+        while self.reader.is_alive() and time.monotonic() < deadline:
+            if expected is not None and len(self.acks.persisted) >= expected:
+                break
+            self.reader.join(0.05)
+        self.closing = True
+        self.sock.close()
+        if self.failed.is_set():
+            raise self.error()
+        return self.acks
+
+    def error(self) -> KinaseError:
+        if self.acks.http_error:
+            return KinaseError(self.acks.http_error)
+        err = self.acks.error or {}
+        where = f" at fragment timecode {err['FragmentTimecode']}" if "FragmentTimecode" in err else ""
+        name = f" {err['ErrorCode']}" if err.get("ErrorCode") else ""
+        return KinaseError(f"PutMedia failed{where}: error {err.get('ErrorId', '?')}{name}", ERROR_HINTS.get(err.get("ErrorId")))
+
+    def _read_acks(self) -> None:
+        response = http.client.HTTPResponse(self.sock)
+        try:
+            response.begin()
+            if response.status != 200:
+                body = response.read()
+                self.acks.http_error = _http_error(response, body)
+                self.failed.set()
+                return
+            self.sock.settimeout(None)
+            for line in response:
+                line = line.strip()
+                if not line:
+                    continue
+                ack = json.loads(line)
+                kind = ack.get("EventType", "?")
+                with self.lock:
+                    self.acks.events[kind] = self.acks.count(kind) + 1
+                    if kind == "PERSISTED":
+                        self.acks.persisted.append(ack.get("FragmentNumber"))
+                    elif kind == "ERROR":
+                        self.acks.error = ack
+                        self.failed.set()
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if not (self.closing or self.failed.is_set()):
+                self.acks.http_error = f"PutMedia connection failed: {exc}"
+                self.failed.set()
+
+
+def _http_error(response, body: bytes) -> str:
+    code = (response.getheader("x-amzn-ErrorType") or "").split(":")[0]
+    try:
+        message = json.loads(body).get("Message") or json.loads(body).get("message") or ""
+    except ValueError:
+        message = body.decode(errors="replace")[:200]
+    return f"{code or response.status} in PutMedia: {message}".strip()
+
+
+# ---------------------------------------------------------------------------------------- the whole
+
+
+@dataclass
+class PutResult:
+    stream: str
+    file: str
+    remux: RemuxStats
+    acks: AckStats
+    producer_start_timestamp: float
+    elapsed_seconds: float
+
+    def summary(self) -> dict:
+        persisted = self.acks.persisted
+        return {
+            "stream": self.stream,
+            "file": self.file,
+            "codec": self.remux.codec,
+            "reencoded": self.remux.reencoded,
+            "passes": self.remux.passes,
+            "frames": self.remux.frames,
+            "fragments": self.remux.key_frames,
+            "persisted": len(persisted),
+            "acks": dict(sorted(self.acks.events.items())),
+            "bytes": self.remux.bytes,
+            "media_seconds": round(self.remux.media_seconds, 3),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "producer_start_timestamp": round(self.producer_start_timestamp, 3),
+            "first_fragment_number": persisted[0] if persisted else None,
+            "last_fragment_number": persisted[-1] if persisted else None,
+        }
+
+
+def data_endpoint(kvs_client, stream_name: str, api: str) -> str:
+    return kvs_client.get_data_endpoint(StreamName=stream_name, APIName=api)["DataEndpoint"]
+
+
+def put_file(
+    target,
+    path: Path,
+    stream_name: str,
+    *,
+    loops: int = 1,
+    realtime: bool = False,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[RemuxStats, AckStats], None] | None = None,
+) -> PutResult:
+    """Upload `path` to `stream_name` with PutMedia; raise KinaseError unless every fragment persisted."""
+    probe(path)  # an unreadable file fails before anything is sent
+    endpoint = data_endpoint(target.client("kinesisvideo"), stream_name, "PUT_MEDIA")
+    credentials = target.session.get_credentials()
+    if credentials is None:
+        raise KinaseError("no AWS credentials found", "run `aws configure`, pass --profile, or use --local")
+    started = time.monotonic()
+    producer_start = time.time()
+    session = PutMediaSession(endpoint, stream_name, credentials.get_frozen_credentials(), target.region_name, producer_start)
+    stats = remux(
+        path,
+        session.send,
+        loops=loops,
+        realtime=realtime,
+        stop=stop,
+        max_fragment_rate=MAX_FRAGMENTS_PER_SECOND,
+        on_frame=(lambda s: on_progress(s, session.acks)) if on_progress else None,
+    )
+    acks = session.finish(expected=stats.key_frames)
+    if on_progress:
+        on_progress(stats, acks)
+    if len(acks.persisted) < stats.key_frames:
+        raise KinaseError(
+            f"only {len(acks.persisted)} of {stats.key_frames} fragments were acknowledged PERSISTED",
+            "check the stream with `kinase stream describe`",
+        )
+    return PutResult(stream_name, str(path), stats, acks, producer_start, time.monotonic() - started)

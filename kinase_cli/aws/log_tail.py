@@ -1,0 +1,106 @@
+"""Reading the worker's logs the same way for `logs` and `run-task --follow`: CloudWatch or local files.
+
+Both sources yield events {"timestamp": ISO, "task": id, "stream": name, "message": text}. CloudWatch
+can deliver an event a little after later ones (ingestion delay), so each poll looks back
+`LOOKBACK_MS` and drops events already seen by id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta, timezone
+
+from kinase_cli.local import runs as local_runs
+from kinase_cli.ui.errors import KinaseError
+
+LOOKBACK_MS = 60_000
+POLL_SECONDS_ENV = "KINASE_POLL_SECONDS"  # seconds between polls while following or waiting (default 5)
+_SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def since_time(value: str, now: datetime | None = None) -> datetime:
+    """`10m`, `2h`, `1d` ago, or an ISO 8601 time."""
+    now = now or datetime.now(timezone.utc)
+    match = _SINCE.match(value.strip().lower())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise KinaseError(f"cannot read --since {value!r}", "use e.g. 30s, 10m, 2h, 1d or an ISO time like 2026-01-31T12:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def poll_seconds() -> float:
+    return float(os.environ.get(POLL_SECONDS_ENV) or 5)
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class CloudWatchTail:
+    """New events of a log group, optionally only the streams of some tasks (`prefix/<task id>`)."""
+
+    def __init__(self, logs_client, group: str, since: datetime, stream_prefixes: list[str] | None = None):
+        self.client = logs_client
+        self.group = group
+        self.start_ms = int(since.timestamp() * 1000)
+        self.prefixes = stream_prefixes or [None]
+        self.seen: set[str] = set()
+
+    def poll(self) -> list[dict]:
+        found: dict[str, dict] = {}
+        for prefix in self.prefixes:
+            request = {"logGroupName": self.group, "startTime": self.start_ms}
+            if prefix:
+                request["logStreamNamePrefix"] = prefix
+            while True:
+                try:
+                    page = self.client.filter_log_events(**request)
+                except Exception as exc:  # botocore ClientError, imported lazily
+                    if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ResourceNotFoundException":
+                        raise KinaseError(f"log group {self.group} does not exist", "run `kinase deploy`") from None
+                    raise
+                for event in page.get("events", []):
+                    stream = event.get("logStreamName", "")
+                    if prefix and not stream.startswith(prefix):
+                        continue
+                    if event["eventId"] not in self.seen:
+                        found[event["eventId"]] = event
+                token = page.get("nextToken")
+                if not token or token == request.get("nextToken"):
+                    break
+                request["nextToken"] = token
+        self.seen.update(found)
+        events = sorted(found.values(), key=lambda e: (e["timestamp"], e["eventId"]))
+        if events:
+            self.start_ms = max(self.start_ms, events[-1]["timestamp"] - LOOKBACK_MS)
+        return [
+            {
+                "timestamp": _iso_ms(e["timestamp"]),
+                "task": e.get("logStreamName", "").rsplit("/", 1)[-1],
+                "stream": e.get("logStreamName", ""),
+                "message": e["message"].rstrip("\n"),
+            }
+            for e in events
+        ]
+
+
+class LocalTail:
+    """New lines of local worker runs' log files (all runs, or the given task ids)."""
+
+    def __init__(self, since: datetime, task_ids: list[str] | None = None):
+        self.since = since.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.task_ids = task_ids
+        self.offsets: dict[str, int] = {}
+
+    def poll(self) -> list[dict]:
+        events = []
+        for task_id in self.task_ids or local_runs.task_ids():
+            lines, self.offsets[task_id] = local_runs.read_log(task_id, self.since, self.offsets.get(task_id, 0))
+            stream = str(local_runs.log_file(task_id))
+            events += [{"timestamp": ts, "task": task_id, "stream": stream, "message": msg} for ts, msg in lines]
+        return sorted(events, key=lambda e: e["timestamp"])

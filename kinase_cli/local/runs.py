@@ -1,0 +1,134 @@
+"""Local worker runs (the local stack's stand-in for Fargate tasks): a log file and a record per run.
+
+`run-task --local` writes them, `logs --local` reads the logs and `status --local` the records, the way
+CloudWatch Logs and DescribeTasks serve the same commands on AWS. Each log line is stored as
+`<ISO time> <line>` so that `--since` works like it does on CloudWatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kinase_cli import paths
+from kinase_cli.runners import proc
+from kinase_cli.ui import console
+
+
+def runs_dir() -> Path:
+    path = paths.local_dir() / "worker-logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def log_file(task_id: str) -> Path:
+    return runs_dir() / f"{task_id}.log"
+
+
+def record_file(task_id: str) -> Path:
+    return runs_dir() / f"{task_id}.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_record(task_id: str, record: dict) -> None:
+    tmp = record_file(task_id).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, sort_keys=True))
+    tmp.replace(record_file(task_id))
+
+
+def run(
+    argv: Sequence[str], *, task_id: str, env: dict[str, str], cwd: Path, settings: dict[str, str], on_line: Callable[[str], None]
+) -> int:
+    """Run the worker in the foreground; every output line is logged and passed to `on_line`."""
+    record = {"taskId": task_id, "pid": os.getpid(), "startedAt": now_iso(), "lastStatus": "RUNNING", "settings": settings}
+    _write_record(task_id, record)
+    with open(log_file(task_id), "a", encoding="utf-8") as log:
+
+        def line(text: str) -> None:
+            log.write(f"{now_iso()} {text}\n")
+            log.flush()
+            on_line(text)
+
+        previous = signal.signal(signal.SIGINT, _StopOnce())
+        try:
+            code = proc.run(argv, env=env, cwd=cwd, on_line=line, check=False, what="worker").returncode
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    record.update(lastStatus="STOPPED", stoppedAt=now_iso(), exitCode=code)
+    _write_record(task_id, record)
+    return code
+
+
+class _StopOnce:
+    """Ctrl-C reaches the worker too (same process group): it flushes, checkpoints and exits, and its
+    last lines and exit code are still shown. A second Ctrl-C stops waiting for it."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+        self.seen = True
+        console.warn("stopping the worker (it flushes and checkpoints); Ctrl-C again to stop waiting")
+
+
+def records() -> list[dict]:
+    """Every local run, newest first; a run whose kinase process died is reported as STOPPED."""
+    found = []
+    for path in runs_dir().glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("lastStatus") == "RUNNING" and not _alive(record.get("pid", 0)):
+            record.update(lastStatus="STOPPED", stoppedReason="the kinase process that ran it is gone")
+        found.append(record)
+    return sorted(found, key=lambda r: r.get("startedAt", ""), reverse=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def parse_line(text: str) -> tuple[str, str]:
+    """(`ISO time`, message) of one stored log line."""
+    stamp, _, message = text.rstrip("\n").partition(" ")
+    return stamp, message
+
+
+def read_log(task_id: str, since_iso: str = "", offset: int = 0) -> tuple[Iterator[tuple[str, str]], int]:
+    """Events of one run at or after `since_iso`, starting at byte `offset`; and the offset reached."""
+    path = log_file(task_id)
+    if not path.exists():
+        return iter(()), offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    events = [parse_line(raw) for raw in complete.decode("utf-8", "replace").splitlines()]
+    return iter([e for e in events if e[0] >= since_iso]), offset + len(complete)
+
+
+def task_ids() -> list[str]:
+    return sorted((p.stem for p in runs_dir().glob("*.log")), key=lambda t: log_file(t).stat().st_mtime)

@@ -1,0 +1,1 @@
+"""Workflows that commands share (deploying, tasks, the local stack, the demo), below the thin command modules."""

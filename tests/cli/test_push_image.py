@@ -1,0 +1,153 @@
+"""`kinase push-image` on the local stack, with a recording fake `docker` (no engine here).
+
+What the fake cannot do is put the image into the registry; each test puts a manifest into the
+stack's ECR repository itself (what a real push does) and has the fake report that digest, so the
+check that ECR holds the pushed digest and the task-definition pinning run for real against moto.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from support.cli import ROOT, kinase, one_error_line
+from support.ops import docker_calls, fake_docker, local, newest_task_definition, path_without_docker, put_image
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def docker(tmp_path):
+    """Environment with the fake docker first on PATH; `.log` is its call record."""
+    bin_dir = tmp_path / "bin"
+    fake_docker(bin_dir)
+    log = tmp_path / "docker-calls.jsonl"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(log)}
+    return env, log
+
+
+def ecr_password() -> str:
+    import base64
+
+    token = local().client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    return base64.b64decode(token).decode().partition(":")[2]
+
+
+def test_build_tag_login_push_sequence_and_pinned_task_definition(deployed_stack, docker):
+    env, log = docker
+    uri = deployed_stack["RepositoryUri"]
+    registry = uri.split("/")[0]
+    digest = put_image(deployed_stack, "t1", "sequence")
+    proc = kinase("push-image", "--local", "--tag", "t1", env={**env, "FAKE_DOCKER_DIGEST": digest})
+    assert proc.returncode == 0, proc.stderr
+
+    calls = [c["argv"] for c in docker_calls(log)]
+    assert calls == [
+        ["info", "--format", "{{.ServerVersion}}"],
+        ["build", "--platform", "linux/amd64", "-f", "worker/Dockerfile", "-t", "kinase-worker:t1", "."],
+        ["tag", "kinase-worker:t1", f"{uri}:t1"],
+        ["tag", "kinase-worker:t1", f"{uri}:latest"],
+        ["login", "--username", "AWS", "--password-stdin", registry],
+        ["push", f"{uri}:t1"],
+        ["push", f"{uri}:latest"],
+    ]
+    password = ecr_password()
+    login = docker_calls(log)[4]
+    assert login["stdin"] == password
+    assert all(password not in " ".join(c) for c in calls)
+    assert password not in proc.stdout and password not in proc.stderr
+
+    assert f"digest {digest}" in proc.stdout
+    pinned = newest_task_definition(deployed_stack)
+    worker = next(c for c in pinned["containerDefinitions"] if c["name"] == deployed_stack["ContainerName"])
+    assert worker["image"] == f"{uri}@{digest}"
+    assert pinned["taskDefinitionArn"] in proc.stdout
+
+
+def test_default_tag_is_the_git_commit_and_json_output(deployed_stack, docker):
+    import json
+
+    env, log = docker
+    digest = put_image(deployed_stack, "json", "json-output")
+    proc = kinase("push-image", "--local", "--json", env={**env, "FAKE_DOCKER_DIGEST": digest})
+    assert proc.returncode == 0, proc.stderr
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    data = json.loads(proc.stdout)["data"]
+    assert data["tags"][0] in (sha, f"{sha}-dirty") and data["tags"][1] == "latest"
+    assert data["digest"] == digest
+    assert data["image"] == f"{deployed_stack['RepositoryUri']}@{digest}"
+    assert data["taskDefinitionArn"] == newest_task_definition(deployed_stack)["taskDefinitionArn"]
+    assert ["push", f"{deployed_stack['RepositoryUri']}:{data['tags'][0]}"] in [c["argv"] for c in docker_calls(log)]
+
+
+def test_no_build_pushes_an_existing_local_image(deployed_stack, docker):
+    env, log = docker
+    digest = put_image(deployed_stack, "prebuilt", "no-build")
+    proc = kinase("push-image", "--local", "--no-build", "--tag", "prebuilt", env={**env, "FAKE_DOCKER_DIGEST": digest})
+    assert proc.returncode == 0, proc.stderr
+    commands = [c["argv"][0] for c in docker_calls(log)]
+    assert "build" not in commands
+    assert ["image", "inspect", "kinase-worker:prebuilt"] in [c["argv"] for c in docker_calls(log)]
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        ("daemon", "the Docker daemon is not reachable"),
+        ("build", "docker build failed (exit 1): ERROR: build went wrong"),
+        ("login", "docker login failed (exit 1)"),
+        ("push", "docker push failed (exit 1): ERROR: push went wrong"),
+        ("inspect", "there is no local image kinase-worker:t2"),
+    ],
+)
+def test_each_failing_step_is_one_clear_line(deployed_stack, docker, step, expected):
+    env, log = docker
+    args = ["push-image", "--local", "--tag", "t2"] + (["--no-build"] if step == "inspect" else [])
+    proc = kinase(*args, env={**env, "FAKE_DOCKER_FAIL": step, "FAKE_DOCKER_DIGEST": "sha256:" + "0" * 64})
+    line = one_error_line(proc)
+    assert expected in line
+    password = ecr_password()
+    assert password not in proc.stderr and password not in proc.stdout
+    commands = [c["argv"][0] for c in docker_calls(log)]
+    assert commands[-1] == {"daemon": "info", "inspect": "image"}.get(step, step)  # nothing runs after a failed step
+
+
+def test_a_digest_the_registry_does_not_hold_is_an_error(deployed_stack, docker):
+    env, _ = docker
+    before = newest_task_definition(deployed_stack)["revision"]
+    proc = kinase("push-image", "--local", "--tag", "t3", env={**env, "FAKE_DOCKER_DIGEST": "sha256:" + "d" * 64})
+    assert "does not hold it" in one_error_line(proc)
+    assert newest_task_definition(deployed_stack)["revision"] == before
+
+
+def test_docker_missing(deployed_stack):
+    proc = kinase("push-image", "--local", "--tag", "t4", env={"PATH": path_without_docker()})
+    line = one_error_line(proc)
+    assert "`docker` was not found" in line and "install Docker" in line
+
+
+def test_stack_missing(local_stack, docker):
+    env, _ = docker
+    proc = kinase("push-image", "--local", "--env", "nosuch", "--tag", "t5", env=env)
+    line = one_error_line(proc)
+    assert "kinase-nosuch-" in line and "kinase deploy --local --env nosuch" in line
+
+
+def _real_docker_daemon() -> bool:
+    import shutil
+
+    docker = shutil.which("docker")
+    return bool(docker) and subprocess.run([docker, "info"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _real_docker_daemon(), reason="real-daemon variant: no Docker daemon is reachable here")
+def test_real_docker_builds_and_tags_then_the_push_to_the_local_registry_fails_cleanly(deployed_stack):
+    """A real engine builds worker/Dockerfile and tags it; moto's registry host is not a real registry,
+    so the push fails, and it must fail as one line."""
+    uri = deployed_stack["RepositoryUri"]
+    proc = kinase("push-image", "--local", "--tag", "real-daemon", timeout=3600)
+    assert subprocess.run(["docker", "image", "inspect", f"{uri}:real-daemon"], capture_output=True).returncode == 0
+    line = one_error_line(proc)
+    assert "docker login failed" in line or "docker push failed" in line

@@ -1,0 +1,97 @@
+"""`kinase demo` end to end: a fresh KINASE_HOME, so it starts, uses and stops its own local stack."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from support.cli import free_port, kinase, one_error_line
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FRAMES = 45
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("localhost", port)) != 0
+
+
+@pytest.fixture
+def fresh_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    return {"KINASE_HOME": str(home)}, home
+
+
+def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(fresh_home, tmp_path):
+    env, home = fresh_home
+    port, kvs_port = free_port(), free_port()
+    out = tmp_path / "demo-out"
+    proc = kinase(
+        "demo",
+        "--frames",
+        str(FRAMES),
+        "--save",
+        str(out),
+        "--port",
+        str(port),
+        "--kvs-port",
+        str(kvs_port),
+        "--json",
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for step in range(1, 7):
+        assert f"[{step}/6]" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["command"] == "demo"
+    data = result["data"]
+
+    assert data["put"]["frames"] == FRAMES and data["put"]["persisted"] == data["put"]["fragments"] > 1
+    assert data["worker_exit_code"] == 0
+    assert data["watch"]["frames"] == FRAMES and data["watch"]["invalid"] == 0
+    assert data["watch"]["saved"] == FRAMES
+    accuracy = data["accuracy"]
+    assert accuracy["truth_objects"] == 3 * FRAMES  # three shapes in every frame
+    assert accuracy["recall"] >= 0.9 and accuracy["precision"] >= 0.9
+    assert set(accuracy["per_class"]) == {"circle", "square", "triangle"}
+    for cls, counts in accuracy["per_class"].items():
+        assert abs(data["watch"]["classes"].get(cls, 0) - counts["truth"]) <= 0.1 * counts["truth"], cls
+
+    assert len(list((out / "frames").rglob("*.jpg"))) == FRAMES
+    import cv2
+
+    sheet = cv2.imread(data["contact_sheet"])
+    assert sheet is not None and sheet.shape == (480, 960, 3)
+
+    assert not (home / "local" / "state.json").exists()
+    assert port_is_free(port) and port_is_free(kvs_port)
+
+
+def test_demo_names_the_step_that_breaks_and_leaves_nothing_running(fresh_home):
+    env, home = fresh_home
+    port, kvs_port = free_port(), free_port()
+    proc = kinase(
+        "demo", "--port", str(port), "--kvs-port", str(kvs_port), env={**env, "KINASE_CDK": str(home / "no-such-cdk")}, timeout=300
+    )
+    error = one_error_line(proc)
+    assert "demo step 1" in error and "cdk CLI was not found" in error, proc.stderr
+    assert not (home / "local" / "state.json").exists()
+    assert port_is_free(port) and port_is_free(kvs_port)
+
+
+def test_demo_stops_as_soon_as_the_worker_fails_and_says_so(fresh_home):
+    env, home = fresh_home
+    port, kvs_port = free_port(), free_port()
+    proc = kinase(
+        "demo", "--frames", "15", "--port", str(port), "--kvs-port", str(kvs_port), env={**env, "KINASE_CONF": "not-a-number"}, timeout=600
+    )
+    error = one_error_line(proc)
+    assert "the worker exited with code 2" in error and "worker.log" in error, proc.stderr
+    assert "idle for" not in proc.stderr
+    assert not (home / "local" / "state.json").exists()
+    assert port_is_free(port) and port_is_free(kvs_port)

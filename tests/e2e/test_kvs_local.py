@@ -1,0 +1,301 @@
+"""The local Kinesis Video endpoint, through boto3 and raw HTTP: control plane, auth, PutMedia, GetMedia."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import io
+import json
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.exceptions import ClientError
+
+from kinase_cli.aws import kvs_put
+from kinase_cli.local.kvs_store import ZERO_RETENTION_FRAGMENTS, Fragment, Store
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.workflows.samples import shapes_video
+from support.kvs import decode
+from worker import mkv
+
+FPS, GOP, FRAMES = 10, 5, 30  # six fragments of half a second
+
+
+@pytest.fixture(scope="module")
+def live_stream(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("kvs") / "shapes.mp4"
+    shapes_video(path, frames=FRAMES, fps=FPS, size=(96, 64), gop=GOP)
+    chunks: list[bytes] = []
+    kvs_put.remux(path, chunks.append)
+    return b"".join(chunks)
+
+
+def put(endpoint, stream: str, body: bytes, start: float | None = None):
+    """PutMedia with the project's client; returns (acks, producer start timestamp)."""
+    start = time.time() if start is None else start
+    creds = endpoint.session().get_credentials().get_frozen_credentials()
+    session = kvs_put.PutMediaSession(endpoint.url, stream, creds, "us-east-1", start)
+    session.send(body)
+    return session.finish(), start
+
+
+def raw_put(endpoint, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+    parts = urlsplit(endpoint.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("POST", "/putMedia", body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, dict(response.getheaders()), response.read()
+
+
+def with_timecodes(stream: bytes, timecodes: list[int]) -> bytes:
+    """The same live stream with its clusters' timecodes replaced, in order."""
+    out, clusters = b"", iter(timecodes)
+    for el in mkv.iter_level1(io.BytesIO(stream)):
+        out += mkv.with_cluster_timecode(el.body, next(clusters)) if el.id == mkv.CLUSTER else el.raw
+    return out
+
+
+# ------------------------------------------------------------------------------- control plane
+
+
+def test_control_plane_as_boto3_sees_it(kvs_endpoint):
+    kv = kvs_endpoint.control()
+    arn = kv.create_stream(StreamName="cp-one", DataRetentionInHours=2, MediaType="video/h264")["StreamARN"]
+    assert arn.startswith("arn:aws:kinesisvideo:us-east-1:") and "/cp-one/" in arn
+    with pytest.raises(kv.exceptions.ResourceInUseException):
+        kv.create_stream(StreamName="cp-one")
+    info = kv.describe_stream(StreamName="cp-one")["StreamInfo"]
+    assert (info["StreamARN"], info["Status"], info["DataRetentionInHours"], info["MediaType"]) == (arn, "ACTIVE", 2, "video/h264")
+    assert kv.describe_stream(StreamARN=arn)["StreamInfo"]["StreamName"] == "cp-one"
+    kv.create_stream(StreamName="cp-two")
+    names = [
+        s["StreamName"]
+        for s in kv.list_streams(StreamNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "cp-"})["StreamInfoList"]
+    ]
+    assert names == ["cp-one", "cp-two"]
+    page = kv.list_streams(MaxResults=1, StreamNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "cp-"})
+    assert len(page["StreamInfoList"]) == 1 and page["NextToken"]
+    for api in ("PUT_MEDIA", "GET_MEDIA"):
+        assert kv.get_data_endpoint(StreamName="cp-one", APIName=api)["DataEndpoint"] == kvs_endpoint.url
+    kv.delete_stream(StreamARN=arn, CurrentVersion=info["Version"])
+    with pytest.raises(kv.exceptions.ResourceNotFoundException) as err:
+        kv.describe_stream(StreamName="cp-one")
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(kv.exceptions.ResourceNotFoundException):
+        kv.get_data_endpoint(StreamName="cp-one", APIName="PUT_MEDIA")
+
+
+def test_requests_signed_with_the_wrong_secret_are_refused(kvs_endpoint):
+    with pytest.raises(ClientError) as err:
+        kvs_endpoint.control(secret="not-the-secret").list_streams()
+    assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_stale_signatures_are_refused(kvs_endpoint, monkeypatch):
+    import botocore.auth
+
+    an_hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: an_hour_ago.replace(tzinfo=None))
+    with pytest.raises(ClientError) as err:
+        kvs_endpoint.control().list_streams()
+    assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert "expired" in err.value.response["Error"]["Message"]
+
+
+def test_putmedia_without_a_valid_signature_is_refused(kvs_endpoint, live_stream):
+    kvs_endpoint.create("auth-put")
+    headers = {
+        "x-amzn-stream-name": "auth-put",
+        "x-amzn-fragment-timecode-type": "RELATIVE",
+        "x-amzn-producer-start-timestamp": f"{time.time():.3f}",
+    }
+    status, got, body = raw_put(kvs_endpoint, headers, live_stream)
+    assert status == 403
+    assert got["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException")
+    now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    forged = dict(
+        headers,
+        Authorization=f"AWS4-HMAC-SHA256 Credential=testing/{now[:8]}/us-east-1/kinesisvideo/aws4_request, "
+        "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+        **{"X-Amz-Date": now},
+    )
+    status, got, _ = raw_put(kvs_endpoint, forged, live_stream)
+    assert status == 403
+    assert got["x-amzn-ErrorType"].startswith("InvalidSignatureException")
+    assert kvs_endpoint.fragments("auth-put", StartSelectorType="EARLIEST") == []
+
+
+# ------------------------------------------------------------------------------------ PutMedia
+
+
+def test_putmedia_acknowledges_every_cluster(kvs_endpoint, live_stream):
+    kvs_endpoint.create("acks")
+    acks, _ = put(kvs_endpoint, "acks", live_stream)
+    assert acks.events == {"BUFFERING": 6, "RECEIVED": 6, "PERSISTED": 6}
+    assert acks.persisted == sorted(acks.persisted) and len(set(acks.persisted)) == 6
+    assert all(n.isdigit() and len(n) == 47 for n in acks.persisted)
+
+
+def test_ack_lines_are_the_service_json(kvs_endpoint, live_stream):
+    """Through a plain HTTP client (Content-Length body): one JSON object per line, per event."""
+    kvs_endpoint.create("raw-acks")
+    headers = session_headers(kvs_endpoint, "raw-acks")
+    status, _, body = raw_put(kvs_endpoint, headers, with_timecodes(live_stream, [5000, 5500, 6000, 6500, 7000, 7500]))
+    assert status == 200
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    assert [line["EventType"] for line in lines[:3]] == ["BUFFERING", "RECEIVED", "PERSISTED"]
+    assert {tuple(sorted(line)) for line in lines} == {("EventType", "FragmentNumber", "FragmentTimecode")}
+    assert [line["FragmentTimecode"] for line in lines if line["EventType"] == "PERSISTED"] == [5000, 5500, 6000, 6500, 7000, 7500]
+
+
+def session_headers(endpoint, stream: str) -> dict:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(
+        method="POST",
+        url=endpoint.url + "/putMedia",
+        data=b"",
+        headers={
+            "x-amzn-stream-name": stream,
+            "x-amzn-fragment-timecode-type": "RELATIVE",
+            "x-amzn-producer-start-timestamp": f"{time.time():.3f}",
+        },
+    )
+    SigV4Auth(endpoint.session().get_credentials(), "kinesisvideo", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def test_one_putmedia_may_carry_several_matroska_files(kvs_endpoint, live_stream):
+    """A producer may start a new EBML header + Segment mid-session (new codec data); timecodes keep rising."""
+    kvs_endpoint.create("two-files")
+    acks, start = put(kvs_endpoint, "two-files", live_stream + with_timecodes(live_stream, [3000, 3500, 4000, 4500, 5000, 5500]))
+    assert acks.count("PERSISTED") == 12
+    frames = decode(kvs_endpoint.fragments("two-files", StartSelectorType="EARLIEST"))
+    assert [when for when, _ in frames] == pytest.approx([start + i / FPS for i in range(2 * FRAMES)], abs=0.002)
+
+
+def test_decreasing_timecodes_get_error_4004_and_the_client_says_so(kvs_endpoint, live_stream):
+    kvs_endpoint.create("backwards")
+    with pytest.raises(KinaseError) as err:
+        put(kvs_endpoint, "backwards", with_timecodes(live_stream, [0, 500, 1000, 400, 1500, 2000]))
+    assert "4004" in err.value.message and "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS" in err.value.message
+    assert "timecode 400" in err.value.message
+    assert len(kvs_endpoint.fragments("backwards", StartSelectorType="EARLIEST")) == 3
+
+
+def test_invalid_matroska_gets_error_4006(kvs_endpoint):
+    kvs_endpoint.create("garbage")
+    with pytest.raises(KinaseError) as err:
+        put(kvs_endpoint, "garbage", b"this is not matroska at all" * 10)
+    assert "4006" in err.value.message and "INVALID_MKV_DATA" in err.value.message
+
+
+def test_putmedia_to_an_unknown_stream_is_resource_not_found(kvs_endpoint, live_stream):
+    with pytest.raises(KinaseError) as err:
+        put(kvs_endpoint, "no-such-stream", live_stream)
+    assert err.value.message.startswith("ResourceNotFoundException in PutMedia")
+
+
+# ------------------------------------------------------------------------------------ GetMedia
+
+
+@pytest.fixture(scope="module")
+def stored(kvs_endpoint, live_stream):
+    """A stream holding two PutMedia sessions of the sample: twelve fragments."""
+    kvs_endpoint.create("getmedia")
+    first, start1 = put(kvs_endpoint, "getmedia", live_stream, start=1_700_000_000.0)
+    second, start2 = put(kvs_endpoint, "getmedia", live_stream, start=1_700_000_010.0)
+    return {"numbers": first.persisted + second.persisted, "starts": (start1, start2)}
+
+
+def test_earliest_returns_everything_with_the_kinesis_tags(kvs_endpoint, stored, live_stream):
+    fragments = kvs_endpoint.fragments("getmedia", StartSelectorType="EARLIEST")
+    assert [f.fragment_number for f in fragments] == stored["numbers"]
+    assert [f.continuation_token for f in fragments] == stored["numbers"]
+    expected = [1_700_000_000.0 + i * 0.5 for i in range(6)] + [1_700_000_010.0 + i * 0.5 for i in range(6)]
+    assert [f.producer_timestamp for f in fragments] == pytest.approx(expected)
+    assert [f.cluster_timecode for f in fragments] == [round(t * 1000) for t in expected]  # absolute, as the service
+    assert all(f.millis_behind_now >= 0 for f in fragments)
+    servers = [f.server_timestamp for f in fragments]
+    assert servers == sorted(servers)
+    frames = decode(fragments)
+    assert len(frames) == 2 * FRAMES
+    assert [when for when, _ in frames] == pytest.approx(
+        [t + i / FPS for t in (1_700_000_000.0, 1_700_000_010.0) for i in range(FRAMES)], abs=0.002
+    )
+
+
+def test_fragment_number_starts_at_that_fragment(kvs_endpoint, stored):
+    numbers = stored["numbers"]
+    fragments = kvs_endpoint.fragments("getmedia", StartSelectorType="FRAGMENT_NUMBER", AfterFragmentNumber=numbers[4])
+    assert [f.fragment_number for f in fragments] == numbers[4:]
+
+
+def test_continuation_token_resumes_after_the_last_fragment_read(kvs_endpoint, stored):
+    payload = kvs_endpoint.get_media("getmedia", StartSelectorType="EARLIEST")
+    reader = mkv.iter_fragments(payload)
+    read = [next(reader) for _ in range(5)]
+    payload.close()
+    resumed = kvs_endpoint.fragments("getmedia", StartSelectorType="CONTINUATION_TOKEN", ContinuationToken=read[-1].continuation_token)
+    assert [f.fragment_number for f in read + resumed] == stored["numbers"]
+
+
+def test_producer_and_server_timestamp_selectors(kvs_endpoint, stored):
+    numbers = stored["numbers"]
+    by_producer = kvs_endpoint.fragments("getmedia", StartSelectorType="PRODUCER_TIMESTAMP", StartTimestamp=1_700_000_010.7)
+    assert [f.fragment_number for f in by_producer] == numbers[7:]  # the fragment holding 10.7 s starts at 10.5 s
+    everything = kvs_endpoint.fragments("getmedia", StartSelectorType="EARLIEST")
+    by_server = kvs_endpoint.fragments("getmedia", StartSelectorType="SERVER_TIMESTAMP", StartTimestamp=everything[0].server_timestamp - 60)
+    assert [f.fragment_number for f in by_server] == numbers
+
+
+def test_now_waits_for_new_fragments_and_ends_when_idle(kvs_endpoint, live_stream):
+    kvs_endpoint.create("live")
+    before, _ = put(kvs_endpoint, "live", live_stream)
+    payload = kvs_endpoint.get_media("live", StartSelectorType="NOW")
+    got: list[mkv.Fragment] = []
+    reader = threading.Thread(target=lambda: got.extend(mkv.iter_fragments(payload)), daemon=True)
+    reader.start()
+    after, _ = put(kvs_endpoint, "live", live_stream)
+    reader.join(60)
+    assert not reader.is_alive()  # the idle session ended with a proper last chunk
+    assert [f.fragment_number for f in got] == after.persisted
+    assert not set(before.persisted) & {f.fragment_number for f in got}
+
+
+def test_getmedia_errors_as_boto3_sees_them(kvs_endpoint, stored):
+    media = kvs_endpoint.media("getmedia")
+    with pytest.raises(media.exceptions.ResourceNotFoundException):
+        media.get_media(StreamName="no-such-stream", StartSelector={"StartSelectorType": "EARLIEST"})
+    with pytest.raises(media.exceptions.InvalidArgumentException):
+        media.get_media(StreamName="getmedia", StartSelector={"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": "nope"})
+
+
+# ------------------------------------------------------------------------------------ retention
+
+
+def _fragment(store: Store, server_timestamp: float) -> Fragment:
+    return Fragment(store.next_fragment_number(), server_timestamp, server_timestamp, 500, b"", b"x" * 10)
+
+
+def test_retention_drops_fragments_older_than_the_stream_keeps():
+    store = Store()
+    stream = store.create("kept-one-hour", retention_hours=1)
+    now = time.time()
+    for age in (7300, 3700, 100, 0):
+        store.append(stream, _fragment(store, now - age))
+    assert [round(now - f.server_timestamp) for f in store.fragments_after(stream, None)] == [100, 0]
+
+
+def test_zero_retention_keeps_a_small_live_buffer():
+    store = Store()
+    stream = store.create("live-only", retention_hours=0)
+    for _ in range(ZERO_RETENTION_FRAGMENTS + 25):
+        store.append(stream, _fragment(store, time.time()))
+    kept = store.fragments_after(stream, None)
+    assert len(kept) == ZERO_RETENTION_FRAGMENTS
+    assert kept[-1].number == store.last_number(stream)

@@ -1,0 +1,205 @@
+"""The CDK app: resource assertions on the synthesized templates, and cdk-nag (AwsSolutions) clean."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_sqs as sqs
+from cdk_nag import AwsSolutionsChecks
+
+from infra import naming
+from infra.stacks import build, new_app
+
+ENV = "test"
+
+
+def synth_with_nag(outdir: Path, add_stacks: Callable[[cdk.App], object]) -> tuple[dict[str, dict], dict]:
+    """Synthesize with AwsSolutionsChecks registered as in infra/app.py; returns (templates, nag report).
+
+    An unacknowledged finding makes CDK refuse to synthesize; the report is written either way.
+    """
+    app = new_app(outdir=str(outdir))
+    add_stacks(app)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    try:
+        app.synth()
+    except RuntimeError as exc:
+        if "ValidationFailed" not in str(exc):
+            raise
+    report = json.loads((outdir / "validation-report.json").read_text())
+    (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]
+    templates = {p.name.removesuffix(".template.json"): json.loads(p.read_text()) for p in outdir.glob("*.template.json")}
+    return templates, nag
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory):
+    return synth_with_nag(tmp_path_factory.mktemp("cdk.out"), lambda app: build(app, ENV))
+
+
+@pytest.fixture(scope="module")
+def templates(synthesized) -> dict[str, dict]:
+    return {concern: synthesized[0][naming.stack_name(ENV, concern)] for concern in naming.CONCERNS}
+
+
+def resources(template: dict, type_: str) -> list[dict]:
+    return [r.get("Properties", {}) for r in template["Resources"].values() if r["Type"] == type_]
+
+
+def one(template: dict, type_: str) -> dict:
+    (props,) = resources(template, type_)
+    return props
+
+
+def test_network_has_public_subnets_only_no_nat_and_dns_hostnames(templates):
+    network = templates["network"]
+    assert resources(network, "AWS::EC2::NatGateway") == []
+    subnets = resources(network, "AWS::EC2::Subnet")
+    assert len(subnets) == 2 and all(s["MapPublicIpOnLaunch"] is True for s in subnets)
+    vpc = one(network, "AWS::EC2::VPC")
+    assert vpc["EnableDnsHostnames"] is True and vpc["EnableDnsSupport"] is True
+    assert resources(network, "AWS::EC2::FlowLog")
+
+
+def test_security_group_admits_nothing(templates):
+    for template in templates.values():
+        assert resources(template, "AWS::EC2::SecurityGroupIngress") == []
+    sg = one(templates["network"], "AWS::EC2::SecurityGroup")
+    assert "SecurityGroupIngress" not in sg
+    assert sg["SecurityGroupEgress"] == [
+        {"CidrIp": "0.0.0.0/0", "Description": "Allow all outbound traffic by default", "IpProtocol": "-1"}
+    ]
+
+
+def _denies_insecure_transport(policy_document: dict) -> bool:
+    return any(
+        s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in policy_document["Statement"]
+    )
+
+
+def test_buckets_encrypted_private_tls_only_and_expiring(templates):
+    storage = templates["storage"]
+    buckets = {k: r for k, r in storage["Resources"].items() if r["Type"] == "AWS::S3::Bucket"}
+    assert len(buckets) == 2
+    for logical_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+        assert sse["SSEAlgorithm"] in ("AES256", "aws:kms")
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert any(rule.get("ExpirationInDays") for rule in props["LifecycleConfiguration"]["Rules"])
+        policies = [p for p in resources(storage, "AWS::S3::BucketPolicy") if p["Bucket"] == {"Ref": logical_id}]
+        assert len(policies) == 1 and _denies_insecure_transport(policies[0]["PolicyDocument"])
+    frames = next(b["Properties"] for b in buckets.values() if "LoggingConfiguration" in b["Properties"])
+    assert {"Prefix": "frames/", "ExpirationInDays": 14, "Id": "expire-frames", "Status": "Enabled"} in frames["LifecycleConfiguration"][
+        "Rules"
+    ]
+
+
+def test_queues_encrypted_tls_only_with_dead_letter_queue(templates):
+    storage = templates["storage"]
+    queues = {k: r["Properties"] for k, r in storage["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
+    assert len(queues) == 2
+    for logical_id, props in queues.items():
+        assert props["SqsManagedSseEnabled"] is True
+        policies = [p for p in resources(storage, "AWS::SQS::QueuePolicy") if p["Queues"] == [{"Ref": logical_id}]]
+        assert len(policies) == 1 and _denies_insecure_transport(policies[0]["PolicyDocument"])
+    (results,) = [p for p in queues.values() if "RedrivePolicy" in p]
+    (dlq_id,) = [k for k, p in queues.items() if "RedrivePolicy" not in p]
+    assert results["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 5}
+    assert results["VisibilityTimeout"] >= 60
+
+
+def test_stream_has_retention_and_is_never_referenced_by_getatt(templates):
+    stream = one(templates["stream"], "AWS::KinesisVideo::Stream")
+    assert stream["Name"] == naming.stream_name(ENV) and stream["DataRetentionInHours"] > 0
+    assert "Fn::GetAtt" not in json.dumps(templates["stream"])
+    assert "KinesisVideo" not in json.dumps(templates["compute"]).replace("kinesisvideo:", "")
+
+
+def test_repository_scans_on_push(templates):
+    repo = one(templates["registry"], "AWS::ECR::Repository")
+    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    assert repo["RepositoryName"] == naming.repository_name(ENV)
+
+
+def test_task_definition_container_sizes_logs_and_environment(templates):
+    compute = templates["compute"]
+    task = one(compute, "AWS::ECS::TaskDefinition")
+    assert task["RequiresCompatibilities"] == ["FARGATE"] and task["NetworkMode"] == "awsvpc"
+    (container,) = task["ContainerDefinitions"]
+    assert container["Cpu"] > 0 and container["Memory"] > 0
+    assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["KINASE_SOURCE"] == f"kvs://{naming.stream_name(ENV)}"
+    assert env["KINASE_MODEL"] == "/opt/kinase/models/yolo11n.onnx"
+    assert {"KINASE_BUCKET", "KINASE_QUEUE_URL"} <= env.keys()
+    log_group = one(compute, "AWS::Logs::LogGroup")
+    assert log_group["RetentionInDays"] == 14
+    cluster = one(compute, "AWS::ECS::Cluster")
+    assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
+
+
+def _task_role_statements(compute: dict) -> list[dict]:
+    (role_id,) = [k for k, r in compute["Resources"].items() if r["Type"] == "AWS::IAM::Role" and k.startswith("TaskRole")]
+    (policy,) = [p for p in resources(compute, "AWS::IAM::Policy") if p["Roles"] == [{"Ref": role_id}]]
+    return policy["PolicyDocument"]["Statement"]
+
+
+def test_task_role_grants_exactly_the_workers_calls(templates):
+    statements = {s["Sid"]: s for s in _task_role_statements(templates["compute"])}
+    actions = {sid: sorted(s["Action"]) if isinstance(s["Action"], list) else [s["Action"]] for sid, s in statements.items()}
+    assert actions == {
+        "ReadStream": ["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
+        "WriteFrames": ["s3:PutObject"],
+        "Checkpoint": ["s3:GetObject", "s3:PutObject"],
+        "FindCheckpoint": ["s3:ListBucket"],
+        "SendResults": ["sqs:SendMessage"],
+    }
+    rendered = json.dumps(statements)
+    assert f"stream/{naming.stream_name(ENV)}/*" in rendered
+    assert "/frames/*" in json.dumps(statements["WriteFrames"]["Resource"])
+    assert "/checkpoints/*" in json.dumps(statements["Checkpoint"]["Resource"])
+    assert statements["FindCheckpoint"]["Condition"] == {"StringLike": {"s3:prefix": ["checkpoints/*"]}}
+    for s in statements.values():
+        assert s["Effect"] == "Allow" and s["Resource"] != "*"
+
+
+def test_no_wildcard_actions_anywhere(templates):
+    for template in templates.values():
+        for policy in resources(template, "AWS::IAM::Policy"):
+            for s in policy["PolicyDocument"]["Statement"]:
+                for action in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:
+                    assert "*" not in action, (action, s)
+
+
+def test_outputs_are_exactly_the_documented_keys(templates):
+    for concern, template in templates.items():
+        expected = {k for k, c in naming.OUTPUTS.items() if c == concern}
+        assert set(template["Outputs"]) == expected, concern
+
+
+def test_cdk_nag_clean_and_every_acknowledgement_has_a_reason(synthesized):
+    _, nag = synthesized
+    assert nag["violations"] == [], [v["ruleName"] for v in nag["violations"]]
+    assert nag["conclusion"] == "success"
+    for finding in nag["suppressedViolations"]:
+        assert len(finding["reason"].strip()) > 20, finding["ruleName"]
+    assert "AwsSolutions-ECS2" in {f["ruleName"] for f in nag["suppressedViolations"]}
+
+
+def test_cdk_nag_check_reports_an_unacknowledged_finding(tmp_path):
+    def bad(app: cdk.App) -> None:
+        sqs.Queue(cdk.Stack(app, "Bad"), "PlainQueue")
+
+    templates, nag = synth_with_nag(tmp_path, bad)
+    assert nag["conclusion"] == "failure"
+    assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4"} <= {v["ruleName"] for v in nag["violations"]}

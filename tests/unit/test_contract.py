@@ -1,0 +1,73 @@
+"""The contract module is the single source of truth: docs, builder and parser agree."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from worker import contract
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sample(**overrides):
+    now = time.time()
+    fields = dict(
+        bucket="frames-bucket",
+        stream_name="cam-1",
+        frame_index=3,
+        source={"type": "kvs", "uri": "kvs://cam-1", "fragment_number": "9134385233318", "frame_in_fragment": 3},
+        frame_time=now - 0.25,
+        width=640,
+        height=480,
+        model="shapes-yolo11n.onnx",
+        inference_ms=12.5,
+        detections=[{"class": "circle", "class_id": 0, "conf": 0.91, "bbox": [0.5, 0.5, 0.2, 0.2]}],
+        now=now,
+    )
+    fields.update(overrides)
+    return contract.build(**fields)
+
+
+def test_schema_file_matches_module():
+    assert json.loads((ROOT / "docs" / "contract.schema.json").read_text()) == contract.SCHEMA
+
+
+def test_built_message_round_trips_and_keeps_the_hackathon_fields():
+    message = sample()
+    parsed = contract.parse(contract.dumps(message))
+    assert parsed == message
+    for legacy in ("bucket", "key", "frame_index", "detections_count", "summary", "timestamp", "stream_name"):
+        assert legacy in parsed
+    assert parsed["detections_count"] == 1
+    assert 240 <= parsed["latency_ms"] <= 260
+    assert parsed["timestamp"].endswith("Z")
+
+
+def test_keys_are_deterministic_and_cannot_escape():
+    a = sample()["key"]
+    assert a == sample()["key"] == "frames/cam-1/9134385233318/00003.jpg"
+    hostile = contract.frame_key("../../etc", {"type": "file", "uri": "/x/../../passwd", "frame_number": 7})
+    assert ".." not in hostile.split("/") and not hostile.startswith("/")
+    assert hostile.startswith(contract.FRAMES_PREFIX)
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ("{'bucket': 'x'}", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"bucket": "x"}), "wrong schema"),
+        (json.dumps({**sample(), "frame_index": -1}), "frame_index"),
+        (json.dumps({**sample(), "summary": [{"class": "c", "conf": 2, "bbox": [0, 0, 0, 0]}]}), "summary/0/conf"),
+        (json.dumps({k: v for k, v in sample().items() if k != "key"}), "'key' is a required property"),
+    ],
+)
+def test_invalid_bodies_give_one_line_reasons(body, reason):
+    with pytest.raises(contract.ContractError) as info:
+        contract.parse(body)
+    assert reason in info.value.reason
+    assert "\n" not in info.value.reason

