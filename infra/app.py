@@ -14,6 +14,11 @@ from infra import naming
 from infra.stacks import build, new_app
 
 app = new_app()
-build(app, app.node.try_get_context("env") or naming.DEFAULT_ENV)
+build(
+    app,
+    app.node.try_get_context(naming.CONTEXT_ENV) or naming.DEFAULT_ENV,
+    input_buckets=naming.split_list(app.node.try_get_context(naming.CONTEXT_INPUT_BUCKETS)),
+    image_digest=app.node.try_get_context(naming.CONTEXT_IMAGE_DIGEST) or None,
+)
 cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 app.synth()

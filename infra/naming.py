@@ -8,6 +8,11 @@ from __future__ import annotations
 
 DEFAULT_ENV = "dev"
 
+# `cdk -c KEY=VALUE` keys the CLI passes to the app (infra/app.py).
+CONTEXT_ENV = "env"
+CONTEXT_INPUT_BUCKETS = "input_buckets"  # comma-separated bucket names the worker may read
+CONTEXT_IMAGE_DIGEST = "image_digest"  # sha256:... pinned by `kinase push-image`
+
 # Deploy order; destroy runs it backwards.
 CONCERNS = ("network", "storage", "stream", "registry", "compute")
 
@@ -48,3 +53,8 @@ def stream_name(env: str) -> str:
 
 def repository_name(env: str) -> str:
     return f"kinase-{env}-worker"
+
+
+def split_list(value: str | None) -> list[str]:
+    """A comma-separated context value as a list (cdk passes every `-c` value as a string)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 IMAGE_MODELS_DIR = Path("/opt/kinase/models")
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+INPUTS_PREFIX = "inputs/"  # videos uploaded for a run (`kinase run-task --source FILE`); the task role may read them
 
 
 class SettingsError(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 
 from infra import naming
@@ -23,8 +25,18 @@ def new_app(**kwargs) -> cdk.App:
     return cdk.App(context={**FEATURE_FLAGS, **kwargs.pop("context", {})}, **kwargs)
 
 
-def build(app: cdk.App, env: str = naming.DEFAULT_ENV) -> dict[str, cdk.Stack]:
-    """Add the stacks of environment `env` to `app`; returns them by concern."""
+def build(
+    app: cdk.App,
+    env: str = naming.DEFAULT_ENV,
+    *,
+    input_buckets: Sequence[str] = (),
+    image_digest: str | None = None,
+) -> dict[str, cdk.Stack]:
+    """Add the stacks of environment `env` to `app`; returns them by concern.
+
+    `input_buckets`: other buckets the worker may read sources from (`kinase deploy --input-bucket`);
+    `image_digest`: the image `kinase push-image` pinned, so a redeploy keeps running it.
+    """
 
     def props(concern: str) -> dict:
         return {"stack_name": naming.stack_name(env, concern), "description": f"kinase {env}: {concern}"}
@@ -39,6 +51,8 @@ def build(app: cdk.App, env: str = naming.DEFAULT_ENV) -> dict[str, cdk.Stack]:
         env_name=env,
         vpc=network.vpc,
         stream_name=naming.stream_name(env),
+        input_buckets=input_buckets,
+        image_digest=image_digest,
         **props("compute"),
     )
     for producer in (network, storage, stream, registry):

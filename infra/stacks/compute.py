@@ -7,6 +7,8 @@ variables; `kinase run-task` overrides them per run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -21,11 +23,15 @@ from infra import naming
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
+from worker.settings import INPUTS_PREFIX
 
 CONTAINER_NAME = "worker"
 TASK_CPU = 1024
 TASK_MEMORY_MIB = 2048
 DEFAULT_MODEL = "/opt/kinase/models/yolo11n.onnx"
+# What the template names before `kinase push-image` has pinned a digest (tags are immutable, so no
+# build is ever pushed under it by kinase; `kinase deploy` passes the pinned digest back in).
+UNPUSHED_TAG = "latest"
 
 
 class ComputeStack(cdk.Stack):
@@ -37,6 +43,8 @@ class ComputeStack(cdk.Stack):
         env_name: str,
         vpc: ec2.IVpc,
         stream_name: str,
+        input_buckets: Sequence[str] = (),
+        image_digest: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -54,7 +62,8 @@ class ComputeStack(cdk.Stack):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
 
-        task_role = iam.Role(self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"), description="kinase worker")
+        task_role = iam.Role(self, "TaskRole", assumed_by=self._ecs_tasks(), description="kinase worker")
+        execution_role = iam.Role(self, "ExecutionRole", assumed_by=self._ecs_tasks(), description="kinase worker: image pull and logs")
         task_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadStream",
@@ -80,6 +89,12 @@ class ComputeStack(cdk.Stack):
             )
         )
         task_role.add_to_policy(iam.PolicyStatement(sid="SendResults", actions=["sqs:SendMessage"], resources=[queue.queue_arn]))
+        task_role.add_to_policy(
+            iam.PolicyStatement(sid="ReadInputs", actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{INPUTS_PREFIX}*")])
+        )
+        extra_inputs = [f"arn:{self.partition}:s3:::{name}/*" for name in input_buckets]
+        if extra_inputs:
+            task_role.add_to_policy(iam.PolicyStatement(sid="ReadInputBuckets", actions=["s3:GetObject"], resources=extra_inputs))
         bucket_objects = f"arn:<AWS::Partition>:s3:::{export_name(naming.stack_name(env_name, 'storage'), 'FramesBucketName')}"
         for rule, reason in (
             (
@@ -91,6 +106,17 @@ class ComputeStack(cdk.Stack):
                 f"AwsSolutions-IAM5[Resource::{bucket_objects}/checkpoints/*]",
                 "the worker reads and writes its checkpoint under checkpoints/ only",
             ),
+            (
+                f"AwsSolutions-IAM5[Resource::{bucket_objects}/{INPUTS_PREFIX}*]",
+                "the worker reads the videos `kinase run-task --source FILE` uploads under inputs/ only",
+            ),
+            *(
+                (
+                    f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
+                    "an input bucket the operator allowed with `kinase deploy --input-bucket`: read-only, its objects only",
+                )
+                for name in input_buckets
+            ),
         ):
             acknowledge(task_role, rule, reason)
 
@@ -101,11 +127,12 @@ class ComputeStack(cdk.Stack):
             cpu=TASK_CPU,
             memory_limit_mib=TASK_MEMORY_MIB,
             task_role=task_role,
+            execution_role=execution_role,
         )
         task.add_container(
             "Worker",
             container_name=CONTAINER_NAME,
-            image=ecs.ContainerImage.from_ecr_repository(repository, "latest"),
+            image=ecs.ContainerImage.from_ecr_repository(repository, image_digest or UNPUSHED_TAG),
             cpu=TASK_CPU,
             memory_limit_mib=TASK_MEMORY_MIB,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=log_group),
@@ -119,7 +146,7 @@ class ComputeStack(cdk.Stack):
         )
         acknowledge(task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
         acknowledge(
-            task.obtain_execution_role(),
+            execution_role,
             "AwsSolutions-IAM5[Resource::*]",
             "ecr:GetAuthorizationToken (added by CDK for the image pull) supports no resource-level permissions",
         )
@@ -130,4 +157,14 @@ class ComputeStack(cdk.Stack):
         output(self, "ContainerName", CONTAINER_NAME)
         output(self, "LogGroupName", log_group.log_group_name)
         output(self, "TaskRoleArn", task_role.role_arn)
-        output(self, "ExecutionRoleArn", task.obtain_execution_role().role_arn)
+        output(self, "ExecutionRoleArn", execution_role.role_arn)
+
+    def _ecs_tasks(self) -> iam.ServicePrincipal:
+        """ECS tasks of this account and region only (the confused-deputy guard of the ECS task-role docs)."""
+        return iam.ServicePrincipal(
+            "ecs-tasks.amazonaws.com",
+            conditions={
+                "ArnLike": {"aws:SourceArn": f"arn:{self.partition}:ecs:{self.region}:{self.account}:*"},
+                "StringEquals": {"aws:SourceAccount": self.account},
+            },
+        )

@@ -1,4 +1,8 @@
-"""The worker image repository; `kinase push-image` pushes the tag `latest` here."""
+"""The worker image repository; `kinase push-image` pushes one unique tag per build here.
+
+Tags are immutable (checkov CKV_AWS_51): a tag names one image forever, and the task definition
+runs a digest, so nothing a later push does changes what a running environment starts.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class RegistryStack(cdk.Stack):
             "WorkerRepository",
             repository_name=repository_name,
             image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
             lifecycle_rules=[ecr.LifecycleRule(description=f"keep the last {KEEP_IMAGES} images", max_image_count=KEEP_IMAGES)],
             removal_policy=cdk.RemovalPolicy.DESTROY,
             empty_on_delete=True,

@@ -8,8 +8,12 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.stacks.outputs import output
+from worker.contract import FRAMES_PREFIX
+from worker.settings import INPUTS_PREFIX
 
 FRAMES_EXPIRE_DAYS = 14
+# Videos `kinase run-task --source FILE` uploads under inputs/ for the worker to read.
+INPUTS_EXPIRE_DAYS = 7
 ACCESS_LOGS_EXPIRE_DAYS = 90
 # `kinase watch` receives up to 10 messages and may download their frames before deleting them.
 CONSUMER_VISIBILITY_SECONDS = 120
@@ -40,7 +44,8 @@ class StorageStack(cdk.Stack):
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="frames-bucket/",
             lifecycle_rules=[
-                s3.LifecycleRule(id="expire-frames", prefix="frames/", expiration=cdk.Duration.days(FRAMES_EXPIRE_DAYS)),
+                s3.LifecycleRule(id="expire-frames", prefix=FRAMES_PREFIX, expiration=cdk.Duration.days(FRAMES_EXPIRE_DAYS)),
+                s3.LifecycleRule(id="expire-inputs", prefix=INPUTS_PREFIX, expiration=cdk.Duration.days(INPUTS_EXPIRE_DAYS)),
                 s3.LifecycleRule(id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(1)),
             ],
             removal_policy=cdk.RemovalPolicy.DESTROY,
