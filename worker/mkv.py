@@ -97,6 +97,20 @@ def string_element(element_id: int, value: str) -> bytes:
     return element(element_id, value.encode("utf-8"))
 
 
+def ebml_header() -> bytes:
+    """A Matroska EBML header (version 1, doc type matroska)."""
+    return element(
+        EBML,
+        uint_element(EBML_VERSION, 1)
+        + uint_element(EBML_READ_VERSION, 1)
+        + uint_element(EBML_MAX_ID_LENGTH, 4)
+        + uint_element(EBML_MAX_SIZE_LENGTH, 8)
+        + string_element(DOC_TYPE, "matroska")
+        + uint_element(DOC_TYPE_VERSION, 4)
+        + uint_element(DOC_TYPE_READ_VERSION, 2),
+    )
+
+
 def segment_start() -> bytes:
     """A Segment header of unknown size: what live Matroska (and GetMedia) writes."""
     return encode_id(SEGMENT) + UNKNOWN_SIZE

@@ -3,16 +3,24 @@
 PutMedia: a chunked Matroska body comes in (any number of clusters; each Cluster is a fragment);
 acknowledgements go out as they happen, one JSON object per line:
 `{"EventType": "BUFFERING"|"RECEIVED"|"PERSISTED"|"ERROR", "FragmentTimecode": ms,
-"FragmentNumber": "...", "ErrorId": 4xxx, "ErrorCode": "..."}`. An ERROR ends the session.
+"FragmentNumber": "...", "ErrorId": 4xxx, "ErrorCode": "..."}`. An ERROR ends the session. As the
+service does (API_dataplane_PutMedia): one PutMedia connection per stream (a second one gets
+ConnectionLimitExceededException), producer timestamps in the future are refused (4007
+INVALID_PRODUCER_TIMESTAMP), and a session older than the maximum connection duration ends with
+4003 MAX_CONNECTION_DURATION_REACHED, so long-running producers renew their session.
 
 GetMedia: a chunked run of standalone Matroska files, one per fragment: EBML header, Segment, Info,
 Tracks, Tags (fragment number, server and producer timestamps), the Cluster, Tags (millis behind
 now, continuation token). Cluster timecodes are absolute producer time in ms, as the service
-returns them. Once caught up the response waits for new fragments; it ends (cleanly, with the last
-chunk) after `media_idle_seconds` without one.
+returns them. Once caught up the response waits for new fragments and, like the service, holds
+an idle connection open sending nothing (boto3 issue 3532) unless `media_idle_seconds` is set.
+At most `getmedia_connections` (3, the limits page) are open per stream; more get
+ConnectionLimitExceededException. A start the stream no longer holds (a fragment number or
+continuation token older than the retention, or from another stream) is answered with the error
+tags AWS_KINESISVIDEO_ERROR_CODE / _ERROR_ID 4000, and the response ends.
 
-Choices where the service documentation leaves room: FRAGMENT_NUMBER starts at that fragment
-(inclusive); the continuation token is the fragment number of the fragment it follows; a
+The selectors follow the StartSelector API reference: FRAGMENT_NUMBER starts with the chunk after
+that fragment; the continuation token is the fragment number of the fragment it follows; a
 *_TIMESTAMP selector starts at the first fragment that has not ended before the timestamp.
 """
 
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 import time
 import uuid
 
@@ -38,7 +48,10 @@ API_NAMES = (
     "GET_CLIP",
     "GET_IMAGES",
 )
-IDLE_SECONDS = 10.0  # GetMedia: end the response after this long without a new fragment
+IDLE_SECONDS = 0.0  # GetMedia: end the response after this long without a new fragment (0: never, as the service)
+GETMEDIA_CONNECTIONS = 3  # concurrent GetMedia connections per stream (limits page)
+PUT_MAX_SECONDS = 45 * 60.0  # PutMedia maximum connection duration (then 4003)
+MAX_FUTURE_SECONDS = 10.0  # producer timestamps further ahead of the server clock are refused (4007)
 PUT_IDLE_SECONDS = 30.0  # PutMedia: the service closes a session idle for 30 s
 MAX_FRAGMENT_BYTES = 50 * 1024 * 1024
 MAX_FRAGMENT_MS = 10_000
@@ -47,6 +60,7 @@ MAX_FRAGMENT_MS = 10_000
 STREAM_READ_ERROR = 4000
 MAX_FRAGMENT_SIZE_REACHED = 4001
 MAX_FRAGMENT_DURATION_REACHED = 4002
+MAX_CONNECTION_DURATION_REACHED = 4003
 FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS = 4004
 INVALID_MKV_DATA = 4006
 INVALID_PRODUCER_TIMESTAMP = 4007
@@ -55,11 +69,15 @@ ERROR_CODES = {
     STREAM_READ_ERROR: "STREAM_READ_ERROR",
     MAX_FRAGMENT_SIZE_REACHED: "MAX_FRAGMENT_SIZE_REACHED",
     MAX_FRAGMENT_DURATION_REACHED: "MAX_FRAGMENT_DURATION_REACHED",
+    MAX_CONNECTION_DURATION_REACHED: "MAX_CONNECTION_DURATION_REACHED",
     FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS: "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
     INVALID_MKV_DATA: "INVALID_MKV_DATA",
     INVALID_PRODUCER_TIMESTAMP: "INVALID_PRODUCER_TIMESTAMP",
     STREAM_NOT_ACTIVE: "STREAM_NOT_ACTIVE",
 }
+# GetMedia error tags (AWS_KINESISVIDEO_ERROR_ID -> _ERROR_CODE), from the GetMedia API reference.
+FRAGMENT_NOT_FOUND = 4000
+GET_ERROR_CODES = {FRAGMENT_NOT_FOUND: "Requested fragment is not found"}
 SELECTORS = ("FRAGMENT_NUMBER", "SERVER_TIMESTAMP", "PRODUCER_TIMESTAMP", "NOW", "EARLIEST", "CONTINUATION_TOKEN")
 
 
@@ -147,14 +165,26 @@ def put_media(handler) -> None:
             start_seconds = float(start) if start else time.time()
         except ValueError:
             raise StoreError("InvalidArgumentException", "x-amzn-producer-start-timestamp is not a number.") from None
+        store.open_producer(stream)
     except StoreError as exc:
         handler.send_error_json(exc.status, exc.code, exc.message)
         return
+    try:
+        _put_session(handler, store, stream, timecode_type, start_seconds)
+    finally:
+        store.close_producer(stream)
+
+
+def _put_session(handler, store: Store, stream, timecode_type: str, start_seconds: float) -> None:
+    headers = handler.headers
     length = headers.get("Content-Length")
     body = ChunkedBody(handler.rfile, None if "chunked" in (headers.get("Transfer-Encoding") or "").lower() else int(length or 0))
     handler.connection.settimeout(PUT_IDLE_SECONDS)
     out = ChunkedWriter(handler, "application/json")
-    session = PutSession(store, stream, timecode_type, start_seconds)
+    server = handler.server
+    session = PutSession(
+        store, stream, timecode_type, start_seconds, max_seconds=server.put_max_seconds, max_future=server.max_future_seconds
+    )
     try:
         for el in mkv.iter_level1(body):
             for ack in session.element(el):
@@ -184,8 +214,20 @@ def _error_ack(exc: PutError) -> bytes:
 class PutSession:
     """What one PutMedia connection has seen: the current stream header and the last timecode."""
 
-    def __init__(self, store: Store, stream, timecode_type: str, start_seconds: float):
+    def __init__(
+        self,
+        store: Store,
+        stream,
+        timecode_type: str,
+        start_seconds: float,
+        *,
+        max_seconds: float = PUT_MAX_SECONDS,
+        max_future: float = MAX_FUTURE_SECONDS,
+    ):
         self.store = store
+        self.opened = time.monotonic()
+        self.max_seconds = max_seconds
+        self.max_future = max_future
         self.stream = stream
         self.absolute = timecode_type == "ABSOLUTE"
         self.start_ms = start_seconds * 1000
@@ -214,6 +256,8 @@ class PutSession:
             raise PutError(INVALID_MKV_DATA, "a Cluster came before the EBML header and Tracks")
         if self.stream.deleted:
             raise PutError(STREAM_NOT_ACTIVE, "the stream was deleted")
+        if time.monotonic() - self.opened > self.max_seconds:
+            raise PutError(MAX_CONNECTION_DURATION_REACHED, f"the session is older than {self.max_seconds:g}s")
         if not self.header:
             self.header = self.ebml + mkv.segment_start() + self.info + self.tracks
         to_ms = self.scale / 1_000_000
@@ -228,8 +272,10 @@ class PutSession:
             raise PutError(MAX_FRAGMENT_DURATION_REACHED, f"fragment of {duration} ms", timecode)
         if not blocks:
             raise PutError(INVALID_MKV_DATA, "a Cluster without frames", timecode)
-        self.last_timecode = timecode
         producer_ms = timecode if self.absolute else self.start_ms + timecode
+        if producer_ms / 1000 > time.time() + self.max_future:
+            raise PutError(INVALID_PRODUCER_TIMESTAMP, f"producer timestamp {producer_ms / 1000:.3f} is in the future", timecode)
+        self.last_timecode = timecode
         number = self.store.next_fragment_number()
         acks = [{"EventType": kind, "FragmentTimecode": timecode, "FragmentNumber": number} for kind in ("BUFFERING", "RECEIVED")]
         fragment = Fragment(
@@ -249,13 +295,30 @@ class PutSession:
 # ---------------------------------------------------------------------------------------- GetMedia
 
 
+class FragmentNotFound(Exception):
+    """The start selector names a fragment the stream does not hold (expired, or another stream's)."""
+
+
 def get_media(handler, params: dict) -> None:
     store: Store = handler.server.store
     stream = store.get(params.get("StreamName"), params.get("StreamARN"))
-    first, cursor = _start(store, stream, params.get("StartSelector") or {})
+    try:
+        first, cursor = _start(store, stream, params.get("StartSelector") or {})
+    except FragmentNotFound as exc:
+        out = ChunkedWriter(handler, "video/webm")
+        out.write(_error_bytes(FRAGMENT_NOT_FOUND, str(exc)))
+        out.close()
+        return
+    store.open_reader(stream, handler.server.getmedia_connections)
+    try:
+        _stream_media(handler, store, stream, first, cursor)
+    finally:
+        store.close_reader(stream)
+
+
+def _stream_media(handler, store: Store, stream, batch: list[Fragment], cursor: str) -> None:
     out = ChunkedWriter(handler, "video/webm")
     idle = handler.server.media_idle_seconds
-    batch = first
     try:
         while True:
             for fragment in batch:
@@ -263,13 +326,38 @@ def get_media(handler, params: dict) -> None:
                 cursor = fragment.number
             if stream.deleted:
                 break
-            batch = store.wait_after(stream, cursor, idle)
+            batch = _wait(handler, store, stream, cursor, idle)
+            if batch is None:
+                handler.close_connection = True
+                return
             if not batch:
                 break
         out.close()
     except OSError as exc:
         log.info("GetMedia reader of %s went away: %s", stream.name, exc)
         handler.close_connection = True
+
+
+def _wait(handler, store: Store, stream, cursor: str, idle: float) -> list[Fragment] | None:
+    """New fragments; [] once `idle` seconds passed without one (idle 0: wait for ever, sending
+    nothing, as the service does); None when the reader has closed its connection meanwhile."""
+    deadline = time.monotonic() + idle if idle else None
+    while True:
+        step = 1.0 if deadline is None else min(1.0, max(deadline - time.monotonic(), 0.0))
+        batch = store.wait_after(stream, cursor, step)
+        if batch or stream.deleted or (deadline is not None and time.monotonic() >= deadline):
+            return batch
+        if _peer_closed(handler.connection):
+            log.info("GetMedia reader of %s closed its idle connection", stream.name)
+            return None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _start(store: Store, stream, selector: dict) -> tuple[list[Fragment], str]:
@@ -288,8 +376,8 @@ def _start(store: Store, stream, selector: dict) -> tuple[list[Fragment], str]:
         number = selector.get(field) or ""
         if not number.isdigit():
             raise StoreError("InvalidArgumentException", f"{field} is missing or not a fragment number.")
-        if kind == "FRAGMENT_NUMBER":
-            return [f for f in retained if f.number >= number], number
+        if not store.retains(stream, number):
+            raise FragmentNotFound(f"fragment {number} is not in stream {stream.name}")
         return [f for f in retained if f.number > number], number
     when = selector.get("StartTimestamp")
     if when is None:
@@ -299,6 +387,13 @@ def _start(store: Store, stream, selector: dict) -> tuple[list[Fragment], str]:
         if getattr(f, attr) + f.duration_ms / 1000 >= float(when):
             return retained[i:], tip
     return [], tip
+
+
+def _error_bytes(error_id: int, detail: str) -> bytes:
+    """What GetMedia sends when it stops on an error: a Matroska header and the error tags."""
+    log.info("GetMedia error %d: %s", error_id, detail)
+    tags = {mkv.ERROR_CODE: GET_ERROR_CODES.get(error_id, "Error"), mkv.ERROR_ID: str(error_id)}
+    return mkv.ebml_header() + mkv.segment_start() + mkv.tags_element(tags)
 
 
 def _fragment_bytes(fragment: Fragment) -> bytes:

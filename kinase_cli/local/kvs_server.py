@@ -153,11 +153,22 @@ class KvsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, media_idle_seconds: float = kvs_media.IDLE_SECONDS):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        media_idle_seconds: float = kvs_media.IDLE_SECONDS,
+        getmedia_connections: int = kvs_media.GETMEDIA_CONNECTIONS,
+        put_max_seconds: float = kvs_media.PUT_MAX_SECONDS,
+        max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS,
+    ):
         super().__init__((host, port), Handler)
         self.url = f"http://{host}:{self.server_address[1]}"
         self.store = Store()
         self.media_idle_seconds = media_idle_seconds
+        self.getmedia_connections = getmedia_connections
+        self.put_max_seconds = put_max_seconds
+        self.max_future_seconds = max_future_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,12 +179,37 @@ def main(argv: list[str] | None = None) -> int:
         "--media-idle-seconds",
         type=float,
         default=kvs_media.IDLE_SECONDS,
-        help="end a GetMedia response after this long without a new fragment",
+        help="end a GetMedia response after this long without a new fragment (default 0: never; the service holds it open)",
+    )
+    parser.add_argument(
+        "--getmedia-connections",
+        type=int,
+        default=kvs_media.GETMEDIA_CONNECTIONS,
+        help="concurrent GetMedia connections per stream; more get ConnectionLimitExceededException",
+    )
+    parser.add_argument(
+        "--put-max-seconds",
+        type=float,
+        default=kvs_media.PUT_MAX_SECONDS,
+        help="PutMedia maximum connection duration; a fragment after it gets error 4003",
+    )
+    parser.add_argument(
+        "--max-future-seconds",
+        type=float,
+        default=kvs_media.MAX_FUTURE_SECONDS,
+        help="producer timestamps further ahead of this server's clock get error 4007",
     )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = KvsServer(args.host, args.port, media_idle_seconds=args.media_idle_seconds)
+    server = KvsServer(
+        args.host,
+        args.port,
+        media_idle_seconds=args.media_idle_seconds,
+        getmedia_connections=args.getmedia_connections,
+        put_max_seconds=args.put_max_seconds,
+        max_future_seconds=args.max_future_seconds,
+    )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     log.info("Kinesis Video local endpoint on %s", server.url)
     try:

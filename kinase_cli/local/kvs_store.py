@@ -67,6 +67,8 @@ class Stream:
     fragments: deque = field(default_factory=deque)
     bytes: int = 0
     deleted: bool = False
+    readers: int = 0  # open GetMedia connections
+    producer: bool = False  # a PutMedia connection is open
 
     def info(self) -> dict:
         info = {
@@ -177,6 +179,37 @@ class Store:
                 if found or stream.deleted or left <= 0:
                     return found
                 self.changed.wait(left)
+
+    def retains(self, stream: Stream, number: str) -> bool:
+        """Whether `number` is one of the stream's retained fragments."""
+        with self.changed:
+            self._trim(stream)
+            return any(f.number == number for f in stream.fragments)
+
+    def open_reader(self, stream: Stream, limit: int) -> None:
+        """Count a GetMedia connection; beyond `limit` per stream, ConnectionLimitExceededException."""
+        with self.changed:
+            if stream.readers >= limit:
+                raise StoreError(
+                    "ConnectionLimitExceededException",
+                    f"Kinesis Video Streams has throttled the request: {limit} GetMedia connections to this stream are open.",
+                )
+            stream.readers += 1
+
+    def close_reader(self, stream: Stream) -> None:
+        with self.changed:
+            stream.readers -= 1
+
+    def open_producer(self, stream: Stream) -> None:
+        """One PutMedia connection per stream: a second one gets ConnectionLimitExceededException."""
+        with self.changed:
+            if stream.producer:
+                raise StoreError("ConnectionLimitExceededException", "A PutMedia connection to this stream is already open.")
+            stream.producer = True
+
+    def close_producer(self, stream: Stream) -> None:
+        with self.changed:
+            stream.producer = False
 
     def last_number(self, stream: Stream) -> str | None:
         with self.changed:

@@ -6,6 +6,7 @@ import datetime
 import http.client
 import io
 import json
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
@@ -14,10 +15,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kinase_cli.aws import kvs_put
+from kinase_cli.local import kvs_media
 from kinase_cli.local.kvs_store import ZERO_RETENTION_FRAGMENTS, Fragment, Store
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows.samples import shapes_video
-from support.kvs import decode
+from support.kvs import READ_IDLE_SECONDS, decode, endpoint
 from worker import mkv
 
 FPS, GOP, FRAMES = 10, 5, 30  # six fragments of half a second
@@ -194,6 +196,54 @@ def test_invalid_matroska_gets_error_4006(kvs_endpoint):
     assert "4006" in err.value.message and "INVALID_MKV_DATA" in err.value.message
 
 
+def test_one_putmedia_connection_per_stream(kvs_endpoint, live_stream):
+    """API_dataplane_PutMedia: "If you attempt more than one concurrent PutMedia connection, Kinesis Video Streams
+    throttles the latest connection with a ConnectionLimitExceededException error"."""
+    kvs_endpoint.create("one-producer")
+    creds = kvs_endpoint.session().get_credentials().get_frozen_credentials()
+    first = kvs_put.PutMediaSession(kvs_endpoint.url, "one-producer", creds, "us-east-1", time.time())
+    first.send(live_stream)
+    wait_until(lambda: len(first.acks.persisted) == 6)
+    second = kvs_put.PutMediaSession(kvs_endpoint.url, "one-producer", creds, "us-east-1", time.time())
+    with pytest.raises(KinaseError) as err:
+        second.send(live_stream)
+        second.finish()
+    assert err.value.message.startswith("ConnectionLimitExceededException in PutMedia")
+    assert len(first.finish().persisted) == 6
+    acks, _ = put(kvs_endpoint, "one-producer", live_stream)  # the first one has ended: a new one may start
+    assert acks.count("PERSISTED") == 6
+
+
+def test_producer_timestamps_in_the_future_get_error_4007(kvs_endpoint, live_stream):
+    """API_dataplane_PutMedia acknowledgement ErrorId 4007 INVALID_PRODUCER_TIMESTAMP: the service refuses
+    fragments stamped ahead of its clock (a producer clock ten minutes fast)."""
+    kvs_endpoint.create("fast-clock")
+    with pytest.raises(KinaseError) as err:
+        put(kvs_endpoint, "fast-clock", live_stream, start=time.time() + 600)
+    assert "4007" in err.value.message and "INVALID_PRODUCER_TIMESTAMP" in err.value.message
+    assert kvs_endpoint.fragments("fast-clock", StartSelectorType="EARLIEST") == []
+    acks, _ = put(kvs_endpoint, "fast-clock", live_stream)  # the clock corrected: accepted again
+    assert acks.count("PERSISTED") == 6
+
+
+def test_a_session_past_the_maximum_connection_duration_gets_error_4003(tmp_path, live_stream):
+    """API_dataplane_PutMedia acknowledgement ErrorId 4003 MAX_CONNECTION_DURATION_REACHED (duration shortened
+    to 5 s by the endpoint's --put-max-seconds setting): what was sent before it is kept."""
+    with endpoint(tmp_path / "kvs", "--put-max-seconds", "5") as kvs:
+        kvs.create("long-session")
+        creds = kvs.session().get_credentials().get_frozen_credentials()
+        opened = time.monotonic()
+        session = kvs_put.PutMediaSession(kvs.url, "long-session", creds, "us-east-1", time.time() - 60)
+        session.send(live_stream)
+        wait_until(lambda: len(session.acks.persisted) == 6)
+        time.sleep(max(0.0, opened + 5.5 - time.monotonic()))
+        with pytest.raises(KinaseError) as err:
+            session.send(with_timecodes(live_stream, [3000, 3500, 4000, 4500, 5000, 5500]))
+            session.finish()
+        assert "4003" in err.value.message and "MAX_CONNECTION_DURATION_REACHED" in err.value.message
+        assert len(kvs.fragments("long-session", StartSelectorType="EARLIEST")) == 6
+
+
 def test_putmedia_to_an_unknown_stream_is_resource_not_found(kvs_endpoint, live_stream):
     with pytest.raises(KinaseError) as err:
         put(kvs_endpoint, "no-such-stream", live_stream)
@@ -229,10 +279,11 @@ def test_earliest_returns_everything_with_the_kinesis_tags(kvs_endpoint, stored,
     )
 
 
-def test_fragment_number_starts_at_that_fragment(kvs_endpoint, stored):
+def test_fragment_number_starts_with_the_chunk_after_that_fragment(kvs_endpoint, stored):
+    """API_dataplane_StartSelector: "FRAGMENT_NUMBER - Start with the chunk after a specific fragment"."""
     numbers = stored["numbers"]
     fragments = kvs_endpoint.fragments("getmedia", StartSelectorType="FRAGMENT_NUMBER", AfterFragmentNumber=numbers[4])
-    assert [f.fragment_number for f in fragments] == numbers[4:]
+    assert [f.fragment_number for f in fragments] == numbers[5:]
 
 
 def test_continuation_token_resumes_after_the_last_fragment_read(kvs_endpoint, stored):
@@ -253,18 +304,113 @@ def test_producer_and_server_timestamp_selectors(kvs_endpoint, stored):
     assert [f.fragment_number for f in by_server] == numbers
 
 
-def test_now_waits_for_new_fragments_and_ends_when_idle(kvs_endpoint, live_stream):
-    kvs_endpoint.create("live")
-    before, _ = put(kvs_endpoint, "live", live_stream)
-    payload = kvs_endpoint.get_media("live", StartSelectorType="NOW")
+def collect(payload) -> tuple[list[mkv.Fragment], threading.Thread]:
+    """Read a GetMedia body on a thread; the list fills as fragments arrive."""
     got: list[mkv.Fragment] = []
-    reader = threading.Thread(target=lambda: got.extend(mkv.iter_fragments(payload)), daemon=True)
+
+    def read():
+        try:
+            got.extend(mkv.iter_fragments(payload))
+        except Exception:  # the test shuts the connection down under the reader
+            pass
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    after, _ = put(kvs_endpoint, "live", live_stream)
-    reader.join(60)
-    assert not reader.is_alive()  # the idle session ended with a proper last chunk
+    return got, reader
+
+
+def shut(payload) -> None:
+    """End a GetMedia connection from the client side, as a consumer that stops reading does."""
+    payload._raw_stream.connection.sock.shutdown(socket.SHUT_RDWR)
+    payload.close()
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_idle_getmedia_holds_the_connection_open_and_sends_nothing(kvs_endpoint, live_stream):
+    """boto3 issue 3532: on a stream with no new data, GetMedia blocks; the response never ends by itself.
+    A consumer tells "idle" from "ended" only by the connection staying open."""
+    kvs_endpoint.create("idle")
+    before, _ = put(kvs_endpoint, "idle", live_stream)
+    payload = kvs_endpoint.get_media("idle", StartSelectorType="NOW")
+    got, reader = collect(payload)
+    reader.join(2 * READ_IDLE_SECONDS)
+    assert reader.is_alive() and got == []  # still open, nothing sent
+    after, _ = put(kvs_endpoint, "idle", live_stream)
+    wait_until(lambda: len(got) == len(after.persisted))
     assert [f.fragment_number for f in got] == after.persisted
     assert not set(before.persisted) & {f.fragment_number for f in got}
+    reader.join(2 * READ_IDLE_SECONDS)
+    assert reader.is_alive()  # idle again, still open
+    shut(payload)
+    reader.join(10)
+
+
+def test_getmedia_connections_per_stream_are_limited_to_three(kvs_endpoint, live_stream):
+    """The limits page (Media API, GetMedia: 3 connections per stream): a fourth concurrent GetMedia gets
+    ConnectionLimitExceededException; a connection the consumer closes frees its place."""
+    kvs_endpoint.create("crowded")
+    put(kvs_endpoint, "crowded", live_stream)
+    open_ = [kvs_endpoint.get_media("crowded", StartSelectorType="NOW") for _ in range(3)]
+    media = kvs_endpoint.media("crowded")
+    with pytest.raises(media.exceptions.ConnectionLimitExceededException):
+        media.get_media(StreamName="crowded", StartSelector={"StartSelectorType": "NOW"})
+    kvs_endpoint.create("next-door")  # the limit is per stream
+    other = kvs_endpoint.get_media("next-door", StartSelectorType="NOW")
+    shut(open_.pop())
+
+    def one_more():
+        try:
+            open_.append(kvs_endpoint.get_media("crowded", StartSelectorType="NOW"))
+            return True
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "ConnectionLimitExceededException"
+            return False
+
+    wait_until(one_more)
+    for payload in [*open_, other]:
+        shut(payload)
+
+
+def test_a_start_the_stream_no_longer_holds_gets_error_tag_4000(kvs_endpoint, live_stream):
+    """API_dataplane_GetMedia: the error tags AWS_KINESISVIDEO_ERROR_CODE / _ERROR_ID, 4000 "Requested fragment
+    is not found": here a continuation token from a stream that was deleted and created again."""
+    kv = kvs_endpoint.control()
+    kvs_endpoint.create("reborn")
+    old, _ = put(kvs_endpoint, "reborn", live_stream)
+    kv.delete_stream(StreamARN=kv.describe_stream(StreamName="reborn")["StreamInfo"]["StreamARN"])
+    kvs_endpoint.create("reborn")
+    new, _ = put(kvs_endpoint, "reborn", live_stream)
+    for selector in (
+        {"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": old.persisted[-1]},
+        {"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": old.persisted[2]},
+    ):
+        payload = kvs_endpoint.get_media("reborn", **selector)
+        fragments = list(mkv.iter_fragments(payload))  # the response ends after the error
+        assert len(fragments) == 1
+        assert (fragments[0].error_id, fragments[0].error_code) == ("4000", "Requested fragment is not found")
+        assert fragments[0].fragment_number is None
+    resumed = kvs_endpoint.fragments("reborn", StartSelectorType="CONTINUATION_TOKEN", ContinuationToken=new.persisted[2])
+    assert [f.fragment_number for f in resumed] == new.persisted[3:]
+
+
+def test_a_continuation_token_older_than_the_retention_is_not_found():
+    """API_dataplane_GetMedia error 4000 for a start point that the stream's retention has dropped."""
+    store = Store()
+    stream = store.create("short-memory", retention_hours=1)
+    now = time.time()
+    expired, kept = _fragment(store, now - 7200), _fragment(store, now - 60)
+    store.append(stream, expired)
+    store.append(stream, kept)
+    with pytest.raises(kvs_media.FragmentNotFound):
+        kvs_media._start(store, stream, {"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": expired.number})
+    first, _ = kvs_media._start(store, stream, {"StartSelectorType": "EARLIEST"})
+    assert [f.number for f in first] == [kept.number]
 
 
 def test_getmedia_errors_as_boto3_sees_them(kvs_endpoint, stored):

@@ -1,27 +1,40 @@
 """A local Kinesis Video endpoint for tests, and helpers to read media back through boto3.
 
-`kvs_endpoint` runs `python -m kinase_cli.local.kvs_server` as `kinase local up` does, in its own
-KINASE_HOME whose local/state.json points the CLI at it (`--local`), so these tests do not depend
-on (or disturb) the shared local stack. Import the fixture into a test module to use it.
+`kvs_endpoint` runs `python -m kinase_cli.local.kvs_server` as `kinase local up` does (the
+service's behaviour, idle GetMedia connections held open included), in its own KINASE_HOME whose
+local/state.json points the CLI at it (`--local`), so these tests do not depend on (or disturb) the
+shared local stack. `endpoint(...)` starts another one with shortened limits for a test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import urllib3
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 
+from support.cli import ROOT, free_port
 from worker import mkv
 
-MEDIA_IDLE_SECONDS = 2  # GetMedia responses end this long after the last fragment
+READ_IDLE_SECONDS = 2.0  # `fragments` stops reading after this long without a byte (the service never ends the response)
 
 
 @dataclass
 class KvsEndpoint:
     url: str
     home: Path
+    log: Path | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -34,18 +47,67 @@ class KvsEndpoint:
     def control(self, secret: str = "testing"):
         return self.session(secret).client("kinesisvideo", endpoint_url=self.url)
 
-    def media(self, stream: str):
+    def media(self, stream: str, read_timeout: float = 60):
         endpoint = self.control().get_data_endpoint(StreamName=stream, APIName="GET_MEDIA")["DataEndpoint"]
-        return self.session().client("kinesis-video-media", endpoint_url=endpoint)
+        config = Config(read_timeout=read_timeout, retries={"max_attempts": 1})
+        return self.session().client("kinesis-video-media", endpoint_url=endpoint, config=config)
 
-    def get_media(self, stream: str, **selector):
-        return self.media(stream).get_media(StreamName=stream, StartSelector=selector)["Payload"]
+    def get_media(self, stream: str, read_timeout: float = 60, **selector):
+        return self.media(stream, read_timeout).get_media(StreamName=stream, StartSelector=selector)["Payload"]
 
     def fragments(self, stream: str, **selector) -> list[mkv.Fragment]:
-        return list(mkv.iter_fragments(self.get_media(stream, **selector)))
+        """Every fragment GetMedia sends until it has sent nothing for READ_IDLE_SECONDS."""
+        payload = self.get_media(stream, read_timeout=READ_IDLE_SECONDS, **selector)
+        got: list[mkv.Fragment] = []
+        try:
+            got.extend(mkv.iter_fragments(payload))
+        except (urllib3.exceptions.ReadTimeoutError, ReadTimeoutError, TimeoutError):
+            pass
+        finally:
+            payload.close()
+        return got
 
     def create(self, stream: str, retention_hours: int = 1) -> None:
         self.control().create_stream(StreamName=stream, DataRetentionInHours=retention_hours)
+
+
+@contextlib.contextmanager
+def endpoint(home: Path, *flags: str) -> Iterator[KvsEndpoint]:
+    """A local Kinesis Video endpoint process (`kvs_server` with `flags`) and a KINASE_HOME pointing at it."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = home / "kvs_server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kinase_cli.local.kvs_server", "--host", "localhost", "--port", str(port), *flags],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    try:
+        for _ in range(400):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(log_path.read_text()) from None
+                time.sleep(0.05)
+        (home / "local").mkdir(exist_ok=True)
+        (home / "local" / "state.json").write_text(
+            json.dumps(
+                {
+                    "aws_endpoint": f"http://localhost:{free_port()}",  # nothing listens: these tests never need moto
+                    "kinesis_video_endpoint": url,
+                }
+            )
+        )
+        yield KvsEndpoint(url=url, home=home, log=log_path)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
 
 def decode(fragments: list[mkv.Fragment]) -> list[tuple[float, object]]:
