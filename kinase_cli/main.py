@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from kinase_cli import __version__
 from kinase_cli.ui.errors import KinaseError, translate
+from kinase_cli.ui.text import visible
 
 EXAMPLES = """\
 Examples:
@@ -41,7 +42,7 @@ class KinaseGroup(TyperGroup):
             error = translate(exc)
             if error is None:
                 raise
-            typer.secho(f"error: {error.line()}", err=True, fg="red")
+            typer.secho(f"error: {visible(error.line())}", err=True, fg="red")
             raise typer.Exit(error.exit_code) from None
 
 

@@ -9,6 +9,7 @@ generated from it (`python -m worker.contract`) and a test keeps the two equal.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -186,22 +187,63 @@ def _get_validator():
     return _validator
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ContractError(f"not JSON: number {text[:40]} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    """Integers beyond 64 bits are refused: no field needs them and other JSON readers lose them (RFC 8259 §6)."""
+    value = int(text) if len(text) <= 20 else None
+    if value is None or not -(2**63) <= value < 2**64:
+        raise ContractError(f"not JSON: integer {text[:20]}… is too large" if len(text) > 20 else f"not JSON: integer {text} is too large")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ContractError(f"not JSON: {name} is not a JSON number")
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for reasons: bodies are up to 256 KB and may nest deeply."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother, shortener.maxlist, shortener.maxdict = 3, 60, 60, 4, 4
+    return shortener.repr(value)
+
+
 def parse(body: str | bytes) -> dict:
-    """Decode and validate one message body; raises ContractError with a one-line reason."""
+    """Decode and validate one message body; raises ContractError with a one-line, bounded reason.
+
+    Any body, however hostile (invalid UTF-8, NaN or Infinity, 5000-digit numbers, deep nesting),
+    ends in a message or a ContractError, never another exception.
+    """
     if isinstance(body, bytes):
-        body = body.decode("utf-8", errors="replace")
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"not UTF-8: invalid byte at {exc.start}") from None
     try:
-        message = json.loads(body)
-    except ValueError as exc:
+        message = json.loads(body, parse_float=_finite, parse_int=_int64, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
         raise ContractError(f"not JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise ContractError("not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise ContractError("not a JSON object")
     if message.get("schema") != SCHEMA_ID:
-        raise ContractError(f"wrong schema {message.get('schema')!r}, expected {SCHEMA_ID!r}")
-    error = next(iter(sorted(_get_validator().iter_errors(message), key=lambda e: list(e.path))), None)
+        raise ContractError(f"wrong schema {_short(message.get('schema'))}, expected {SCHEMA_ID!r}")
+    try:
+        error = next(iter(sorted(_get_validator().iter_errors(message), key=lambda e: [str(p) for p in e.path])), None)
+    except RecursionError:
+        raise ContractError("invalid: nested too deeply") from None
     if error is not None:
-        where = "/".join(str(p) for p in error.path) or "(root)"
-        raise ContractError(f"invalid at {where}: {error.message}")
+        where = "/".join(str(p) for p in error.path)[:120] or "(root)"
+        said = error.message if len(error.message) <= 200 else f"{_short(error.instance)} fails {error.validator!r}"
+        raise ContractError(f"invalid at {where}: {said}")
     return message
 
 

@@ -52,9 +52,8 @@ def ls(
     """
     from datetime import datetime, timezone
 
-    from rich.markup import escape
-
     from kinase_cli.ui import console, jsonout
+    from kinase_cli.ui.text import join, plain
     from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)
@@ -73,9 +72,13 @@ def ls(
             else datetime.fromtimestamp(d.first_received / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         )
         console.out.print(
-            f"[bold]{d.message_id}[/]  first received {first} UTC  receives {d.receive_count}", highlight=False, soft_wrap=True
+            join(plain(d.message_id, style="bold"), f"  first received {first} UTC  receives {d.receive_count}"),
+            highlight=False,
+            soft_wrap=True,
         )
-        console.out.print(f"    {escape(d.reason)}", style="green" if d.reason == "valid" else "red", highlight=False, soft_wrap=True)
+        console.out.print(
+            join("    ", plain(d.reason, style="green" if d.reason == "valid" else "red", limit=500)), highlight=False, soft_wrap=True
+        )
     console.info(f"{len(letters)} dead letter(s) in {url.rsplit('/', 1)[-1]}; listing counts as one more receive of each")
 
 
@@ -93,6 +96,7 @@ def redrive(
     """
     from kinase_cli.ui import console
     from kinase_cli.ui.errors import KinaseError
+    from kinase_cli.ui.text import join, plain
     from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)
@@ -106,7 +110,7 @@ def redrive(
     console.info(f"moved {moved} message(s) to {destination.rsplit('/', 1)[-1]}")
     if problems:
         for problem in problems:
-            console.warn(problem)
+            console.err.print(join(("warning:", "yellow"), " ", plain(problem, limit=500)), highlight=False, soft_wrap=True)
         raise KinaseError(f"{len(problems)} message(s) were not moved cleanly", "run `kinase dlq ls` and retry")
 
 

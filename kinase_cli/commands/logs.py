@@ -40,6 +40,7 @@ def logs(
     from kinase_cli.local import runs as local_runs
     from kinase_cli.ui import console, jsonout
     from kinase_cli.ui.errors import KinaseError
+    from kinase_cli.ui.text import join, plain
 
     t = target(profile, region, local, env)
     start = since_time(since)
@@ -64,7 +65,11 @@ def logs(
                 jsonout.emit_line(event)
             else:
                 where = f" {event['task'][:8]}" if several else ""
-                console.out.print(f"[dim]{event['timestamp']}{where}[/] {_escape(event['message'])}", highlight=False, soft_wrap=True)
+                console.out.print(
+                    join((f"{event['timestamp']}", "dim"), plain(where, style="dim"), " ", plain(event["message"])),
+                    highlight=False,
+                    soft_wrap=True,
+                )
         return len(events)
 
     shown = show()
@@ -78,12 +83,6 @@ def logs(
             show()
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def register(app: typer.Typer) -> None:

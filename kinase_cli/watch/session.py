@@ -24,6 +24,7 @@ from rich.console import Console
 
 from kinase_cli.ui import jsonout
 from kinase_cli.ui.errors import translate
+from kinase_cli.ui.text import join, plain
 from kinase_cli.watch import view
 from kinase_cli.watch.messages import Filter, accept
 from kinase_cli.watch.receiving import Acker, Budget, DepthPoller, Holder, Received, Receiver
@@ -120,14 +121,14 @@ class Session:
         with self.stats.lock:
             self.stats.connection = text
         if self.mode != "live":
-            self.err.print(f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
+            self.err.print(plain(text, style="yellow"), highlight=False, soft_wrap=True)
 
     def _warn(self, text: str) -> None:
         if self.mode == "live":
             with self.stats.lock:
                 self.stats.notice = text
         else:
-            self.err.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+            self.err.print(join(("warning:", "yellow"), " ", plain(text, limit=1000)), highlight=False, soft_wrap=True)
 
     def run(self) -> tuple[dict, str]:
         """Watch until --count, --idle-timeout or Ctrl+C; returns the summary and why it ended."""
@@ -249,7 +250,10 @@ class Session:
             self.acker.delete(received.receipt_handle)
 
     def _show(self, message: dict, row: Row) -> None:
-        if self.mode == "json":
+        """Show one frame; in live mode its cells are built here, so a row that cannot render is never acked."""
+        if self.mode == "live":
+            view.cells(row)
+        elif self.mode == "json":
             jsonout.emit_line(message)
         elif self.mode == "plain":
             self.out.file.write(view.line(row) + "\n")

@@ -1,4 +1,8 @@
-"""How the watcher looks: the live table for a terminal, one plain line per frame otherwise, the summary."""
+"""How the watcher looks: the live table for a terminal, one plain line per frame otherwise, the summary.
+
+Stream names, class names, reasons and keys come from messages: every one of them goes through
+`kinase_cli.ui.text` (a Rich `Text`, escapes made visible), never through markup.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from kinase_cli.ui.text import plain, visible
 from kinase_cli.watch.stats import Row, Stats, format_detections
 
 TABLE_ROWS = 15
@@ -20,7 +25,9 @@ def clock(ts: float | None) -> str:
 
 
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
+    if value is None:
+        return "-"
+    return f"{value:.0f} ms" if value < 1e7 else f"{value:.3g} ms"
 
 
 def seconds(value: float | None) -> str:
@@ -44,12 +51,12 @@ def header(stats: Stats, queue_name: str) -> Table:
         notice = stats.notice
         frames, filtered = stats.frames, stats.filtered
     grid.add_row("frames", f"{frames}  ({stats.fps():.1f}/s)" + (f"  filtered out {filtered}" if filtered else ""))
-    grid.add_row("classes", classes)
+    grid.add_row("classes", plain(classes))
     grid.add_row("latency", f"p50 {ms(stats.latency(50))}  p95 {ms(stats.latency(95))}   lag behind live {seconds(stats.lag_s())}")
-    grid.add_row("invalid", Text(f"{invalid}" + (f"  ({reasons})" if reasons else ""), style="red" if invalid else ""))
-    grid.add_row("queue", f"{queue_name}: {queue_line}   [{connection}]")
+    grid.add_row("invalid", plain(f"{invalid}" + (f"  ({reasons})" if reasons else ""), style="red" if invalid else ""))
+    grid.add_row("queue", plain(f"{queue_name}: {queue_line}   [{connection}]"))
     if notice:
-        grid.add_row("note", Text(notice, style="yellow"))
+        grid.add_row("note", plain(notice, style="yellow", limit=300))
     return grid
 
 
@@ -64,12 +71,23 @@ def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
     with stats.lock:
         latest = list(stats.rows)[-rows:]
     for row in reversed(latest):
-        if row.error is not None:
-            table.add_row("-", "-", "-", Text(f"invalid: {row.error}", style="red"), "-", "-")
-        else:
-            best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
-            table.add_row(clock(row.frame_time), row.stream, row.frame, row.detections, best, ms(row.latency_ms))
+        table.add_row(*cells(row))
     return table
+
+
+def cells(row: Row) -> tuple[Text, ...]:
+    """The table cells of one row, all plain text (the session builds them before acking the message)."""
+    if row.error is not None:
+        return (Text("-"), Text("-"), Text("-"), plain(f"invalid: {row.error}", style="red", limit=300), Text("-"), Text("-"))
+    best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
+    return (
+        Text(clock(row.frame_time)),
+        plain(row.stream, limit=100),
+        plain(row.frame),
+        plain(row.detections, limit=300),
+        Text(best),
+        Text(ms(row.latency_ms)),
+    )
 
 
 def live(stats: Stats, queue_name: str, rows: int = TABLE_ROWS) -> Group:
@@ -79,13 +97,16 @@ def live(stats: Stats, queue_name: str, rows: int = TABLE_ROWS) -> Group:
 def line(row: Row) -> str:
     """The plain-text form of a row, for when stdout is not a terminal."""
     if row.error is not None:
-        return f"invalid message: {row.error}"
+        return f"invalid message: {visible(row.error)}"
     best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
-    return f"{clock(row.frame_time)}  {row.stream}  frame {row.frame}  {row.detections}  best {best}  latency {ms(row.latency_ms)}"
+    return (
+        f"{clock(row.frame_time)}  {visible(row.stream)}  frame {visible(row.frame)}  {visible(row.detections)}"
+        f"  best {best}  latency {ms(row.latency_ms)}"
+    )
 
 
-def summary_text(summary: dict, reason: str) -> str:
-    classes = format_detections(summary["classes"]) if summary["classes"] else "-"
+def summary_text(summary: dict, reason: str) -> Text:
+    classes = visible(format_detections(summary["classes"]), limit=300) if summary["classes"] else "-"
     latency = summary["latency_ms"]
     parts = [
         f"watch ended ({reason}): {summary['frames']} frames, {summary['fps']:.1f} frames/s",
@@ -95,4 +116,4 @@ def summary_text(summary: dict, reason: str) -> str:
     ]
     if summary["saved"] or summary["save_errors"]:
         parts.append(f"  saved: {summary['saved']}, save errors: {summary['save_errors']}")
-    return "\n".join(parts)
+    return Text("\n".join(parts))
