@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,7 @@ Examples:
   kinase watch --json | jq -c '{frame: .frame_index, n: .detections_count}'
   kinase watch --class person --min-conf 0.6 --save frames/
   kinase watch --peek --idle-timeout 5         # look at what is queued without consuming it
+  kinase watch --local --web --open            # the table, and one tile per camera in the browser
 
 Every valid message is consumed (deleted) once handled, including frames the filters hide; use --peek to leave messages on the queue.
 
@@ -48,6 +50,15 @@ def watch(
         typer.Option("--peek", help="Show without deleting: messages go back on the queue when the watch ends (each costs one receive)."),
     ] = False,
     receivers: Annotated[int, typer.Option("--receivers", min=1, max=16, help="Most parallel long-polls while the queue is deep.")] = 4,
+    web: Annotated[
+        bool, typer.Option("--web", help="Also serve a live page: one tile per stream with its latest annotated frame and charts.")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port of the --web page (0: any free port).")] = 8765,
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Address the --web page binds to; anything but loopback requires the token printed at start."),
+    ] = "127.0.0.1",
+    open_: Annotated[bool, typer.Option("--open", help="Open the --web page in the default browser.")] = False,
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
@@ -72,16 +83,25 @@ def watch(
         dlq_url=out.get("DeadLetterQueueUrl"),
         bucket=out["FramesBucketName"],
     )
-    opts = Options(
-        json=json_,
-        save=save,
-        filter=Filter(classes=frozenset(classes or ()), min_conf=min_conf, stream=stream),
-        count=count,
-        idle_timeout=idle_timeout,
-        peek=peek,
-        receivers=receivers,
-    )
-    summary, reason = Session(resources, opts, console.out, console.err).run()
+    filter_ = Filter(classes=frozenset(classes or ()), min_conf=min_conf, stream=stream)
+    opts = Options(json=json_, save=save, filter=filter_, count=count, idle_timeout=idle_timeout, peek=peek, receivers=receivers)
+    if not web:
+        summary, reason = Session(resources, opts, console.out, console.err).run()
+    else:
+        from kinase_cli.web.server import serving
+
+        with serving(resources.s3, resources.bucket, resources.queue_url, detections=filter_.detections, host=host, port=port) as (
+            hub,
+            view,
+        ):
+            console.err.print(f"web view: {view.url}", markup=False, highlight=False, soft_wrap=True)
+            if open_:
+                import webbrowser
+
+                webbrowser.open(view.url)
+            session = Session(resources, replace(opts, on_frame=hub.frame), console.out, console.err)
+            hub.stats = session.stats
+            summary, reason = session.run()
     console.info(summary_text(summary, reason))
 
 

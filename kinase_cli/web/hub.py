@@ -1,0 +1,222 @@
+"""What the web view shows, fed by the watch session's `on_frame` hook: one tile per stream.
+
+The session stays the only consumer: it receives, validates, deduplicates and acks; the hub only
+sees the frames it shows, so the table and the page always agree. Everything here is data for the
+page as plain values; the page renders every string as text.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from kinase_cli.watch.stats import Stats, percentile
+
+CHART_WINDOW_S = 300  # the charts show the last five minutes, one point per second
+RATE_WINDOW_S = 5.0
+QUIET_AFTER_S = 10.0
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+# Optional per-frame accounting a worker may add to its messages (counts since its previous message).
+DROP_FIELDS = ("frames_dropped", "dropped")
+GAP_FIELDS = ("gaps", "frames_gapped")
+
+
+@dataclass
+class Second:
+    at: int
+    frames: int = 0
+    latency_sum: float = 0.0
+    lag_max: float = 0.0
+
+
+@dataclass
+class Tile:
+    id: int
+    stream: str
+    frames: int = 0
+    classes: Counter = field(default_factory=Counter)
+    latest: list = field(default_factory=list)
+    frame_index: int | None = None
+    frame_time: float | None = None
+    newest_frame_time: float | None = None
+    inference_ms: float | None = None
+    latency_ms: float | None = None
+    last_seen: float | None = None
+    drops: int | None = None
+    gaps: int | None = None
+    pending_key: str | None = None
+    image_key: str | None = None
+    image: bytes | None = None
+    image_version: int = 0
+    image_error: str | None = None
+    seconds: deque = field(default_factory=lambda: deque(maxlen=CHART_WINDOW_S))
+    recent: deque = field(default_factory=deque)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=500))
+
+
+def _count_field(message: dict, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = message.get(name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value >= 0:
+            return value
+        if isinstance(value, list):
+            return len(value)
+    return None
+
+
+class Hub:
+    """Per-stream state plus a background fetcher that keeps each stream's latest frame in memory."""
+
+    def __init__(self, s3, bucket: str, queue_name: str, detections=None):
+        self.s3, self.bucket, self.queue_name = s3, bucket, queue_name
+        self.detections = detections or (lambda message: message["summary"])
+        self.stats: Stats | None = None
+        self.tiles: dict[str, Tile] = {}
+        self.lock = threading.Lock()
+        self.version = 0
+        self.closed = threading.Event()
+        self._wanted = threading.Condition(self.lock)
+        self._fetcher = threading.Thread(target=self._fetch_loop, name="kinase-web-frames", daemon=True)
+        self._fetcher.start()
+
+    def frame(self, message: dict) -> None:
+        """The session's `on_frame` hook: record one shown frame."""
+        from worker.contract import parse_iso
+
+        detections = self.detections(message)
+        if detections is None:
+            return
+        now = time.time()
+        frame_time = parse_iso(message["frame_time"])
+        with self.lock:
+            tile = self.tiles.get(message["stream_name"])
+            if tile is None:
+                tile = self.tiles[message["stream_name"]] = Tile(id=len(self.tiles) + 1, stream=message["stream_name"])
+            tile.frames += 1
+            counts = Counter(d["class"] for d in detections)
+            tile.classes.update(counts)
+            tile.latest = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            tile.frame_index = message["frame_index"]
+            tile.frame_time = frame_time
+            tile.newest_frame_time = max(frame_time, tile.newest_frame_time or frame_time)
+            tile.inference_ms = float(message["inference_ms"])
+            tile.latency_ms = float(message["latency_ms"])
+            tile.latencies.append(tile.latency_ms)
+            tile.last_seen = now
+            tile.recent.append(now)
+            for names, attr in ((DROP_FIELDS, "drops"), (GAP_FIELDS, "gaps")):
+                value = _count_field(message, names)
+                if value is not None:
+                    setattr(tile, attr, (getattr(tile, attr) or 0) + value)
+            second = int(now)
+            if not tile.seconds or tile.seconds[-1].at != second:
+                tile.seconds.append(Second(at=second))
+            bucket = tile.seconds[-1]
+            bucket.frames += 1
+            bucket.latency_sum += tile.latency_ms
+            bucket.lag_max = max(bucket.lag_max, max(0.0, now - frame_time))
+            tile.pending_key = message["key"]
+            self.version += 1
+            self._wanted.notify()
+
+    def image(self, tile_id: int) -> bytes | None:
+        with self.lock:
+            for tile in self.tiles.values():
+                if tile.id == tile_id:
+                    return tile.image
+        return None
+
+    def close(self) -> None:
+        self.closed.set()
+        with self.lock:
+            self._wanted.notify_all()
+
+    def _fetch_loop(self) -> None:
+        """Fetch the newest key of each stream; a stream that moves on while a fetch runs skips the frames between."""
+        while not self.closed.is_set():
+            with self.lock:
+                work = [(t.stream, t.pending_key) for t in self.tiles.values() if t.pending_key and t.pending_key != t.image_key]
+                if not work:
+                    self._wanted.wait(timeout=1.0)
+                    continue
+            for stream, key in work:
+                data, error = self._get(key)
+                with self.lock:
+                    tile = self.tiles[stream]
+                    tile.image_key = key
+                    if data is not None:
+                        tile.image, tile.image_error = data, None
+                        tile.image_version += 1
+                    else:
+                        tile.image_error = error
+                    self.version += 1
+
+    def _get(self, key: str) -> tuple[bytes | None, str | None]:
+        from kinase_cli.ui.errors import translate
+
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            data = body.read(MAX_IMAGE_BYTES + 1)
+        except Exception as exc:
+            described = translate(exc)
+            return None, described.line() if described else f"{type(exc).__name__}: {exc}"
+        if len(data) > MAX_IMAGE_BYTES:
+            return None, f"frame larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB, not shown"
+        return data, None
+
+    def snapshot(self, now: float | None = None) -> dict:
+        """Everything the page draws, as JSON-ready values (strings are untrusted text)."""
+        now = time.time() if now is None else now
+        head = {"queue": self.queue_name, "waiting": None, "in_flight": None, "dlq": None, "frames": 0, "invalid": 0}
+        if self.stats is not None:
+            with self.stats.lock:
+                head.update(
+                    waiting=self.stats.queue_depth,
+                    in_flight=self.stats.in_flight,
+                    dlq=self.stats.dlq_depth,
+                    frames=self.stats.frames,
+                    invalid=self.stats.invalid,
+                    connection=self.stats.connection,
+                )
+        with self.lock:
+            streams = [self._tile(t, now) for t in sorted(self.tiles.values(), key=lambda t: t.id)]
+        return {"now": now, "window_s": CHART_WINDOW_S, **head, "streams": streams}
+
+    def _tile(self, tile: Tile, now: float) -> dict:
+        while tile.recent and tile.recent[0] < now - RATE_WINDOW_S:
+            tile.recent.popleft()
+        series = {"t": [], "fps": [], "latency_ms": [], "lag_s": []}
+        for s in tile.seconds:
+            if s.at >= now - CHART_WINDOW_S:
+                series["t"].append(s.at)
+                series["fps"].append(s.frames)
+                series["latency_ms"].append(round(s.latency_sum / s.frames, 1))
+                series["lag_s"].append(round(s.lag_max, 3))
+        quiet = None if tile.last_seen is None else max(0.0, now - tile.last_seen)
+        lag = None if tile.newest_frame_time is None else max(0.0, now - tile.newest_frame_time)
+        p95 = percentile(list(tile.latencies), 95)
+        return {
+            "id": tile.id,
+            "stream": tile.stream,
+            "frames": tile.frames,
+            "frame_index": tile.frame_index,
+            "classes": sorted(tile.classes.items(), key=lambda kv: (-kv[1], kv[0])),
+            "latest": tile.latest,
+            "fps": round(len(tile.recent) / RATE_WINDOW_S, 2),
+            "inference_ms": tile.inference_ms,
+            "latency_ms": tile.latency_ms,
+            "latency_p95_ms": p95,
+            "lag_s": None if lag is None or math.isnan(lag) else round(lag, 2),
+            "quiet_s": None if quiet is None else round(quiet, 1),
+            "quiet": quiet is not None and quiet >= QUIET_AFTER_S,
+            "drops": tile.drops,
+            "gaps": tile.gaps,
+            "image_version": tile.image_version if tile.image is not None else 0,
+            "image_error": tile.image_error,
+            "series": series,
+        }

@@ -1,0 +1,165 @@
+// The kinase web view: one tile per stream, redrawn from server-sent events.
+// Every string from the queue is untrusted: it only ever reaches the page through textContent.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token");
+const tiles = new Map();
+
+function withToken(path) {
+  return token ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : path;
+}
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function num(value, digits, unit) {
+  if (value === null || value === undefined) return "-";
+  return value.toFixed(digits) + (unit ? " " + unit : "");
+}
+
+function count(value) {
+  return value === null || value === undefined ? "-" : String(value);
+}
+
+function stat(parent, label) {
+  const box = el("div", "stat");
+  box.append(el("span", "label", label));
+  const value = el("span", "value", "-");
+  box.append(value);
+  parent.append(box);
+  return value;
+}
+
+function chart(parent, label, color) {
+  const box = el("figure", "chart");
+  const canvas = el("canvas");
+  canvas.width = 220;
+  canvas.height = 48;
+  const caption = el("figcaption", null, label);
+  box.append(caption, canvas);
+  parent.append(box);
+  return { canvas, caption, label, color };
+}
+
+function draw(c, times, values, now, windowS, unit) {
+  const ctx = c.canvas.getContext("2d");
+  const w = c.canvas.width, h = c.canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = "#d0d7de";
+  ctx.beginPath();
+  ctx.moveTo(0, h - 0.5);
+  ctx.lineTo(w, h - 0.5);
+  ctx.stroke();
+  const max = Math.max(1e-9, ...values);
+  c.caption.textContent = c.label + " · max " + (values.length ? max.toFixed(max < 10 ? 1 : 0) : "-") + " " + unit;
+  if (!values.length) return;
+  ctx.strokeStyle = c.color;
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = w - ((now - times[i]) / windowS) * w;
+    const y = h - 2 - (v / max) * (h - 4);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+}
+
+function makeTile(s) {
+  const root = el("article", "tile");
+  root.dataset.tile = String(s.id);
+  const title = el("h2", "stream");
+  root.append(title);
+  const frame = el("div", "frame");
+  const img = el("img");
+  img.alt = "latest annotated frame";
+  const noImage = el("div", "no-image", "no frame yet");
+  frame.append(img, noImage);
+  root.append(frame);
+  const stats = el("div", "stats");
+  root.append(stats);
+  const t = {
+    root, title, img, noImage, shownVersion: 0,
+    frames: stat(stats, "frames"), fps: stat(stats, "fps"), inference: stat(stats, "inference"),
+    latency: stat(stats, "latency"), p95: stat(stats, "p95"), lag: stat(stats, "lag"),
+    drops: stat(stats, "drops"), gaps: stat(stats, "gaps"),
+  };
+  t.frames.classList.add("frames");
+  t.latest = el("p", "latest");
+  root.append(t.latest);
+  t.classes = el("ul", "classes");
+  root.append(t.classes);
+  const charts = el("div", "charts");
+  root.append(charts);
+  t.fpsChart = chart(charts, "fps", "#0969da");
+  t.latencyChart = chart(charts, "latency", "#8250df");
+  t.lagChart = chart(charts, "lag", "#bf3989");
+  t.status = el("p", "status");
+  root.append(t.status);
+  document.getElementById("tiles").append(root);
+  return t;
+}
+
+function update(t, s, now, windowS) {
+  t.title.textContent = s.stream;
+  t.root.classList.toggle("quiet", s.quiet);
+  t.frames.textContent = String(s.frames);
+  t.fps.textContent = num(s.fps, 1);
+  t.inference.textContent = num(s.inference_ms, 1, "ms");
+  t.latency.textContent = num(s.latency_ms, 0, "ms");
+  t.p95.textContent = num(s.latency_p95_ms, 0, "ms");
+  t.lag.textContent = num(s.lag_s, 1, "s");
+  t.drops.textContent = count(s.drops);
+  t.gaps.textContent = count(s.gaps);
+  t.latest.textContent = "frame " + count(s.frame_index) + ": " +
+    (s.latest.length ? s.latest.map(([name, n]) => name + " ×" + n).join(", ") : "no detections");
+  t.classes.replaceChildren(...s.classes.map(([name, n]) => {
+    const li = el("li");
+    li.append(el("span", "class-name", name), el("span", "class-count", String(n)));
+    return li;
+  }));
+  if (s.image_version && s.image_version !== t.shownVersion) {
+    t.shownVersion = s.image_version;
+    t.img.src = withToken("frames/" + s.id + "?v=" + s.image_version);
+  }
+  t.noImage.hidden = Boolean(s.image_version);
+  const parts = [];
+  if (s.quiet) parts.push("quiet for " + num(s.quiet_s, 0, "s"));
+  if (s.image_error) parts.push("frame: " + s.image_error);
+  t.status.textContent = parts.join(" · ");
+  draw(t.fpsChart, s.series.t, s.series.fps, now, windowS, "/s");
+  draw(t.latencyChart, s.series.t, s.series.latency_ms, now, windowS, "ms");
+  draw(t.lagChart, s.series.t, s.series.lag_s, now, windowS, "s");
+}
+
+function render(state) {
+  document.getElementById("queue").textContent = state.queue;
+  document.getElementById("waiting").textContent = count(state.waiting);
+  document.getElementById("in-flight").textContent = count(state.in_flight);
+  document.getElementById("dlq").textContent = count(state.dlq);
+  document.getElementById("frames").textContent = String(state.frames);
+  document.getElementById("invalid").textContent = String(state.invalid);
+  document.getElementById("empty").hidden = state.streams.length > 0;
+  for (const s of state.streams) {
+    let t = tiles.get(s.id);
+    if (!t) {
+      t = makeTile(s);
+      tiles.set(s.id, t);
+    }
+    update(t, s, state.now, state.window_s);
+  }
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+}
+
+function connect() {
+  const link = document.getElementById("link");
+  const source = new EventSource(withToken("events"));
+  source.onopen = () => { link.textContent = "live"; };
+  source.onerror = () => { link.textContent = "reconnecting"; };
+  source.onmessage = (event) => render(JSON.parse(event.data));
+}
+
+connect();
