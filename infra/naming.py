@@ -13,6 +13,13 @@ CONTEXT_ENV = "env"
 CONTEXT_INPUT_BUCKETS = "input_buckets"  # comma-separated bucket names the worker may read
 CONTEXT_IMAGE_DIGEST = "image_digest"  # sha256:... pinned by `kinase push-image`
 
+# Sizes and retention periods the stacks set and `kinase cost` prices.
+TASK_CPU = 1024
+TASK_MEMORY_MIB = 2048
+FRAMES_EXPIRE_DAYS = 14
+STREAM_RETENTION_HOURS = 24
+LOG_RETENTION_DAYS = 14
+
 # Deploy order; destroy runs it backwards.
 CONCERNS = ("network", "storage", "stream", "registry", "compute")
 

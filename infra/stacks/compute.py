@@ -26,8 +26,8 @@ from infra.stacks.stream import stream_arn
 from worker.settings import INPUTS_PREFIX
 
 CONTAINER_NAME = "worker"
-TASK_CPU = 1024
-TASK_MEMORY_MIB = 2048
+TASK_CPU = naming.TASK_CPU
+TASK_MEMORY_MIB = naming.TASK_MEMORY_MIB
 DEFAULT_MODEL = "/opt/kinase/models/yolo11n.onnx"
 # What the template names before `kinase push-image` has pinned a digest (tags are immutable, so no
 # build is ever pushed under it by kinase; `kinase deploy` passes the pinned digest back in).
@@ -58,7 +58,7 @@ class ComputeStack(cdk.Stack):
             self,
             "WorkerLogs",
             log_group_name=f"/kinase/{env_name}/worker",
-            retention=logs.RetentionDays.TWO_WEEKS,
+            retention=logs.RetentionDays.TWO_WEEKS,  # naming.LOG_RETENTION_DAYS (a test keeps them equal)
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
 

@@ -7,11 +7,12 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra import naming
 from infra.stacks.outputs import output
 from worker.contract import FRAMES_PREFIX
 from worker.settings import INPUTS_PREFIX
 
-FRAMES_EXPIRE_DAYS = 14
+FRAMES_EXPIRE_DAYS = naming.FRAMES_EXPIRE_DAYS
 # Videos `kinase run-task --source FILE` uploads under inputs/ for the worker to read.
 INPUTS_EXPIRE_DAYS = 7
 ACCESS_LOGS_EXPIRE_DAYS = 90

@@ -10,9 +10,10 @@ import aws_cdk as cdk
 from aws_cdk import aws_kinesisvideo as kinesisvideo
 from constructs import Construct
 
+from infra import naming
 from infra.stacks.outputs import output
 
-RETENTION_HOURS = 24
+RETENTION_HOURS = naming.STREAM_RETENTION_HOURS
 
 
 def stream_arn(stack: cdk.Stack, name: str) -> str:

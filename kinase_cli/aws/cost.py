@@ -1,74 +1,103 @@
-"""An ESTIMATE of what Fargate tasks cost, from a small price table kept in code.
+"""An ESTIMATE of what an environment costs, from dated price tables kept in code.
 
-Fargate bills the task's requested vCPU and memory per second (one-minute minimum), whatever the
-container actually uses. The table holds on-demand Linux/x86 prices (the worker image is built for
-linux/amd64); it is not a bill: Spot, Savings Plans, public IPv4 addresses, logs, storage and data
-transfer are not in it. Source: https://aws.amazon.com/fargate/pricing/ ; us-east-1 was checked
-against several published summaries of that page dated 2024-2026; the other regions are from the same
-page as last read and were not re-checked offline. Update PRICES_AS_OF when you touch the table.
+Not a bill: on-demand list prices, no free tier, no Savings Plans or Spot, no tax. A stream costs
+its worker task (Fargate bills the requested vCPU and memory per second, whatever the container
+uses), its public IPv4 address, one S3 PUT per uploaded frame and that frame's storage until the
+lifecycle rule expires it, the SQS requests that carry one message per processed frame (sent and
+received in batches), Kinesis Video ingestion, storage for the retention period and consumption
+(GetMedia), and the worker's CloudWatch Logs and embedded metrics. At 10 frames/s with every frame
+uploaded the S3 PUTs alone are about $4.3 a day, more than the 1 vCPU / 2 GB task (about $1.2):
+the upload policy (`--upload`, the worker's KINASE_UPLOAD) is the biggest lever.
+
+Not counted: Container Insights, VPC flow logs, data transfer to the internet, `kinase watch`
+downloading frames, the free tier. Update a table's `as_of` when you touch it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 
-PRICES_AS_OF = "2025-06"
+from infra import naming
+
 FALLBACK_REGION = "us-east-1"
+HOURS_PER_MONTH = 730  # AWS's own convention for monthly figures
+DAYS_PER_MONTH = HOURS_PER_MONTH / 24
+GB = 1024**3
 
-# region -> (USD per vCPU-hour, USD per GB-hour), Linux/x86, on demand
-FARGATE_PRICES: dict[str, tuple[float, float]] = {
-    "us-east-1": (0.04048, 0.004445),
-    "us-east-2": (0.04048, 0.004445),
-    "us-west-2": (0.04048, 0.004445),
-    "eu-west-1": (0.04048, 0.004445),
-    "us-west-1": (0.04656, 0.00511),
-    "eu-west-2": (0.04656, 0.00511),
-    "eu-central-1": (0.04656, 0.00511),
-    "ap-southeast-2": (0.04856, 0.00532),
-    "ap-southeast-1": (0.05056, 0.00553),
-    "ap-northeast-1": (0.05056, 0.00553),
-}
-
-# Task-level cpu units -> allowed memory MiB (Fargate's valid combinations).
-FARGATE_SIZES: dict[int, range] = {
-    256: range(512, 2048 + 1, 512),
-    512: range(1024, 4096 + 1, 1024),
-    1024: range(2048, 8192 + 1, 1024),
-    2048: range(4096, 16384 + 1, 1024),
-    4096: range(8192, 30720 + 1, 1024),
-    8192: range(16384, 61440 + 1, 4096),
-    16384: range(32768, 122880 + 1, 8192),
-}
+# Workload defaults, each an assumption the `kinase cost` flags can change.
+DEFAULT_FPS = 10.0
+DEFAULT_FRAME_KB = 60.0  # a 640x480 annotated JPEG at quality 85
+DEFAULT_BITRATE_KBPS = 1000.0  # the camera's H.264 stream into Kinesis Video
+FRAGMENT_SECONDS = 2.0  # a camera's usual keyframe interval: one Kinesis Video fragment, one checkpoint PUT
+LOG_BYTES_PER_HOUR = 600_000  # the worker's log lines besides its metrics (start-up, warnings, summaries)
+# The worker's SQS batching (worker/sinks/sqs_results.py BATCH_SIZE, BATCH_WAIT; a test keeps them equal).
+SQS_BATCH_SIZE = 10
+SQS_BATCH_WAIT = 0.1
+UPLOAD_POLICIES = ("all", "detections", "every:N", "none")
 
 
 @dataclass(frozen=True)
-class Estimate:
-    usd_per_hour: float
-    region: str
-    priced_region: str
-    prices_as_of: str = PRICES_AS_OF
-    estimate: bool = True
+class Prices:
+    """On-demand USD list prices of one region, as of `as_of`, from `source`."""
 
-    def as_dict(self) -> dict:
-        return {
-            "usdPerHour": self.usd_per_hour,
-            "region": self.region,
-            "pricedRegion": self.priced_region,
-            "pricesAsOf": self.prices_as_of,
-            "estimate": self.estimate,
-        }
-
-    def text(self) -> str:
-        where = self.region if self.priced_region == self.region else f"{self.region}, priced as {self.priced_region}"
-        return f"~${self.usd_per_hour:.4f}/h (estimate, Fargate on-demand Linux/x86, {where}, prices as of {self.prices_as_of})"
+    as_of: str
+    source: str
+    fargate_vcpu_hour: float
+    fargate_gb_hour: float
+    s3_put_per_1000: float
+    s3_gb_month: float
+    sqs_per_million: float
+    kvs_ingest_gb: float
+    kvs_consume_gb: float
+    kvs_gb_month: float
+    ipv4_hour: float
+    logs_ingest_gb: float
+    logs_gb_month: float
+    metric_month: float
 
 
-def fargate_hourly(cpu_units: int, memory_mib: int, region: str, count: int = 1) -> Estimate:
-    """Estimated USD per hour for `count` tasks of `cpu_units` (1024 = 1 vCPU) and `memory_mib`."""
-    priced = region if region in FARGATE_PRICES else FALLBACK_REGION
-    per_vcpu, per_gb = FARGATE_PRICES[priced]
-    hourly = (cpu_units / 1024 * per_vcpu + memory_mib / 1024 * per_gb) * count
-    return Estimate(round(hourly, 6), region, priced)
+_US = Prices(
+    as_of="2025-06",
+    source=(
+        "https://aws.amazon.com/fargate/pricing/ https://aws.amazon.com/s3/pricing/ https://aws.amazon.com/sqs/pricing/ "
+        "https://aws.amazon.com/kinesis/video-streams/pricing/ https://aws.amazon.com/vpc/pricing/ (public IPv4) "
+        "https://aws.amazon.com/cloudwatch/pricing/"
+    ),
+    fargate_vcpu_hour=0.04048,
+    fargate_gb_hour=0.004445,
+    s3_put_per_1000=0.005,
+    s3_gb_month=0.023,
+    sqs_per_million=0.40,
+    kvs_ingest_gb=0.0085,
+    kvs_consume_gb=0.0085,
+    kvs_gb_month=0.023,
+    ipv4_hour=0.005,
+    logs_ingest_gb=0.50,
+    logs_gb_month=0.03,
+    metric_month=0.30,
+)
+
+# region -> its table. Regions not here are priced as FALLBACK_REGION, and every estimate says so.
+PRICES: dict[str, Prices] = {"us-east-1": _US, "us-east-2": _US, "us-west-2": _US}
+PRICES_AS_OF = max(p.as_of for p in PRICES.values())
+
+# Task-level cpu units -> allowed memory MiB (Fargate's valid combinations; 256 CPU: 512, 1024 or 2048 only).
+FARGATE_SIZES: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+
+
+def prices_for(region: str) -> tuple[Prices, str]:
+    """The region's table and the region it is for (FALLBACK_REGION when the region has none)."""
+    priced = region if region in PRICES else FALLBACK_REGION
+    return PRICES[priced], priced
 
 
 def invalid_size(cpu_units: int, memory_mib: int) -> str | None:
@@ -77,8 +106,266 @@ def invalid_size(cpu_units: int, memory_mib: int) -> str | None:
         return f"cpu {cpu_units} is not a Fargate size (one of {', '.join(map(str, FARGATE_SIZES))})"
     allowed = FARGATE_SIZES[cpu_units]
     if memory_mib not in allowed:
-        return (
-            f"memory {memory_mib} MiB is not valid with cpu {cpu_units} "
-            f"(from {allowed.start} to {allowed.stop - 1} MiB in steps of {allowed.step})"
-        )
+        steps = {b - a for a, b in zip(allowed, allowed[1:])}
+        shape = f"from {allowed[0]} to {allowed[-1]} MiB in steps of {steps.pop()}" if len(steps) == 1 else ", ".join(map(str, allowed))
+        return f"memory {memory_mib} MiB is not valid with cpu {cpu_units} ({shape})"
     return None
+
+
+def upload_share(policy: str, detected_share: float = 1.0) -> float:
+    """The share of processed frames a KINASE_UPLOAD policy puts in S3."""
+    if policy == "all":
+        return 1.0
+    if policy == "none":
+        return 0.0
+    if policy == "detections":
+        return detected_share
+    if policy.startswith("every:"):
+        count = policy.removeprefix("every:")
+        if count.isdigit() and int(count) > 0:
+            return 1.0 / int(count)
+    raise ValueError(f"upload policy {policy!r} is not one of {', '.join(UPLOAD_POLICIES)} (N a whole number >= 1)")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one stream asks of AWS; every field is an assumption the `kinase cost` flags can change."""
+
+    fps: float = DEFAULT_FPS  # frames processed per second (after sampling)
+    upload: str = "all"
+    detected_share: float = 1.0  # for upload=detections: share of frames with a detection
+    frame_kb: float = DEFAULT_FRAME_KB
+    bitrate_kbps: float = DEFAULT_BITRATE_KBPS
+    cpu: int = naming.TASK_CPU
+    memory: int = naming.TASK_MEMORY_MIB
+    frames_expire_days: int = naming.FRAMES_EXPIRE_DAYS
+    stream_retention_hours: int = naming.STREAM_RETENTION_HOURS
+    log_retention_days: int = naming.LOG_RETENTION_DAYS
+
+
+@dataclass(frozen=True)
+class Line:
+    item: str
+    quantity: float  # per stream-hour
+    unit: str
+    unit_usd: float
+    usd_per_stream_hour: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    region: str
+    priced_region: str
+    prices: Prices
+    workload: Workload
+    streams: int
+    hours_per_day: float
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def usd_per_stream_hour(self) -> float:
+        return sum(line.usd_per_stream_hour for line in self.lines)
+
+    @property
+    def usd_per_day(self) -> float:
+        return self.usd_per_stream_hour * self.streams * self.hours_per_day
+
+    @property
+    def usd_per_month(self) -> float:
+        return self.usd_per_day * DAYS_PER_MONTH
+
+    def as_dict(self) -> dict:
+        return {
+            "estimate": True,
+            "region": self.region,
+            "priced_region": self.priced_region,
+            "prices_as_of": self.prices.as_of,
+            "prices_source": self.prices.source,
+            "streams": self.streams,
+            "hours_per_day": self.hours_per_day,
+            "workload": {
+                "fps": self.workload.fps,
+                "upload": self.workload.upload,
+                "detected_share": self.workload.detected_share,
+                "frame_kb": self.workload.frame_kb,
+                "bitrate_kbps": self.workload.bitrate_kbps,
+                "cpu": self.workload.cpu,
+                "memory": self.workload.memory,
+            },
+            "usd_per_stream_hour": _round(self.usd_per_stream_hour),
+            "usd_per_day": _round(self.usd_per_day),
+            "usd_per_month": _round(self.usd_per_month),
+            "lines": [
+                {
+                    "item": line.item,
+                    "quantity_per_stream_hour": _round(line.quantity),
+                    "unit": line.unit,
+                    "unit_usd": line.unit_usd,
+                    "usd_per_stream_hour": _round(line.usd_per_stream_hour),
+                    "usd_per_day": _round(line.usd_per_stream_hour * self.streams * self.hours_per_day),
+                }
+                for line in self.lines
+            ],
+        }
+
+    def where(self) -> str:
+        return self.region if self.priced_region == self.region else f"{self.region}, priced as {self.priced_region}"
+
+    def text(self) -> str:
+        """One line: the figure a command shows before it asks or after it starts something."""
+        return (
+            f"~${self.usd_per_stream_hour:.3f} per stream-hour, ~${self.usd_per_day:.2f}/day, ~${self.usd_per_month:.0f}/month "
+            f"for {self.streams} stream(s) x {self.hours_per_day:g} h/day at {self.workload.fps:g} frames/s, upload={self.workload.upload} "
+            f"(ESTIMATE, {self.where()}, prices as of {self.prices.as_of}; `kinase cost` shows the lines)"
+        )
+
+
+def _round(value: float) -> float:
+    return round(value, 6)
+
+
+def metrics_per_stream() -> int:
+    """The worker's embedded metrics (worker/metrics.py), each one custom metric per Stream dimension."""
+    from worker.metrics import COUNTERS, GAUGES, TIMINGS
+
+    return len(COUNTERS) + 1 + 2 * len(TIMINGS) + len(GAUGES)  # +1 ProcessedFps; timings come as mean and max
+
+
+def metrics_line_bytes() -> int:
+    """The size of one metrics line the worker logs (an EMF record with every field set)."""
+    import io
+
+    from worker.metrics import Metrics
+
+    out = io.StringIO()
+    metrics = Metrics("kinase-env-video", out=out)
+    for name in ("InferenceMs", "LatencyMs"):
+        metrics.time(name, 12.5)
+    metrics.gauge("MillisBehindNow", 1500.0)
+    metrics.emit()
+    return len(out.getvalue().encode())
+
+
+def estimate(
+    region: str,
+    workload: Workload | None = None,
+    *,
+    streams: int = 1,
+    hours_per_day: float = 24.0,
+    metrics_interval: float = 10.0,
+) -> Estimate:
+    """The cost of `streams` streams, each with its own worker task, running `hours_per_day` hours a day."""
+    w = workload or Workload()
+    problem = invalid_size(w.cpu, w.memory)
+    if problem:
+        raise ValueError(problem)
+    p, priced = prices_for(region)
+    frames = w.fps * 3600
+    uploaded = frames * upload_share(w.upload, w.detected_share)
+    frame_gb = w.frame_kb * 1000 / GB
+    video_gb = w.bitrate_kbps * 1000 / 8 * 3600 / GB
+    batch = min(SQS_BATCH_SIZE, 1 + w.fps * SQS_BATCH_WAIT)  # messages per SendMessageBatch at this rate
+    log_gb = (3600 / metrics_interval * metrics_line_bytes() + LOG_BYTES_PER_HOUR) / GB
+    lines = [
+        Line("Fargate vCPU", w.cpu / 1024, "vCPU-hour", p.fargate_vcpu_hour, w.cpu / 1024 * p.fargate_vcpu_hour),
+        Line("Fargate memory", w.memory / 1024, "GB-hour", p.fargate_gb_hour, w.memory / 1024 * p.fargate_gb_hour),
+        Line("public IPv4 address", 1, "IP-hour", p.ipv4_hour, p.ipv4_hour),
+        Line("S3 PUT (frames)", uploaded, "request", p.s3_put_per_1000 / 1000, uploaded * p.s3_put_per_1000 / 1000),
+        Line(
+            "S3 PUT (checkpoints)",
+            3600 / FRAGMENT_SECONDS,
+            "request",
+            p.s3_put_per_1000 / 1000,
+            3600 / FRAGMENT_SECONDS * p.s3_put_per_1000 / 1000,
+        ),
+        Line(
+            f"S3 storage ({w.frames_expire_days} days)",
+            uploaded * frame_gb,
+            "GB",
+            p.s3_gb_month * w.frames_expire_days / DAYS_PER_MONTH,
+            uploaded * frame_gb * p.s3_gb_month * w.frames_expire_days / DAYS_PER_MONTH,
+        ),
+        Line(
+            "SQS requests (send, receive, delete)",
+            3 * frames / batch,
+            "request",
+            p.sqs_per_million / 1e6,
+            3 * frames / batch * p.sqs_per_million / 1e6,
+        ),
+        Line("Kinesis Video ingestion", video_gb, "GB", p.kvs_ingest_gb, video_gb * p.kvs_ingest_gb),
+        Line(
+            f"Kinesis Video storage ({w.stream_retention_hours} h)",
+            video_gb,
+            "GB",
+            p.kvs_gb_month * w.stream_retention_hours / HOURS_PER_MONTH,
+            video_gb * p.kvs_gb_month * w.stream_retention_hours / HOURS_PER_MONTH,
+        ),
+        Line("Kinesis Video GetMedia (consumed)", video_gb, "GB", p.kvs_consume_gb, video_gb * p.kvs_consume_gb),
+        Line(
+            f"CloudWatch Logs (ingested, kept {w.log_retention_days} days)",
+            log_gb,
+            "GB",
+            p.logs_ingest_gb + p.logs_gb_month * w.log_retention_days / DAYS_PER_MONTH,
+            log_gb * (p.logs_ingest_gb + p.logs_gb_month * w.log_retention_days / DAYS_PER_MONTH),
+        ),
+        Line(
+            "CloudWatch custom metrics",
+            metrics_per_stream() / HOURS_PER_MONTH,
+            "metric-month",
+            p.metric_month,
+            metrics_per_stream() / HOURS_PER_MONTH * p.metric_month,
+        ),
+    ]
+    return Estimate(region, priced, p, w, streams, hours_per_day, lines)
+
+
+def fargate_hourly(cpu_units: int, memory_mib: int, region: str, count: int = 1) -> FargateHourly:
+    """Estimated USD per hour for `count` tasks of `cpu_units` (1024 = 1 vCPU) and `memory_mib`: the task alone."""
+    p, priced = prices_for(region)
+    hourly = (cpu_units / 1024 * p.fargate_vcpu_hour + memory_mib / 1024 * p.fargate_gb_hour) * count
+    return FargateHourly(round(hourly, 6), region, priced, p.as_of)
+
+
+@dataclass(frozen=True)
+class FargateHourly:
+    usd_per_hour: float
+    region: str
+    priced_region: str
+    prices_as_of: str
+    estimate: bool = True
+
+    def as_dict(self) -> dict:
+        return {
+            "usd_per_hour": self.usd_per_hour,
+            "region": self.region,
+            "priced_region": self.priced_region,
+            "prices_as_of": self.prices_as_of,
+            "estimate": self.estimate,
+        }
+
+    def text(self) -> str:
+        where = self.region if self.priced_region == self.region else f"{self.region}, priced as {self.priced_region}"
+        return f"~${self.usd_per_hour:.4f}/h (estimate, Fargate on-demand Linux/x86, {where}, prices as of {self.prices_as_of})"
+
+
+def running(region: str, tasks: list[dict], workload: Workload | None = None) -> Estimate:
+    """The estimate for what is running: one stream per task, sized as each task is, 24 h a day.
+
+    Tasks of different sizes are averaged into one workload: the figure is per the tasks counted.
+    """
+    w = workload or Workload()
+    sized = [(int(t["cpu"]), int(t["memory"])) for t in tasks if t.get("cpu") and t.get("memory")]
+    if not sized:
+        return estimate(region, w, streams=0)
+    cpu = math.fsum(c for c, _ in sized) / len(sized)
+    memory = math.fsum(m for _, m in sized) / len(sized)
+    base = estimate(region, w, streams=len(sized))
+    scaled = [
+        replace(line, quantity=cpu / 1024, usd_per_stream_hour=cpu / 1024 * line.unit_usd)
+        if line.item == "Fargate vCPU"
+        else replace(line, quantity=memory / 1024, usd_per_stream_hour=memory / 1024 * line.unit_usd)
+        if line.item == "Fargate memory"
+        else line
+        for line in base.lines
+    ]
+    return replace(base, lines=scaled)

@@ -167,7 +167,7 @@ def test_task_definition_container_sizes_logs_and_environment(templates):
     assert env["KINASE_MODEL"] == "/opt/kinase/models/yolo11n.onnx"
     assert {"KINASE_BUCKET", "KINASE_QUEUE_URL"} <= env.keys()
     log_group = one(compute, "AWS::Logs::LogGroup")
-    assert log_group["RetentionInDays"] == 14
+    assert log_group["RetentionInDays"] == naming.LOG_RETENTION_DAYS == 14
     cluster = one(compute, "AWS::ECS::Cluster")
     assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
 
