@@ -1,0 +1,266 @@
+"""Stream leases (worker/leases.py) against DynamoDB served by a moto server in this process.
+
+Most tests drive each coordinator's clock by hand, so expiry is decided by the test, never by the
+machine's speed; the race test runs two coordinators on real threads with tiny intervals.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from support.cli import free_port
+from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
+
+
+@pytest.fixture(scope="module")
+def dynamodb():
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="localhost", port=port, verbose=False)
+    server.start()
+    try:
+        yield boto3.client(
+            "dynamodb",
+            endpoint_url=f"http://localhost:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def table(dynamodb):
+    name = f"leases-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "stream", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "stream", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return LeaseTable(dynamodb, name)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakePipelines:
+    """Pipelines that start and stop at once (or, with `slow_stop`, only when `finish` is called)."""
+
+    def __init__(self, slow_stop: bool = False, stall: float = 0.0):
+        self.active: set[str] = set()
+        self.stopping: set[str] = set()
+        self.started: list[str] = []
+        self.slow_stop, self.stall = slow_stop, stall
+
+    def start(self, stream):
+        self.active.add(stream)
+        self.started.append(stream)
+
+    def stop(self, stream):
+        if self.slow_stop:
+            self.stopping.add(stream)
+        else:
+            self.active.discard(stream)
+
+    def finish(self, stream):
+        self.stopping.discard(stream)
+        self.active.discard(stream)
+
+    def running(self, stream):
+        return stream in self.active
+
+    def stats(self, stream):
+        if self.stall and random.random() < 0.3:
+            time.sleep(random.uniform(0, self.stall))
+        return {"lag_ms": 120.0, "fps": 5.0}
+
+
+def coordinator(table, name, clock=None, discover=None, max_streams=8, duration=10.0, pipelines=None):
+    return LeaseCoordinator(
+        table,
+        name,
+        pipelines or FakePipelines(),
+        lease_duration=duration,
+        max_streams=max_streams,
+        discover=discover,
+        clock=clock or Clock(),
+    )
+
+
+def owners(table):
+    return {lease.stream: lease.owner for lease in table.scan()}
+
+
+def settle(*workers, rounds=30):
+    for _ in range(rounds):
+        for worker in workers:
+            worker.step()
+
+
+def test_take_and_renew(table):
+    for name in ("cam-a", "cam-b"):
+        assert table.ensure(name)
+    assert not table.ensure("cam-a")
+    worker = coordinator(table, "w1")
+    worker.step()
+    assert worker.streams() == ["cam-a", "cam-b"] and worker.holds("cam-a")
+    assert worker.pipelines.started == ["cam-a", "cam-b"]
+    before = table.get("cam-a").counter
+    worker.step()
+    after = table.get("cam-a")
+    assert after.counter == before + 1 and after.owner == "w1"
+    assert after.lag_ms == 120.0 and after.fps == 5.0
+
+
+def test_belief_ends_one_lease_duration_after_the_last_renewal_was_sent(table):
+    table.ensure("cam-a")
+    clock = Clock()
+    worker = coordinator(table, "w1", clock=clock)
+    worker.step()
+    clock.now += 9.9
+    assert worker.holds("cam-a")
+    clock.now += 0.2
+    assert not worker.holds("cam-a")
+
+
+def test_expired_lease_taken_over_only_after_the_counter_stood_still_on_the_takers_clock(table):
+    table.ensure("cam-a")
+    a, b = coordinator(table, "a"), coordinator(table, "b")
+    a.step()
+    b.step()
+    assert owners(table) == {"cam-a": "a"}
+    # a renews: b keeps seeing the counter move, so however much time passes on b's clock it never takes.
+    for _ in range(5):
+        b.clock.now += 8
+        a.step()
+        b.step()
+        assert owners(table) == {"cam-a": "a"}
+    # a stops renewing (killed): b takes once the counter stood still for longer than the duration on b's clock.
+    b.clock.now += 9
+    b.step()
+    assert owners(table) == {"cam-a": "a"}
+    b.clock.now += 2
+    b.step()
+    assert owners(table) == {"cam-a": "b"} and b.holds("cam-a")
+    # a comes back: its renewal fails, it stops the pipeline and its checkpoint writes are refused.
+    a.step()
+    assert a.streams() == [] and not a.pipelines.running("cam-a")
+    assert owners(table) == {"cam-a": "b"}
+
+
+def test_checkpoint_in_the_lease_is_written_only_by_the_owner(table):
+    table.ensure("cam-a")
+    a, b = coordinator(table, "a"), coordinator(table, "b")
+    a.step()
+    store_a = LeaseCheckpointStore(table, "cam-a", "a", "kvs://cam-a")
+    store_a.save({"fragment_number": "100", "last_frame_time": 1.0})
+    assert LeaseCheckpointStore(table, "cam-a", "b", "kvs://cam-a").load()["fragment_number"] == "100"
+    b.step()
+    b.clock.now += 11
+    b.step()
+    assert owners(table) == {"cam-a": "b"}
+    LeaseCheckpointStore(table, "cam-a", "b", "kvs://cam-a").save({"fragment_number": "200", "last_frame_time": 2.0})
+    store_a.save({"fragment_number": "150", "last_frame_time": 1.5})  # a late write from the old owner
+    assert store_a.load()["fragment_number"] == "200"
+    assert LeaseCheckpointStore(table, "cam-a", "b", "kvs://other").load() is None
+
+
+def test_shutdown_releases_and_another_worker_takes_at_once(table):
+    for name in ("cam-a", "cam-b"):
+        table.ensure(name)
+    pipes = FakePipelines()
+    a, b = coordinator(table, "a", pipelines=pipes), coordinator(table, "b")
+    a.step()
+    settle(a, b, rounds=3)
+    assert sorted(owners(table).values()) == ["a", "b"]
+    pipes.slow_stop = True  # releasing waits for the pipeline's flush and checkpoint
+    held = a.streams()
+    threading.Timer(0.3, lambda: [pipes.finish(s) for s in held]).start()
+    a.shutdown(timeout=30)
+    assert a.streams() == [] and all(owner != "a" for owner in owners(table).values())
+    b.step()  # no waiting for expiry: b's clock did not move
+    assert owners(table) == {"cam-a": "b", "cam-b": "b"}
+
+
+def test_six_streams_three_workers_balance_two_each(table):
+    for i in range(6):
+        table.ensure(f"cam-{i}")
+    first = coordinator(table, "w1")
+    first.step()
+    assert len(first.streams()) == 6  # alone, it takes everything
+    workers = [first, coordinator(table, "w2"), coordinator(table, "w3")]
+    settle(*workers)
+    held = {w.worker_id: w.streams() for w in workers}
+    assert sorted(len(s) for s in held.values()) == [2, 2, 2], held
+    assert sorted(s for streams in held.values() for s in streams) == [f"cam-{i}" for i in range(6)]
+    assert {s: w for w, streams in held.items() for s in streams} == owners(table)
+    for worker in workers:  # a stream that moved was stopped at its old owner
+        assert worker.pipelines.active == set(worker.streams())
+
+
+def test_at_most_max_streams_per_worker(table):
+    for i in range(5):
+        table.ensure(f"cam-{i}")
+    worker = coordinator(table, "w1", max_streams=2)
+    settle(worker, rounds=3)
+    assert len(worker.streams()) == 2
+    other = coordinator(table, "w2", max_streams=2)
+    settle(worker, other, rounds=5)
+    assert len(other.streams()) == 2
+    assert sum(1 for owner in owners(table).values() if owner is None) == 1
+
+
+def test_new_streams_picked_up_and_deleted_streams_released(table):
+    streams = {"cam-a", "cam-b"}
+    workers = [coordinator(table, name, discover=lambda: set(streams)) for name in ("w1", "w2")]
+    settle(*workers, rounds=5)
+    assert sorted(owners(table)) == ["cam-a", "cam-b"] and None not in owners(table).values()
+    streams.add("cam-c")
+    settle(*workers, rounds=3)
+    assert owners(table).get("cam-c") in ("w1", "w2")
+    holder = next(w for w in workers if "cam-a" in w.streams())
+    streams.discard("cam-a")
+    settle(*workers, rounds=3)
+    assert "cam-a" not in owners(table)
+    assert "cam-a" not in holder.streams() and not holder.pipelines.running("cam-a")
+
+
+def test_lease_race_two_workers_never_both_hold_one_lease(table):
+    """Forced contention: 0.3 s leases, cycles of 0.1 s, renewals that stall past the lease duration at random."""
+    table.ensure("cam-race")
+    duration = 0.3
+    workers = [
+        LeaseCoordinator(table, name, FakePipelines(stall=duration * 1.5), lease_duration=duration, clock=time.monotonic)
+        for name in ("a", "b")
+    ]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.run, args=(stop,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        changes = sum(len(w.history) for w in workers)
+        if changes >= 12 and all(w.history for w in workers):
+            break
+        time.sleep(0.1)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    a, b = (w.history for w in workers)
+    assert a and b, "the lease never changed hands"
+    for x in a:
+        for y in b:
+            assert x.end <= y.start or y.end <= x.start, f"both held cam-race: a {x} and b {y}"
