@@ -43,6 +43,7 @@ OUTPUTS = {
     "LogGroupName": "compute",
     "TaskRoleArn": "compute",
     "ExecutionRoleArn": "compute",
+    "DashboardUrl": "compute",  # the CloudWatch dashboard (infra/stacks/dashboard.py)
 }
 
 
@@ -60,6 +61,10 @@ def stream_name(env: str) -> str:
 
 def repository_name(env: str) -> str:
     return f"kinase-{env}-worker"
+
+
+def dashboard_name(env: str) -> str:
+    return f"kinase-{env}"
 
 
 def split_list(value: str | None) -> list[str]:

@@ -20,6 +20,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import naming
+from infra.stacks.dashboard import WorkerDashboard
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
@@ -151,6 +152,15 @@ class ComputeStack(cdk.Stack):
             "ecr:GetAuthorizationToken (added by CDK for the image pull) supports no resource-level permissions",
         )
 
+        WorkerDashboard(
+            self,
+            "Dashboard",
+            env_name=env_name,
+            streams=[stream_name],
+            cluster_name=cluster.cluster_name,
+            queue_name=queue.queue_name,
+            dead_letter_queue_name=cdk.Fn.select(4, cdk.Fn.split("/", imported(env_name, "DeadLetterQueueUrl"))),
+        )
         output(self, "ClusterName", cluster.cluster_name)
         output(self, "TaskDefinitionArn", task.task_definition_arn)
         output(self, "TaskDefinitionFamily", task.family)

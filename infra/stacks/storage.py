@@ -71,4 +71,4 @@ class StorageStack(cdk.Stack):
         output(self, "FramesBucketName", export=True, value=self.bucket.bucket_name)
         output(self, "ResultsQueueUrl", export=True, value=self.queue.queue_url)
         output(self, "ResultsQueueArn", export=True, value=self.queue.queue_arn)
-        output(self, "DeadLetterQueueUrl", self.dead_letters.queue_url)
+        output(self, "DeadLetterQueueUrl", export=True, value=self.dead_letters.queue_url)

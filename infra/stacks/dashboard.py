@@ -1,0 +1,146 @@
+"""The CloudWatch dashboard of an environment, from the worker's embedded metrics (worker/metrics.py).
+
+One row per configured stream (processed fps, inference ms, latency p50/p95, lag behind live, drops,
+gaps), then the queue, the dead-letter queue and the running tasks. Streams added later (a fleet
+picks them up without a deploy) appear in the "all streams" row, drawn by SEARCH expressions.
+Its name is fixed (`naming.dashboard_name`) so the URL output needs no attribute of the resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cw
+from constructs import Construct
+
+from infra import naming
+from infra.stacks.outputs import output
+from worker.metrics import NAMESPACE
+
+PERIOD = cdk.Duration.minutes(1)
+WIDTH = 24
+STREAM_WIDGETS = 6
+
+
+def _metric(name: str, stream: str, statistic: str, label: str) -> cw.Metric:
+    return cw.Metric(
+        namespace=NAMESPACE, metric_name=name, dimensions_map={"Stream": stream}, statistic=statistic, label=label, period=PERIOD
+    )
+
+
+def _graph(title: str, left: list[cw.IMetric], unit: str, width: int = WIDTH // STREAM_WIDGETS) -> cw.GraphWidget:
+    return cw.GraphWidget(title=title, left=left, width=width, height=5, left_y_axis=cw.YAxisProps(label=unit, show_units=False, min=0))
+
+
+def stream_widgets(stream: str) -> list[cw.IWidget]:
+    """The six graphs of one stream's row."""
+    return [
+        _graph(f"{stream}: processed fps", [_metric("ProcessedFps", stream, "Average", "fps")], "frames/s"),
+        _graph(
+            f"{stream}: inference ms",
+            [_metric("InferenceMs", stream, "Average", "mean"), _metric("InferenceMsMax", stream, "Maximum", "max")],
+            "ms",
+        ),
+        _graph(
+            f"{stream}: latency p50/p95",
+            [_metric("LatencyMs", stream, "p50", "p50"), _metric("LatencyMs", stream, "p95", "p95")],
+            "ms",
+        ),
+        _graph(f"{stream}: lag behind live", [_metric("MillisBehindNow", stream, "Maximum", "behind now")], "ms"),
+        _graph(f"{stream}: drops", [_metric("FramesDropped", stream, "Sum", "frames dropped")], "frames"),
+        _graph(
+            f"{stream}: gaps",
+            [_metric("Gaps", stream, "Sum", "gaps"), _metric("FramesGapped", stream, "Sum", "frames in gaps")],
+            "count",
+        ),
+    ]
+
+
+def _search(metric: str, statistic: str, label: str) -> cw.MathExpression:
+    return cw.MathExpression(
+        expression=f"SEARCH('{{{NAMESPACE},Stream}} MetricName=\"{metric}\"', '{statistic}', {int(PERIOD.to_seconds())})",
+        label=label,
+        using_metrics={},
+        period=PERIOD,
+    )
+
+
+def dashboard_url(name: str) -> str:
+    return f"https://{cdk.Aws.REGION}.console.aws.amazon.com/cloudwatch/home?region={cdk.Aws.REGION}#dashboards/dashboard/{name}"
+
+
+class WorkerDashboard(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        env_name: str,
+        streams: Sequence[str],
+        cluster_name: str,
+        queue_name: str,
+        dead_letter_queue_name: str,
+    ) -> None:
+        super().__init__(scope, id)
+        name = naming.dashboard_name(env_name)
+        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=name, default_interval=cdk.Duration.hours(3))
+        self.dashboard.add_widgets(
+            cw.TextWidget(
+                markdown=f"# kinase {env_name}\nWorker metrics (namespace `{NAMESPACE}`, one row per stream), the results queue and the tasks.",
+                width=WIDTH,
+                height=2,
+            )
+        )
+        for stream in streams:
+            self.dashboard.add_widgets(*stream_widgets(stream))
+
+        def sqs(metric: str, queue: str, label: str) -> cw.Metric:
+            return cw.Metric(
+                namespace="AWS/SQS",
+                metric_name=metric,
+                dimensions_map={"QueueName": queue},
+                statistic="Maximum",
+                label=label,
+                period=PERIOD,
+            )
+
+        self.dashboard.add_widgets(
+            _graph("all streams: processed fps", [_search("ProcessedFps", "Average", "")], "frames/s", width=8),
+            _graph("all streams: latency p95", [_search("LatencyMs", "p95", "")], "ms", width=8),
+            _graph("all streams: drops and gaps", [_search("FramesDropped", "Sum", ""), _search("Gaps", "Sum", "")], "count", width=8),
+        )
+        self.dashboard.add_widgets(
+            _graph(
+                "results queue depth",
+                [
+                    sqs("ApproximateNumberOfMessagesVisible", queue_name, "waiting"),
+                    sqs("ApproximateNumberOfMessagesNotVisible", queue_name, "in flight"),
+                    sqs("ApproximateAgeOfOldestMessage", queue_name, "oldest (s)"),
+                ],
+                "messages",
+                width=8,
+            ),
+            _graph(
+                "dead-letter queue depth",
+                [sqs("ApproximateNumberOfMessagesVisible", dead_letter_queue_name, "messages")],
+                "messages",
+                width=8,
+            ),
+            _graph(
+                "running worker tasks",
+                [
+                    cw.Metric(
+                        namespace="ECS/ContainerInsights",
+                        metric_name="RunningTaskCount",
+                        dimensions_map={"ClusterName": cluster_name},
+                        statistic="Maximum",
+                        label="running",
+                        period=PERIOD,
+                    )
+                ],
+                "tasks",
+                width=8,
+            ),
+        )
+        output(cdk.Stack.of(self), "DashboardUrl", dashboard_url(name))

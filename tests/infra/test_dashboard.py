@@ -1,0 +1,109 @@
+"""The CloudWatch dashboard: its widgets, the worker metrics they draw, and its URL as a stack output."""
+
+from __future__ import annotations
+
+import json
+
+import aws_cdk as cdk
+import pytest
+
+from infra import naming
+from infra.stacks import build, new_app
+from infra.stacks.dashboard import STREAM_WIDGETS, WorkerDashboard
+from worker import metrics
+
+ENV = "test"
+STREAM_METRICS = {
+    "ProcessedFps",
+    "InferenceMs",
+    "InferenceMsMax",
+    "LatencyMs",
+    "MillisBehindNow",
+    "FramesDropped",
+    "Gaps",
+    "FramesGapped",
+}
+
+
+def body(template: dict) -> dict:
+    """The dashboard body with every CloudFormation token replaced by a readable placeholder."""
+    (resource,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    value = resource["Properties"]["DashboardBody"]
+    if isinstance(value, dict):
+        _, parts = value["Fn::Join"]
+        value = "".join(p if isinstance(p, str) else "TOKEN" for p in parts)
+    return json.loads(value)
+
+
+def metric_rows(widget: dict) -> list[list]:
+    return widget.get("properties", {}).get("metrics", [])
+
+
+def stream_metrics(widgets: list[dict], stream: str) -> set[str]:
+    """Metric names drawn with dimension Stream=`stream` (CloudWatch's compact form repeats `...` for the same ones)."""
+    names = set()
+    for widget in widgets:
+        for row in metric_rows(widget):
+            if row[:1] == [metrics.NAMESPACE] and "Stream" in row and row[row.index("Stream") + 1] == stream:
+                names.add(row[1])
+    return names
+
+
+@pytest.fixture(scope="module")
+def compute_template(tmp_path_factory) -> dict:
+    app = new_app(outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    build(app, ENV)
+    assembly = app.synth()
+    return assembly.get_stack_by_name(naming.stack_name(ENV, "compute")).template
+
+
+def test_the_metrics_it_draws_are_the_ones_the_worker_emits():
+    emitted = set(metrics.COUNTERS) | set(metrics.TIMINGS) | {n + "Max" for n in metrics.TIMINGS} | set(metrics.GAUGES) | {"ProcessedFps"}
+    assert emitted >= STREAM_METRICS
+
+
+def test_one_row_of_graphs_per_stream_with_every_worker_figure(compute_template):
+    widgets = body(compute_template)["widgets"]
+    stream = naming.stream_name(ENV)
+    assert stream_metrics(widgets, stream) == STREAM_METRICS
+    titles = [w["properties"].get("title", "") for w in widgets]
+    for figure in ("processed fps", "inference ms", "latency p50/p95", "lag behind live", "drops", "gaps"):
+        assert f"{stream}: {figure}" in titles
+    latency = next(w for w in widgets if w["properties"].get("title") == f"{stream}: latency p50/p95")
+    assert [row[-1].get("stat") for row in metric_rows(latency)] == ["p50", "p95"]
+
+
+def test_queue_dlq_running_tasks_and_streams_added_later(compute_template):
+    widgets = body(compute_template)["widgets"]
+    rows = [row for w in widgets for row in metric_rows(w)]
+    sqs = {(row[1], tuple(row[2:4])) for row in rows if row[0] == "AWS/SQS"}
+    assert ("ApproximateNumberOfMessagesVisible", ("QueueName", "TOKEN")) in sqs
+    assert ("ApproximateNumberOfMessagesNotVisible", ("QueueName", "TOKEN")) in sqs
+    dlq = next(w for w in widgets if w["properties"].get("title") == "dead-letter queue depth")
+    assert metric_rows(dlq)[0][:3] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName"]
+    assert any(row[:3] == ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName"] for row in rows)
+    searches = [row[0]["expression"] for row in rows if isinstance(row[0], dict)]
+    assert f"SEARCH('{{{metrics.NAMESPACE},Stream}} MetricName=\"ProcessedFps\"', 'Average', 60)" in searches
+
+
+def test_its_url_is_a_compute_output_listed_by_the_cli(compute_template):
+    assert naming.OUTPUTS["DashboardUrl"] == "compute"
+    url = compute_template["Outputs"]["DashboardUrl"]["Value"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "<region>" for p in url)
+    assert text == (
+        f"https://<region>.console.aws.amazon.com/cloudwatch/home?region=<region>#dashboards/dashboard/{naming.dashboard_name(ENV)}"
+    )
+    (dashboard,) = [r for r in compute_template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    assert dashboard["Properties"]["DashboardName"] == naming.dashboard_name(ENV)
+
+
+def test_every_stream_gets_its_own_row():
+    app = new_app()
+    stack = cdk.Stack(app, "Dash")
+    streams = ["lobby-cam", "dock-cam", "yard-cam"]
+    WorkerDashboard(stack, "D", env_name=ENV, streams=streams, cluster_name="c", queue_name="q", dead_letter_queue_name="dlq")
+    template = app.synth().get_stack_by_name("Dash").template
+    widgets = body(template)["widgets"]
+    for stream in streams:
+        assert stream_metrics(widgets, stream) == STREAM_METRICS
+        assert sum(w["properties"].get("title", "").startswith(f"{stream}: ") for w in widgets) == STREAM_WIDGETS
