@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cache
 
 from infra import naming
 
@@ -224,16 +225,14 @@ def _round(value: float) -> float:
     return round(value, 6)
 
 
-def metrics_per_stream() -> int:
-    """The worker's embedded metrics (worker/metrics.py), each one custom metric per Stream dimension."""
-    from worker.metrics import COUNTERS, GAUGES, TIMINGS
+@cache
+def worker_metrics() -> tuple[int, int]:
+    """(custom metrics per stream, bytes per metrics line) of the worker's EMF record with every field set.
 
-    return len(COUNTERS) + 1 + 2 * len(TIMINGS) + len(GAUGES)  # +1 ProcessedFps; timings come as mean and max
-
-
-def metrics_line_bytes() -> int:
-    """The size of one metrics line the worker logs (an EMF record with every field set)."""
+    Each metric the record defines is one CloudWatch custom metric per Stream dimension value.
+    """
     import io
+    import json
 
     from worker.metrics import Metrics
 
@@ -243,7 +242,9 @@ def metrics_line_bytes() -> int:
         metrics.time(name, 12.5)
     metrics.gauge("MillisBehindNow", 1500.0)
     metrics.emit()
-    return len(out.getvalue().encode())
+    line = out.getvalue()
+    record = json.loads(line)
+    return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(line.encode())
 
 
 def estimate(
@@ -265,7 +266,8 @@ def estimate(
     frame_gb = w.frame_kb * 1000 / GB
     video_gb = w.bitrate_kbps * 1000 / 8 * 3600 / GB
     batch = min(SQS_BATCH_SIZE, 1 + w.fps * SQS_BATCH_WAIT)  # messages per SendMessageBatch at this rate
-    log_gb = (3600 / metrics_interval * metrics_line_bytes() + LOG_BYTES_PER_HOUR) / GB
+    metric_count, metrics_line_bytes = worker_metrics()
+    log_gb = (3600 / metrics_interval * metrics_line_bytes + LOG_BYTES_PER_HOUR) / GB
     lines = [
         Line("Fargate vCPU", w.cpu / 1024, "vCPU-hour", p.fargate_vcpu_hour, w.cpu / 1024 * p.fargate_vcpu_hour),
         Line("Fargate memory", w.memory / 1024, "GB-hour", p.fargate_gb_hour, w.memory / 1024 * p.fargate_gb_hour),
@@ -310,10 +312,10 @@ def estimate(
         ),
         Line(
             "CloudWatch custom metrics",
-            metrics_per_stream() / HOURS_PER_MONTH,
+            metric_count / HOURS_PER_MONTH,
             "metric-month",
             p.metric_month,
-            metrics_per_stream() / HOURS_PER_MONTH * p.metric_month,
+            metric_count / HOURS_PER_MONTH * p.metric_month,
         ),
     ]
     return Estimate(region, priced, p, w, streams, hours_per_day, lines)

@@ -16,7 +16,7 @@ VCPU_H, GB_H, IPV4_H, PUT, S3_GB_MONTH, SQS_REQ = 0.04048, 0.004445, 0.005, 0.00
 KVS_IN, KVS_OUT, KVS_GB_MONTH, LOGS_GB, LOGS_GB_MONTH, METRIC_MONTH = 0.0085, 0.0085, 0.023, 0.50, 0.03, 0.30
 
 
-def _metrics_line_bytes() -> int:
+def _worker_metrics_line() -> str:
     from worker.metrics import Metrics
 
     out = io.StringIO()
@@ -25,16 +25,23 @@ def _metrics_line_bytes() -> int:
     metrics.time("LatencyMs", 12.5)
     metrics.gauge("MillisBehindNow", 1500.0)
     metrics.emit()
-    return len(out.getvalue().encode())
+    return out.getvalue()
 
 
 def _common_per_stream_hour() -> dict[str, float]:
-    """Lines that do not depend on the workload flags: checkpoints (one per 2 s fragment), logs, 22 metrics."""
-    log_gb = (360 * _metrics_line_bytes() + 600_000) / GB
+    """Lines that do not depend on the workload flags: checkpoints (one per 2 s fragment), logs, metrics.
+
+    The worker logs one metrics line every 10 s (360 an hour) and ~600 kB of other lines an hour;
+    each metric its EMF line defines is one custom metric for the stream.
+    """
+    line = _worker_metrics_line()
+    metric_count = len(json.loads(line)["_aws"]["CloudWatchMetrics"][0]["Metrics"])
+    assert metric_count >= 17
+    log_gb = (360 * len(line.encode()) + 600_000) / GB
     return {
         "S3 PUT (checkpoints)": 1800 * PUT,
         "CloudWatch Logs (ingested, kept 14 days)": log_gb * (LOGS_GB + LOGS_GB_MONTH * 14 / MONTH_DAYS),
-        "CloudWatch custom metrics": 22 / 730 * METRIC_MONTH,
+        "CloudWatch custom metrics": metric_count / 730 * METRIC_MONTH,
         "public IPv4 address": IPV4_H,
     }
 
