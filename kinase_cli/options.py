@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from infra import naming
+from kinase_cli.aws import placement
 from kinase_cli.aws.target import Target
 
 Profile = Annotated[Optional[str], typer.Option("--profile", envvar="AWS_PROFILE", help="AWS named profile.", show_default=False)]
@@ -18,4 +19,7 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 
 
 def target(profile: Optional[str], region: Optional[str], local: bool, env: str = naming.DEFAULT_ENV) -> Target:
+    """The one place a command's target is made; on AWS, flags not given come from the environment's last deploy."""
+    if not local:
+        profile, region = placement.resolve(env, profile, region)
     return Target(profile=profile, region=region, local=local, env=env)

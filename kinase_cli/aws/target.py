@@ -121,4 +121,6 @@ class Target:
             parts.append(f"--env {self.env}")
         if self.profile:
             parts.append(f"--profile {self.profile}")
+        if self.region and not self.local:
+            parts.append(f"--region {self.region}")
         return (" " + " ".join(parts)) if parts else ""

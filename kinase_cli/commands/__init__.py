@@ -1,6 +1,7 @@
 """Command modules; each exposes `register(app)` and keeps heavy imports inside its functions."""
 
 from kinase_cli.commands import (
+    bootstrap,
     cost,
     demo,
     dlq,
@@ -14,4 +15,4 @@ from kinase_cli.commands import (
     watch,
 )
 
-COMMAND_MODULES = (demo, local, stacks, stream, image, tasks, watch, dlq, logs, status, cost)
+COMMAND_MODULES = (demo, local, stacks, stream, image, tasks, watch, dlq, logs, status, cost, bootstrap)

@@ -16,11 +16,7 @@ Examples:
   kinase cost --streams 8 --hours 12 --upload every:10
   kinase cost --fps 5 --upload detections --detected-share 0.1 --json
 
-Every figure is an ESTIMATE from on-demand list prices kept in kinase (dated, with their source,
-per region; other regions are priced as {costs.FALLBACK_REGION} and say so): no free tier, no
-Savings Plans, no tax. Each stream has its own worker task. Not counted: Container Insights, VPC
-flow logs, data transfer to the internet, frames `kinase watch` downloads. The S3 PUTs of uploaded
-frames are usually the largest line: `--upload` is the worker's KINASE_UPLOAD policy.
+Every figure is an ESTIMATE from on-demand list prices kept in kinase (dated, with their source, per region; other regions are priced as {costs.FALLBACK_REGION} and say so): no free tier, no Savings Plans, no tax. Each stream has its own worker task. Not counted: Container Insights, VPC flow logs, data transfer to the internet, frames `kinase watch` downloads. The S3 PUTs of uploaded frames are usually the largest line: `--upload` is the worker's KINASE_UPLOAD policy.
 """
 
 

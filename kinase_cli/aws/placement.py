@@ -1,0 +1,84 @@
+"""Where an AWS environment lives: recorded by `kinase deploy`, used by every later command.
+
+A deploy to `--region eu-west-1 --profile prod` writes `$KINASE_HOME/aws/<env>/target.json`
+(account, region, profile); a later command for that environment that names neither flag uses
+them, so `kinase status --env prod` looks where the stacks are instead of in the profile's default
+region. A flag (or AWS_REGION / AWS_PROFILE) given explicitly always wins.
+
+Before creating anything, `deploy` checks that the region offers every service the stacks use,
+from botocore's endpoint data (no AWS call): Kinesis Video, for one, is missing from several
+regions, and a deploy there would fail half-way, after the network and storage stacks.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kinase_cli import paths
+from kinase_cli.ui.errors import KinaseError
+
+RECORD = "target.json"
+# botocore service names of what the stacks create or the worker calls (IAM is global, not listed).
+SERVICES = {
+    "cloudformation": "CloudFormation",
+    "ec2": "VPC",
+    "s3": "S3",
+    "sqs": "SQS",
+    "kinesisvideo": "Kinesis Video Streams",
+    "ecr": "ECR",
+    "ecs": "ECS",
+    "logs": "CloudWatch Logs",
+    "cloudwatch": "CloudWatch",
+}
+
+
+def recorded(env: str) -> dict:
+    """{account, region, profile} of the environment's last deploy; {} when there was none."""
+    try:
+        data = json.loads((paths.env_dir(env, False) / RECORD).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(env: str, account: str, region: str, profile: str | None) -> None:
+    path = paths.env_dir(env, False) / RECORD
+    path.write_text(json.dumps({"account": account, "region": region, "profile": profile}, indent=2, sort_keys=True) + "\n")
+
+
+def resolve(env: str, profile: str | None, region: str | None) -> tuple[str | None, str | None]:
+    """The profile and region to use: the given ones, else the recorded ones of the environment."""
+    remembered = recorded(env)
+    return profile or remembered.get("profile"), region or remembered.get("region")
+
+
+def missing_services(region: str) -> list[str]:
+    """botocore service names of SERVICES that `region` does not offer."""
+    import boto3
+
+    session = boto3.Session()
+    partitions = session.get_available_partitions()
+    missing = []
+    for service in SERVICES:
+        offered = {r for partition in partitions for r in session.get_available_regions(service, partition_name=partition)}
+        if region not in offered:
+            missing.append(service)
+    return missing
+
+
+def check_services(region: str) -> None:
+    """One line, before any stack is created, when the region lacks a service the stacks use."""
+    missing = missing_services(region)
+    if not missing:
+        return
+    import difflib
+
+    import boto3
+
+    everywhere = set.intersection(*(set(boto3.Session().get_available_regions(s)) for s in SERVICES))
+    nearest = difflib.get_close_matches(region, sorted(everywhere), n=3, cutoff=0.0)
+    names = ", ".join(f"{SERVICES[s]} ({s})" for s in missing)
+    raise KinaseError(
+        f"region {region} does not offer {names}, which the kinase stacks use; nothing was created",
+        f"deploy to a region that does, e.g. `--region {nearest[0]}` ({', '.join(nearest)} offer every service)",
+    )
