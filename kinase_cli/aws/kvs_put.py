@@ -9,6 +9,16 @@ The Matroska is written by PyAV's muxer with `live=1` (no seeking on the network
 (one Cluster per key frame, i.e. one fragment per GOP; without it a live muxer cuts small clusters
 that do not start on key frames). H.264 is copied; anything else is re-encoded to H.264 with a
 one-second GOP. Uploads never exceed PutMedia's five fragments per second per stream.
+
+Honest timestamps: the service refuses fragments stamped in the future (PutMedia error 4007), so a
+fragment is never sent before its producer time. `--realtime` stamps the first frame now and paces
+at the frame rate, like a camera; otherwise the media is stamped as if recorded just before the
+upload (start = now - media duration, as the offline producer sample does) and sent at once.
+Long uploads: the service ends a PutMedia connection after a maximum duration (error 4003), so the
+session is renewed at a fragment boundary every SESSION_SECONDS (environment
+KINASE_PUTMEDIA_SESSION_SECONDS): the old one is finished once all its fragments are persisted, the
+new one starts with the same Matroska header and producer start time, and no fragment is lost or
+sent twice.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import socket
 import ssl
 import threading
@@ -35,12 +46,15 @@ LIVE_MKV_OPTIONS = {
     "cluster_time_limit": "10000",  # ms; the PutMedia fragment duration limit
 }
 ACK_WAIT_SECONDS = 60.0
+SESSION_SECONDS = 40 * 60.0  # a PutMedia connection is renewed after this long (the service ends them after ~45 min)
 MAX_FRAGMENTS_PER_SECOND = 5  # the PutMedia limit per stream; faster uploads are throttled
 ERROR_HINTS = {  # PutMedia ErrorId -> what to do
     4001: "a GOP is over 50 MB: re-encode with more frequent key frames",
     4002: "key frames are more than 10 s apart: re-encode with a shorter GOP",
     4004: "the video's timestamps go backwards; re-encode it",
     4006: "the Matroska sent was not valid",
+    4003: "the PutMedia session lasted longer than the service allows",
+    4007: "a producer timestamp is in the future: check this machine's clock",
     4008: "the stream was deleted; check `kinase stream ls`",
 }
 
@@ -111,6 +125,16 @@ def probe(path: Path) -> dict:
         }
 
 
+def media_seconds(path: Path) -> float:
+    """The video's duration: the last frame's time plus one frame (from the packets, nothing decoded)."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        start = stream.start_time or 0
+        last = max((float((p.pts - start) * stream.time_base) for p in container.demux(stream) if p.pts is not None), default=0.0)
+    return last + 1 / fps
+
+
 def _needs_reencode(stream) -> bool:
     extradata = stream.codec_context.extradata or b""
     return stream.codec_context.name != "h264" or not extradata or extradata[0] != 1  # not AVCC
@@ -121,15 +145,16 @@ def remux(
     send: Callable[[bytes], None],
     *,
     loops: int = 1,
-    realtime: bool = False,
+    clock_start: float | None = None,
     stop: threading.Event | None = None,
     on_frame: Callable[[RemuxStats], None] | None = None,
     max_fragment_rate: float | None = None,
 ) -> RemuxStats:
     """Write `path` as one live Matroska stream to `send`; `loops` passes (0: until `stop`).
 
-    `max_fragment_rate` (fragments per second) holds back each key frame, which is what closes a
-    cluster and so sends a fragment.
+    `clock_start` (epoch seconds of media time 0): no frame is written before its time on the wall
+    clock. `max_fragment_rate` (fragments per second) holds back each key frame, which is what
+    closes a cluster and so sends a fragment.
     """
     import av
 
@@ -158,14 +183,13 @@ def remux(
         target = out.add_stream_from_template(source)
     first.close()
 
-    wall_start = time.monotonic()
     offset = 0.0  # seconds added to this pass's timestamps, so they keep increasing across passes
 
     last_key = [0.0]
 
     def pace(t: float) -> None:
-        if realtime:
-            delay = wall_start + t - time.monotonic()
+        if clock_start is not None:
+            delay = clock_start + t - time.time()
             if delay > 0:
                 stop.wait(delay)
 
@@ -261,7 +285,7 @@ class AckStats:
 class PutMediaSession:
     """One PutMedia request: chunked body out, acknowledgements in (on a thread)."""
 
-    def __init__(self, endpoint: str, stream_name: str, credentials, region: str, start_timestamp: float):
+    def __init__(self, endpoint: str, stream_name: str, credentials, region: str, start_timestamp: float, acks: AckStats | None = None):
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
@@ -294,7 +318,9 @@ class PutMediaSession:
         except OSError as exc:
             raise KinaseError(f"cannot reach the Kinesis Video endpoint {endpoint}: {exc}") from None
         self.sock = sock
-        self.acks = AckStats()
+        self.opened = time.monotonic()
+        self.acks = acks or AckStats()  # shared by the sessions of one upload
+        self.base = len(self.acks.persisted)
         self.lock = threading.Lock()
         self.failed = threading.Event()
         self.closing = False
@@ -312,15 +338,16 @@ class PutMediaSession:
                 raise self.error() from None
             raise KinaseError(f"PutMedia connection lost: {exc}") from None
 
-    def finish(self, expected: int | None = None) -> AckStats:
-        """End the body; wait until the service closes the response or `expected` fragments persisted."""
+    def finish(self, expected: int | None = None, until_closed: bool = False) -> AckStats:
+        """End the body; wait until the service closes the response or (unless `until_closed`) `expected`
+        fragments of this session persisted."""
         try:
             self.sock.sendall(b"0\r\n\r\n")
         except OSError:
             pass
         deadline = time.monotonic() + ACK_WAIT_SECONDS
         while self.reader.is_alive() and time.monotonic() < deadline:
-            if expected is not None and len(self.acks.persisted) >= expected:
+            if not until_closed and expected is not None and len(self.acks.persisted) - self.base >= expected:
                 break
             self.reader.join(0.05)
         self.closing = True
@@ -386,6 +413,7 @@ class PutResult:
     acks: AckStats
     producer_start_timestamp: float
     elapsed_seconds: float
+    sessions: int = 1
 
     def summary(self) -> dict:
         persisted = self.acks.persisted
@@ -403,6 +431,7 @@ class PutResult:
             "media_seconds": round(self.remux.media_seconds, 3),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "producer_start_timestamp": round(self.producer_start_timestamp, 3),
+            "sessions": self.sessions,
             "first_fragment_number": persisted[0] if persisted else None,
             "last_fragment_number": persisted[-1] if persisted else None,
         }
@@ -410,6 +439,92 @@ class PutResult:
 
 def data_endpoint(kvs_client, stream_name: str, api: str) -> str:
     return kvs_client.get_data_endpoint(StreamName=stream_name, APIName=api)["DataEndpoint"]
+
+
+class _Clusters:
+    """Splits the muxer's output into the Matroska header (everything before the first Cluster) and
+    whole Clusters, so that a PutMedia session can be renewed between two fragments."""
+
+    def __init__(self, on_header: Callable[[bytes], None], on_cluster: Callable[[bytes], None]):
+        from worker import mkv
+
+        self.mkv = mkv
+        self.on_header, self.on_cluster = on_header, on_cluster
+        self.buf = bytearray()
+        self.header = bytearray()
+        self.in_clusters = False
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        mkv = self.mkv
+        while self.buf:
+            try:
+                element_id, id_len = mkv.read_vint(self.buf, 0, keep_marker=True)
+                size, size_len = mkv.read_vint(self.buf, id_len)
+            except mkv.MkvError:
+                return  # the element header has not fully arrived
+            if element_id == mkv.SEGMENT or size is None:
+                end = id_len + size_len  # the Segment (live: unknown size) is a header; its children follow
+            else:
+                end = id_len + size_len + size
+            if len(self.buf) < end:
+                return
+            element, self.buf = bytes(self.buf[:end]), self.buf[end:]
+            if element_id == mkv.CLUSTER:
+                if not self.in_clusters:
+                    self.in_clusters = True
+                    self.on_header(bytes(self.header))
+                self.on_cluster(element)
+            elif self.in_clusters:
+                self.on_cluster(element)  # anything after the clusters (none in live mode) goes with them
+            else:
+                self.header += element
+
+
+class _Uploader:
+    """The PutMedia sessions of one upload: renewed every `session_seconds`, at a fragment boundary."""
+
+    def __init__(self, open_session: Callable[[AckStats], PutMediaSession], session_seconds: float):
+        self.open_session = open_session
+        self.session_seconds = session_seconds
+        self.acks = AckStats()
+        self.session = open_session(self.acks)
+        self.sessions = 1
+        self.header = b""
+        self.sent = 0  # clusters sent on the current session
+        self.clusters = _Clusters(self._header, self._cluster)
+
+    def _header(self, header: bytes) -> None:
+        self.header = header
+        self.session.send(header)
+
+    def _cluster(self, cluster: bytes) -> None:
+        if self.sent and time.monotonic() - self.session.opened >= self.session_seconds:
+            self.session.finish(expected=self.sent, until_closed=True)  # one PutMedia connection per stream: the old one must be over
+            if len(self.acks.persisted) - self.session.base < self.sent:
+                raise KinaseError(
+                    f"PutMedia session ended with {self.sent - (len(self.acks.persisted) - self.session.base)} fragments unacknowledged"
+                )
+            self.session = self.open_session(self.acks)
+            self.sessions += 1
+            self.sent = 0
+            self.session.send(self.header)
+        self.session.send(cluster)
+        self.sent += 1
+
+    def finish(self) -> AckStats:
+        if self.clusters.buf:
+            self.session.send(bytes(self.clusters.buf))
+        self.session.finish(expected=self.sent)
+        return self.acks
+
+
+def session_seconds() -> float:
+    raw = os.environ.get("KINASE_PUTMEDIA_SESSION_SECONDS", "").strip()
+    try:
+        return float(raw) if raw else SESSION_SECONDS
+    except ValueError:
+        raise KinaseError(f"KINASE_PUTMEDIA_SESSION_SECONDS={raw!r} is not a number") from None
 
 
 def put_file(
@@ -422,25 +537,35 @@ def put_file(
     stop: threading.Event | None = None,
     on_progress: Callable[[RemuxStats, AckStats], None] | None = None,
 ) -> PutResult:
-    """Upload `path` to `stream_name` with PutMedia; raise KinaseError unless every fragment persisted."""
+    """Upload `path` to `stream_name` with PutMedia; raise KinaseError unless every fragment persisted.
+
+    No fragment is stamped in the future: with `realtime` the first frame is stamped now and frames
+    are sent at their pace; otherwise the media is stamped to end now (start = now - duration of
+    all passes) and sent as fast as PutMedia takes it (a loop without end is paced past its first
+    pass).
+    """
     probe(path)  # an unreadable file fails before anything is sent
+    renew_after = session_seconds()
     endpoint = data_endpoint(target.client("kinesisvideo"), stream_name, "PUT_MEDIA")
     credentials = target.session.get_credentials()
     if credentials is None:
         raise KinaseError("no AWS credentials found", "run `aws configure`, pass --profile, or use --local")
+    frozen = credentials.get_frozen_credentials()
     started = time.monotonic()
-    producer_start = time.time()
-    session = PutMediaSession(endpoint, stream_name, credentials.get_frozen_credentials(), target.region_name, producer_start)
+    producer_start = time.time() if realtime else time.time() - media_seconds(path) * max(loops, 1)
+    uploader = _Uploader(
+        lambda acks: PutMediaSession(endpoint, stream_name, frozen, target.region_name, producer_start, acks=acks), renew_after
+    )
     stats = remux(
         path,
-        session.send,
+        uploader.clusters.write,
         loops=loops,
-        realtime=realtime,
+        clock_start=producer_start,
         stop=stop,
         max_fragment_rate=MAX_FRAGMENTS_PER_SECOND,
-        on_frame=(lambda s: on_progress(s, session.acks)) if on_progress else None,
+        on_frame=(lambda s: on_progress(s, uploader.acks)) if on_progress else None,
     )
-    acks = session.finish(expected=stats.key_frames)
+    acks = uploader.finish()
     if on_progress:
         on_progress(stats, acks)
     if len(acks.persisted) < stats.key_frames:
@@ -448,4 +573,4 @@ def put_file(
             f"only {len(acks.persisted)} of {stats.key_frames} fragments were acknowledged PERSISTED",
             "check the stream with `kinase stream describe`",
         )
-    return PutResult(stream_name, str(path), stats, acks, producer_start, time.monotonic() - started)
+    return PutResult(stream_name, str(path), stats, acks, producer_start, time.monotonic() - started, uploader.sessions)

@@ -169,13 +169,22 @@ def put_media(handler) -> None:
     except StoreError as exc:
         handler.send_error_json(exc.status, exc.code, exc.message)
         return
+    released = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            store.close_producer(stream)
+
     try:
-        _put_session(handler, store, stream, timecode_type, start_seconds)
+        _put_session(handler, store, stream, timecode_type, start_seconds, release)
     finally:
-        store.close_producer(stream)
+        release()
 
 
-def _put_session(handler, store: Store, stream, timecode_type: str, start_seconds: float) -> None:
+def _put_session(handler, store: Store, stream, timecode_type: str, start_seconds: float, release) -> None:
+    """One PutMedia session; `release` frees the stream's producer slot before the response ends, so a
+    producer that renews its session as soon as the response has ended is not refused."""
     headers = handler.headers
     length = headers.get("Content-Length")
     body = ChunkedBody(handler.rfile, None if "chunked" in (headers.get("Transfer-Encoding") or "").lower() else int(length or 0))
@@ -196,6 +205,7 @@ def _put_session(handler, store: Store, stream, timecode_type: str, start_second
     except (TimeoutError, OSError) as exc:
         log.info("PutMedia to %s ended: %s", stream.name, exc)
         return
+    release()
     try:
         out.close()
     except OSError:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import av
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 from kinase_cli.workflows.samples import shapes_video
 from support.cli import KINASE, ROOT, kinase, one_error_line
-from support.kvs import decode
+from support.kvs import decode, endpoint
 from worker import mkv
 
 FPS, GOP, FRAMES = 10, 5, 40  # eight fragments of half a second
@@ -75,11 +76,18 @@ def test_getmedia_now_sees_fragments_put_after_it_started(kvs_endpoint, h264_fil
     earlier = put(kvs_endpoint, h264_file, "put-now")
     payload = kvs_endpoint.get_media("put-now", StartSelectorType="NOW")
     seen: list[mkv.Fragment] = []
-    reader = threading.Thread(target=lambda: seen.extend(mkv.iter_fragments(payload)), daemon=True)
+
+    def read():
+        for fragment in mkv.iter_fragments(payload):
+            seen.append(fragment)
+            if len(seen) == 8:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     later = put(kvs_endpoint, h264_file, "put-now")
-    reader.join(120)
-    assert not reader.is_alive()
+    reader.join(120)  # the service keeps the connection open: the reader stops after eight
+    payload.close()
     assert len(seen) == later["persisted"] == 8
     assert (seen[0].fragment_number, seen[-1].fragment_number) == (later["first_fragment_number"], later["last_fragment_number"])
     assert all(f.fragment_number > earlier["last_fragment_number"] for f in seen)
@@ -115,6 +123,45 @@ def test_realtime_paces_at_the_frame_rate(kvs_endpoint, tmp_path):
     summary = put(kvs_endpoint, path, "put-realtime", "--realtime")
     assert summary["persisted"] == 2
     assert summary["elapsed_seconds"] >= 9 / FPS  # the last frame is not sent before its time
+
+
+def test_without_realtime_no_fragment_is_stamped_in_the_future(tmp_path, h264_file):
+    """API_dataplane_PutMedia refuses producer timestamps ahead of the service clock (4007; the local endpoint
+    tolerates 1 s here): an upload faster than real time is stamped to end now, as the offline producer sample
+    does, so every fragment's producer time is before the time the service received it."""
+    with endpoint(tmp_path / "kvs", "--max-future-seconds", "1") as kvs:
+        kvs.create("put-honest")
+        before = time.time()
+        summary = put(kvs, h264_file, "put-honest", "--loop", "--loops", "3")
+        assert summary["persisted"] == summary["fragments"] == 3 * FRAMES // GOP
+        assert summary["elapsed_seconds"] < summary["media_seconds"]  # not paced: faster than real time
+        media_end = summary["producer_start_timestamp"] + summary["media_seconds"]
+        assert before <= media_end <= time.time()  # the media is stamped to end at the upload, not after it
+        fragments = kvs.fragments("put-honest", StartSelectorType="EARLIEST")
+        assert all(f.producer_timestamp <= f.server_timestamp for f in fragments)
+        times = [when for when, _ in decode(fragments)]
+        assert times == pytest.approx([summary["producer_start_timestamp"] + i / FPS for i in range(3 * FRAMES)], abs=0.002)
+
+
+def test_a_live_loop_renews_its_putmedia_session_without_losing_or_repeating_a_fragment(tmp_path, h264_file):
+    """API_dataplane_PutMedia ends a connection past its maximum duration with error 4003 (the local endpoint's
+    --put-max-seconds shortens it to 3 s): `--loop --realtime` renews the session before that, at a fragment
+    boundary (KINASE_PUTMEDIA_SESSION_SECONDS=1.5 here)."""
+    with endpoint(tmp_path / "kvs", "--put-max-seconds", "3") as kvs:
+        kvs.create("put-renew")
+        proc = kinase(
+            *("stream", "put", str(h264_file), "--stream", "put-renew", "--local", "--json", "--loop", "--loops", "2", "--realtime"),
+            env={**kvs.env, "KINASE_PUTMEDIA_SESSION_SECONDS": "1.5"},
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout)["data"]
+        assert summary["sessions"] >= 3
+        assert summary["persisted"] == summary["fragments"] == 2 * FRAMES // GOP
+        fragments = kvs.fragments("put-renew", StartSelectorType="EARLIEST")
+        assert len(fragments) == 2 * FRAMES // GOP
+        times = [when for when, _ in decode(fragments)]
+        assert times == pytest.approx([summary["producer_start_timestamp"] + i / FPS for i in range(2 * FRAMES)], abs=0.002)
 
 
 def test_sigterm_ends_a_live_loop_cleanly(kvs_endpoint, h264_file):
@@ -195,7 +242,7 @@ def test_ls_and_describe(kvs_endpoint):
     described = json.loads(kinase("stream", "describe", "kinase-dev-video", "--local", "--json", env=kvs_endpoint.env, check=True).stdout)
     info = described["data"]
     assert (info["name"], info["status"], info["retention_hours"]) == ("kinase-dev-video", "ACTIVE", 24)
-    assert info["endpoints"] == {"PUT_MEDIA": kvs_endpoint.url, "GET_MEDIA": kvs_endpoint.url}
+    assert info["endpoints"] == {"put_media": kvs_endpoint.url, "get_media": kvs_endpoint.url}
     table = kinase("stream", "ls", "--local", env=kvs_endpoint.env, check=True).stdout
     assert "kinase-dev-video" in table and "someone-else" not in table
 
