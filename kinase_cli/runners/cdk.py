@@ -12,10 +12,11 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
+from infra import naming
 from kinase_cli import paths
 from kinase_cli.aws.target import Target
 from kinase_cli.runners import proc
@@ -83,8 +84,13 @@ def run(
     what: str = "cdk",
     hint: str | None = None,
     check: bool = True,
+    context: Mapping[str, str] | None = None,
 ) -> proc.Result:
-    """`cdk ARGS` on the kinase app for `target`, its environment from `target.child_env()`."""
+    """`cdk ARGS` on the kinase app for `target`, its environment from `target.child_env()`.
+
+    `context`: more `--context KEY=VALUE` for the app (infra/naming.py CONTEXT_*), besides the environment.
+    """
+    extra = [arg for key, value in sorted((context or {}).items()) for arg in ("--context", f"{key}={value}")]
     argv = [
         checked_executable(),
         *args,
@@ -93,7 +99,8 @@ def run(
         "--output",
         str(output_dir or cloud_assembly_dir(target)),
         "--context",
-        f"env={target.env}",
+        f"{naming.CONTEXT_ENV}={target.env}",
+        *extra,
         "--no-notices",
         "--no-version-reporting",
     ]
