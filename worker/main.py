@@ -1,7 +1,7 @@
 """Entry point of the worker container: settings from the environment, signals, exit codes.
 
 Exit 0 when the source is done, KINASE_MAX_FRAMES is reached, a live stream stays idle for
-KINASE_IDLE_EXIT seconds, or on SIGTERM/SIGINT (after flushing and checkpointing); 1 on a fatal
+KINASE_IDLE_EXIT seconds, or on SIGTERM/SIGINT/SIGHUP (after flushing and checkpointing); 1 on a fatal
 error; 2 on invalid settings. Failures are one `error: ...` log line.
 """
 
@@ -36,6 +36,7 @@ def main(env=None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # a closed terminal: stop as cleanly as on SIGTERM
 
     from worker.aws import FatalError
     from worker.detector import DetectorError

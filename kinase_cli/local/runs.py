@@ -61,30 +61,43 @@ def run(
             log.flush()
             on_line(text)
 
-        previous = signal.signal(signal.SIGINT, _StopOnce())
+        forward = _Forward()
+        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
         try:
-            code = proc.run(argv, env=env, cwd=cwd, on_line=line, check=False, what="worker").returncode
+            code = proc.run(argv, env=env, cwd=cwd, on_line=line, check=False, what="worker", on_start=forward.started).returncode
         except KeyboardInterrupt:
             code = 130
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     record.update(lastStatus="STOPPED", stoppedAt=now_iso(), exitCode=code)
     _write_record(task_id, record)
     return code
 
 
-class _StopOnce:
-    """Ctrl-C reaches the worker too (same process group): it flushes, checkpoints and exits, and its
-    last lines and exit code are still shown. A second Ctrl-C stops waiting for it."""
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Forward:
+    """Ctrl-C, SIGTERM and SIGHUP to kinase reach the worker as SIGTERM (as ECS stops a task): it
+    stops reading, flushes, checkpoints and exits, and its last lines and exit code are still shown
+    and passed on. A second Ctrl-C stops waiting for it."""
 
     def __init__(self):
+        self.worker = None
         self.seen = False
 
+    def started(self, worker) -> None:
+        self.worker = worker
+
     def __call__(self, signum, frame) -> None:
-        if self.seen:
+        if self.seen and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+        if not self.seen:
+            console.warn(f"{signal.Signals(signum).name}: stopping the worker (it flushes and checkpoints); Ctrl-C again to stop waiting")
         self.seen = True
-        console.warn("stopping the worker (it flushes and checkpoints); Ctrl-C again to stop waiting")
 
 
 def records() -> list[dict]:

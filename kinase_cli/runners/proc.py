@@ -36,6 +36,7 @@ def run(
     check: bool = True,
     what: str | None = None,
     hint: str | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> Result:
     """Run a command, streaming each output line to `on_line`; stdout and stderr are merged.
 
@@ -56,6 +57,8 @@ def run(
         )
     except FileNotFoundError:
         raise KinaseError(f"`{argv[0]}` was not found", hint) from None
+    if on_start:
+        on_start(proc)
     if input is not None:
         proc.stdin.write(input)
         proc.stdin.close()

@@ -323,3 +323,50 @@ def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
     assert proc.returncode == 0, errors
     assert "SIGINT received" in rest
     assert "exited with code 0" in errors and "Traceback" not in errors
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_to_kinase_stop_the_local_worker_gracefully(deployed_stack, tmp_path, signame):
+    """SIGTERM (a supervisor, `kill`) or SIGHUP (the terminal closed) sent to the `kinase run-task --local`
+    process alone reaches the worker as ECS's SIGTERM: it flushes what it has inferred, exits 0, and kinase
+    passes that exit code on. Every frame the worker reports delivered is on the queue."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from kinase_cli.workflows.samples import shapes_video
+    from support.cli import KINASE
+
+    video = tmp_path / "long.mp4"
+    shapes_video(video, frames=600, fps=30, size=(320, 240), seed=9)
+    sqs = local().client("sqs")
+    queue = deployed_stack["ResultsQueueUrl"]
+    drain(queue)
+    proc = subprocess.Popen(
+        [*KINASE, "run-task", "--local", "--source", str(video), "--model", str(SHAPES_MODEL), "--imgsz", "320"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the signal goes to kinase only, not to a process group the worker is in
+    )
+    for line in proc.stdout:
+        if "reading" in line:
+            break
+    while not int(
+        sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+    ):
+        assert proc.poll() is None, "the worker ended before it was signalled"
+        time.sleep(0.1)
+    os.kill(proc.pid, getattr(signal, signame))
+    rest, errors = proc.communicate(timeout=300)
+    assert proc.returncode == 0, errors
+    assert "SIGTERM received" in rest  # the worker's own line: it was told to stop, not killed
+    assert "exited with code 0" in errors and "Traceback" not in errors
+    delivered = int(re.search(r"delivered (\d+)", rest.split("summary:")[-1]).group(1))
+    assert 0 < delivered < 600
+    assert len(drain(queue)) == delivered
