@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 LATENCY_WINDOW = 2000
 RATE_WINDOW_S = 5.0
 ROWS = 200
+STREAM_LATENCY_WINDOW = 500
+# Accounting a worker may add to a message: frames dropped by the live policy, and gaps reported,
+# since the stream's previous message. Read when present; absent means unknown, never zero.
+DROP_FIELDS = ("frames_dropped", "dropped")
+GAP_FIELDS = ("gaps", "frames_gapped")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,40 @@ class Row:
     best_conf: float | None
     latency_ms: float | None
     error: str | None = None
+    inference_ms: float | None = None
+    drops: int | None = None
+    gaps: int | None = None
+
+
+def accounted(message: dict, names: tuple[str, ...]) -> int | None:
+    """The first of `names` the message carries as a count (a list counts its items); None when none is there."""
+    for name in names:
+        value = message.get(name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value >= 0:
+            return value
+        if isinstance(value, list):
+            return len(value)
+    return None
+
+
+@dataclass
+class StreamStats:
+    """One stream's figures, for the per-stream rows when several streams report."""
+
+    frames: int = 0
+    inference_ms: float | None = None
+    newest_frame_time: float | None = None
+    drops: int | None = None
+    gaps: int | None = None
+    latencies: deque = field(default_factory=lambda: deque(maxlen=STREAM_LATENCY_WINDOW))
+    recent: deque = field(default_factory=deque)
+
+    def fps(self, now: float) -> float:
+        while self.recent and self.recent[0] < now - RATE_WINDOW_S:
+            self.recent.popleft()
+        return len(self.recent) / RATE_WINDOW_S
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -71,6 +110,7 @@ class Stats:
     connection: str = "connected"
     notice: str | None = None
     rows: deque = field(default_factory=lambda: deque(maxlen=ROWS))
+    streams: dict = field(default_factory=dict)  # stream name -> StreamStats
     _latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     _recent: deque = field(default_factory=deque)
     _seen_invalid: set = field(default_factory=set)
@@ -90,8 +130,21 @@ class Stats:
             detections=format_detections(counts),
             best_conf=max((d["conf"] for d in detections), default=None),
             latency_ms=float(message["latency_ms"]),
+            inference_ms=float(message["inference_ms"]),
+            drops=accounted(message, DROP_FIELDS),
+            gaps=accounted(message, GAP_FIELDS),
         )
         with self.lock:
+            per = self.streams.setdefault(row.stream, StreamStats())
+            per.frames += 1
+            per.inference_ms = row.inference_ms
+            per.latencies.append(row.latency_ms)
+            per.recent.append(now)
+            per.newest_frame_time = max(frame_time, per.newest_frame_time or frame_time)
+            if row.drops is not None:
+                per.drops = (per.drops or 0) + row.drops
+            if row.gaps is not None:
+                per.gaps = (per.gaps or 0) + row.gaps
             self.frames += 1
             self.classes.update(counts)
             self._latencies.append(row.latency_ms)

@@ -6,6 +6,7 @@ Stream names, class names, reasons and keys come from messages: every one of the
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from rich.console import Group
@@ -13,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kinase_cli.ui.text import plain, visible
-from kinase_cli.watch.stats import Row, Stats, format_detections
+from kinase_cli.watch.stats import Row, Stats, format_detections, percentile
 
 TABLE_ROWS = 15
 
@@ -60,6 +61,50 @@ def header(stats: Stats, queue_name: str) -> Table:
     return grid
 
 
+def count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def streams_table(stats: Stats) -> Table | None:
+    """One row per stream, once more than one stream reports; None while there is only one."""
+    with stats.lock:
+        streams = sorted(stats.streams.items())
+        if len(streams) < 2:
+            return None
+        now, wall = time.monotonic(), time.time()
+        figures = [
+            (
+                name,
+                s.frames,
+                s.fps(now),
+                s.inference_ms,
+                percentile(list(s.latencies), 50),
+                percentile(list(s.latencies), 95),
+                None if s.newest_frame_time is None else max(0.0, wall - s.newest_frame_time),
+                s.drops,
+                s.gaps,
+            )
+            for name, s in streams
+        ]
+    table = Table(expand=True, pad_edge=False, title="streams", title_justify="left")
+    table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=24)
+    for column in ("frames", "fps", "inference", "p50", "p95", "lag", "drops", "gaps"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, frames, fps, inference, p50, p95, lag, drops, gaps in figures:
+        table.add_row(
+            plain(name, limit=100),
+            str(frames),
+            f"{fps:.1f}",
+            Text(ms(inference)),
+            Text(ms(p50)),
+            Text(ms(p95)),
+            Text(seconds(lag)),
+            count(drops),
+            count(gaps),
+        )
+    return table
+
+
 def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
     table = Table(expand=True, pad_edge=False)
     table.add_column("time (UTC)", no_wrap=True)
@@ -68,6 +113,9 @@ def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
     table.add_column("detections", ratio=1, overflow="ellipsis", no_wrap=True)
     table.add_column("best", justify="right", no_wrap=True)
     table.add_column("latency", justify="right", no_wrap=True)
+    table.add_column("infer", justify="right", no_wrap=True)
+    table.add_column("drops", justify="right", no_wrap=True)
+    table.add_column("gaps", justify="right", no_wrap=True)
     with stats.lock:
         latest = list(stats.rows)[-rows:]
     for row in reversed(latest):
@@ -78,7 +126,7 @@ def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
 def cells(row: Row) -> tuple[Text, ...]:
     """The table cells of one row, all plain text (the session builds them before acking the message)."""
     if row.error is not None:
-        return (Text("-"), Text("-"), Text("-"), plain(f"invalid: {row.error}", style="red", limit=300), Text("-"), Text("-"))
+        return (Text("-"), Text("-"), Text("-"), plain(f"invalid: {row.error}", style="red", limit=300), *(Text("-"),) * 5)
     best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
     return (
         Text(clock(row.frame_time)),
@@ -87,11 +135,17 @@ def cells(row: Row) -> tuple[Text, ...]:
         plain(row.detections, limit=300),
         Text(best),
         Text(ms(row.latency_ms)),
+        Text(ms(row.inference_ms)),
+        Text(count(row.drops)),
+        Text(count(row.gaps)),
     )
 
 
 def live(stats: Stats, queue_name: str, rows: int = TABLE_ROWS) -> Group:
-    return Group(header(stats, queue_name), frames_table(stats, rows))
+    per_stream = streams_table(stats)
+    if per_stream is None:
+        return Group(header(stats, queue_name), frames_table(stats, rows))
+    return Group(header(stats, queue_name), per_stream, frames_table(stats, max(3, rows - len(per_stream.rows) - 4)))
 
 
 def line(row: Row) -> str:
@@ -101,7 +155,7 @@ def line(row: Row) -> str:
     best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
     return (
         f"{clock(row.frame_time)}  {visible(row.stream)}  frame {visible(row.frame)}  {visible(row.detections)}"
-        f"  best {best}  latency {ms(row.latency_ms)}"
+        f"  best {best}  latency {ms(row.latency_ms)}  inference {ms(row.inference_ms)}  drops {count(row.drops)}  gaps {count(row.gaps)}"
     )
 
 

@@ -1,8 +1,9 @@
 """What the web view shows, fed by the watch session's `on_frame` hook: one tile per stream.
 
 The session stays the only consumer: it receives, validates, deduplicates and acks; the hub only
-sees the frames it shows, so the table and the page always agree. Everything here is data for the
-page as plain values; the page renders every string as text.
+sees the frames it shows, so the table and the page always agree. Strings from messages pass through
+`visible` (control and bidi characters as escapes, as in the terminal); the page sets them as text,
+never as HTML.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from kinase_cli.watch.stats import Stats, percentile
+from kinase_cli.ui.text import visible
+from kinase_cli.watch.stats import DROP_FIELDS, GAP_FIELDS, RATE_WINDOW_S, Stats, accounted, percentile
 
 CHART_WINDOW_S = 300  # the charts show the last five minutes, one point per second
-RATE_WINDOW_S = 5.0
 QUIET_AFTER_S = 10.0
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
-# Optional per-frame accounting a worker may add to its messages (counts since its previous message).
-DROP_FIELDS = ("frames_dropped", "dropped")
-GAP_FIELDS = ("gaps", "frames_gapped")
 
 
 @dataclass
@@ -55,18 +53,6 @@ class Tile:
     seconds: deque = field(default_factory=lambda: deque(maxlen=CHART_WINDOW_S))
     recent: deque = field(default_factory=deque)
     latencies: deque = field(default_factory=lambda: deque(maxlen=500))
-
-
-def _count_field(message: dict, names: tuple[str, ...]) -> int | None:
-    for name in names:
-        value = message.get(name)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and value >= 0:
-            return value
-        if isinstance(value, list):
-            return len(value)
-    return None
 
 
 class Hub:
@@ -110,7 +96,7 @@ class Hub:
             tile.last_seen = now
             tile.recent.append(now)
             for names, attr in ((DROP_FIELDS, "drops"), (GAP_FIELDS, "gaps")):
-                value = _count_field(message, names)
+                value = accounted(message, names)
                 if value is not None:
                     setattr(tile, attr, (getattr(tile, attr) or 0) + value)
             second = int(now)
@@ -181,7 +167,7 @@ class Hub:
                     dlq=self.stats.dlq_depth,
                     frames=self.stats.frames,
                     invalid=self.stats.invalid,
-                    connection=self.stats.connection,
+                    connection=visible(self.stats.connection),
                 )
         with self.lock:
             streams = [self._tile(t, now) for t in sorted(self.tiles.values(), key=lambda t: t.id)]
@@ -202,11 +188,11 @@ class Hub:
         p95 = percentile(list(tile.latencies), 95)
         return {
             "id": tile.id,
-            "stream": tile.stream,
+            "stream": visible(tile.stream),
             "frames": tile.frames,
             "frame_index": tile.frame_index,
-            "classes": sorted(tile.classes.items(), key=lambda kv: (-kv[1], kv[0])),
-            "latest": tile.latest,
+            "classes": [(visible(name), n) for name, n in sorted(tile.classes.items(), key=lambda kv: (-kv[1], kv[0]))],
+            "latest": [(visible(name), n) for name, n in tile.latest],
             "fps": round(len(tile.recent) / RATE_WINDOW_S, 2),
             "inference_ms": tile.inference_ms,
             "latency_ms": tile.latency_ms,
@@ -217,6 +203,6 @@ class Hub:
             "drops": tile.drops,
             "gaps": tile.gaps,
             "image_version": tile.image_version if tile.image is not None else 0,
-            "image_error": tile.image_error,
+            "image_error": None if tile.image_error is None else visible(tile.image_error, limit=300),
             "series": series,
         }

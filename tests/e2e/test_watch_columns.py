@@ -1,0 +1,102 @@
+"""The live table's figures an operator checks first: inference ms, drops and gaps, one row per stream."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from support.cli import KINASE, ROOT
+from support.watch_stack import frame
+from worker import contract
+
+pytestmark = pytest.mark.e2e
+
+
+def message(bucket: str, index: int, stream: str, inference_ms: float, **accounting) -> str:
+    """A frame whose worker reports its inference time and, optionally, drops and gaps since its previous message."""
+    body = frame(bucket, index, ["person"], stream=stream)
+    body.update(inference_ms=inference_ms, **accounting)
+    return contract.dumps(body)
+
+
+def row(screen: str, stream: str, header: str) -> dict[str, str]:
+    """The cells of `stream`'s row in the table whose header line starts with `header`, by column name."""
+    lines = screen.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("┃") and line.strip("┃ ").startswith(header))
+    names = [c.strip() for c in lines[start].strip("┃").split("┃")]
+    for line in lines[start + 1 :]:
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if len(cells) == len(names) and stream in cells:
+            return dict(zip(names, cells))
+        if line.startswith("└"):
+            break
+    raise AssertionError(f"no row for {stream} under {header!r}:\n{screen}")
+
+
+def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_path):
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is needed for this test (apt-get install tmux)")
+    session = f"kinase-columns-{tmp_path.name}"[:50]
+    command = (
+        f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=180 {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
+    )
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "180", "-y", "45", command], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(pattern: str) -> str:
+        text = ""
+        for _ in range(600):
+            text = screen()
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} never appeared on screen:\n{text}")
+
+    try:
+        first = wait_for(r"frames\s+0\b")
+        for column in ("infer", "drops", "gaps"):
+            assert column in first
+        assert "streams" not in first
+
+        fresh.send([message(fresh.bucket, 1, "lobby-cam", 23.4, frames_dropped=2, gaps=0)])
+        one = wait_for(r"frames\s+1\b")
+        assert row(one, "lobby-cam", "time") | {"time (UTC)": ""} == {
+            "time (UTC)": "",
+            "stream": "lobby-cam",
+            "frame": "1",
+            "detections": "person×1",
+            "best": "0.80",
+            "latency": "250 ms",
+            "infer": "23 ms",
+            "drops": "2",
+            "gaps": "0",
+        }
+        assert not re.search(r"^\s*streams", one, re.M), "one stream: no per-stream rows"
+
+        fresh.send(
+            [
+                message(fresh.bucket, 2, "lobby-cam", 25.0, frames_dropped=3, gaps=1),
+                message(fresh.bucket, 1, "dock-cam", 61.0),
+                message(fresh.bucket, 2, "dock-cam", 59.0),
+            ]
+        )
+        several = wait_for(r"frames\s+4\b")
+        assert re.search(r"^\s*streams", several, re.M), several
+        # Per stream: frames, fps, inference (latest), p50, p95, lag, drops (summed), gaps (summed); unknown shows as -.
+        lobby, dock = row(several, "lobby-cam", "stream"), row(several, "dock-cam", "stream")
+        assert (lobby["frames"], lobby["inference"], lobby["drops"], lobby["gaps"]) == ("2", "25 ms", "5", "1")
+        assert (dock["frames"], dock["inference"], dock["drops"], dock["gaps"]) == ("2", "59 ms", "-", "-")
+        assert lobby["p50"] == dock["p95"] == "250 ms"
+        assert row(several, "dock-cam", "time")["infer"] == "59 ms"
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        ended = wait_for(r"exit=\d+")
+        assert "watch ended (interrupted): 4 frames" in ended and "exit=0" in ended
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
