@@ -20,6 +20,13 @@ FRAMES_EXPIRE_DAYS = 14
 STREAM_RETENTION_HOURS = 24
 LOG_RETENTION_DAYS = 14
 
+# The fleet (infra/stacks/fleet.py): the service scales on streams per worker between 0 and this many tasks.
+FLEET_MAX_WORKERS = 10
+FLEET_STREAMS_PER_WORKER = 4
+FLEET_MAX_STREAMS_PER_WORKER = 8  # KINASE_MAX_STREAMS of the fleet's tasks: headroom above the scaling target
+# An environment's streams: named with its prefix (`stream_prefix`) or tagged ENV_TAG=<env> (adopted).
+ENV_TAG = "kinase:env"
+
 # Deploy order; destroy runs it backwards.
 CONCERNS = ("network", "storage", "stream", "registry", "compute")
 
@@ -32,6 +39,7 @@ OUTPUTS = {
     "ResultsQueueUrl": "storage",
     "ResultsQueueArn": "storage",
     "DeadLetterQueueUrl": "storage",
+    "LeaseTableName": "storage",  # one lease (and checkpoint) per stream of the fleet
     "StreamName": "stream",
     "StreamRetentionHours": "stream",
     "RepositoryName": "registry",
@@ -43,6 +51,7 @@ OUTPUTS = {
     "LogGroupName": "compute",
     "TaskRoleArn": "compute",
     "ExecutionRoleArn": "compute",
+    "FleetServiceName": "compute",
     "DashboardUrl": "compute",  # the CloudWatch dashboard (infra/stacks/dashboard.py)
 }
 
@@ -57,6 +66,19 @@ def stack_names(env: str) -> list[str]:
 
 def stream_name(env: str) -> str:
     return f"kinase-{env}-video"
+
+
+def stream_prefix(env: str) -> str:
+    """Streams whose names start with this belong to the environment (`kinase stream create NAME` adds it)."""
+    return f"kinase-{env}-"
+
+
+def worker_family(env: str) -> str:
+    return f"kinase-{env}-worker"
+
+
+def fleet_family(env: str) -> str:
+    return f"kinase-{env}-fleet"
 
 
 def repository_name(env: str) -> str:

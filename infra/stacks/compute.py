@@ -21,6 +21,7 @@ from constructs import Construct
 
 from infra import naming
 from infra.stacks.dashboard import WorkerDashboard
+from infra.stacks.fleet import WorkerFleet, grant_streams
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
@@ -96,6 +97,8 @@ class ComputeStack(cdk.Stack):
         extra_inputs = [f"arn:{self.partition}:s3:::{name}/*" for name in input_buckets]
         if extra_inputs:
             task_role.add_to_policy(iam.PolicyStatement(sid="ReadInputBuckets", actions=["s3:GetObject"], resources=extra_inputs))
+        lease_table_name = imported(env_name, "LeaseTableName")
+        grant_streams(self, task_role, env_name, lease_table_name)
         bucket_objects = f"arn:<AWS::Partition>:s3:::{export_name(naming.stack_name(env_name, 'storage'), 'FramesBucketName')}"
         for rule, reason in (
             (
@@ -152,6 +155,20 @@ class ComputeStack(cdk.Stack):
             "ecr:GetAuthorizationToken (added by CDK for the image pull) supports no resource-level permissions",
         )
 
+        fleet = WorkerFleet(
+            self,
+            "Fleet",
+            env_name=env_name,
+            cluster=cluster,
+            image=ecs.ContainerImage.from_ecr_repository(repository, image_digest or UNPUSHED_TAG),
+            task_role=task_role,
+            execution_role=execution_role,
+            log_driver=ecs.LogDrivers.aws_logs(stream_prefix="fleet", log_group=log_group),
+            bucket_name=bucket.bucket_name,
+            queue_url=queue.queue_url,
+            model=DEFAULT_MODEL,
+            lease_table_name=lease_table_name,
+        )
         WorkerDashboard(
             self,
             "Dashboard",
@@ -168,6 +185,7 @@ class ComputeStack(cdk.Stack):
         output(self, "LogGroupName", log_group.log_group_name)
         output(self, "TaskRoleArn", task_role.role_arn)
         output(self, "ExecutionRoleArn", execution_role.role_arn)
+        output(self, "FleetServiceName", fleet.service.service_name)
 
     def _ecs_tasks(self) -> iam.ServicePrincipal:
         """ECS tasks of this account and region only (the confused-deputy guard of the ECS task-role docs)."""

@@ -38,5 +38,5 @@ class NetworkStack(cdk.Stack):
         )
 
         output(self, "VpcId", self.vpc.vpc_id)
-        output(self, "SubnetIds", ",".join(s.subnet_id for s in self.vpc.public_subnets))
-        output(self, "SecurityGroupId", self.security_group.security_group_id)
+        output(self, "SubnetIds", ",".join(s.subnet_id for s in self.vpc.public_subnets), export=True)
+        output(self, "SecurityGroupId", self.security_group.security_group_id, export=True)

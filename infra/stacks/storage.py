@@ -8,6 +8,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import naming
+from infra.stacks.fleet import lease_table
 from infra.stacks.outputs import output
 from worker.contract import FRAMES_PREFIX
 from worker.settings import INPUTS_PREFIX
@@ -67,8 +68,10 @@ class StorageStack(cdk.Stack):
             retention_period=cdk.Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
         )
+        self.leases = lease_table(self)
 
         output(self, "FramesBucketName", export=True, value=self.bucket.bucket_name)
         output(self, "ResultsQueueUrl", export=True, value=self.queue.queue_url)
         output(self, "ResultsQueueArn", export=True, value=self.queue.queue_arn)
         output(self, "DeadLetterQueueUrl", export=True, value=self.dead_letters.queue_url)
+        output(self, "LeaseTableName", export=True, value=self.leases.table_name)

@@ -5,7 +5,10 @@ on delete it neither detaches the internet gateway nor deletes route tables or f
 VPC (and the network stack) could never be deleted. It also drops the VPC's EnableDnsHostnames
 (moto's ECS RunTask in awsvpc mode fails without it) and registers the task definition with only
 its family, containers and memory (no cpu, awsvpc network mode, FARGATE compatibility or roles), so
-a complete revision is registered from the deployed template.
+a complete revision is registered from the deployed template. It creates the fleet's ECS service
+without network or deployment configuration (launch type EC2) and skips Application Auto Scaling's
+scalable target and policy; the service is created again as the template says and its scaling
+registered through the API.
 """
 
 from __future__ import annotations
@@ -33,23 +36,79 @@ def _complete_task_definition(target: Target, values: dict[str, str]) -> None:
     import json
 
     ecs = target.client("ecs")
-    current = ecs.describe_task_definition(taskDefinition=values["TaskDefinitionFamily"])["taskDefinition"]
-    if current.get("networkMode") == "awsvpc":
-        return
     template = target.client("cloudformation").get_template(StackName=target.stack_name("compute"))["TemplateBody"]
     template = json.loads(template) if isinstance(template, str) else template
-    props = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition")
-    ecs.register_task_definition(
-        family=current["family"],
-        containerDefinitions=current["containerDefinitions"],
-        volumes=current.get("volumes", []),
-        cpu=props["Cpu"],
-        memory=props["Memory"],
-        networkMode=props["NetworkMode"],
-        requiresCompatibilities=props["RequiresCompatibilities"],
-        taskRoleArn=values["TaskRoleArn"],
-        executionRoleArn=values["ExecutionRoleArn"],
+    for props in (r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"):
+        current = ecs.describe_task_definition(taskDefinition=props["Family"])["taskDefinition"]
+        if current.get("networkMode") == "awsvpc":
+            continue
+        ecs.register_task_definition(
+            family=current["family"],
+            containerDefinitions=current["containerDefinitions"],
+            volumes=current.get("volumes", []),
+            cpu=props["Cpu"],
+            memory=props["Memory"],
+            networkMode=props["NetworkMode"],
+            requiresCompatibilities=props["RequiresCompatibilities"],
+            taskRoleArn=values["TaskRoleArn"],
+            executionRoleArn=values["ExecutionRoleArn"],
+        )
+    if values.get("FleetServiceName"):
+        _complete_fleet_service(target, values, template)
+
+
+def _complete_fleet_service(target: Target, values: dict[str, str], template: dict) -> None:
+    """moto creates the service without its network and deployment configuration and skips its autoscaling."""
+    ecs = target.client("ecs")
+    cluster, name = values["ClusterName"], values["FleetServiceName"]
+    (service,) = ecs.describe_services(cluster=cluster, services=[name])["services"]
+    if service.get("status") == "ACTIVE" and service.get("networkConfiguration"):
+        return
+    props = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::Service")
+    deployment = props["DeploymentConfiguration"]
+    ecs.delete_service(cluster=cluster, service=name, force=True)
+    ecs.create_service(
+        cluster=cluster,
+        serviceName=name,
+        taskDefinition=service["taskDefinition"].rsplit("/", 1)[-1].split(":")[0],
+        desiredCount=0,
+        launchType=props["LaunchType"],
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": values["SubnetIds"].split(","),
+                "securityGroups": [values["SecurityGroupId"]],
+                "assignPublicIp": props["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"],
+            }
+        },
+        deploymentConfiguration={
+            "deploymentCircuitBreaker": {
+                "enable": deployment["DeploymentCircuitBreaker"]["Enable"],
+                "rollback": deployment["DeploymentCircuitBreaker"]["Rollback"],
+            },
+            "maximumPercent": deployment["MaximumPercent"],
+            "minimumHealthyPercent": deployment["MinimumHealthyPercent"],
+        },
     )
+    scaling = target.client("application-autoscaling")
+    resource_id = f"service/{cluster}/{name}"
+    limits = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget")
+    scaling.register_scalable_target(
+        ServiceNamespace="ecs",
+        ResourceId=resource_id,
+        ScalableDimension="ecs:service:DesiredCount",
+        MinCapacity=limits["MinCapacity"],
+        MaxCapacity=limits["MaxCapacity"],
+    )
+    for policy in (r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"):
+        config = policy["TargetTrackingScalingPolicyConfiguration"]
+        scaling.put_scaling_policy(
+            PolicyName=policy["PolicyName"],
+            ServiceNamespace="ecs",
+            ResourceId=resource_id,
+            ScalableDimension="ecs:service:DesiredCount",
+            PolicyType=policy["PolicyType"],
+            TargetTrackingScalingPolicyConfiguration=config,
+        )
 
 
 def before_destroy(target: Target, values: dict[str, str]) -> None:

@@ -62,6 +62,12 @@ def one(template: dict, type_: str) -> dict:
     return props
 
 
+def worker_task(template: dict) -> dict:
+    """The one-off worker's task definition (the fleet's has its own family: tests/infra/test_fleet_infra.py)."""
+    (props,) = [p for p in resources(template, "AWS::ECS::TaskDefinition") if p["Family"] == f"kinase-{ENV}-worker"]
+    return props
+
+
 def test_network_has_public_subnets_only_no_nat_and_dns_hostnames(templates):
     network = templates["network"]
     assert resources(network, "AWS::EC2::NatGateway") == []
@@ -143,7 +149,7 @@ def test_repository_scans_on_push_has_immutable_tags_and_keeps_the_last_images(t
 
 
 def test_task_definition_runs_the_pinned_digest(templates):
-    (container,) = one(templates["compute"], "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    (container,) = worker_task(templates["compute"])["ContainerDefinitions"]
     image = json.dumps(container["Image"])
     assert image.endswith(f'"@{DIGEST}"]]}}') and ":latest" not in image
 
@@ -151,13 +157,13 @@ def test_task_definition_runs_the_pinned_digest(templates):
 def test_task_definition_names_a_placeholder_tag_before_any_push(tmp_path):
     app = new_app(outdir=str(tmp_path))
     compute = build(app, ENV)["compute"]
-    (container,) = one(_template_of(compute), "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    (container,) = worker_task(_template_of(compute))["ContainerDefinitions"]
     assert json.dumps(container["Image"]).endswith('":latest"]]}')
 
 
 def test_task_definition_container_sizes_logs_and_environment(templates):
     compute = templates["compute"]
-    task = one(compute, "AWS::ECS::TaskDefinition")
+    task = worker_task(compute)
     assert task["RequiresCompatibilities"] == ["FARGATE"] and task["NetworkMode"] == "awsvpc"
     (container,) = task["ContainerDefinitions"]
     assert container["Cpu"] > 0 and container["Memory"] > 0
@@ -195,6 +201,10 @@ def test_task_role_grants_exactly_the_workers_calls(templates):
         "SendResults": ["sqs:SendMessage"],
         "ReadInputs": ["s3:GetObject"],
         "ReadInputBuckets": ["s3:GetObject"],
+        # the fleet's (tests/infra/test_fleet_infra.py)
+        "ReadEnvironmentStreams": ["kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
+        "ReadAdoptedStreams": ["kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
+        "Leases": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
     }
     rendered = json.dumps(statements)
     assert f"stream/{naming.stream_name(ENV)}/*" in rendered
@@ -255,7 +265,7 @@ def test_both_roles_trust_only_ecs_tasks_of_this_account_and_region(templates):
         (statement,) = props["AssumeRolePolicyDocument"]["Statement"]
         assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
         assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": source_arn}, "StringEquals": {"aws:SourceAccount": account}}
-    task = one(templates["compute"], "AWS::ECS::TaskDefinition")
+    task = worker_task(templates["compute"])
     execution_id = next(k for k in roles if k.startswith("ExecutionRole"))
     assert task["ExecutionRoleArn"] == {"Fn::GetAtt": [execution_id, "Arn"]}
 

@@ -1,0 +1,172 @@
+"""The worker fleet: the lease table (storage stack) and the worker pool as an ECS service (compute stack).
+
+One lease per stream of the environment lives in a DynamoDB table (worker/leases.py); the pool is
+an ECS service, so ECS replaces failed tasks and Application Auto Scaling sets the count. The
+service starts at 0 tasks (`kinase fleet up` starts it). A deployment stops old tasks before it
+starts new ones (minimum healthy 0 %, maximum 100 %): a stream's lease is released by the old task
+on SIGTERM and taken by a new one, never read by both.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra import naming
+from infra.stacks.nag import acknowledge
+from infra.stacks.outputs import imported
+from worker.leases import KEY
+from worker.metrics import NAMESPACE
+
+FLEET_CONTAINER_NAME = "fleet"
+# The fleet worker logs StreamsPerWorker (the environment's streams over the live workers it sees)
+# in its embedded-metric lines, so it needs no cloudwatch:PutMetricData.
+SCALING_METRIC = "StreamsPerWorker"
+
+
+def lease_table(scope: Construct) -> dynamodb.Table:
+    return dynamodb.Table(
+        scope,
+        "LeaseTable",
+        partition_key=dynamodb.Attribute(name=KEY, type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
+        removal_policy=cdk.RemovalPolicy.DESTROY,
+    )
+
+
+def grant_streams(stack: cdk.Stack, role: iam.Role, env_name: str, table_name: str) -> None:
+    """The environment's streams (name prefix, or the environment tag for adopted ones) and the lease table.
+
+    No ListStreams (it has no resource-level permission): the lease table is the list of the
+    environment's streams (`kinase stream create` / `adopt` write it), and a stream that is gone
+    shows in DescribeStream.
+    """
+    prefix = naming.stream_prefix(env_name)
+    read = ["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia", "kinesisvideo:DescribeStream"]
+    role.add_to_policy(
+        iam.PolicyStatement(
+            sid="ReadEnvironmentStreams",
+            actions=read,
+            resources=[stack.format_arn(service="kinesisvideo", resource="stream", resource_name=f"{prefix}*/*")],
+        )
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            sid="ReadAdoptedStreams",
+            actions=read,
+            resources=[stack.format_arn(service="kinesisvideo", resource="stream", resource_name="*/*")],
+            conditions={"StringEquals": {f"aws:ResourceTag/{naming.ENV_TAG}": env_name}},
+        )
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            sid="Leases",
+            actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Scan"],
+            resources=[stack.format_arn(service="dynamodb", resource="table", resource_name=table_name)],
+        )
+    )
+    for rule, reason in (
+        (
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/{prefix}*/*]",
+            "the environment's streams are those named with its prefix; the ARN also ends in the stream's creation time",
+        ),
+        (
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/*/*]",
+            f"adopted camera streams: only those tagged {naming.ENV_TAG}={env_name} (aws:ResourceTag condition)",
+        ),
+    ):
+        acknowledge(role, rule, reason)
+
+
+class WorkerFleet(Construct):
+    """The fleet task definition (same image and roles as the one-off task, fleet entry point) and its service."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        env_name: str,
+        cluster: ecs.Cluster,
+        image: ecs.ContainerImage,
+        task_role: iam.Role,
+        execution_role: iam.Role,
+        log_driver: ecs.LogDriver,
+        bucket_name: str,
+        queue_url: str,
+        model: str,
+        lease_table_name: str,
+    ) -> None:
+        super().__init__(scope, id)
+        self.task = ecs.FargateTaskDefinition(
+            self,
+            "FleetTask",
+            family=naming.fleet_family(env_name),
+            cpu=naming.TASK_CPU,
+            memory_limit_mib=naming.TASK_MEMORY_MIB,
+            task_role=task_role,
+            execution_role=execution_role,
+        )
+        self.task.add_container(
+            "Fleet",
+            container_name=FLEET_CONTAINER_NAME,
+            image=image,
+            entry_point=["python", "-m", "worker.fleet"],
+            cpu=naming.TASK_CPU,
+            memory_limit_mib=naming.TASK_MEMORY_MIB,
+            logging=log_driver,
+            environment={
+                "KINASE_BUCKET": bucket_name,
+                "KINASE_QUEUE_URL": queue_url,
+                "KINASE_MODEL": model,
+                "KINASE_LEASE_TABLE": lease_table_name,
+                "KINASE_STREAM_PREFIX": naming.stream_prefix(env_name),
+                "KINASE_ENV": env_name,
+                "KINASE_MAX_STREAMS": str(naming.FLEET_MAX_STREAMS_PER_WORKER),
+            },
+            stop_timeout=cdk.Duration.seconds(30),
+        )
+        acknowledge(self.task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            cluster=cluster,
+            task_definition=self.task,
+            desired_count=0,
+            min_healthy_percent=0,
+            max_healthy_percent=100,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            assign_public_ip=True,
+            security_groups=[ec2.SecurityGroup.from_security_group_id(self, "WorkerSecurityGroup", imported(env_name, "SecurityGroupId"))],
+        )
+        # The network stack's public subnets (no NAT gateway), by their exported ids like the other
+        # imports, so the network stack's outputs stay the documented keys.
+        service = self.service.node.default_child
+        service.network_configuration = ecs.CfnService.NetworkConfigurationProperty(
+            awsvpc_configuration=ecs.CfnService.AwsVpcConfigurationProperty(
+                assign_public_ip="ENABLED",
+                subnets=cdk.Fn.split(",", imported(env_name, "SubnetIds")),
+                security_groups=[imported(env_name, "SecurityGroupId")],
+            )
+        )
+        scaling = self.service.auto_scale_task_count(min_capacity=0, max_capacity=naming.FLEET_MAX_WORKERS)
+        scaling.scale_to_track_custom_metric(
+            "StreamsPerWorker",
+            metric=cloudwatch.Metric(
+                namespace=NAMESPACE,
+                metric_name=SCALING_METRIC,
+                dimensions_map={"Environment": env_name},
+                statistic="Average",
+                period=cdk.Duration.minutes(1),
+            ),
+            target_value=naming.FLEET_STREAMS_PER_WORKER,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
+        )
