@@ -1,4 +1,4 @@
-"""boto3 clients for the worker, and the retry policy on top of botocore's.
+"""boto3 clients for the worker, and the worker's use of the retry policy (worker/retry.py).
 
 The worker ships without kinase_cli, so it builds its own clients. Endpoints come from the standard
 variables (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS_VIDEO), which boto3 honours by itself.
@@ -10,7 +10,6 @@ retrying cannot fix.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,31 +17,14 @@ from typing import TypeVar
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError  # noqa: F401 (used by the sources)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from worker.retry import BOTOCORE_RETRIES, delay, is_transient
 
 log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")
 
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30, max_pool_connections=16)
-THROTTLING = {
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "SlowDown",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "ClientLimitExceededException",
-    "ConnectionLimitExceededException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "PriorRequestNotComplete",
-}
+RETRY_CONFIG = Config(retries=BOTOCORE_RETRIES, connect_timeout=5, read_timeout=30, max_pool_connections=16)
+backoff = delay
 
 
 class FatalError(RuntimeError):
@@ -58,14 +40,6 @@ def client(sess: boto3.session.Session, service: str, **kwargs):
     return sess.client(service, config=RETRY_CONFIG.merge(config) if config else RETRY_CONFIG, **kwargs)
 
 
-def retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in THROTTLING or status >= 500 or status == 429
-    return isinstance(exc, (BotoConnectionError, ReadTimeoutError, ResponseStreamingError))
-
-
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
@@ -73,19 +47,15 @@ def describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def backoff(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
 def retry(fn: Callable[[], T], *, what: str, give_up_after: float = 300.0, on_retry: Callable[[], None] | None = None) -> T:
-    """Call `fn` until it succeeds, retrying retryable errors with jittered backoff for `give_up_after` seconds."""
+    """Call `fn` until it succeeds, retrying transient errors with jittered backoff for `give_up_after` seconds."""
     started = time.monotonic()
     attempt = 0
     while True:
         try:
             return fn()
         except Exception as exc:
-            if not retryable(exc):
+            if not is_transient(exc):
                 raise FatalError(f"{what} failed: {describe(exc)}") from exc
             if time.monotonic() - started > give_up_after:
                 raise FatalError(f"{what} still failing after {give_up_after:.0f}s: {describe(exc)}") from exc
@@ -93,4 +63,4 @@ def retry(fn: Callable[[], T], *, what: str, give_up_after: float = 300.0, on_re
             if on_retry:
                 on_retry()
             log.warning("%s failed (%s), retry %d", what, describe(exc), attempt)
-            time.sleep(backoff(attempt))
+            time.sleep(delay(attempt))

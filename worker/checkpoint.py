@@ -1,10 +1,20 @@
 """Where a Kinesis Video worker resumes: `s3://BUCKET/checkpoints/<stream>.json`.
 
-The ledger counts, per fragment, the frames handed to delivery and not yet delivered. A fragment
-is checkpointed once its end has been read and all its frames are delivered (JPEG in S3, message
-in SQS), oldest first, so the checkpoint never gets ahead of a frame still in flight. On shutdown,
-after the flush, the checkpoint also records the newest frame delivered from the fragment that was
-cut short, so a restart redoes none of it.
+A checkpoint is a position, never a time: the stream incarnation (ARN and creation time), a
+fragment number, and either "all of it" (`next_offset` null, with the continuation token after it)
+or the offset of the first frame not yet handled in it (`next_offset`, with the fragment's server
+timestamp to start reading at it again). One of another incarnation (the stream was deleted and
+created again), an older format, or unreadable, is set aside (copied to
+`checkpoints/<stream>.set-aside-<time>.json`) with a warning and a reported gap, and the start
+policy applies.
+
+The ledger counts, per fragment, the frames handed to delivery and not yet delivered. It writes:
+- a start checkpoint as soon as the first fragment of a run without a checkpoint is read, so a
+  SIGKILL at any moment after loses nothing that was persisted in the stream;
+- after each fragment whose end has been read and whose frames are all delivered, oldest first,
+  so the checkpoint never gets ahead of a frame still in flight;
+- on shutdown, after the flush, the offset after the last frame handled in a fragment cut short,
+  so a restart redoes none of it.
 """
 
 from __future__ import annotations
@@ -17,18 +27,27 @@ from collections import OrderedDict
 
 from worker import aws
 from worker.contract import iso
-from worker.frames import FragmentEnd, Frame
+from worker.frames import FragmentEnd, Frame, fragment_order
 from worker.metrics import Metrics
+from worker.retry import error_code
+from worker.sources.incarnation import Incarnation
 
 log = logging.getLogger("kinase.worker.checkpoint")
-VERSION = 1
+VERSION = 2
+
+
+def _order(position: dict) -> tuple[int, float]:
+    offset = position.get("next_offset")
+    return fragment_order(position["fragment_number"]), float("inf") if offset is None else offset
 
 
 class CheckpointStore:
-    def __init__(self, s3, bucket: str, key: str, stream: str, source: str):
+    def __init__(self, s3, bucket: str, key: str, stream: str, source: str, incarnation: Incarnation, metrics: Metrics):
         self.s3, self.bucket, self.key, self.stream, self.source = s3, bucket, key, stream, source
+        self.incarnation, self.metrics = incarnation, metrics
 
     def load(self) -> dict | None:
+        """The checkpoint of this stream incarnation, or None (after setting aside one that is not)."""
         try:
             body = aws.retry(
                 lambda: self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read(),
@@ -36,57 +55,86 @@ class CheckpointStore:
                 give_up_after=60,
             )
         except aws.FatalError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, aws.ClientError) and cause.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if error_code(exc.__cause__) in ("NoSuchKey", "404"):
                 return None
             raise
         try:
             data = json.loads(body)
         except ValueError:
-            log.warning("checkpoint s3://%s/%s is not JSON; ignored", self.bucket, self.key)
+            data = None
+        if not isinstance(data, dict):
+            self.set_aside(body, None, "it is not a JSON object")
             return None
-        if data.get("version") != VERSION or data.get("source") != self.source:
-            log.warning("checkpoint s3://%s/%s is for %s; ignored", self.bucket, self.key, data.get("source"))
+        if data.get("version") != VERSION or not data.get("fragment_number"):
+            self.set_aside(body, data, f"its format (version {data.get('version')!r}) is not version {VERSION}")
+            return None
+        if data.get("source") != self.source or data.get("stream_arn") != self.incarnation.arn:
+            where = f"{data.get('source')} {data.get('stream_arn')} (created {data.get('stream_created')})"
+            self.set_aside(body, data, f"it belongs to {where}, not to {self.incarnation}")
             return None
         return data
 
+    def set_aside(self, body: bytes, data: dict | None, why: str) -> None:
+        """Keep an unusable checkpoint beside the real one, warn, and report the gap it leaves."""
+        aside = self.key.removesuffix(".json") + f".set-aside-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+        aws.retry(
+            lambda: self.s3.put_object(Bucket=self.bucket, Key=aside, Body=body, ContentType="application/json"),
+            what=f"set aside checkpoint s3://{self.bucket}/{aside}",
+            give_up_after=60,
+        )
+        log.warning("checkpoint s3://%s/%s set aside as %s: %s; the start policy applies", self.bucket, self.key, aside, why)
+        start = str((data or {}).get("fragment_number") or "")
+        self.metrics.gap(start, "", reason=f"checkpoint set aside ({why})")
+
     def save(self, position: dict) -> dict:
-        record = {"version": VERSION, "stream": self.stream, "source": self.source, **position, "updated_at": iso(time.time())}
+        record = {
+            "version": VERSION,
+            "stream": self.stream,
+            "source": self.source,
+            "stream_arn": self.incarnation.arn,
+            "stream_created": self.incarnation.created,
+            **position,
+            "updated_at": iso(time.time()),
+        }
         body = json.dumps(record, sort_keys=True).encode()
         aws.retry(
             lambda: self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"),
             what=f"write checkpoint s3://{self.bucket}/{self.key}",
             give_up_after=60,
+            on_retry=lambda: self.metrics.count("Retries"),
         )
         return record
 
 
 class Ledger:
-    """Tracks delivery per fragment and moves the checkpoint forward when a whole fragment is delivered."""
+    """Tracks delivery per fragment and moves the checkpoint forward, never back."""
 
-    def __init__(self, store: CheckpointStore | None, metrics: Metrics):
+    def __init__(self, store: CheckpointStore | None, metrics: Metrics, position: dict | None = None):
         self.store = store
         self.metrics = metrics
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._pending: OrderedDict[str, int] = OrderedDict()
         self._ended: dict[str, FragmentEnd] = {}
-        self.position: dict | None = None  # the last position written
-        self._delivered_time = 0.0
-        self._first: tuple[str, float | None] | None = None  # the first fragment this run delivered from
+        self._through: dict[str, tuple[int, float | None]] = {}  # fragment -> (highest offset submitted, server timestamp)
+        self.position: dict | None = position  # the last position written (or loaded)
+
+    def started(self, fragment: str, server_timestamp: float | None) -> None:
+        """The first fragment of a run: without a checkpoint yet, record that reading starts at it."""
+        if self.position is None:
+            self._write({"fragment_number": fragment, "next_offset": 0, "server_timestamp": server_timestamp, "continuation_token": None})
 
     def submitted(self, frame: Frame) -> None:
         if frame.fragment is not None:
             with self._lock:
                 self._pending[frame.fragment] = self._pending.get(frame.fragment, 0) + 1
-                self._first = self._first or (frame.fragment, frame.fragment_time)
+                self._through[frame.fragment] = (frame.offset or 0, frame.server_time)
 
     def delivered(self, frame: Frame) -> None:
         if frame.fragment is None:
             return
         with self._lock:
             self._pending[frame.fragment] -= 1
-            self._delivered_time = max(self._delivered_time, frame.frame_time)
         self._advance()
 
     def fragment_end(self, end: FragmentEnd) -> None:
@@ -103,27 +151,28 @@ class Ledger:
                 if count or fragment not in self._ended:
                     break
                 self._pending.popitem(last=False)
+                self._through.pop(fragment, None)
                 done = self._ended.pop(fragment)
         if done is not None:
             self._write(dict(done.checkpoint))
 
     def final(self) -> None:
-        """After the flush: record the newest delivered frame even if its fragment was cut short."""
+        """After the flush: record the frames handled in a fragment cut short (all delivered, in order)."""
         with self._lock:
-            delivered_time = self._delivered_time
-            clean = all(count == 0 for count in self._pending.values())
-        position = dict(self.position or {})
-        if not position and self._first is not None:
-            position = {"fragment_number": self._first[0], "producer_timestamp": self._first[1], "continuation_token": None}
-        if clean and delivered_time > float(position.get("last_frame_time") or 0.0):
-            position["last_frame_time"] = delivered_time
-            self._write(position)
+            if any(self._pending.values()):
+                return
+            cut = [(f, self._through[f]) for f in self._pending if f in self._through]
+        if cut:
+            fragment, (offset, server_timestamp) = cut[-1]
+            self._write(
+                {"fragment_number": fragment, "next_offset": offset + 1, "server_timestamp": server_timestamp, "continuation_token": None}
+            )
 
     def _write(self, position: dict) -> None:
         if self.store is None:
             return
         with self._write_lock:
-            if self.position and float(position.get("last_frame_time") or 0) < float(self.position.get("last_frame_time") or 0):
+            if self.position and _order(position) <= _order(self.position):
                 return
             self.store.save(position)
             self.position = position

@@ -14,9 +14,9 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from worker.settings import CHECKPOINTS_PREFIX, FRAMES_PREFIX  # noqa: F401 (the bucket's layout is a setting; readers import it here)
+
 SCHEMA_ID = "kinase.frame/1"
-FRAMES_PREFIX = "frames/"
-CHECKPOINTS_PREFIX = "checkpoints/"
 MAX_BODY_BYTES = 256 * 1024
 
 SCHEMA: dict[str, Any] = {
@@ -68,6 +68,13 @@ SCHEMA: dict[str, Any] = {
         },
         "timestamp": {"type": "string", "format": "date-time", "description": "when the worker produced this message (UTC)"},
         "stream_name": {"type": "string", "minLength": 1},
+        "frame_id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1000,
+            "description": "the frame's identity, from its position in the source (never its time): the same frame always has the "
+            "same id, and `key` is frames/<frame_id>.jpg; delivery is at least once, so consumers deduplicate by it",
+        },
         "frame_time": {
             "type": "string",
             "format": "date-time",
@@ -79,6 +86,10 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "type": {"enum": ["kvs", "file", "url", "s3"]},
                 "uri": {"type": "string"},
+                "stream_arn": {
+                    "type": "string",
+                    "description": "Kinesis Video: the stream incarnation (its ARN ends in the creation time)",
+                },
                 "fragment_number": {"type": "string", "pattern": "^[0-9]+$"},
                 "frame_in_fragment": {"type": "integer", "minimum": 0},
                 "frame_number": {"type": "integer", "minimum": 0},
@@ -101,9 +112,13 @@ class ContractError(ValueError):
         self.reason = reason
 
 
-def iso(ts: float) -> str:
-    """Epoch seconds -> ISO 8601 UTC with milliseconds and a Z suffix."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+def iso(value: float | datetime) -> str:
+    """Epoch seconds or an aware datetime -> ISO 8601 UTC with milliseconds and a Z suffix.
+
+    The one time format of kinase: messages, checkpoints, and every `kinase ... --json` payload.
+    """
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, tz=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_iso(value: str) -> float:
@@ -119,13 +134,21 @@ def safe_component(value: str) -> str:
     return cleaned[:200]
 
 
-def frame_key(stream_name: str, source: dict) -> str:
-    """Deterministic S3 key for a frame: the same frame always lands on the same key."""
-    base = f"{FRAMES_PREFIX}{safe_component(stream_name)}/"
+def frame_id(stream_name: str, source: dict) -> str:
+    """A frame's identity from its position: `<stream>/<creation time in ms>/<fragment>/<offset>` for
+    Kinesis Video (the stream incarnation, the fragment number, the frame's offset in it),
+    `<stream>/<file name>/<frame number>` for files. The same frame always gets the same id."""
+    base = safe_component(stream_name)
     if source["type"] == "kvs":
-        return f"{base}{source['fragment_number']}/{source['frame_in_fragment']:05d}.jpg"
+        incarnation = safe_component(source["stream_arn"].rsplit("/", 1)[-1]) + "/" if source.get("stream_arn") else ""
+        return f"{base}/{incarnation}{safe_component(source['fragment_number'])}/{source['frame_in_fragment']:05d}"
     origin = safe_component(source["uri"].rsplit("/", 1)[-1])
-    return f"{base}{origin}/{source['frame_number']:08d}.jpg"
+    return f"{base}/{origin}/{source['frame_number']:08d}"
+
+
+def frame_key(frame_id: str) -> str:
+    """The S3 key of a frame's JPEG follows from its id, so a frame done again overwrites itself."""
+    return f"{FRAMES_PREFIX}{frame_id}.jpg"
 
 
 def build(
@@ -134,6 +157,7 @@ def build(
     stream_name: str,
     frame_index: int,
     source: dict,
+    frame_id: str,
     frame_time: float,
     width: int,
     height: int,
@@ -155,12 +179,13 @@ def build(
     return {
         "schema": SCHEMA_ID,
         "bucket": bucket,
-        "key": frame_key(stream_name, source),
+        "key": frame_key(frame_id),
         "frame_index": int(frame_index),
         "detections_count": len(summary),
         "summary": summary,
         "timestamp": iso(now),
         "stream_name": stream_name,
+        "frame_id": frame_id,
         "frame_time": iso(frame_time),
         "source": source,
         "width": int(width),

@@ -3,32 +3,65 @@
 On Fargate stdout goes to CloudWatch Logs, where EMF lines become metrics without any metrics API
 call or extra permission. Each line carries the counts of its interval and the averages and maxima
 of the timings; `summary()` is the one human line logged at exit.
+
+Accounting: every frame read (`FramesRead`) ends in exactly one of the OUTCOMES, so
+`FramesRead == sum(OUTCOMES)` once the worker has stopped (`balance()` is the difference, 0 when
+every frame is accounted for). A frame read again after a reconnect or a restart, at a position
+already handled, is not read a second time: it counts as `FramesDeduplicated` only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TextIO
 
+log = logging.getLogger("kinase.worker.metrics")
+
 NAMESPACE = "kinase/worker"
+OUTCOMES = {
+    "FramesDelivered": "delivered",  # JPEG in S3 and message in SQS
+    "FramesSampledOut": "sampled_out",  # not kept by sampling (every N / target fps)
+    "FramesDropped": "dropped",  # live overload: older frames dropped to keep up
+    "FramesGapped": "gapped",  # inside a reported gap (see `Metrics.gap`)
+    "FramesCorrupt": "corrupt",  # could not be decoded
+    "FramesUnfinished": "unfinished",  # read but not delivered when the worker stopped; not checkpointed, so a restart redoes them
+}
 COUNTERS = {
-    "FramesRead": "Count",  # every frame the source produced
-    "FramesSampled": "Count",  # kept by sampling (every N / target fps)
+    "FramesRead": "Count",  # every frame the source produced (at a position not handled before)
+    **dict.fromkeys(OUTCOMES, "Count"),
     "FramesProcessed": "Count",  # inferred
-    "FramesDelivered": "Count",  # JPEG in S3 and message in SQS
-    "FramesDropped": "Count",  # live overload: older frames dropped to keep up
-    "FramesSkipped": "Count",  # already delivered before a restart or reconnect
+    "FramesDeduplicated": "Count",  # read again at a position already handled (reconnect, restart); not in FramesRead
     "Fragments": "Count",
-    "CorruptMedia": "Count",  # fragments or frames that could not be decoded
+    "CorruptMedia": "Count",  # fragments or frames that could not be decoded (events; the frames are in FramesCorrupt)
+    "Gaps": "Count",  # reported gaps (see `Metrics.gap`)
     "Reconnects": "Count",
-    "DeliveryRetries": "Count",
+    "Retries": "Count",  # AWS calls sent again: botocore's own retries and the worker's
+    "MessagesResent": "Count",  # messages in a SendMessageBatch sent again: each may now be in the queue twice (same frame_id)
     "Checkpoints": "Count",
 }
 TIMINGS = {"InferenceMs": "Milliseconds", "LatencyMs": "Milliseconds"}
 GAUGES = {"MillisBehindNow": "Milliseconds"}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Media of a stream the worker did not process, reported once: fragments `start`..`end`."""
+
+    stream: str
+    start: str  # first fragment not processed (or where it was: a checkpoint's fragment), "" if unknown
+    end: str  # where processing resumed, "" if unknown
+    fragments: int  # fragments not processed (0 if unknown)
+    frames: int  # frames of them that were read and counted in FramesRead (also in FramesGapped)
+    reason: str
+
+    def describe(self) -> str:
+        where = f"fragments {self.start or '?'}..{self.end or '?'}"
+        return f"gap in {self.stream}: {where} ({self.fragments} fragments, {self.frames} frames read) not processed: {self.reason}"
 
 
 class Metrics:
@@ -42,12 +75,32 @@ class Metrics:
         self._timings: dict[str, list[float]] = {k: [] for k in TIMINGS}
         self._all_timings: dict[str, tuple[float, int]] = {k: (0.0, 0) for k in TIMINGS}
         self.gauges: dict[str, float] = {}
+        self.gaps: list[Gap] = []
         self._window_started = self.started
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.totals[name] += n
             self._window[name] += n
+
+    def gap(self, start: str, end: str, *, fragments: int = 0, frames: int = 0, reason: str, stream: str | None = None) -> Gap:
+        """Report media that will not be processed: one warning line, `Gaps` + 1, `FramesGapped` + frames.
+
+        `frames` are frames the source read (and counted in FramesRead) that fall inside the gap;
+        fragments skipped without reading them are counted in `fragments` only."""
+        gap = Gap(stream or self.stream, start, end, fragments, frames, reason)
+        with self._lock:
+            self.gaps.append(gap)
+            for name, n in (("Gaps", 1), ("FramesGapped", frames)):
+                self.totals[name] += n
+                self._window[name] += n
+        log.warning("%s", gap.describe())
+        return gap
+
+    def balance(self) -> int:
+        """FramesRead minus the frames accounted for by an outcome: 0 when every frame is accounted for."""
+        with self._lock:
+            return self.totals["FramesRead"] - sum(self.totals[name] for name in OUTCOMES)
 
     def time(self, name: str, ms: float) -> None:
         with self._lock:
@@ -95,9 +148,10 @@ class Metrics:
         t = self.totals
         seconds = time.monotonic() - self.started
         fps = t["FramesProcessed"] / seconds if seconds > 0 else 0.0
+        outcomes = ", ".join(f"{word.replace('_', ' ')} {t[name]}" for name, word in OUTCOMES.items())
         return (
-            f"{self.stream}: read {t['FramesRead']}, processed {t['FramesProcessed']}, delivered {t['FramesDelivered']}, "
-            f"dropped {t['FramesDropped']}, skipped {t['FramesSkipped']}, corrupt {t['CorruptMedia']}, "
-            f"fragments {t['Fragments']}, reconnects {t['Reconnects']}, retries {t['DeliveryRetries']} in {seconds:.1f}s "
-            f"({fps:.1f} fps, inference {self.mean('InferenceMs'):.1f} ms, latency {self.mean('LatencyMs'):.0f} ms)"
+            f"{self.stream}: read {t['FramesRead']} = {outcomes}; processed {t['FramesProcessed']}, "
+            f"deduplicated {t['FramesDeduplicated']}, gaps {t['Gaps']}, corrupt media {t['CorruptMedia']}, "
+            f"fragments {t['Fragments']}, reconnects {t['Reconnects']}, retries {t['Retries']}, resent {t['MessagesResent']} "
+            f"in {seconds:.1f}s ({fps:.1f} fps, inference {self.mean('InferenceMs'):.1f} ms, latency {self.mean('LatencyMs'):.0f} ms)"
         )

@@ -9,8 +9,9 @@ the reader catches up with the producer) the queue blocks the reader instead, an
 frame is processed.
 
 Stopping (SIGTERM, KINASE_MAX_FRAMES, end of the source): stop reading, deliver what inference
-has already produced, write the checkpoint, report. Frames read but not yet inferred are left for
-the next run, which resumes from the checkpoint.
+has already produced, write the checkpoint, report. Frames read but not yet inferred are counted
+as unfinished and left for the next run, which resumes from the checkpoint. At the end every frame
+read is accounted for (worker.metrics.OUTCOMES); the summary says so, or says by how many not.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from worker import detector as detectors
 from worker.checkpoint import CheckpointStore, Ledger
 from worker.frames import FragmentEnd, Frame
 from worker.metrics import Metrics
+from worker.retry import count_retries
 from worker.settings import Settings
 from worker.sinks import Delivery
 from worker.sources import SourceError, open_source
+from worker.sources.incarnation import describe
 
 log = logging.getLogger("kinase.worker")
 
@@ -78,6 +81,16 @@ class FrameQueue:
                 self.metrics.count("FramesDropped")
                 return
 
+    def discard(self) -> int:
+        """Empty the queue after a stop; the frames it held are counted as unfinished (returns how many)."""
+        with self._cond:
+            frames = sum(isinstance(item, Frame) for item in self._items)
+            self._items.clear()
+            self._frames = 0
+            self._cond.notify_all()
+        self.metrics.count("FramesUnfinished", frames)
+        return frames
+
     def get(self, timeout: float):
         """The next item, or None if nothing came within `timeout`."""
         with self._cond:
@@ -103,28 +116,34 @@ class Worker:
         self.stop = stop or threading.Event()
         self.metrics = Metrics(settings.stream_name, out=metrics_out)
         self.session = session or aws.session()
+        count_retries(self.session.events, lambda _operation: self.metrics.count("Retries"))
         self.error: str | None = None
 
     def run(self) -> int:
         s = self.settings
         s3 = aws.client(self.session, "s3")
         sqs = aws.client(self.session, "sqs")
-        detector = detectors.load(s.model, imgsz=s.imgsz, conf=s.conf, classes=s.classes, device=s.device)
+        detector = detectors.for_settings(s)
         log.info("model %s (%s, %d classes, imgsz %d)", detector.name, detector.runtime, len(detector.names), detector.imgsz)
         store = None
         resume = None
-        if s.source_type == "kvs" and s.checkpoint:
-            store = CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source)
+        incarnation = None
+        if s.source_type == "kvs":
+            incarnation = describe(self.session, s.kvs_stream)
+            log.info("stream %s", incarnation)
+        if incarnation is not None and s.checkpoint:
+            store = CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source, incarnation, self.metrics)
             resume = store.load()
             if resume:
+                offset = resume.get("next_offset")
                 log.info(
-                    "resuming %s after fragment %s (frames after %s)",
+                    "resuming %s at fragment %s (%s)",
                     s.source,
-                    resume.get("fragment_number"),
-                    resume.get("last_frame_time"),
+                    resume["fragment_number"],
+                    "after all of it" if offset is None else f"from frame {offset}",
                 )
-        ledger = Ledger(store, self.metrics)
-        source = open_source(s, self.session, s3, self.metrics, self.stop, resume)
+        ledger = Ledger(store, self.metrics, position=resume)
+        source = open_source(s, self.session, s3, self.metrics, self.stop, resume, incarnation.arn if incarnation else None)
         delivery = Delivery(
             s3,
             sqs,
@@ -136,7 +155,7 @@ class Worker:
             metrics=self.metrics,
         )
         frames = FrameQueue(8, metrics=self.metrics, stop=self.stop)
-        reader = threading.Thread(target=self._read, args=(source, frames), name="reader", daemon=True)
+        reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)
         log.info("reading %s", s.source)
         reader.start()
         try:
@@ -155,18 +174,28 @@ class Worker:
             else:
                 self.error = self.error or f"could not deliver the frames in flight within {SHUTDOWN_BUDGET:.0f}s"
             reader.join(2.0)
+            frames.discard()
             self.metrics.emit()
             log.info("summary: %s", self.metrics.summary())
+            if self.metrics.balance() and not reader.is_alive():
+                log.warning("accounting: %d frames read are not accounted for", self.metrics.balance())
         if self.error:
             log.error("error: %s", self.error)
             return 1
         return 0
 
-    def _read(self, source, frames: FrameQueue) -> None:
+    def _read(self, source, frames: FrameQueue, ledger: Ledger) -> None:
+        started = False
         try:
             for item in source:
                 if self.stop.is_set():
+                    if isinstance(item, Frame):
+                        self.metrics.count("FramesUnfinished")
                     break
+                if not started and isinstance(item, (Frame, FragmentEnd)) and (item.fragment is not None):
+                    started = True
+                    server_time = item.server_time if isinstance(item, Frame) else item.checkpoint.get("server_timestamp")
+                    ledger.started(item.fragment, server_time)
                 frames.put(item)
         except SourceError as exc:
             self.error = str(exc)

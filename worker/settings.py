@@ -1,4 +1,11 @@
-"""Worker settings, read once from environment variables.
+"""Worker settings: the one table of the worker's environment variables, and the parser built on it.
+
+`SETTINGS` is the only place that names a `KINASE_*` variable of the worker, its default and its
+meaning, the way worker/contract.py is for messages. Everything else follows from it:
+`load()` parses the environment with it; `kinase run-task` builds its overrides with
+`environment()`; the CDK task definition's environment comes from `environment()` and its IAM
+policies from the bucket prefixes below; the settings tables of docs/OPERATIONS.md and
+worker/README.md are `python -m worker.settings --markdown` (a test keeps them equal).
 
 The task definition sets the defaults, `kinase run-task` overrides them, and the local worker gets
 the same variables, so the environment is the only configuration surface. A bad value stops the
@@ -8,15 +15,25 @@ worker with one line naming the variable, before any AWS call.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-IMAGE_MODELS_DIR = Path("/opt/kinase/models")
+from worker.backends import BACKENDS
+
+IMAGE_MODELS_DIR = Path("/opt/kinase/models")  # where the worker image keeps its models (worker/Dockerfile)
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_MODEL = str(IMAGE_MODELS_DIR / "yolo11n.onnx")
+KVS_SCHEME = "kvs"  # KINASE_SOURCE=kvs://STREAM reads a Kinesis Video stream
+# The frames bucket's layout: the worker writes frames and its checkpoint there and reads inputs;
+# the task role's IAM policies grant exactly these prefixes.
+FRAMES_PREFIX = "frames/"
+CHECKPOINTS_PREFIX = "checkpoints/"
 INPUTS_PREFIX = "inputs/"  # videos uploaded for a run (`kinase run-task --source FILE`); the task role may read them
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 class SettingsError(ValueError):
@@ -24,9 +41,99 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Setting:
+    field: str  # the Settings attribute, and the keyword of `environment()`
+    type: str  # str | int | float | bool | choice | list
+    default: str  # as written in the environment; "" with required=True means there is none
+    help: str
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    shown_default: str = ""  # how the docs show a default that is derived, not a constant
+
+    @property
+    def name(self) -> str:
+        return "KINASE_" + self.field.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "source",
+        "str",
+        "",
+        f"`{KVS_SCHEME}://STREAM`, a file path, `http(s)://`, `rtsp://` or `s3://bucket/key`",
+        required=True,
+        shown_default=f"`{KVS_SCHEME}://<stack stream>`",
+    ),
+    Setting("bucket", "str", "", "the frames bucket (storage stack output FramesBucketName)", required=True),
+    Setting("queue_url", "str", "", "the results queue (storage stack output ResultsQueueUrl)", required=True),
+    Setting("stream_name", "str", "", "name used in messages, frame ids and S3 keys", shown_default="the stream, or the file's stem"),
+    Setting(
+        "model",
+        "str",
+        DEFAULT_MODEL,
+        f"a path, or a file name looked up in `{IMAGE_MODELS_DIR}` and `models/`: `.pt` (converted once for the backend, cached), `.onnx` or `.yaml`",
+    ),
+    Setting("imgsz", "int", "640", "inference image size, a multiple of 32 (a fixed-size ONNX model uses its own)", minimum=32),
+    Setting("conf", "float", "0.25", "confidence threshold", minimum=0.0, maximum=1.0),
+    Setting("classes", "list", "", "comma-separated class names to keep", shown_default="all"),
+    Setting("device", "str", "auto", "`auto`, `cpu`, `cuda` or `cuda:N`"),
+    Setting("backend", "str", "auto", "`auto` (the fastest, measured at start) or one of " + ", ".join(f"`{b}`" for b in BACKENDS)),
+    Setting(
+        "model_cache",
+        "str",
+        "",
+        "folder of converted models, keyed by the weights' hash, the input size and the backend",
+        shown_default="`~/.cache/kinase/models` (the image: `/opt/kinase/cache`, filled at build time)",
+    ),
+    Setting(
+        "calibration",
+        "str",
+        "",
+        "a folder of images or a video to calibrate int8 backends on when their model is not cached",
+        shown_default="none (a forced int8 backend on a file source: its first frames)",
+    ),
+    Setting("every", "int", "1", "sampling: every N-th frame", minimum=1),
+    Setting("fps", "float", "0", "sampling: a target rate on the media clock (0 = off)", minimum=0.0),
+    Setting(
+        "start",
+        "choice",
+        "NOW",
+        "where a stream is read from when there is no usable checkpoint",
+        choices=("NOW", "EARLIEST"),
+    ),
+    Setting("checkpoint", "bool", "1", f"resume from `{CHECKPOINTS_PREFIX}<stream>.json` in the frames bucket (Kinesis Video)"),
+    Setting("max_frames", "int", "0", "stop after N processed frames (0 = no limit)", minimum=0),
+    Setting("idle_exit", "float", "0", "stop after S seconds without new media (0 = never)", minimum=0.0),
+    Setting(
+        "max_lag",
+        "float",
+        "30",
+        "after a restart, skip to the live edge (reporting the gap) when the backlog is more than S seconds behind live (0 = never)",
+        minimum=0.0,
+    ),
+    Setting(
+        "read_timeout",
+        "float",
+        "60",
+        "seconds a GetMedia connection may send nothing before the stream counts as idle and the connection is renewed",
+        minimum=0.1,
+    ),
+    Setting(
+        "give_up_after", "float", "300", "seconds of failing GetMedia calls (errors, not idleness) before the worker exits 1", minimum=1.0
+    ),
+    Setting("log_level", "choice", "INFO", "DEBUG logs every delivered key", choices=LOG_LEVELS),
+    Setting("metrics_interval", "float", "10", "seconds between metric lines", minimum=0.1),
+)
+BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
-    source_type: str  # kvs | file | url | s3
+    source_type: str  # the contract's source.type: kvs | file | url | s3 (worker.sources.classify)
+    live: bool  # live sources drop old frames under overload; recorded ones process every sampled frame
     stream_name: str
     bucket: str
     queue_url: str
@@ -35,73 +142,81 @@ class Settings:
     conf: float = 0.25
     classes: tuple[str, ...] = ()
     device: str = "auto"
+    backend: str = "auto"
+    model_cache: str = ""
+    calibration: str = ""
     every: int = 1
     fps: float = 0.0
     start: str = "NOW"
     checkpoint: bool = True
     max_frames: int = 0
     idle_exit: float = 0.0
+    max_lag: float = 30.0
+    read_timeout: float = 60.0
+    give_up_after: float = 300.0
     log_level: str = "INFO"
     metrics_interval: float = 10.0
 
     @property
     def kvs_stream(self) -> str:
-        return self.source[len("kvs://") :]
-
-    @property
-    def live(self) -> bool:
-        """Live sources drop old frames under overload; recorded ones process every sampled frame."""
-        return self.source_type == "kvs" or self.source.startswith("rtsp://")
+        return self.source[len(KVS_SCHEME) + 3 :]
 
     @property
     def checkpoint_key(self) -> str:
-        from worker.contract import CHECKPOINTS_PREFIX, safe_component
+        from worker.contract import safe_component
 
         return f"{CHECKPOINTS_PREFIX}{safe_component(self.stream_name)}.json"
 
 
-def source_type(source: str) -> str:
-    scheme = urlparse(source).scheme.lower()
-    if scheme == "kvs":
-        return "kvs"
-    if scheme == "s3":
-        return "s3"
-    if scheme in ("http", "https", "rtsp", "rtmp"):
-        return "url"
-    return "file"
+def environment(**values) -> dict[str, str]:
+    """Worker environment variables for these settings, e.g. `environment(start="EARLIEST")` ->
+    `{"KINASE_START": "EARLIEST"}`; None values are left out. Unknown names are a programming error."""
+    unknown = set(values) - set(BY_FIELD)
+    if unknown:
+        raise KeyError(f"no worker setting {', '.join(sorted(unknown))}")
+    return {BY_FIELD[k].name: _text(v) for k, v in values.items() if v is not None}
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
-    return value
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return ",".join(value)
+    return str(value)
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise SettingsError(f"{name}={raw!r} must be {bound}")
-    return value
+def kvs_source(stream: str) -> str:
+    return f"{KVS_SCHEME}://{stream}"
+
+
+def _parse(setting: Setting, raw: str):
+    name = setting.name
+    if setting.type in ("int", "float"):
+        try:
+            value = int(raw) if setting.type == "int" else float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not {'an integer' if setting.type == 'int' else 'a number'}") from None
+        low, high = setting.minimum, setting.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low:g}"
+            raise SettingsError(f"{name}={raw!r} must be {bound}")
+        return value
+    if setting.type == "bool":
+        if raw.lower() not in TRUE + FALSE:
+            raise SettingsError(f"{name}={raw!r} must be 1 or 0")
+        return raw.lower() in TRUE
+    if setting.type == "choice":
+        if raw.upper() not in setting.choices:
+            allowed = " or ".join(setting.choices) if len(setting.choices) == 2 else "one of " + ", ".join(setting.choices)
+            raise SettingsError(f"{name}={raw!r} must be {allowed}")
+        return raw.upper()
+    if setting.type == "list":
+        return tuple(c.strip() for c in raw.split(",") if c.strip())
+    return raw
 
 
 def resolve_model(value: str) -> str:
     """A path, or a bare file name looked up in the image's and the repository's models folders."""
-    if not value:
-        return str(IMAGE_MODELS_DIR / "yolo11n.onnx")
     path = Path(value).expanduser()
     if path.exists() or value.endswith(".yaml"):
         return str(path) if path.exists() else value
@@ -109,69 +224,64 @@ def resolve_model(value: str) -> str:
         for folder in (IMAGE_MODELS_DIR, REPO_MODELS_DIR):
             if (folder / value).exists():
                 return str(folder / value)
-    raise SettingsError(f"KINASE_MODEL={value!r}: no such model file (looked in ., {IMAGE_MODELS_DIR}, {REPO_MODELS_DIR})")
+    if value == DEFAULT_MODEL:
+        return value
+    name = BY_FIELD["model"].name
+    raise SettingsError(f"{name}={value!r}: no such model file (looked in ., {IMAGE_MODELS_DIR}, {REPO_MODELS_DIR})")
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
+    from worker.sources import classify
+
     env = os.environ if env is None else env
-    source = env.get("KINASE_SOURCE", "").strip()
-    if not source:
-        raise SettingsError("KINASE_SOURCE is not set (kvs://STREAM, a file path, http(s)://, rtsp:// or s3://bucket/key)")
-    kind = source_type(source)
-    if kind == "kvs" and not source[len("kvs://") :]:
-        raise SettingsError(f"KINASE_SOURCE={source!r} names no stream (kvs://STREAM)")
-    if kind == "s3":
+    values: dict = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.name, "").strip() or setting.default
+        if setting.required and not raw:
+            raise SettingsError(f"{setting.name} is not set ({setting.help})")
+        values[setting.field] = _parse(setting, raw) if raw else ""
+    source = values["source"]
+    kind = classify(source)
+    source_name = BY_FIELD["source"].name
+    if kind.name == KVS_SCHEME and not source[len(KVS_SCHEME) + 3 :]:
+        raise SettingsError(f"{source_name}={source!r} names no stream ({KVS_SCHEME}://STREAM)")
+    if kind.name == "s3":
         parsed = urlparse(source)
         if not parsed.netloc or not parsed.path.strip("/"):
-            raise SettingsError(f"KINASE_SOURCE={source!r} is not s3://bucket/key")
-    if kind == "file" and not Path(source).is_file():
-        raise SettingsError(f"KINASE_SOURCE={source!r}: no such file")
-
-    stream_name = env.get("KINASE_STREAM_NAME", "").strip()
-    if not stream_name:
-        stream_name = source[len("kvs://") :] if kind == "kvs" else Path(urlparse(source).path).stem or "stream"
-
-    bucket = env.get("KINASE_BUCKET", "").strip()
-    queue_url = env.get("KINASE_QUEUE_URL", "").strip()
-    if not bucket:
-        raise SettingsError("KINASE_BUCKET is not set (the frames bucket, from the storage stack outputs)")
-    if not queue_url:
-        raise SettingsError("KINASE_QUEUE_URL is not set (the results queue URL, from the storage stack outputs)")
-
-    device = env.get("KINASE_DEVICE", "auto").strip().lower() or "auto"
+            raise SettingsError(f"{source_name}={source!r} is not s3://bucket/key")
+    if kind.name == "file" and not Path(source).is_file():
+        raise SettingsError(f"{source_name}={source!r}: no such file")
+    if not values["stream_name"]:
+        values["stream_name"] = source[len(KVS_SCHEME) + 3 :] if kind.name == KVS_SCHEME else Path(urlparse(source).path).stem or "stream"
+    device = values["device"].lower()
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise SettingsError(f"KINASE_DEVICE={device!r} must be auto, cpu or cuda")
-    start = env.get("KINASE_START", "NOW").strip().upper() or "NOW"
-    if start not in ("NOW", "EARLIEST"):
-        raise SettingsError(f"KINASE_START={start!r} must be NOW or EARLIEST")
-    checkpoint = env.get("KINASE_CHECKPOINT", "1").strip().lower() or "1"
-    if checkpoint not in ("1", "0", "true", "false", "yes", "no"):
-        raise SettingsError(f"KINASE_CHECKPOINT={checkpoint!r} must be 1 or 0")
-    level = env.get("KINASE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
-    if level not in LOG_LEVELS:
-        raise SettingsError(f"KINASE_LOG_LEVEL={level!r} must be one of {', '.join(LOG_LEVELS)}")
-    classes = tuple(c.strip() for c in env.get("KINASE_CLASSES", "").split(",") if c.strip())
-    imgsz = _int(env, "KINASE_IMGSZ", 640, minimum=32)
-    if imgsz % 32:
-        raise SettingsError(f"KINASE_IMGSZ={imgsz} must be a multiple of 32")
+        raise SettingsError(f"{BY_FIELD['device'].name}={device!r} must be auto, cpu or cuda")
+    values["device"] = device
+    backend = values["backend"].lower()
+    if backend != "auto" and backend not in BACKENDS:
+        raise SettingsError(f"{BY_FIELD['backend'].name}={backend!r} must be auto or one of {', '.join(BACKENDS)}")
+    values["backend"] = backend
+    if values["imgsz"] % 32:
+        raise SettingsError(f"{BY_FIELD['imgsz'].name}={values['imgsz']} must be a multiple of 32")
+    values["classes"] = values["classes"] or ()
+    values["model"] = resolve_model(values["model"])
+    return Settings(source_type=kind.name, live=kind.live, **values)
 
-    return Settings(
-        source=source,
-        source_type=kind,
-        stream_name=stream_name,
-        bucket=bucket,
-        queue_url=queue_url,
-        model=resolve_model(env.get("KINASE_MODEL", "").strip()),
-        imgsz=imgsz,
-        conf=_float(env, "KINASE_CONF", 0.25, 0.0, 1.0),
-        classes=classes,
-        device=device,
-        every=_int(env, "KINASE_EVERY", 1, minimum=1),
-        fps=_float(env, "KINASE_FPS", 0.0),
-        start=start,
-        checkpoint=checkpoint in ("1", "true", "yes"),
-        max_frames=_int(env, "KINASE_MAX_FRAMES", 0),
-        idle_exit=_float(env, "KINASE_IDLE_EXIT", 0.0),
-        log_level=level,
-        metrics_interval=_float(env, "KINASE_METRICS_INTERVAL", 10.0, minimum=0.1),
-    )
+
+DOC_BEGIN = "<!-- worker settings: generated by `python -m worker.settings --markdown` -->"
+DOC_END = "<!-- end of worker settings -->"
+
+
+def markdown() -> str:
+    """The settings table as the docs show it (docs/OPERATIONS.md, worker/README.md)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = s.shown_default or (f"`{s.default}`" if s.default else "(required)")
+        rows.append(f"| `{s.name}` | {default} | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        raise SystemExit("usage: python -m worker.settings --markdown")
+    sys.stdout.write(markdown())

@@ -25,6 +25,7 @@ import boto3
 
 from support.cli import ROOT
 from worker import contract
+from worker import settings as worker_settings
 
 MODELS = ROOT / "models"
 SHAPES_ONNX = MODELS / "shapes-yolo11n.onnx"
@@ -73,19 +74,16 @@ class Media:
         return Target(name, queue_url, name)
 
     def worker_env(self, target: Target, source: str, model: Path = SHAPES_ONNX, **settings) -> dict:
-        env = {
-            **os.environ,
-            **self.env,
-            "KINASE_SOURCE": source,
-            "KINASE_BUCKET": target.bucket,
-            "KINASE_QUEUE_URL": target.queue_url,
-            "KINASE_MODEL": str(model),
-            "KINASE_IMGSZ": "320",
-            "KINASE_STREAM_NAME": target.stream,
-            "KINASE_METRICS_INTERVAL": "60",
-        }
-        env.update({f"KINASE_{k.upper()}": str(v) for k, v in settings.items()})
-        return env
+        values = dict(
+            source=source,
+            bucket=target.bucket,
+            queue_url=target.queue_url,
+            model=model,
+            imgsz=320,
+            stream_name=target.stream,
+            metrics_interval=60,
+        )
+        return {**os.environ, **self.env, **worker_settings.environment(**{**values, **settings})}
 
     def put(self, stream: str, video: Path, **options):
         """Feed a file into a stream through PutMedia, as `kinase stream put` does."""
@@ -116,7 +114,7 @@ class Media:
 
     def checkpoint(self, target: Target) -> dict | None:
         try:
-            body = self.s3.get_object(Bucket=target.bucket, Key=f"checkpoints/{target.stream}.json")["Body"].read()
+            body = self.s3.get_object(Bucket=target.bucket, Key=f"{worker_settings.CHECKPOINTS_PREFIX}{target.stream}.json")["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             return None
         return json.loads(body)
@@ -126,12 +124,26 @@ def run_worker(env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+SUMMARY_WORDS = "read|processed|delivered|sampled out|dropped|gapped|corrupt media|corrupt|unfinished|deduplicated|gaps|fragments|reconnects|retries|resent"
+OUTCOMES = ("delivered", "sampled_out", "dropped", "gapped", "corrupt", "unfinished")
+
+
 def summary(stderr: str) -> dict:
-    """The counters of the worker's exit summary line, e.g. {'read': 45, 'dropped': 0, ...}."""
+    """The counters of the worker's exit summary line, e.g. {'read': 45, 'dropped': 0, 'sampled_out': 0, ...}."""
     line = next(line for line in reversed(stderr.splitlines()) if "summary:" in line)
-    return {
-        k: int(v) for k, v in re.findall(r"\b(read|processed|delivered|dropped|skipped|corrupt|fragments|reconnects|retries) (\d+)", line)
-    }
+    return {k.replace(" ", "_"): int(v) for k, v in re.findall(rf"\b({SUMMARY_WORDS}) (\d+)", line)}
+
+
+def accounted(counts: dict) -> dict:
+    """`counts` after checking the accounting invariant: every frame read ended in exactly one outcome."""
+    assert counts["read"] == sum(counts[o] for o in OUTCOMES), counts
+    return counts
+
+
+def frame_ids(messages: list[dict]) -> list[str]:
+    """The frame ids of these messages; each must give the S3 key its message names."""
+    assert all(m["key"] == contract.frame_key(m["frame_id"]) for m in messages)
+    return [m["frame_id"] for m in messages]
 
 
 def metrics_lines(stdout: str) -> list[dict]:

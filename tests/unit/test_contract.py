@@ -13,13 +13,19 @@ from worker import contract
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-1/1700000000000"
+SOURCE = {"type": "kvs", "uri": "kvs://cam-1", "stream_arn": ARN, "fragment_number": "9134385233318", "frame_in_fragment": 3}
+
+
 def sample(**overrides):
     now = time.time()
+    source = overrides.pop("source", SOURCE)
     fields = dict(
         bucket="frames-bucket",
         stream_name="cam-1",
         frame_index=3,
-        source={"type": "kvs", "uri": "kvs://cam-1", "fragment_number": "9134385233318", "frame_in_fragment": 3},
+        source=source,
+        frame_id=contract.frame_id("cam-1", source),
         frame_time=now - 0.25,
         width=640,
         height=480,
@@ -47,12 +53,29 @@ def test_built_message_round_trips_and_keeps_the_hackathon_fields():
     assert parsed["timestamp"].endswith("Z")
 
 
-def test_keys_are_deterministic_and_cannot_escape():
-    a = sample()["key"]
-    assert a == sample()["key"] == "frames/cam-1/9134385233318/00003.jpg"
-    hostile = contract.frame_key("../../etc", {"type": "file", "uri": "/x/../../passwd", "frame_number": 7})
+def test_frame_id_is_the_position_and_the_key_follows_from_it():
+    a = sample()
+    assert a["frame_id"] == sample(frame_time=0.0)["frame_id"] == "cam-1/1700000000000/9134385233318/00003"  # time is not identity
+    assert a["key"] == f"frames/{a['frame_id']}.jpg"
+    recreated = {**SOURCE, "stream_arn": ARN.replace("1700000000000", "1700000999000")}
+    assert contract.frame_id("cam-1", recreated) != a["frame_id"]  # another incarnation of the stream, another frame
+    assert contract.frame_id("cam-1", {**SOURCE, "frame_in_fragment": 4}) != a["frame_id"]
+    file_source = {"type": "file", "uri": "/videos/clip.mp4", "frame_number": 7}
+    assert contract.frame_id("clip", file_source) == "clip/clip.mp4/00000007"
+
+
+def test_keys_cannot_escape():
+    hostile = contract.frame_key(contract.frame_id("../../etc", {"type": "file", "uri": "/x/../../passwd", "frame_number": 7}))
     assert ".." not in hostile.split("/") and not hostile.startswith("/")
     assert hostile.startswith(contract.FRAMES_PREFIX)
+    arn = {**SOURCE, "stream_arn": "../..", "fragment_number": "../../x"}
+    assert ".." not in contract.frame_key(contract.frame_id("..", arn)).split("/")
+
+
+def test_a_message_without_frame_id_still_parses():
+    """frame_id is an additive v1 field: messages of workers from before it stay valid."""
+    message = {k: v for k, v in sample().items() if k != "frame_id"}
+    assert contract.parse(contract.dumps(message)) == message
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import fall_detection
 import pytest
 
 from kinase_cli.workflows.samples import shapes_video
-from support.worker_stack import Background, metrics_lines, run_worker, summary
+from support.worker_stack import Background, accounted, frame_ids, metrics_lines, run_worker, summary
 from worker.contract import parse_iso
 
 pytestmark = pytest.mark.slow
@@ -40,13 +40,17 @@ def test_all_frames_of_all_fragments_in_order_with_numbers_and_timestamps(media,
     assert times[0] == pytest.approx(put.producer_start_timestamp, abs=0.002)
     assert all(b - a == pytest.approx(1 / 15, abs=0.002) for a, b in zip(times, times[1:]))
     assert {m["source"]["uri"] for m in messages} == {f"kvs://{target.stream}"}
-    assert all(m["key"] == f"frames/{target.stream}/{f}/{i:05d}.jpg" for m, (f, i) in zip(messages, positions(messages)))
+    arn = media.kvs.describe_stream(StreamName=target.stream)["StreamInfo"]["StreamARN"]
+    assert {m["source"]["stream_arn"] for m in messages} == {arn}
+    created = arn.rsplit("/", 1)[-1]
+    assert frame_ids(messages) == [f"{target.stream}/{created}/{f}/{i:05d}" for f, i in positions(messages)]
+    assert all(m["key"] == f"frames/{target.stream}/{created}/{f}/{i:05d}.jpg" for m, (f, i) in zip(messages, positions(messages)))
     assert media.keys(target.bucket, "frames/") == sorted(m["key"] for m in messages)
 
     checkpoint = media.checkpoint(target)
     assert checkpoint["fragment_number"] == fragments[-1] and checkpoint["continuation_token"] == fragments[-1]
-    assert checkpoint["last_frame_time"] == pytest.approx(times[-1], abs=0.002)
-    counts = summary(run.stderr)
+    assert checkpoint["next_offset"] is None and checkpoint["stream_arn"] == arn  # all of the last fragment, this incarnation
+    counts = accounted(summary(run.stderr))
     assert (counts["fragments"], counts["read"], counts["delivered"], counts["dropped"]) == (3, 45, 45, 0)
     assert "MillisBehindNow" in metrics_lines(run.stdout)[-1]
 
@@ -74,8 +78,9 @@ def test_sigterm_mid_fragment_then_restart_loses_nothing(media, tmp_path):
     assert 0 < len(first) < 30, "the signal must arrive while the first fragment is being processed"
     assert set(first_positions) == {(fragments[0], i) for i in range(len(first))}
     checkpoint = media.checkpoint(target)
-    assert checkpoint["last_frame_time"] == pytest.approx(max(parse_iso(m["frame_time"]) for m in first), abs=0.002)
+    assert (checkpoint["fragment_number"], checkpoint["next_offset"]) == (fragments[0], len(first))  # a position, not a time
     assert media.keys(target.bucket, "frames/") == sorted(m["key"] for m in first)
+    accounted(summary(stderr))
 
     rerun = run_worker(env)
 
@@ -84,8 +89,9 @@ def test_sigterm_mid_fragment_then_restart_loses_nothing(media, tmp_path):
     assert set(first_positions) | set(second_positions) == every_frame  # nothing lost
     redone = Counter(first_positions + second_positions) - Counter(set(first_positions + second_positions))
     assert len({f for f, _ in redone}) <= 1  # at most one fragment done again
-    assert not redone  # in fact none: frames up to the checkpoint's last frame time are skipped
-    assert summary(rerun.stderr)["skipped"] == len(first)
+    assert not redone  # in fact none: frames before the checkpoint's position are recognised by position
+    counts = accounted(summary(rerun.stderr))
+    assert counts["deduplicated"] == len(first) and counts["delivered"] == 60 - len(first)
     assert len(media.keys(target.bucket, "frames/")) == 60
 
 
@@ -130,6 +136,7 @@ def test_live_overload_drops_old_frames_and_keeps_up(media, tmp_path):
     messages = media.messages(target.queue_url, expect=counts["delivered"])
     assert counts["read"] == 120 and counts["dropped"] > 0
     assert counts["delivered"] == len(messages) == counts["read"] - counts["dropped"]
+    accounted(counts)
     assert sum(line["FramesDropped"] for line in metrics_lines(stdout)) == counts["dropped"]
     fragments = put["result"].acks.persisted
     assert max(m["source"]["fragment_number"] for m in messages) == fragments[-1]  # the newest frames were kept
@@ -147,7 +154,8 @@ def test_max_frames_stops_early_and_checkpoint_can_be_off(media, tmp_path):
 
     assert run.returncode == 0, run.stderr
     assert sorted(m["frame_index"] for m in media.messages(target.queue_url, expect=5)) == [0, 1, 2, 3, 4]
-    assert summary(run.stderr)["processed"] == 5
+    counts = accounted(summary(run.stderr))
+    assert counts["processed"] == 5 and counts["unfinished"] == counts["read"] - 5  # read ahead, left for the next run
     assert media.checkpoint(target) is None
 
 
@@ -162,5 +170,6 @@ def test_low_target_fps_skips_decoding_whole_fragments(media, tmp_path):
     assert run.returncode == 0, run.stderr
     assert sorted(positions(media.messages(target.queue_url, expect=2))) == [(fragments[0], 0), (fragments[2], 0)]
     assert f"fragment {fragments[1]}: sampling wants none of its frames, not decoded" in run.stderr
-    assert summary(run.stderr)["read"] == 45
+    counts = accounted(summary(run.stderr))
+    assert (counts["read"], counts["delivered"], counts["sampled_out"]) == (45, 2, 43)
     assert media.checkpoint(target)["fragment_number"] == fragments[2]

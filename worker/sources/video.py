@@ -20,12 +20,9 @@ import cv2
 from worker.frames import Frame
 from worker.metrics import Metrics
 from worker.sampling import Sampler
+from worker.sources.errors import SourceError
 
 log = logging.getLogger("kinase.worker.source")
-
-
-class SourceError(RuntimeError):
-    """The source cannot be read at all; the worker exits 1 with this line."""
 
 
 class VideoSource:
@@ -53,16 +50,18 @@ class VideoSource:
                     break
                 self.metrics.count("FramesRead")
                 media_time = number / fps if fps > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                if self.sampler.keep(media_time):
+                if not self.sampler.keep(media_time):
+                    self.metrics.count("FramesSampledOut")
+                else:
                     ok, image = cap.retrieve()
                     if ok and image is not None:
-                        self.metrics.count("FramesSampled")
                         source = {"type": self.kind, "uri": self.uri, "frame_number": number}
                         yield Frame(
                             image=image, source=source, frame_index=number, frame_time=time.time(), read_at=time.monotonic(), live=self.live
                         )
                     else:
                         self.metrics.count("CorruptMedia")
+                        self.metrics.count("FramesCorrupt")
                         log.warning("frame %d of %s could not be decoded, skipped", number, self.uri)
                 number += 1
             if number == 0:

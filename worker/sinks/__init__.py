@@ -1,0 +1,137 @@
+"""Where a processed frame goes: the sinks, composed in order.
+
+A sink takes a `Result` (the frame, its detections, its S3 key and frame id), does its part on its
+own threads, and calls `done(result)` when it has it; the next sink then gets it. When the last
+sink has it, the frame is delivered: counted, and acknowledged to the checkpoint ledger. Today
+the chain is the annotated JPEG to S3, then the message to SQS, so a consumer never sees a key
+that is not there yet.
+
+Adding a sink (say, a webhook) is one module with a class following `Sink` (built by
+`from_context`) plus one line in `SINKS`. A sink whose `required` is False must not fail the
+worker: it logs its errors and calls `done` anyway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker import contract
+from worker.checkpoint import Ledger
+from worker.frames import Frame
+from worker.metrics import Metrics
+
+log = logging.getLogger("kinase.worker.sinks")
+
+SINKS = [
+    "worker.sinks.s3_frames:S3FrameSink",
+    "worker.sinks.sqs_results:SqsResultSink",
+]
+
+
+@dataclass
+class Result:
+    frame: Frame
+    detections: list[dict]
+    inference_ms: float
+    frame_id: str = ""
+    key: str = ""
+    width: int = 0
+    height: int = 0
+    message: dict | None = None
+
+
+@dataclass
+class Context:
+    """What a sink may use: clients, where to deliver, the metrics, and how to stop the worker."""
+
+    s3: object
+    sqs: object
+    bucket: str
+    queue_url: str
+    stream_name: str
+    model: str
+    metrics: Metrics
+    fail: Callable[[BaseException], None]
+    failed: threading.Event
+    give_up_after: float = 300.0
+    options: dict = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    name: str
+    required: bool
+
+    @classmethod
+    def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> Sink: ...
+
+    def submit(self, result: Result) -> None:
+        """Take one result (may block while the sink is full: that bounds memory); call `done` once it is stored."""
+
+    def close(self, deadline: float) -> bool:
+        """Finish what was submitted by `deadline` (time.monotonic()), stop the threads; False if that did not finish."""
+
+
+def _load(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Delivery:
+    """The sinks of `SINKS` composed in order, feeding the checkpoint ledger."""
+
+    def __init__(self, s3, sqs, *, bucket: str, queue_url: str, stream_name: str, model: str, ledger: Ledger, metrics: Metrics, **options):
+        self.ledger, self.metrics, self.stream_name = ledger, metrics, stream_name
+        self.error: BaseException | None = None
+        self.failed = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        give_up_after = options.pop("give_up_after", 300.0)
+        ctx = Context(s3, sqs, bucket, queue_url, stream_name, model, metrics, self._fail, self.failed, give_up_after, options)
+        self.sinks: list[Sink] = []
+        done = self._delivered
+        for path in reversed(SINKS):
+            sink = _load(path).from_context(ctx, done)
+            self.sinks.insert(0, sink)
+            done = sink.submit
+
+    def submit(self, frame: Frame, detections: list[dict], inference_ms: float) -> None:
+        """Hand one processed frame to the first sink; blocks while it is full."""
+        self.ledger.submitted(frame)
+        frame_id = contract.frame_id(self.stream_name, frame.source)
+        result = Result(frame, detections, inference_ms, frame_id=frame_id, key=contract.frame_key(frame_id))
+        with self._lock:
+            self._in_flight += 1
+        self.sinks[0].submit(result)
+
+    def _delivered(self, result: Result) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self.metrics.count("FramesDelivered")
+        if result.message is not None:
+            self.metrics.time("LatencyMs", result.message["latency_ms"])
+        self.ledger.delivered(result.frame)
+        log.debug("delivered %s", result.key)
+
+    def close(self, timeout: float = 25.0) -> bool:
+        """Deliver everything submitted, sink by sink in order; False if that did not finish in time or failed.
+
+        Frames still in flight afterwards are counted as FramesUnfinished: they are not
+        checkpointed, so a restart does them again."""
+        deadline = time.monotonic() + timeout
+        finished = all([sink.close(deadline) for sink in self.sinks])
+        with self._lock:
+            left, self._in_flight = self._in_flight, 0
+        if left:
+            self.metrics.count("FramesUnfinished", left)
+        return finished and not self.failed.is_set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.failed.set()

@@ -1,0 +1,61 @@
+"""The annotated JPEG of each frame to S3, under its deterministic key (`frames/<frame id>.jpg`)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from worker import aws
+from worker.annotate import annotate, jpeg
+from worker.sinks import Context, Result
+from worker.sinks.threads import STOP, put_until
+
+
+class S3FrameSink:
+    name = "s3-frames"
+    required = True
+
+    def __init__(self, ctx: Context, done: Callable[[Result], None], threads: int = 4, queue_size: int = 8):
+        self.ctx, self.done = ctx, done
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._threads = [threading.Thread(target=self._loop, name=f"upload-{i}", daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    @classmethod
+    def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> S3FrameSink:
+        return cls(ctx, done, **{k: v for k, v in ctx.options.items() if k in ("threads", "queue_size")})
+
+    def submit(self, result: Result) -> None:
+        put_until(self._queue, result, None, self.ctx.failed)
+
+    def close(self, deadline: float) -> bool:
+        for _ in self._threads:
+            put_until(self._queue, STOP, deadline, self.ctx.failed)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _loop(self) -> None:
+        ctx = self.ctx
+        while True:
+            result = self._queue.get()
+            if result is STOP:
+                return
+            if ctx.failed.is_set():
+                continue
+            try:
+                result.height, result.width = result.frame.image.shape[:2]
+                body = jpeg(annotate(result.frame.image, result.detections))
+                result.frame.image = None  # the pixels are not needed any more; free them while the message waits
+                aws.retry(
+                    lambda: ctx.s3.put_object(Bucket=ctx.bucket, Key=result.key, Body=body, ContentType="image/jpeg"),
+                    what=f"PutObject s3://{ctx.bucket}/{result.key}",
+                    give_up_after=ctx.give_up_after,
+                    on_retry=lambda: ctx.metrics.count("Retries"),
+                )
+                self.done(result)
+            except Exception as exc:  # any failure here is fatal for the worker: a frame would be lost
+                ctx.fail(exc)

@@ -1,0 +1,134 @@
+"""One message per frame (contract v1) to SQS, in SendMessageBatch calls of up to 10.
+
+Throttling and 5xx are retried (botocore's standard mode, then `aws.retry`); entries a batch
+reports as failed are resent, which botocore does not do; errors retrying cannot fix stop the
+worker. A batch sent again after a timeout may already be in the queue: delivery is at least once,
+each message carries its frame id so consumers deduplicate, and such resends are counted
+(MessagesResent).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from worker import aws, contract
+from worker.retry import delay
+from worker.sinks import Context, Result
+from worker.sinks.threads import STOP, put_until
+
+log = logging.getLogger("kinase.worker.sinks")
+
+BATCH_SIZE = 10
+BATCH_WAIT = 0.1  # seconds the first message of a batch waits for company
+
+
+class SqsResultSink:
+    name = "sqs-results"
+    required = True
+
+    def __init__(self, ctx: Context, done: Callable[[Result], None], queue_size: int = 32):
+        self.ctx, self.done = ctx, done
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._attempts = 0  # HTTP attempts of the current SendMessageBatch: botocore's retries and ours
+        ctx.sqs.meta.events.register("request-created.sqs.SendMessageBatch", self._attempted)
+        self._thread = threading.Thread(target=self._loop, name="sqs-sender", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> SqsResultSink:
+        return cls(ctx, done)
+
+    def _attempted(self, **_) -> None:
+        self._attempts += 1
+
+    def submit(self, result: Result) -> None:
+        put_until(self._queue, result, None, self.ctx.failed)
+
+    def close(self, deadline: float) -> bool:
+        put_until(self._queue, STOP, deadline, self.ctx.failed)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        batch: list[Result] = []
+        first_at = 0.0
+        stopping = False
+        while not (stopping and not batch):
+            timeout = max(0.0, first_at + BATCH_WAIT - time.monotonic()) if batch else None
+            try:
+                item = self._queue.get(timeout=timeout) if not stopping else None
+            except queue.Empty:
+                item = None
+            if item is STOP:
+                stopping = True
+            elif item is not None:
+                if not batch:
+                    first_at = time.monotonic()
+                batch.append(item)
+            if batch and (stopping or len(batch) >= BATCH_SIZE or time.monotonic() - first_at >= BATCH_WAIT):
+                try:
+                    self._send(batch)
+                except Exception as exc:  # fatal: a frame would be lost
+                    self.ctx.fail(exc)
+                    return
+                batch = []
+
+    def _send(self, batch: list[Result]) -> None:
+        ctx = self.ctx
+        now = time.time()
+        for r in batch:
+            f = r.frame
+            r.message = contract.build(
+                bucket=ctx.bucket,
+                stream_name=ctx.stream_name,
+                frame_index=f.frame_index,
+                source=f.source,
+                frame_id=r.frame_id,
+                frame_time=f.frame_time,
+                width=r.width,
+                height=r.height,
+                model=ctx.model,
+                inference_ms=r.inference_ms,
+                detections=r.detections,
+                now=now,
+            )
+        pending = {str(i): r for i, r in enumerate(batch)}
+        started = time.monotonic()
+        attempt = 0
+        while pending:
+            entries, size = [], 0
+            for i, r in pending.items():
+                body = contract.dumps(r.message)
+                if entries and size + len(body) > contract.MAX_BODY_BYTES:
+                    break
+                entries.append({"Id": i, "MessageBody": body})
+                size += len(body)
+
+            self._attempts = 0
+            try:
+                response = aws.retry(
+                    lambda: ctx.sqs.send_message_batch(QueueUrl=ctx.queue_url, Entries=entries),
+                    what="SendMessageBatch",
+                    give_up_after=ctx.give_up_after,
+                    on_retry=lambda: ctx.metrics.count("Retries"),
+                )
+            finally:
+                ctx.metrics.count("MessagesResent", len(entries) * max(0, self._attempts - 1))
+            for ok in response.get("Successful", []):
+                self.done(pending.pop(ok["Id"]))
+            failed = [f for f in response.get("Failed", []) if f.get("Id") in pending]
+            if not failed:
+                continue
+            fatal = [f for f in failed if f.get("SenderFault")]
+            if fatal:
+                raise aws.FatalError(f"SendMessageBatch rejected a message: {fatal[0].get('Code')}: {fatal[0].get('Message', '')}")
+            if time.monotonic() - started > ctx.give_up_after:
+                raise aws.FatalError(f"SendMessageBatch: {len(failed)} entries still failing after {ctx.give_up_after:.0f}s")
+            attempt += 1
+            ctx.metrics.count("Retries", len(failed))
+            log.warning("SendMessageBatch: %d of %d entries failed (%s); resending them", len(failed), len(entries), failed[0].get("Code"))
+            time.sleep(delay(attempt))
