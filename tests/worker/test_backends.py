@@ -67,7 +67,8 @@ def test_auto_keeps_the_fastest_it_measured_and_logs_it(converted, caplog):
     with caplog.at_level(logging.INFO, logger="kinase.worker.detector"):
         chosen = detectors.load(str(SHAPES_PT), imgsz=IMGSZ, cache_dir=cache)
     timings = chosen.timings
-    assert {"onnxruntime", "openvino", *INT8} <= set(timings)  # cached int8 models are candidates
+    assert {"onnxruntime", *INT8} <= set(timings)  # cached int8 models are candidates
+    assert ("openvino-bf16" in timings) == has_bf16() != ("openvino" in timings)
     assert "pytorch" not in timings
     assert chosen.backend == min(timings, key=timings.get)
     line = next(r.message for r in caplog.records if r.message.startswith("backend auto:"))
