@@ -16,6 +16,10 @@ on two machines' clocks agreeing:
   (flush, checkpoint) and releases it, and the requester takes it. Handing over, never stealing, so
   no stream is read by two workers beyond the renewal interval.
 - A worker holds at most `max_streams` leases.
+- The table is the list of the environment's streams: `kinase stream create` and `stream adopt`
+  write a free lease, `stream rm` deletes it (its owner's next renewal fails and it stops the
+  pipeline); a pipeline that finds its stream gone has the lease deleted. So workers need no
+  ListStreams, which IAM cannot scope to the environment.
 - Checkpoints live in the lease item and are written only while the writer still owns the lease
   (conditional on `owner`), so a worker that lost its lease cannot move a checkpoint backwards.
 
@@ -30,7 +34,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -190,6 +194,17 @@ class LeaseTable:
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
 
+    def set_aside(self, stream: str, owner: str) -> bool:
+        """Move an unusable checkpoint to `checkpoint_set_aside`, kept for inspection."""
+        done = self._conditional(
+            Key={KEY: {"S": stream}},
+            UpdateExpression="SET checkpoint_set_aside = checkpoint REMOVE checkpoint",
+            ConditionExpression="#o = :me AND attribute_exists(checkpoint)",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={":me": {"S": owner}},
+        )
+        return done is not None
+
     def save_checkpoint(self, stream: str, owner: str, record: dict) -> bool:
         done = self._conditional(
             Key={KEY: {"S": stream}},
@@ -202,29 +217,48 @@ class LeaseTable:
 
 
 class LeaseCheckpointStore:
-    """The worker's checkpoint store (load/save, as worker/checkpoint.py's) kept in the stream's lease item.
+    """The worker's checkpoint store (worker/checkpoint.py's `load`/`save`) kept in the stream's lease item.
 
-    A save from a worker that no longer owns the lease is refused and logged: the new owner's
-    checkpoint stands.
+    The same rules as the S3 store: a checkpoint of another stream incarnation, source or format is
+    set aside (kept in the item as `checkpoint_set_aside`) with a warning and a reported gap. A save
+    from a worker that no longer owns the lease is refused and logged: the new owner's checkpoint
+    stands.
     """
 
-    VERSION = 1
-
-    def __init__(self, table: LeaseTable, stream: str, owner: str, source: str):
+    def __init__(self, table: LeaseTable, stream: str, owner: str, source: str, incarnation, metrics):
         self.table, self.stream, self.owner, self.source = table, stream, owner, source
+        self.incarnation, self.metrics = incarnation, metrics
 
     def load(self) -> dict | None:
+        from worker.checkpoint import VERSION
+
         lease = self.table.get(self.stream)
         data = lease.checkpoint if lease else None
         if not data:
             return None
-        if data.get("version") != self.VERSION or data.get("source") != self.source:
-            log.warning("checkpoint in the lease of %s is for %s; ignored", self.stream, data.get("source"))
-            return None
-        return data
+        if data.get("version") != VERSION or not data.get("fragment_number"):
+            why = f"its format (version {data.get('version')!r}) is not version {VERSION}"
+        elif data.get("source") != self.source or data.get("stream_arn") != self.incarnation.arn:
+            why = f"it belongs to {data.get('source')} {data.get('stream_arn')} (created {data.get('stream_created')}), not to {self.incarnation}"
+        else:
+            return data
+        self.table.set_aside(self.stream, self.owner)
+        log.warning("checkpoint in the lease of %s set aside: %s; the start policy applies", self.stream, why)
+        self.metrics.gap(str(data.get("fragment_number") or ""), "", reason=f"checkpoint set aside ({why})")
+        return None
 
     def save(self, position: dict) -> dict:
-        record = {"version": self.VERSION, "stream": self.stream, "source": self.source, **position, "updated_at": iso(time.time())}
+        from worker.checkpoint import VERSION
+
+        record = {
+            "version": VERSION,
+            "stream": self.stream,
+            "source": self.source,
+            "stream_arn": self.incarnation.arn,
+            "stream_created": self.incarnation.created,
+            **position,
+            "updated_at": iso(time.time()),
+        }
         if not self.table.save_checkpoint(self.stream, self.owner, record):
             log.warning("checkpoint for %s not written: the lease is no longer ours", self.stream)
         return record
@@ -243,13 +277,15 @@ class Pipelines(Protocol):
     def stats(self, stream: str) -> dict:
         """`lag_ms` and `fps` of the stream's pipeline, written into the lease at each renewal."""
 
+    def gone(self, stream: str) -> bool:
+        """The stream's pipeline ended because the stream no longer exists (its lease is then deleted)."""
+
 
 @dataclass
 class Held:
     counter: int
     valid_until: float
     releasing: bool = False
-    gone: bool = False  # the stream no longer exists: delete the lease instead of releasing it
 
 
 @dataclass
@@ -275,7 +311,6 @@ class LeaseCoordinator:
     pipelines: Pipelines
     lease_duration: float = DEFAULT_LEASE_DURATION_S
     max_streams: int = 8
-    discover: Callable[[], Iterable[str]] | None = None  # the environment's streams; None: the table is the list
     clock: Callable[[], float] = time.monotonic
     held: dict[str, Held] = field(default_factory=dict)
     seen: dict[str, Seen] = field(default_factory=dict)
@@ -322,7 +357,6 @@ class LeaseCoordinator:
                 self.seen[stream] = Seen(lease.counter, lease.owner, now)
         for stream in set(self.seen) - set(leases):
             del self.seen[stream]
-        leases = self._reconcile(leases)
         self._finish_releases()
         self._balance(leases, now)
 
@@ -341,32 +375,6 @@ class LeaseCoordinator:
                 held.valid_until = sent + self.lease_duration
                 self._believe(stream, self.clock(), held.valid_until)
 
-    def _reconcile(self, leases: dict[str, Lease]) -> dict[str, Lease]:
-        """Leases for new streams; streams gone are stopped and their leases deleted."""
-        if self.discover is None:
-            return leases
-        existing = set(self.discover())
-        for stream in existing - set(leases):
-            if self.table.ensure(stream):
-                log.info("new stream %s: lease created", stream)
-            lease = self.table.get(stream)
-            if lease is not None:
-                leases[stream] = lease
-                self.seen[stream] = Seen(lease.counter, lease.owner, self.clock())
-        for stream in set(leases) - existing:
-            lease = leases.pop(stream)
-            held = self.held.get(stream)
-            if held is not None:
-                if not held.releasing:
-                    log.info("stream %s is gone; stopping its pipeline", stream)
-                    held.releasing = held.gone = True
-                    self.pipelines.stop(stream)
-            elif lease.owner is None:
-                self.table.delete(stream)
-            elif self._expired(stream):
-                self.table.delete(stream, counter=lease.counter)
-        return leases
-
     def _finish_releases(self) -> None:
         for stream, held in list(self.held.items()):
             if self.pipelines.running(stream):
@@ -375,7 +383,8 @@ class LeaseCoordinator:
                 log.warning("pipeline for %s ended; releasing its lease", stream)
             with self._lock:
                 self._drop(stream, self.clock())
-            if held.gone:
+            if self.pipelines.gone(stream):
+                log.info("stream %s no longer exists; its lease is deleted", stream)
                 self.table.delete(stream, owner=self.worker_id)
             elif self.table.release(stream, self.worker_id):
                 log.info("released %s", stream)

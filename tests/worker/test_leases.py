@@ -6,6 +6,7 @@ machine's speed; the race test runs two coordinators on real threads with tiny i
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 import time
@@ -17,6 +18,8 @@ from moto.server import ThreadedMotoServer
 
 from support.cli import free_port
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
+from worker.metrics import Metrics
+from worker.sources.incarnation import Incarnation
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,10 @@ class FakePipelines:
         self.stopping: set[str] = set()
         self.started: list[str] = []
         self.slow_stop, self.stall = slow_stop, stall
+        self.missing: set[str] = set()  # streams whose pipeline finds them deleted
+
+    def gone(self, stream):
+        return stream in self.missing
 
     def start(self, stream):
         self.active.add(stream)
@@ -88,15 +95,9 @@ class FakePipelines:
         return {"lag_ms": 120.0, "fps": 5.0}
 
 
-def coordinator(table, name, clock=None, discover=None, max_streams=8, duration=10.0, pipelines=None):
+def coordinator(table, name, clock=None, max_streams=8, duration=10.0, pipelines=None):
     return LeaseCoordinator(
-        table,
-        name,
-        pipelines or FakePipelines(),
-        lease_duration=duration,
-        max_streams=max_streams,
-        discover=discover,
-        clock=clock or Clock(),
+        table, name, pipelines or FakePipelines(), lease_duration=duration, max_streams=max_streams, clock=clock or Clock()
     )
 
 
@@ -161,21 +162,41 @@ def test_expired_lease_taken_over_only_after_the_counter_stood_still_on_the_take
     assert owners(table) == {"cam-a": "b"}
 
 
+ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-a/1700000000000"
+
+
+def store(table, owner, source="kvs://cam-a", arn=ARN):
+    return LeaseCheckpointStore(
+        table, "cam-a", owner, source, Incarnation(arn, "2023-11-14T22:13:20Z"), Metrics("cam-a", out=io.StringIO())
+    )
+
+
 def test_checkpoint_in_the_lease_is_written_only_by_the_owner(table):
     table.ensure("cam-a")
     a, b = coordinator(table, "a"), coordinator(table, "b")
     a.step()
-    store_a = LeaseCheckpointStore(table, "cam-a", "a", "kvs://cam-a")
-    store_a.save({"fragment_number": "100", "last_frame_time": 1.0})
-    assert LeaseCheckpointStore(table, "cam-a", "b", "kvs://cam-a").load()["fragment_number"] == "100"
+    store(table, "a").save({"fragment_number": "100", "next_offset": None})
+    assert store(table, "b").load()["fragment_number"] == "100"
     b.step()
     b.clock.now += 11
     b.step()
     assert owners(table) == {"cam-a": "b"}
-    LeaseCheckpointStore(table, "cam-a", "b", "kvs://cam-a").save({"fragment_number": "200", "last_frame_time": 2.0})
-    store_a.save({"fragment_number": "150", "last_frame_time": 1.5})  # a late write from the old owner
-    assert store_a.load()["fragment_number"] == "200"
-    assert LeaseCheckpointStore(table, "cam-a", "b", "kvs://other").load() is None
+    store(table, "b").save({"fragment_number": "200", "next_offset": None})
+    store(table, "a").save({"fragment_number": "150", "next_offset": None})  # a late write from the old owner
+    loaded = store(table, "b").load()
+    assert (loaded["fragment_number"], loaded["stream_arn"]) == ("200", ARN)
+
+
+def test_checkpoint_of_another_incarnation_is_set_aside_with_a_gap(table):
+    table.ensure("cam-a")
+    a = coordinator(table, "a")
+    a.step()
+    store(table, "a").save({"fragment_number": "100", "next_offset": None})
+    recreated = store(table, "a", arn=ARN.replace("1700000000000", "1800000000000"))
+    assert recreated.load() is None
+    assert recreated.metrics.totals["Gaps"] == 1
+    assert table.get("cam-a").checkpoint is None
+    assert store(table, "a").load() is None  # set aside, not merely skipped
 
 
 def test_shutdown_releases_and_another_worker_takes_at_once(table):
@@ -223,19 +244,27 @@ def test_at_most_max_streams_per_worker(table):
     assert sum(1 for owner in owners(table).values() if owner is None) == 1
 
 
-def test_new_streams_picked_up_and_deleted_streams_released(table):
-    streams = {"cam-a", "cam-b"}
-    workers = [coordinator(table, name, discover=lambda: set(streams)) for name in ("w1", "w2")]
+def test_new_streams_picked_up_and_deleted_streams_stopped(table):
+    table.ensure("cam-a")
+    table.ensure("cam-b")
+    workers = [coordinator(table, name) for name in ("w1", "w2")]
     settle(*workers, rounds=5)
     assert sorted(owners(table)) == ["cam-a", "cam-b"] and None not in owners(table).values()
-    streams.add("cam-c")
+    table.ensure("cam-c")  # `kinase stream create` at runtime
     settle(*workers, rounds=3)
     assert owners(table).get("cam-c") in ("w1", "w2")
+    # `kinase stream rm`: the lease goes with the stream; its holder's renewal fails and it stops reading
     holder = next(w for w in workers if "cam-a" in w.streams())
-    streams.discard("cam-a")
-    settle(*workers, rounds=3)
-    assert "cam-a" not in owners(table)
+    table.delete("cam-a", owner=holder.worker_id)
+    settle(*workers, rounds=2)
     assert "cam-a" not in holder.streams() and not holder.pipelines.running("cam-a")
+    assert "cam-a" not in owners(table)
+    # a stream deleted behind the fleet's back: its pipeline ends finding it gone, and the lease is deleted
+    holder = next(w for w in workers if "cam-b" in w.streams())
+    holder.pipelines.missing.add("cam-b")
+    holder.pipelines.active.discard("cam-b")
+    settle(*workers, rounds=2)
+    assert "cam-b" not in owners(table) and "cam-b" not in holder.streams()
 
 
 def test_lease_race_two_workers_never_both_hold_one_lease(table):
