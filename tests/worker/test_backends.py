@@ -15,6 +15,7 @@ from support.accuracy import evaluate, load_split
 from support.cli import ROOT
 from support.worker_stack import SHAPES_PT
 from worker import detector as detectors
+from worker import settings as worker_settings
 from worker.detector import convert
 from worker.detector.ov import has_bf16
 
@@ -78,6 +79,14 @@ def test_auto_keeps_the_fastest_it_measured_and_logs_it(converted, caplog):
 def test_int8_without_calibration_or_cache_names_the_setting(tmp_path):
     with pytest.raises(detectors.DetectorError, match="openvino-int8 has no quantized model .* set KINASE_CALIBRATION"):
         detectors.load(str(SHAPES_PT), imgsz=IMGSZ, backend="openvino-int8", cache_dir=tmp_path)
+
+
+def test_backend_setting_is_checked_before_anything_runs():
+    env = {"KINASE_SOURCE": "kvs://cam", "KINASE_BUCKET": "b", "KINASE_QUEUE_URL": "http://localhost:1/q"}
+    assert worker_settings.load({**env, "KINASE_BACKEND": "OpenVINO-int8"}).backend == "openvino-int8"
+    assert worker_settings.load(env).backend == "auto"
+    with pytest.raises(worker_settings.SettingsError, match="KINASE_BACKEND='tensorrt' must be auto or one of onnxruntime, "):
+        worker_settings.load({**env, "KINASE_BACKEND": "tensorrt"})
 
 
 def test_a_runtime_without_torch_runs_pt_weights_from_the_cache(converted, tmp_path):
