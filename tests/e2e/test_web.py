@@ -137,9 +137,10 @@ def test_page_shows_a_live_tile_per_stream_and_message_strings_as_text(fresh, ch
 
         # New frames move the numbers without a reload; a third stream gets its own tile.
         before = chromium.evaluate("document.body.dataset.updates")
-        send_frames(fresh, "lobby-cam", range(4, 9), ["person", "bus"], "bus.jpg")
+        for index in range(4, 9):
+            send_frames(fresh, "lobby-cam", range(index, index + 1), ["person", "bus"], "bus.jpg")
+            chromium.wait_for(f"{tile_frames('lobby-cam')} === {index}")
         send_frames(fresh, "yard-cam", range(1, 3), ["person"], "zidane.jpg")
-        chromium.wait_for(f"{tile_frames('lobby-cam')} === 8")
         chromium.wait_for("document.querySelectorAll('.tile').length === 3")
         chromium.wait_for(
             "[...document.querySelectorAll('.tile .frame img')].every(i => i.complete && i.naturalWidth > 0)"

@@ -37,35 +37,48 @@ function stat(parent, label) {
 function chart(parent, label, color) {
   const box = el("figure", "chart");
   const canvas = el("canvas");
-  canvas.width = 220;
-  canvas.height = 48;
   const caption = el("figcaption", null, label);
   box.append(caption, canvas);
   parent.append(box);
   return { canvas, caption, label, color };
 }
 
-function draw(c, times, values, now, windowS, unit) {
+function draw(c, times, values, now, windowS, unit, bars) {
+  // The x axis spans the data seen so far (at least a minute, at most the server's window), newest at the right.
+  const ratio = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(c.canvas.clientWidth * ratio)), h = Math.max(1, Math.round(c.canvas.clientHeight * ratio));
+  if (c.canvas.width !== w || c.canvas.height !== h) {
+    c.canvas.width = w;
+    c.canvas.height = h;
+  }
   const ctx = c.canvas.getContext("2d");
-  const w = c.canvas.width, h = c.canvas.height;
   ctx.clearRect(0, 0, w, h);
   ctx.strokeStyle = "#d0d7de";
+  ctx.lineWidth = ratio;
   ctx.beginPath();
-  ctx.moveTo(0, h - 0.5);
-  ctx.lineTo(w, h - 0.5);
+  ctx.moveTo(0, h - ratio / 2);
+  ctx.lineTo(w, h - ratio / 2);
   ctx.stroke();
   const max = Math.max(1e-9, ...values);
-  c.caption.textContent = c.label + " · max " + (values.length ? max.toFixed(max < 10 ? 1 : 0) : "-") + " " + unit;
-  if (!values.length) return;
-  ctx.strokeStyle = c.color;
-  ctx.lineWidth = 1.5;
+  const span = Math.min(windowS, Math.max(60, times.length ? now - times[0] + 5 : 60));
+  c.caption.textContent = c.label + " · last " + Math.round(span) + " s · max " + (values.length ? max.toFixed(max < 10 ? 1 : 0) : "-") + " " + unit;
+  const x = (t) => w - ((now - t) / span) * w;
+  const y = (v) => h - 2 * ratio - (v / max) * (h - 4 * ratio);
+  ctx.fillStyle = ctx.strokeStyle = c.color;
+  if (bars) {
+    const width = Math.max(ratio, w / span - ratio);
+    values.forEach((v, i) => ctx.fillRect(x(times[i]) - width, y(v), width, h - y(v)));
+    return;
+  }
+  ctx.lineWidth = 1.5 * ratio;
   ctx.beginPath();
-  values.forEach((v, i) => {
-    const x = w - ((now - times[i]) / windowS) * w;
-    const y = h - 2 - (v / max) * (h - 4);
-    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-  });
+  values.forEach((v, i) => (i === 0 ? ctx.moveTo(x(times[i]), y(v)) : ctx.lineTo(x(times[i]), y(v))));
   ctx.stroke();
+  values.forEach((v, i) => {
+    ctx.beginPath();
+    ctx.arc(x(times[i]), y(v), 1.8 * ratio, 0, 2 * Math.PI);
+    ctx.fill();
+  });
 }
 
 function makeTile(s) {
@@ -130,9 +143,9 @@ function update(t, s, now, windowS) {
   if (s.quiet) parts.push("quiet for " + num(s.quiet_s, 0, "s"));
   if (s.image_error) parts.push("frame: " + s.image_error);
   t.status.textContent = parts.join(" · ");
-  draw(t.fpsChart, s.series.t, s.series.fps, now, windowS, "/s");
-  draw(t.latencyChart, s.series.t, s.series.latency_ms, now, windowS, "ms");
-  draw(t.lagChart, s.series.t, s.series.lag_s, now, windowS, "s");
+  draw(t.fpsChart, s.series.t, s.series.fps, now, windowS, "frames/s", true);
+  draw(t.latencyChart, s.series.t, s.series.latency_ms, now, windowS, "ms", false);
+  draw(t.lagChart, s.series.t, s.series.lag_s, now, windowS, "s", false);
 }
 
 function render(state) {
