@@ -127,7 +127,7 @@ class ComputeStack(cdk.Stack):
         task = ecs.FargateTaskDefinition(
             self,
             "WorkerTask",
-            family=f"kinase-{env_name}-worker",
+            family=naming.worker_family(env_name),
             cpu=TASK_CPU,
             memory_limit_mib=TASK_MEMORY_MIB,
             task_role=task_role,

@@ -1,7 +1,8 @@
 """Where an AWS environment lives: recorded by `kinase deploy`, used by every later command.
 
 A deploy to `--region eu-west-1 --profile prod` writes `$KINASE_HOME/aws/<env>/target.json`
-(account, region, profile); a later command for that environment that names neither flag uses
+(account, region, profile, and the input buckets it allowed, which later deploys keep unless told
+otherwise); a later command for that environment that names neither flag uses
 them, so `kinase status --env prod` looks where the stacks are instead of in the profile's default
 region. A flag (or AWS_REGION / AWS_PROFILE) given explicitly always wins.
 
@@ -32,18 +33,19 @@ SERVICES = {
 }
 
 
-def recorded(env: str) -> dict:
-    """{account, region, profile} of the environment's last deploy; {} when there was none."""
+def recorded(env: str, local: bool = False) -> dict:
+    """{account, region, profile, input_buckets} of the environment's last deploy; {} when there was none."""
     try:
-        data = json.loads((paths.env_dir(env, False) / RECORD).read_text())
+        data = json.loads((paths.env_dir(env, local) / RECORD).read_text())
     except (FileNotFoundError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def record(env: str, account: str, region: str, profile: str | None) -> None:
-    path = paths.env_dir(env, False) / RECORD
-    path.write_text(json.dumps({"account": account, "region": region, "profile": profile}, indent=2, sort_keys=True) + "\n")
+def record(env: str, account: str, region: str, profile: str | None, input_buckets: list[str] = (), local: bool = False) -> None:
+    path = paths.env_dir(env, local) / RECORD
+    data = {"account": account, "region": region, "profile": profile, "input_buckets": sorted(input_buckets)}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def resolve(env: str, profile: str | None, region: str | None) -> tuple[str | None, str | None]:

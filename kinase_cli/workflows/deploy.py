@@ -2,34 +2,66 @@
 
 `kinase deploy`, `kinase destroy` and `kinase demo` share these; the commands only parse flags,
 confirm and print.
+
+Deploy on AWS: the region is checked for every service the stacks use, broadening security
+changes are shown with the running cost and asked about (workflows/approval.py), and afterwards
+the account, region, profile and allowed input buckets are recorded (aws/placement.py). The image
+`kinase push-image` pinned is passed back in, so a redeploy keeps running it.
+
+Destroy stops what runs first (ECS tasks, the fleet service, local workers of the environment)
+and waits, so nothing writes into the bucket being emptied and ECS does not refuse to delete a
+cluster with tasks; then the stacks go; then the task-definition revisions `push-image`
+registered outside CloudFormation are deregistered. What stays is said, with how to remove it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from collections.abc import Sequence
 
 from infra import naming
 from kinase_cli import paths
-from kinase_cli.aws import outputs
-from kinase_cli.aws.target import Target
+from kinase_cli.aws import cost, outputs, placement
+from kinase_cli.aws.target import LOCAL_ACCOUNT, Target
 from kinase_cli.local import cfn_gaps
+from kinase_cli.local import runs as local_runs
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.workflows import approval
+
+STOP_WAIT_SECONDS = 180  # the worker's stop timeout is 30 s; ECS may take a while to report STOPPED
 
 BOOTSTRAP_HINT = "an account/region is bootstrapped once with `node_modules/.bin/cdk bootstrap aws://ACCOUNT/REGION`"
 
 
-def deploy_stacks(tgt: Target) -> dict[str, str]:
-    """`cdk deploy` of every stack for `tgt`; returns the outputs, also stored for later reads."""
+def deploy_stacks(tgt: Target, *, input_buckets: Sequence[str] | None = None, yes: bool = False) -> dict[str, str]:
+    """`cdk deploy` of every stack for `tgt`; returns the outputs, also stored for later reads.
+
+    `input_buckets`: buckets the worker may read sources from; None keeps those of the last deploy.
+    On AWS, broadening security changes are asked about first (`yes` answers for the operator).
+    """
     env, local = tgt.env, tgt.local
+    if not local:
+        placement.check_services(tgt.region_name)
+    buckets = sorted(set(placement.recorded(env, local).get("input_buckets", []) if input_buckets is None else input_buckets))
+    context = deploy_context(tgt, buckets)
+    if not local:
+        approval.approve(tgt, context, yes=yes, cost_line=cost.estimate(tgt.region_name).text())
     outputs_file = paths.env_dir(env, local) / "cdk-outputs.json"
     outputs_file.unlink(missing_ok=True)
+    # Approval happened above (kinase asks; cdk must not, and cannot without a terminal).
     args = ["deploy", "--all", "--require-approval", "never", "--outputs-file", str(outputs_file), "--progress", "events"]
     if local:
         args.append("--method=direct")  # moto returns no stack outputs through change sets
     console.step(f"deploying {', '.join(naming.stack_names(env))}")
     with Progress(f"cdk deploy ({env})") as on_line:
-        cdk.run(tgt, args, on_line=on_line, what="cdk deploy", hint=BOOTSTRAP_HINT if not local else None)
+        cdk.run(tgt, args, context=context, on_line=on_line, what="cdk deploy", hint=BOOTSTRAP_HINT if not local else None)
+    account = LOCAL_ACCOUNT if local else tgt.client("sts").get_caller_identity()["Account"]
+    placement.record(env, account, tgt.region_name, tgt.profile, buckets, local=local)
     values = flatten(json.loads(outputs_file.read_text()) if outputs_file.exists() else {})
     if local:
         cfn_gaps.after_deploy(tgt, values)
@@ -37,10 +69,37 @@ def deploy_stacks(tgt: Target) -> dict[str, str]:
     return values
 
 
+def deploy_context(tgt: Target, input_buckets: Sequence[str]) -> dict[str, str]:
+    """The app's context besides the environment: allowed input buckets, the pinned image digest."""
+    context = {naming.CONTEXT_INPUT_BUCKETS: ",".join(input_buckets)} if input_buckets else {}
+    digest = pinned_digest(tgt)
+    if digest:
+        context[naming.CONTEXT_IMAGE_DIGEST] = digest
+    return context
+
+
+def pinned_digest(tgt: Target) -> str | None:
+    """The digest the newest worker revision runs (pinned by `kinase push-image`); None before any push."""
+    ecs = tgt.client("ecs")
+    try:
+        definition = ecs.describe_task_definition(taskDefinition=naming.worker_family(tgt.env))["taskDefinition"]
+    except Exception as exc:  # botocore ClientError: no such family yet
+        if _code(exc) in ("ClientException", "InvalidParameterException"):
+            return None
+        raise
+    for container in definition.get("containerDefinitions", []):
+        image = container.get("image", "")
+        if "@sha256:" in image:
+            return image.rsplit("@", 1)[1]
+    return None
+
+
 def destroy_stacks(tgt: Target) -> list[str]:
-    """Delete every stack of `tgt`'s environment, emptying the frames bucket first; returns the stack names."""
+    """Stop what runs, then delete every stack of `tgt`'s environment; returns the stack names."""
     env, local = tgt.env, tgt.local
     values = outputs.read(tgt)
+    stop_workers(tgt, values)
+    kept = retained_buckets(tgt)
     if values.get("FramesBucketName"):
         empty_bucket(tgt, values["FramesBucketName"])
     if local:
@@ -49,7 +108,112 @@ def destroy_stacks(tgt: Target) -> list[str]:
     with Progress(f"cdk destroy ({env})") as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk destroy")
     (paths.env_dir(env, local) / "outputs.json").unlink(missing_ok=True)
+    deregistered = deregister_revisions(tgt, [naming.worker_family(env), naming.fleet_family(env)])
+    if deregistered:
+        console.info(
+            f"deregistered {deregistered} task-definition revision(s) of {naming.worker_family(env)} and {naming.fleet_family(env)}"
+        )
+    flags = tgt.hint_flag().replace(" --local", "").replace(f" --env {env}", "")
+    for bucket in kept:
+        console.info(
+            f"kept s3://{bucket}: the frames bucket's access logs, retained so the audit trail outlives the stacks "
+            f"(objects expire after 90 days); remove it with `aws s3 rb s3://{bucket} --force{flags}`"
+        )
     return naming.stack_names(env)
+
+
+def stop_workers(tgt: Target, values: dict[str, str]) -> None:
+    """Stop the environment's ECS tasks (the fleet scaled to zero first) and its local workers; wait for them."""
+    if values.get("ClusterName"):
+        _stop_tasks(tgt, values)
+    _stop_local_workers(values)
+
+
+def _stop_tasks(tgt: Target, values: dict[str, str]) -> None:
+    ecs = tgt.client("ecs")
+    cluster = values["ClusterName"]
+    if values.get("FleetServiceName"):
+        try:
+            ecs.update_service(cluster=cluster, service=values["FleetServiceName"], desiredCount=0)
+        except Exception as exc:  # botocore ClientError
+            if _code(exc) not in ("ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"):
+                raise
+    try:
+        pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")
+        arns = [arn for page in pages for arn in page["taskArns"]]
+    except Exception as exc:  # botocore ClientError
+        if _code(exc) == "ClusterNotFoundException":
+            return
+        raise
+    if not arns:
+        return
+    console.step(f"stopping {len(arns)} task(s) on {cluster} before deleting anything")
+    for arn in arns:
+        ecs.stop_task(cluster=cluster, task=arn, reason="kinase destroy")
+    waiter = ecs.get_waiter("tasks_stopped")
+    for start in range(0, len(arns), 100):
+        waiter.wait(cluster=cluster, tasks=arns[start : start + 100], WaiterConfig={"Delay": 6, "MaxAttempts": STOP_WAIT_SECONDS // 6})
+    console.info(f"stopped {len(arns)} task(s)")
+
+
+def _stop_local_workers(values: dict[str, str]) -> None:
+    """Local workers (`run-task --local`) writing to this environment's bucket or queue: SIGTERM, as ECS stops a task."""
+    mine = {values.get("FramesBucketName"), values.get("ResultsQueueUrl")} - {None}
+
+    def running() -> list[dict]:
+        return [
+            r
+            for r in local_runs.records()
+            if r.get("lastStatus") == "RUNNING"
+            and mine & {r.get("settings", {}).get("KINASE_BUCKET"), r.get("settings", {}).get("KINASE_QUEUE_URL")}
+        ]
+
+    workers = running()
+    if not workers:
+        return
+    console.step(f"stopping {len(workers)} local worker(s) of this environment before deleting anything")
+    for record in workers:
+        try:
+            os.kill(int(record["pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    while running():
+        if time.monotonic() > deadline:
+            pids = ", ".join(str(r["pid"]) for r in running())
+            raise KinaseError(
+                f"local worker(s) {pids} did not stop within {STOP_WAIT_SECONDS} s; nothing was deleted", "stop them, then destroy again"
+            )
+        time.sleep(0.5)
+    console.info(f"stopped {len(workers)} local worker(s)")
+
+
+def retained_buckets(tgt: Target) -> list[str]:
+    """Buckets the storage stack keeps on delete (RemovalPolicy.RETAIN): the access-logs bucket."""
+    try:
+        resources = tgt.client("cloudformation").describe_stack_resources(StackName=tgt.stack_name("storage"))["StackResources"]
+    except Exception as exc:  # botocore ClientError: the stack is gone
+        if _code(exc) == "ValidationError":
+            return []
+        raise
+    return [
+        r["PhysicalResourceId"]
+        for r in resources
+        if r.get("LogicalResourceId", "").startswith("AccessLogsBucket") and r.get("PhysicalResourceId")
+    ]
+
+
+def deregister_revisions(tgt: Target, families: Sequence[str]) -> int:
+    """Deregister the ACTIVE revisions of `families` (push-image registers them outside CloudFormation)."""
+    ecs = tgt.client("ecs")
+    count = 0
+    for family in families:
+        pages = ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status="ACTIVE")
+        for arn in (a for page in pages for a in page["taskDefinitionArns"]):
+            if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family:
+                ecs.deregister_task_definition(taskDefinition=arn)
+                count += 1
+    return count
 
 
 def flatten(by_stack: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -98,3 +262,8 @@ def empty_bucket(tgt: Target, bucket: str) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
     except s3.exceptions.NoSuchBucket:
         pass
+
+
+def _code(exc: Exception) -> str | None:
+    """The AWS error code of a botocore ClientError (None for anything else)."""
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
