@@ -123,6 +123,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "give_up_after", "float", "300", "seconds of failing GetMedia calls (errors, not idleness) before the worker exits 1", minimum=1.0
     ),
+    Setting(
+        "lease_table",
+        "str",
+        "",
+        "fleet mode (`python -m worker.fleet`): the lease table (storage stack output LeaseTableName); one lease per stream",
+        shown_default="none (a one-off worker)",
+    ),
+    Setting("max_streams", "int", "8", "fleet mode: streams one worker reads at most", minimum=1),
+    Setting(
+        "lease_duration",
+        "float",
+        "15",
+        "fleet mode: seconds a lease stands without renewal (renewed every third of it) before another worker takes it over",
+        minimum=0.1,
+    ),
+    Setting("env", "str", "", "fleet mode: the environment's name (dimension of the StreamsPerWorker scaling metric)"),
     Setting("log_level", "choice", "INFO", "DEBUG logs every delivered key", choices=LOG_LEVELS),
     Setting("metrics_interval", "float", "10", "seconds between metric lines", minimum=0.1),
 )
@@ -154,6 +170,10 @@ class Settings:
     max_lag: float = 30.0
     read_timeout: float = 60.0
     give_up_after: float = 300.0
+    lease_table: str = ""
+    max_streams: int = 8
+    lease_duration: float = 15.0
+    env: str = ""
     log_level: str = "INFO"
     metrics_interval: float = 10.0
 
