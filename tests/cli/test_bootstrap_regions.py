@@ -78,3 +78,10 @@ def test_bootstrap_in_a_region_without_kinesis_video_is_refused_before_cdk(cdk_e
     proc = kinase("bootstrap", "--region", "us-west-1", env=env)
     assert_one_line_error(proc, "us-west-1 does not offer Kinesis Video Streams (kinesisvideo)", "--region us-west-2")
     assert calls(log) == []
+
+
+def test_deploy_to_a_region_without_kinesis_video_is_refused_before_any_stack(cdk_env):
+    env, log = cdk_env
+    proc = kinase("deploy", "--region", "us-west-1", "--yes", env=env)
+    assert_one_line_error(proc, "us-west-1 does not offer Kinesis Video Streams", "nothing was created", "--region us-west-2")
+    assert calls(log) == []
