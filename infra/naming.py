@@ -24,6 +24,7 @@ LOG_RETENTION_DAYS = 14
 FLEET_MAX_WORKERS = 10
 FLEET_STREAMS_PER_WORKER = 4
 FLEET_MAX_STREAMS_PER_WORKER = 8  # KINASE_MAX_STREAMS of the fleet's tasks: headroom above the scaling target
+FLEET_CONTAINER_NAME = "fleet"
 # An environment's streams: named with its prefix (`stream_prefix`) or tagged ENV_TAG=<env> (adopted).
 ENV_TAG = "kinase:env"
 

@@ -20,10 +20,10 @@ from constructs import Construct
 from infra import naming
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import imported
+from worker import settings
 from worker.leases import KEY
 from worker.metrics import NAMESPACE
 
-FLEET_CONTAINER_NAME = "fleet"
 # The fleet worker logs StreamsPerWorker (the environment's streams over the live workers it sees)
 # in its embedded-metric lines, so it needs no cloudwatch:PutMetricData.
 SCALING_METRIC = "StreamsPerWorker"
@@ -116,21 +116,20 @@ class WorkerFleet(Construct):
         )
         self.task.add_container(
             "Fleet",
-            container_name=FLEET_CONTAINER_NAME,
+            container_name=naming.FLEET_CONTAINER_NAME,
             image=image,
             entry_point=["python", "-m", "worker.fleet"],
             cpu=naming.TASK_CPU,
             memory_limit_mib=naming.TASK_MEMORY_MIB,
             logging=log_driver,
-            environment={
-                "KINASE_BUCKET": bucket_name,
-                "KINASE_QUEUE_URL": queue_url,
-                "KINASE_MODEL": model,
-                "KINASE_LEASE_TABLE": lease_table_name,
-                "KINASE_STREAM_PREFIX": naming.stream_prefix(env_name),
-                "KINASE_ENV": env_name,
-                "KINASE_MAX_STREAMS": str(naming.FLEET_MAX_STREAMS_PER_WORKER),
-            },
+            environment=settings.environment(
+                bucket=bucket_name,
+                queue_url=queue_url,
+                model=model,
+                lease_table=lease_table_name,
+                env=env_name,
+                max_streams=naming.FLEET_MAX_STREAMS_PER_WORKER,
+            ),
             stop_timeout=cdk.Duration.seconds(30),
         )
         acknowledge(self.task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")

@@ -68,7 +68,7 @@ def test_service_starts_at_zero_with_circuit_breaker_and_no_overlap(templates):
     (container,) = task["ContainerDefinitions"]
     assert container["EntryPoint"] == ["python", "-m", "worker.fleet"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
-    assert env["KINASE_STREAM_PREFIX"] == naming.stream_prefix(ENV)
+    assert env["KINASE_ENV"] == ENV
     assert env["KINASE_MAX_STREAMS"] == str(naming.FLEET_MAX_STREAMS_PER_WORKER)
     assert env["KINASE_LEASE_TABLE"] == {"Fn::ImportValue": f"{naming.stack_name(ENV, 'storage')}:LeaseTableName"}
     assert "KINASE_SOURCE" not in env
