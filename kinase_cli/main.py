@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from kinase_cli import __version__
 from kinase_cli.ui.errors import KinaseError, translate
+from kinase_cli.ui.helptext import install as plain_help_types
 from kinase_cli.ui.text import visible
 
 EXAMPLES = """\
@@ -45,6 +46,8 @@ class KinaseGroup(TyperGroup):
             typer.secho(f"error: {visible(error.line())}", err=True, fg="red")
             raise typer.Exit(error.exit_code) from None
 
+
+plain_help_types()
 
 app = typer.Typer(
     cls=KinaseGroup,

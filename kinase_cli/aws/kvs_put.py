@@ -38,6 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kinase_cli.ui.errors import KinaseError
+from worker.contract import iso
 
 LIVE_MKV_OPTIONS = {
     "live": "1",
@@ -430,7 +431,7 @@ class PutResult:
             "bytes": self.remux.bytes,
             "media_seconds": round(self.remux.media_seconds, 3),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
-            "producer_start_timestamp": round(self.producer_start_timestamp, 3),
+            "producer_start_at": iso(self.producer_start_timestamp),
             "sessions": self.sessions,
             "first_fragment_number": persisted[0] if persisted else None,
             "last_fragment_number": persisted[-1] if persisted else None,

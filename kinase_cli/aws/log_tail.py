@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 from kinase_cli.local import runs as local_runs
 from kinase_cli.ui.errors import KinaseError
+from worker.contract import iso
+from worker.retry import error_code
 
 LOOKBACK_MS = 60_000
 POLL_SECONDS_ENV = "KINASE_POLL_SECONDS"  # seconds between polls while following or waiting (default 5)
@@ -37,10 +39,6 @@ def poll_seconds() -> float:
     return float(os.environ.get(POLL_SECONDS_ENV) or 5)
 
 
-def _iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class CloudWatchTail:
     """New events of a log group, optionally only the streams of some tasks (`prefix/<task id>`)."""
 
@@ -61,7 +59,7 @@ class CloudWatchTail:
                 try:
                     page = self.client.filter_log_events(**request)
                 except Exception as exc:  # botocore ClientError, imported lazily
-                    if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    if error_code(exc) == "ResourceNotFoundException":
                         raise KinaseError(f"log group {self.group} does not exist", "run `kinase deploy`") from None
                     raise
                 for event in page.get("events", []):
@@ -80,7 +78,7 @@ class CloudWatchTail:
             self.start_ms = max(self.start_ms, events[-1]["timestamp"] - LOOKBACK_MS)
         return [
             {
-                "timestamp": _iso_ms(e["timestamp"]),
+                "timestamp": iso(e["timestamp"] / 1000),
                 "task": e.get("logStreamName", "").rsplit("/", 1)[-1],
                 "stream": e.get("logStreamName", ""),
                 "message": e["message"].rstrip("\n"),
@@ -93,7 +91,7 @@ class LocalTail:
     """New lines of local worker runs' log files (all runs, or the given task ids)."""
 
     def __init__(self, since: datetime, task_ids: list[str] | None = None):
-        self.since = since.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.since = iso(since)
         self.task_ids = task_ids
         self.offsets: dict[str, int] = {}
 

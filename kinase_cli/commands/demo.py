@@ -19,8 +19,18 @@ from typing import Annotated, Optional
 
 import typer
 
+from kinase_cli import paths
+from kinase_cli.aws import kvs_put, outputs
+from kinase_cli.aws.target import Target
+from kinase_cli.local import stack
 from kinase_cli.options import Json
-from kinase_cli.ui import console
+from kinase_cli.runners import proc
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.errors import KinaseError, translate
+from kinase_cli.watch.session import Options, Resources, Session
+from kinase_cli.workflows import deploy, scoring
+from kinase_cli.workflows import local as local_workflow
+from kinase_cli.workflows.worker_env import demo_overrides
 
 MODEL = Path("models") / "shapes-yolo11n.onnx"
 IMGSZ = 320
@@ -44,8 +54,6 @@ started (a stack that was already running is left as it was).
 @contextmanager
 def _step(number: int, title: str):
     """Name the step that breaks, so a failure says where the pipeline stopped."""
-    from kinase_cli.ui.errors import KinaseError, translate
-
     console.step(f"[{number}/6] {title}")
     try:
         yield
@@ -73,10 +81,6 @@ def demo(
     json_out: Json = False,
 ) -> None:
     """Run the whole pipeline offline: local stack, deploy, stream a video, run the worker, watch every frame arrive."""
-    from kinase_cli import paths
-    from kinase_cli.aws.target import Target
-    from kinase_cli.local import stack
-
     workdir = (save or paths.local_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started_here = stack.running_state() is None
@@ -92,15 +96,12 @@ def demo(
 
 
 def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, json_out: bool) -> dict:
-    from kinase_cli.aws import outputs
-    from kinase_cli.commands import local as local_cmd
-    from kinase_cli.commands.stacks import deploy_stacks
     from kinase_cli.workflows import samples
 
     with _step(1, "local stack (moto server + local Kinesis Video endpoint)"):
-        local_cmd.up(port, kvs_port)
+        local_workflow.start(port, kvs_port)
     with _step(2, "deploy the stacks through the cdk CLI"):
-        deploy_stacks(tgt)
+        deploy.deploy_stacks(tgt)
         out = outputs.read(tgt, required=("storage", "stream", "compute"))
     with _step(3, f"generate a {frames}-frame video with known shapes"):
         video = workdir / "demo.mp4"
@@ -125,16 +126,13 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
         "put": put.result.summary(),
         "worker_exit_code": code,
         "watch": summary,
-        "accuracy": _accuracy(messages, truth, put.result.producer_start_timestamp, fps),
+        "accuracy": scoring.accuracy(messages, truth, put.result.producer_start_timestamp, fps),
         "saved_frames": str(workdir / "frames"),
-        "contact_sheet": _contact_sheet(messages, workdir),
+        "contact_sheet": scoring.contact_sheet(messages, workdir),
     }
 
 
 def _start_worker(stream: str, workdir: Path, frames: int):
-    from kinase_cli import paths
-    from kinase_cli.runners import proc
-
     argv = [
         sys.executable,
         "-m",
@@ -147,12 +145,7 @@ def _start_worker(stream: str, workdir: Path, frames: int):
         str(paths.PROJECT_ROOT / MODEL),
         "--imgsz",
         str(IMGSZ),
-        "-e",
-        "KINASE_START=EARLIEST",
-        "-e",
-        f"KINASE_MAX_FRAMES={frames}",
-        "-e",
-        f"KINASE_IDLE_EXIT={WORKER_IDLE_EXIT_S}",
+        *demo_overrides(frames, WORKER_IDLE_EXIT_S),
     ]
     return proc.start_background(argv, log_file=workdir / "worker.log", cwd=paths.PROJECT_ROOT)
 
@@ -168,8 +161,6 @@ def _stop_worker(worker) -> None:
 
 
 def _wait_worker(worker, workdir: Path) -> int:
-    from kinase_cli.ui.errors import KinaseError
-
     try:
         code = worker.wait(timeout=WORKER_IDLE_EXIT_S + 30)
     except Exception:
@@ -184,8 +175,6 @@ class _Put:
     """`stream put --realtime` on a thread, so the table fills while the video is still streaming."""
 
     def __init__(self, tgt, video: Path, stream: str):
-        from kinase_cli.aws import kvs_put
-
         kvs_put.probe(video)
         self.result = None
         self.error: BaseException | None = None
@@ -200,8 +189,6 @@ class _Put:
             self.error = exc
 
     def join(self) -> None:
-        from kinase_cli.ui.errors import KinaseError
-
         self.thread.join()
         if self.error is not None:
             raise KinaseError(f"demo step 5 (stream put) failed: {self.error}")
@@ -209,9 +196,6 @@ class _Put:
 
 def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tuple[list[dict], dict]:
     """Watch until every frame has arrived; a worker that fails ends the watch at once, not after the idle timeout."""
-    from kinase_cli.ui.errors import KinaseError
-    from kinase_cli.watch.session import Options, Resources, Session
-
     messages: list[dict] = []
     resources = Resources(
         sqs=tgt.client("sqs"),
@@ -240,74 +224,8 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tupl
     return messages, summary
 
 
-def _accuracy(messages: list[dict], truth: list[list[dict]], producer_start: float, fps: int) -> dict:
-    """Match each frame's detections to the generated truth (same class, IoU >= 0.5)."""
-    from worker.contract import parse_iso
-
-    truths = found = detections = correct = 0
-    per_class: dict[str, dict[str, int]] = {}
-    for message in messages:
-        index = round((parse_iso(message["frame_time"]) - producer_start) * fps)
-        if not 0 <= index < len(truth):
-            continue
-        expected = truth[index]
-        detections += len(message["summary"])
-        unmatched = list(message["summary"])
-        for t in expected:
-            counts = per_class.setdefault(t["class"], {"truth": 0, "found": 0})
-            counts["truth"] += 1
-            truths += 1
-            best = max(unmatched, key=lambda d: _iou(d["bbox"], t["bbox"]) if d["class"] == t["class"] else -1, default=None)
-            if best is not None and best["class"] == t["class"] and _iou(best["bbox"], t["bbox"]) >= 0.5:
-                unmatched.remove(best)
-                counts["found"] += 1
-                found += 1
-        correct += len(message["summary"]) - len(unmatched)
-    return {
-        "truth_objects": truths,
-        "found": found,
-        "recall": round(found / truths, 4) if truths else None,
-        "precision": round(correct / detections, 4) if detections else None,
-        "per_class": per_class,
-    }
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-    w, h = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
-    union = a[2] * a[3] + b[2] * b[3] - w * h
-    return w * h / union if union > 0 else 0.0
-
-
-def _contact_sheet(messages: list[dict], workdir: Path, tiles: int = 6) -> str | None:
-    """A 3x2 grid of annotated frames spread over the run: the picture people want to look at."""
-    import cv2
-    import numpy as np
-
-    from kinase_cli.watch.saver import destination
-
-    ordered = sorted(messages, key=lambda m: m["frame_time"])
-    picks = [ordered[i * (len(ordered) - 1) // max(tiles - 1, 1)] for i in range(tiles)] if len(ordered) >= tiles else ordered
-    images = []
-    for message in picks:
-        img = cv2.imread(str(destination(workdir / "frames", message["key"])))
-        if img is not None:
-            images.append(cv2.resize(img, (320, 240)))
-    if not images:
-        return None
-    while len(images) % 3:
-        images.append(np.zeros_like(images[0]))
-    rows = [np.hstack(images[i : i + 3]) for i in range(0, len(images), 3)]
-    path = workdir / "contact-sheet.jpg"
-    cv2.imwrite(str(path), np.vstack(rows))
-    return str(path)
-
-
 def _report(result: dict, json_out: bool) -> None:
     if json_out:
-        from kinase_cli.ui import jsonout
-
         jsonout.emit("demo", result)
         return
     from rich.table import Table

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import sys
+from datetime import datetime, timezone
 from typing import Annotated
 
 import typer
 
 from infra.naming import DEFAULT_ENV
 from kinase_cli import options
+from kinase_cli.aws import outputs, queues
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.confirm import confirm
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.watch import deadletter
 
 dlq = typer.Typer(
     help="Inspect and drain the results dead-letter queue (messages `kinase watch` could not accept).",
@@ -19,22 +24,9 @@ dlq = typer.Typer(
 
 
 def _queues(profile, region, local, env):
-    from kinase_cli.aws import outputs
-
     target = options.target(profile, region, local, env)
     out = outputs.read(target, required=("storage",))
     return target, target.client("sqs"), out
-
-
-def _confirm(question: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        from kinase_cli.ui.errors import KinaseError
-
-        raise KinaseError("not confirmed (no terminal to ask on)", "pass --yes")
-    if not typer.confirm(question, default=False):
-        raise typer.Exit(1)
 
 
 @dlq.command("ls", epilog="Examples:\n\n  kinase dlq ls\n\n  kinase dlq ls --json | jq '.data.messages[].reason'")
@@ -50,11 +42,7 @@ def ls(
 
     Reading counts as a receive: each listed message's receive count grows by one.
     """
-    from datetime import datetime, timezone
-
-    from kinase_cli.ui import console, jsonout
     from kinase_cli.ui.text import join, plain
-    from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)
     url = out["DeadLetterQueueUrl"]
@@ -82,9 +70,10 @@ def ls(
     console.info(f"{len(letters)} dead letter(s) in {url.rsplit('/', 1)[-1]}; listing counts as one more receive of each")
 
 
-@dlq.command("redrive", epilog="Examples:\n\n  kinase dlq redrive\n\n  kinase dlq redrive --local -y")
+@dlq.command("redrive", epilog="Examples:\n\n  kinase dlq redrive\n\n  kinase dlq redrive --local -y --json")
 def redrive(
     yes: Yes = False,
+    json_: Json = False,
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
@@ -94,43 +83,44 @@ def redrive(
 
     Each message is sent to the results queue before it is deleted from the DLQ, so nothing is lost.
     """
-    from kinase_cli.ui import console
-    from kinase_cli.ui.errors import KinaseError
     from kinase_cli.ui.text import join, plain
-    from kinase_cli.watch import deadletter
 
     _, sqs, out = _queues(profile, region, local, env)
     source, destination = out["DeadLetterQueueUrl"], out["ResultsQueueUrl"]
-    waiting = deadletter.depth(sqs, source)
+    waiting = queues.depth(sqs, source).visible
+    moved, problems = 0, []
     if waiting == 0:
         console.info("the dead-letter queue is empty")
-        return
-    _confirm(f"Move {waiting} message(s) from the dead-letter queue back to the results queue?", yes)
-    moved, problems = deadletter.move(sqs, source, destination)
-    console.info(f"moved {moved} message(s) to {destination.rsplit('/', 1)[-1]}")
+    else:
+        confirm(f"Move {waiting} message(s) from the dead-letter queue back to the results queue?", yes)
+        moved, problems = deadletter.move(sqs, source, destination)
+        console.info(f"moved {moved} message(s) to {destination.rsplit('/', 1)[-1]}")
+    if json_:
+        jsonout.emit("dlq redrive", {"from_queue_url": source, "to_queue_url": destination, "moved": moved, "problems": problems})
     if problems:
         for problem in problems:
             console.err.print(join(("warning:", "yellow"), " ", plain(problem, limit=500)), highlight=False, soft_wrap=True)
         raise KinaseError(f"{len(problems)} message(s) were not moved cleanly", "run `kinase dlq ls` and retry")
 
 
-@dlq.command("purge", epilog="Examples:\n\n  kinase dlq purge --yes")
+@dlq.command("purge", epilog="Examples:\n\n  kinase dlq purge --yes\n\n  kinase dlq purge --local --yes --json")
 def purge(
     yes: Yes = False,
+    json_: Json = False,
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Delete every message in the dead-letter queue (asks first unless --yes)."""
-    from kinase_cli.ui import console
-    from kinase_cli.watch import deadletter
-
     _, sqs, out = _queues(profile, region, local, env)
     url = out["DeadLetterQueueUrl"]
-    waiting = deadletter.depth(sqs, url)
-    _confirm(f"Delete all {waiting} message(s) in the dead-letter queue? This cannot be undone.", yes)
+    waiting = queues.depth(sqs, url).visible
+    confirm(f"Delete all {waiting} message(s) in the dead-letter queue? This cannot be undone.", yes)
     sqs.purge_queue(QueueUrl=url)
+    if json_:
+        jsonout.emit("dlq purge", {"queue_url": url, "purged": waiting})
+        return
     console.info(f"purged {url.rsplit('/', 1)[-1]} ({waiting} message(s))")
 
 

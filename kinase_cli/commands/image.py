@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from typing import Annotated, Optional
@@ -9,7 +10,15 @@ from typing import Annotated, Optional
 import typer
 
 from infra.naming import DEFAULT_ENV
+from kinase_cli import paths
+from kinase_cli.aws import outputs as stack_outputs
+from kinase_cli.aws import taskdef
 from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.runners import proc
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.errors import KinaseError
+from worker.contract import iso
+from worker.retry import error_code
 
 DOCKERFILE = "worker/Dockerfile"
 LOCAL_NAME = "kinase-worker"
@@ -23,23 +32,26 @@ _LAYER_DONE = ("Pushed", "Layer already exists", "Mounted from")
 EPILOG = """\
 Examples:
 
-  kinase push-image                      # build, push as <git sha> and latest, pin the task definition
+  kinase push-image                      # build, push as <git sha>-<UTC time>, pin the task definition
   kinase push-image --tag v1.2.0
   kinase push-image --no-build --tag v1.2.0   # push kinase-worker:v1.2.0 built earlier
   kinase push-image --json
 
-What runs next: after the push, kinase registers a new revision of the worker's task definition whose image is the pushed digest (repository@sha256:...), and `kinase run-task` starts the newest revision, so the next task runs exactly the image just pushed, even if `latest` moves meanwhile. The registry password comes from ECR GetAuthorizationToken and reaches `docker login` on stdin only.
+Tags are immutable in the repository: each build is pushed under its own tag (by default the git commit and the UTC time, e.g. 3f2c1ab-20260131T120000Z), never `latest`, and a tag that exists already is refused. What runs next: after the push, kinase registers a new revision of the worker's task definition whose image is the pushed digest (repository@sha256:...), and `kinase run-task` starts the newest revision, so the next task runs exactly the image just pushed; `kinase deploy` passes that digest back to CloudFormation, so a redeploy keeps it. The registry password comes from ECR GetAuthorizationToken and reaches `docker login` on stdin only.
 
 The local stack needs no image: `kinase run-task --local` runs the worker from this source tree, and moto's ECR has no Docker registry endpoint a real `docker push` could reach.
 """
 
 
+def _unique_tag() -> str:
+    """`<git short sha>[-dirty]-<UTC time>`: tags are immutable, so every build gets its own."""
+    from datetime import datetime, timezone
+
+    return f"{_git_tag()}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+
+
 def _git_tag() -> str:
     """The git short sha, with `-dirty` when the working tree differs from the commit."""
-    from kinase_cli import paths
-    from kinase_cli.runners import proc
-    from kinase_cli.ui.errors import KinaseError
-
     hint = "pass --tag to name the image"
     git = proc.which("git", hint)
     try:
@@ -51,15 +63,10 @@ def _git_tag() -> str:
 
 
 def _dim(line: str) -> None:
-    from kinase_cli.ui import console
-
     console.err.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_docker() -> str:
-    from kinase_cli.runners import proc
-    from kinase_cli.ui.errors import KinaseError
-
     docker = proc.which("docker", DOCKER_HINT)
     if proc.run([docker, "info", "--format", "{{.ServerVersion}}"], check=False).returncode != 0:
         raise KinaseError("the Docker daemon is not reachable (`docker info` failed)", DAEMON_HINT)
@@ -68,12 +75,6 @@ def _check_docker() -> str:
 
 def _registry_login(t, docker: str, repository_uri: str) -> None:
     """`docker login` to the repository's registry with an ECR token passed on stdin, never in argv or output."""
-    import base64
-
-    from kinase_cli.runners import proc
-    from kinase_cli.ui import console
-    from kinase_cli.ui.errors import KinaseError
-
     registry = repository_uri.split("/", 1)[0]
     data = t.client("ecr").get_authorization_token(registryIds=[registry.split(".", 1)[0]])["authorizationData"][0]
     username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
@@ -96,10 +97,6 @@ def _registry_login(t, docker: str, repository_uri: str) -> None:
 def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
     """`docker push` with a progress bar of layers done; returns the digest docker reports."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from kinase_cli.runners import proc
-    from kinase_cli.ui import console
-    from kinase_cli.ui.errors import KinaseError
 
     layers: dict[str, str] = {}
     digest = []
@@ -137,7 +134,11 @@ def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
 def push_image(
     tag: Annotated[
         Optional[str],
-        typer.Option("--tag", help="Image tag (default: the git short sha, `-dirty` if the tree has changes).", show_default=False),
+        typer.Option(
+            "--tag",
+            help="Image tag, new to the repository (default: the git short sha, `-dirty` if the tree has changes, and the UTC time).",
+            show_default=False,
+        ),
     ] = None,
     platform: Annotated[
         str, typer.Option("--platform", help="Target platform of the build (Fargate runs linux/amd64 here).")
@@ -152,19 +153,15 @@ def push_image(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Build the worker image, push it to the stack's ECR repository, and pin the task definition to it."""
-    from kinase_cli import paths
-    from kinase_cli.aws import outputs as stack_outputs
-    from kinase_cli.aws import taskdef
-    from kinase_cli.commands.tasks import when
-    from kinase_cli.runners import proc
-    from kinase_cli.ui import console, jsonout
-    from kinase_cli.ui.errors import KinaseError
-
     t = target(profile, region, local, env)
     docker = _check_docker()
     outputs = stack_outputs.read(t, required=("registry", "compute"))
     uri = outputs["RepositoryUri"]
-    tag = tag or _git_tag()
+    if no_build and not tag:
+        raise KinaseError(
+            "--no-build needs --tag: the tag of the local image to push", f"e.g. `kinase push-image --no-build --tag v1.2.0{t.hint_flag()}`"
+        )
+    tag = tag or _unique_tag()
     local_image = f"{LOCAL_NAME}:{tag}"
     if no_build:
         if proc.run([docker, "image", "inspect", local_image], check=False).returncode != 0:
@@ -180,19 +177,26 @@ def push_image(
             what="docker build",
             hint=f"fix the build error above, then rerun `kinase push-image{t.hint_flag()}`",
         )
-    refs = [f"{uri}:{tag}", f"{uri}:latest"]
+    refs = [f"{uri}:{tag}"]
     for ref in refs:
         proc.run([docker, "tag", local_image, ref], what="docker tag")
     console.step(f"docker login {uri.split('/', 1)[0]}")
     _registry_login(t, docker, uri)
-    digest = _push(docker, refs[0], _dim)
-    _push(docker, refs[1], _dim)
+    try:
+        digest = _push(docker, refs[0], _dim)
+    except KinaseError as exc:
+        if "immutable" in exc.message or "already exists" in exc.message:
+            raise KinaseError(
+                f"tag {tag} already exists in {outputs['RepositoryName']}, and its tags are immutable",
+                "push under a new --tag, or leave --tag out for a unique <commit>-<time> tag",
+            ) from None
+        raise
     try:
         image = t.client("ecr").describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageDigest": digest}])[
             "imageDetails"
         ][0]
     except Exception as exc:  # botocore ClientError
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ImageNotFoundException":
+        if error_code(exc) == "ImageNotFoundException":
             raise KinaseError(
                 f"docker reported digest {digest}, but {outputs['RepositoryName']} does not hold it",
                 "check which registry `docker push` reached",
@@ -201,16 +205,16 @@ def push_image(
     pinned = taskdef.register_pinned(t, outputs, f"{uri}@{digest}")
     data = {
         "repository": uri,
-        "tags": [tag, "latest"],
+        "tags": [tag],
         "digest": digest,
         "image": f"{uri}@{digest}",
-        "pushedAt": when(image.get("imagePushedAt")),
-        "taskDefinitionArn": pinned["taskDefinitionArn"],
+        "pushed_at": iso(image["imagePushedAt"]) if image.get("imagePushedAt") else None,
+        "task_definition_arn": pinned["taskDefinitionArn"],
     }
     if json_out:
         jsonout.emit("push-image", data)
         return
-    console.out.print(f"pushed {uri}:{tag} (and latest)", highlight=False, soft_wrap=True)
+    console.out.print(f"pushed {uri}:{tag}", highlight=False, soft_wrap=True)
     console.out.print(f"digest {digest}", highlight=False, soft_wrap=True)
     console.out.print(f"task definition {pinned['family']}:{pinned['revision']} now runs {uri}@{digest}", highlight=False, soft_wrap=True)
     console.out.print(f"  {pinned['taskDefinitionArn']}", highlight=False, soft_wrap=True)

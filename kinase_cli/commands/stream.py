@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +12,10 @@ import typer
 
 from infra.naming import DEFAULT_ENV
 from kinase_cli import options
+from kinase_cli.aws import kvs_put, outputs
 from kinase_cli.options import Env, Json, Local, Profile, Region
+from kinase_cli.ui import console, jsonout
+from worker.contract import iso
 
 stream = typer.Typer(
     help="Feed video into the Kinesis Video stream and inspect streams.",
@@ -31,8 +35,6 @@ StreamOpt = Annotated[
 def _stream_name(target, name: Optional[str]) -> str:
     if name:
         return name
-    from kinase_cli.aws import outputs
-
     return outputs.read(target, required=("stream",))["StreamName"]
 
 
@@ -73,9 +75,6 @@ def put(
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from kinase_cli.aws import kvs_put
-    from kinase_cli.ui import console, jsonout
-
     kvs_put.probe(file)
     target = options.target(profile, region, local, env)
     name = _stream_name(target, stream_name)
@@ -86,8 +85,6 @@ def put(
     clock = {"t0": None}
 
     def show(stats, acks) -> None:
-        import time
-
         clock["t0"] = clock["t0"] or time.monotonic()
         rate = stats.bytes / max(time.monotonic() - clock["t0"], 1e-3)
         progress.update(
@@ -150,7 +147,7 @@ def _info(s: dict) -> dict:
         "status": s.get("Status"),
         "retention_hours": s.get("DataRetentionInHours", 0),
         "media_type": s.get("MediaType"),
-        "created": created.isoformat() if hasattr(created, "isoformat") else created,
+        "created_at": iso(created) if created else None,
         "version": s.get("Version"),
         "kms_key_id": s.get("KmsKeyId"),
     }
@@ -168,8 +165,6 @@ def ls(
     """List Kinesis Video streams (by default those named for this environment, kinase-ENV-*)."""
     from rich.table import Table
 
-    from kinase_cli.ui import console, jsonout
-
     target = options.target(profile, region, local, env)
     prefix = None if all_ else f"kinase-{env}-"
     streams = [_info(s) for s in _all_streams(target.client("kinesisvideo"), prefix)]
@@ -184,7 +179,7 @@ def ls(
     for column in ("status", "retention (h)", "media type", "created"):
         table.add_column(column, no_wrap=True)
     for s in streams:
-        created = str(s["created"] or "")[:19].replace("T", " ")
+        created = str(s["created_at"] or "")[:19].replace("T", " ")
         table.add_row(s["name"], s["status"] or "", str(s["retention_hours"]), s["media_type"] or "", created)
     console.out.print(table)
 
@@ -201,14 +196,11 @@ def describe(
     """Show one stream: ARN, status, retention, media type, and its media endpoints."""
     from rich.table import Table
 
-    from kinase_cli.aws import kvs_put
-    from kinase_cli.ui import console, jsonout
-
     target = options.target(profile, region, local, env)
     client = target.client("kinesisvideo")
     stream_name = _stream_name(target, name)
     info = _info(client.describe_stream(StreamName=stream_name)["StreamInfo"])
-    info["endpoints"] = {api: kvs_put.data_endpoint(client, stream_name, api) for api in ("PUT_MEDIA", "GET_MEDIA")}
+    info["endpoints"] = {api.lower(): kvs_put.data_endpoint(client, stream_name, api) for api in ("PUT_MEDIA", "GET_MEDIA")}
     if json_:
         jsonout.emit("stream describe", info)
         return

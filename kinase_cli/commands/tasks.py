@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from infra.naming import DEFAULT_ENV
+from kinase_cli import paths
+from kinase_cli.aws import cost, taskdef
+from kinase_cli.aws import outputs as stack_outputs
+from kinase_cli.aws.log_tail import CloudWatchTail, poll_seconds, since_time
+from kinase_cli.local import runs as local_runs
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.confirm import confirm
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.workflows.tasks import exit_code, task_summary
+from kinase_cli.workflows.worker_env import ENV_VAR_EXAMPLE, local_model, overrides
+from worker.retry import error_code
+from worker.settings import BY_FIELD as WORKER_SETTINGS
 
-IMAGE_ROOT = "/opt/kinase/"  # where the image keeps the worker's models; the repository root locally
 MAX_COUNT = 10  # ECS RunTask starts at most 10 tasks per call
 
-RUN_EPILOG = """\
+RUN_EPILOG = f"""\
 Examples:
 
   kinase run-task                                  # one task on the stack's stream
   kinase run-task --follow                         # stream its logs; exit with the worker's exit code
   kinase run-task --source s3://bucket/clip.mp4 --wait
   kinase run-task --every 5 --conf 0.4 --count 2 --cpu 2048 --memory 4096
-  kinase run-task -e KINASE_CLASSES=person,car -e KINASE_START=EARLIEST
+  kinase run-task {ENV_VAR_EXAMPLE} -e {WORKER_SETTINGS["start"].name}=EARLIEST
   kinase run-task --local --source clip.mp4 --model models/shapes-yolo11n.onnx
 
 Which image runs: the newest ACTIVE revision of the stack's task-definition family, which `kinase push-image` pins to the digest it just pushed (see `kinase push-image --help`).
@@ -40,58 +50,11 @@ Examples:
 """
 
 
-def worker_settings(
-    stream: str | None,
-    source: str | None,
-    model: str | None,
-    imgsz: int | None,
-    conf: float | None,
-    every: int | None,
-    fps: float | None,
-    env_vars: list[str],
-    local: bool,
-) -> dict[str, str]:
-    """The worker environment variables this run overrides (contract in docs/OPERATIONS.md)."""
-    from kinase_cli.ui.errors import KinaseError
-
-    if stream and source:
-        raise KinaseError("--stream and --source are exclusive", "name a Kinesis Video stream or give a source URI, not both")
-    settings: dict[str, str] = {}
-    if stream:
-        settings.update(KINASE_SOURCE=f"kvs://{stream}", KINASE_STREAM_NAME=stream)
-    if source:
-        if not local and "://" not in source and Path(source).expanduser().is_file():
-            raise KinaseError(
-                f"a Fargate task cannot read the local file {source}",
-                "upload it to S3 and pass --source s3://BUCKET/KEY, feed it with `kinase stream put`, or use --local",
-            )
-        settings["KINASE_SOURCE"] = _local_path(source) if local else source
-    if model:
-        settings["KINASE_MODEL"] = _local_path(model) if local else model
-    for key, value in (("KINASE_IMGSZ", imgsz), ("KINASE_CONF", conf), ("KINASE_EVERY", every), ("KINASE_FPS", fps)):
-        if value is not None:
-            settings[key] = str(value)
-    for item in env_vars:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise KinaseError(f"--env-var {item!r} is not KEY=VALUE", "e.g. -e KINASE_CLASSES=person,car")
-        settings[key.strip()] = value
-    return settings
-
-
-def _local_path(value: str) -> str:
-    """A relative file path given to a local worker, made absolute (the worker runs in the repository root)."""
-    path = Path(value).expanduser()
-    return str(path.resolve()) if "://" not in value and path.exists() else value
-
-
 def _check_stream(t, name: str, outputs) -> None:
-    from kinase_cli.ui.errors import KinaseError
-
     try:
         t.client("kinesisvideo").describe_stream(StreamName=name)
     except Exception as exc:  # botocore ClientError
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             raise KinaseError(
                 f"stream {name} does not exist",
                 f"the stack's stream is {outputs.get('StreamName', '?')}; run without --stream to use it",
@@ -127,10 +90,8 @@ def run_task(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Start worker tasks on the stack's Fargate cluster (or, with --local, a local worker process)."""
-    from kinase_cli.aws import outputs as stack_outputs
-
     t = target(profile, region, local, env)
-    settings = worker_settings(stream, source, model, imgsz, conf, every, fps, env_vars or [], local)
+    settings = overrides(stream, source, model, imgsz, conf, every, fps, env_vars or [], local)
     outputs = stack_outputs.read(t, required=("storage", "compute"))
     if stream:
         _check_stream(t, stream, outputs)
@@ -142,25 +103,12 @@ def run_task(
 
 
 def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, json_out: bool) -> int:
-    from kinase_cli import paths
-    from kinase_cli.aws import taskdef
-    from kinase_cli.local import runs as local_runs
-    from kinase_cli.ui import console, jsonout
-    from kinase_cli.ui.errors import KinaseError
-
     if count != 1:
         raise KinaseError("--count must be 1 with --local", "the local worker is one foreground process")
     if cpu or memory:
         console.warn("--cpu/--memory size Fargate tasks; the local worker ignores them")
     definition = taskdef.current(t, outputs)
-    base = taskdef.environment(definition, outputs["ContainerName"])
-    model = settings.get("KINASE_MODEL") or base.get("KINASE_MODEL", "")
-    if model.startswith(IMAGE_ROOT):
-        here = paths.PROJECT_ROOT / model[len(IMAGE_ROOT) :]
-        if here.exists():
-            base["KINASE_MODEL"] = str(here)
-        elif "KINASE_MODEL" not in settings:
-            raise KinaseError(f"the task definition's model {model} is only inside the image", "pass --model PATH for the local worker")
+    base = local_model(taskdef.environment(definition, outputs["ContainerName"]), settings)
     environment = {**t.child_env(), **base, **settings}
     task_id = local_runs.new_task_id()
     console.step(f"local worker {task_id} (log: {local_runs.log_file(task_id)})")
@@ -175,7 +123,12 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
     )
     if json_out:
         jsonout.emit(
-            "run-task", {"local": True, "tasks": [{"taskId": task_id, "exitCode": code, "log": str(local_runs.log_file(task_id))}]}
+            "run-task",
+            {
+                "local": True,
+                "tasks": [{"task_id": task_id, "exit_code": code, "log": str(local_runs.log_file(task_id))}],
+                "exit_code": code,
+            },
         )
     else:
         console.info(f"worker {task_id} exited with code {code}")
@@ -183,10 +136,6 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
 
 
 def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, wait: bool, follow: bool, json_out: bool) -> int:
-    from kinase_cli.aws import cost, taskdef
-    from kinase_cli.ui import console, jsonout
-    from kinase_cli.ui.errors import KinaseError
-
     definition = taskdef.current(t, outputs)
     name = outputs["ContainerName"]
     image = taskdef.container(definition, name)["image"]
@@ -245,23 +194,23 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
         except KeyboardInterrupt:
             console.warn(f"stopped waiting; the tasks keep running (`kinase stop-task {' '.join(ids)}{t.hint_flag()}`)")
             raise typer.Exit(130) from None
-        code = _exit_code(stopped, name)
+        code = exit_code(stopped, name)
     if json_out:
         jsonout.emit(
             "run-task",
             {
                 "local": False,
                 "cluster": outputs["ClusterName"],
-                "taskDefinitionArn": definition["taskDefinitionArn"],
+                "task_definition_arn": definition["taskDefinitionArn"],
                 "image": image,
                 "cpu": task_cpu,
                 "memory": task_memory,
                 "overrides": settings,
                 "tasks": [task_summary(task, name) for task in stopped]
                 if stopped
-                else [{"taskId": i, "taskArn": a} for i, a in zip(ids, arns)],
-                "costPerTaskHour": estimate.as_dict(),
-                "exitCode": code if wait else None,
+                else [{"task_id": i, "task_arn": a} for i, a in zip(ids, arns)],
+                "cost_per_task_hour": estimate.as_dict(),
+                "exit_code": code if wait else None,
             },
         )
     return code
@@ -269,17 +218,14 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
 
 def _check_image(t, outputs, image: str) -> None:
     """Fail before starting a task that could only die pulling an image that is not in the repository."""
-    from kinase_cli.aws.taskdef import ImageRef
-    from kinase_cli.ui.errors import KinaseError
-
-    ref = ImageRef.parse(image)
+    ref = taskdef.ImageRef.parse(image)
     if ref.name != outputs.get("RepositoryName", ref.name):
         return
     ecr = t.client("ecr")
     try:
         ecr.describe_images(repositoryName=ref.name, imageIds=[ref.ecr_id()])
     except Exception as exc:  # botocore ClientError
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ImageNotFoundException":
+        if error_code(exc) != "ImageNotFoundException":
             raise
         hint = f"run `kinase push-image{t.hint_flag()}`"
         if not ecr.list_images(repositoryName=ref.name, maxResults=1)["imageIds"]:
@@ -288,11 +234,6 @@ def _check_image(t, outputs, image: str) -> None:
 
 
 def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool) -> list[dict]:
-    from kinase_cli.aws import taskdef
-    from kinase_cli.aws.log_tail import CloudWatchTail, poll_seconds, since_time
-    from kinase_cli.ui import console, jsonout
-    from kinase_cli.ui.errors import KinaseError
-
     ecs = t.client("ecs")
     tail = None
     if follow:
@@ -326,63 +267,17 @@ def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool)
         time.sleep(poll_seconds())
 
 
-def when(value) -> str | None:
-    """An AWS timestamp as ISO 8601 UTC (`...Z`); strings pass through."""
-    from datetime import datetime, timezone
-
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return value
-
-
-def task_summary(task: dict, container_name: str) -> dict:
-    containers = [c for c in task.get("containers", []) if c.get("name") == container_name] or task.get("containers", [])
-    main = containers[0] if containers else {}
-    return {
-        "taskId": task["taskArn"].rsplit("/", 1)[-1],
-        "taskArn": task["taskArn"],
-        "lastStatus": task.get("lastStatus"),
-        "exitCode": main.get("exitCode"),
-        "stopCode": task.get("stopCode"),
-        "stoppedReason": task.get("stoppedReason") or main.get("reason"),
-        "cpu": task.get("cpu"),
-        "memory": task.get("memory"),
-        "startedAt": when(task.get("startedAt")),
-        "stoppedAt": when(task.get("stoppedAt")),
-    }
-
-
-def _exit_code(tasks: list[dict], container_name: str) -> int:
-    """The first non-zero worker exit code; 1 for a task whose worker never exited (e.g. the image did not pull)."""
-    from kinase_cli.ui import console
-
-    code = 0
-    for task in tasks:
-        summary = task_summary(task, container_name)
-        reason = f" ({summary['stoppedReason']})" if summary["stoppedReason"] else ""
-        if summary["exitCode"] is None:
-            console.err.print(f"task {summary['taskId']} stopped without a worker exit code{reason}", style="red", highlight=False)
-            code = code or 1
-        else:
-            console.info(f"task {summary['taskId']} stopped: exit code {summary['exitCode']}{reason}")
-            code = code or int(summary["exitCode"])
-    return code
-
-
 def stop_task(
-    task_ids: Annotated[Optional[list[str]], typer.Argument(help="Task ids or ARNs.", show_default=False)] = None,
+    task_ids: Annotated[Optional[list[str]], typer.Argument(metavar="TASK", help="Task ids or ARNs.", show_default=False)] = None,
     all_tasks: Annotated[bool, typer.Option("--all", help="Stop every running task on the stack's cluster.")] = False,
     yes: Yes = False,
+    json_out: Json = False,
     profile: Profile = None,
     region: Region = None,
     local: Local = False,
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Stop worker tasks (the worker gets SIGTERM, flushes, checkpoints and exits within 30 s)."""
-    from kinase_cli.aws import outputs as stack_outputs
-    from kinase_cli.ui import console
-    from kinase_cli.ui.errors import KinaseError
-
     t = target(profile, region, local, env)
     if local:
         raise KinaseError("local workers run in the foreground of `kinase run-task --local`", "stop one with Ctrl-C in its terminal")
@@ -394,14 +289,18 @@ def stop_task(
     if all_tasks:
         pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")
         task_ids = [arn for page in pages for arn in page["taskArns"]]
-        if not task_ids:
+        if task_ids:
+            confirm(f"Stop {len(task_ids)} task(s) on {cluster}?", yes)
+        elif not json_out:
             console.info(f"no running tasks on {cluster}")
-            return
-        if not yes and not typer.confirm(f"stop {len(task_ids)} task(s) on {cluster}?", err=True):
-            raise typer.Exit(1)
+    stopping = []
     for task_id in task_ids:
         task = ecs.stop_task(cluster=cluster, task=task_id, reason="stopped by kinase stop-task")["task"]
-        console.out.print(f"stopping {task['taskArn'].rsplit('/', 1)[-1]}", highlight=False)
+        stopping.append({"task_id": task["taskArn"].rsplit("/", 1)[-1], "task_arn": task["taskArn"]})
+        if not json_out:
+            console.out.print(f"stopping {stopping[-1]['task_id']}", highlight=False)
+    if json_out:
+        jsonout.emit("stop-task", {"cluster": cluster, "stopping": stopping})
 
 
 def register(app: typer.Typer) -> None:

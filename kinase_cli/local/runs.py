@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from kinase_cli import paths
 from kinase_cli.runners import proc
 from kinase_cli.ui import console
+from worker.contract import iso
 
 
 def runs_dir() -> Path:
@@ -38,10 +39,6 @@ def record_file(task_id: str) -> Path:
     return runs_dir() / f"{task_id}.json"
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _write_record(task_id: str, record: dict) -> None:
     tmp = record_file(task_id).with_suffix(".tmp")
     tmp.write_text(json.dumps(record, sort_keys=True))
@@ -52,12 +49,12 @@ def run(
     argv: Sequence[str], *, task_id: str, env: dict[str, str], cwd: Path, settings: dict[str, str], on_line: Callable[[str], None]
 ) -> int:
     """Run the worker in the foreground; every output line is logged and passed to `on_line`."""
-    record = {"taskId": task_id, "pid": os.getpid(), "startedAt": now_iso(), "lastStatus": "RUNNING", "settings": settings}
+    record = {"taskId": task_id, "pid": os.getpid(), "startedAt": iso(time.time()), "lastStatus": "RUNNING", "settings": settings}
     _write_record(task_id, record)
     with open(log_file(task_id), "a", encoding="utf-8") as log:
 
         def line(text: str) -> None:
-            log.write(f"{now_iso()} {text}\n")
+            log.write(f"{iso(time.time())} {text}\n")
             log.flush()
             on_line(text)
 
@@ -70,7 +67,7 @@ def run(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    record.update(lastStatus="STOPPED", stoppedAt=now_iso(), exitCode=code)
+    record.update(lastStatus="STOPPED", stoppedAt=iso(time.time()), exitCode=code)
     _write_record(task_id, record)
     return code
 

@@ -6,6 +6,8 @@ module never imports botocore (it is on the path of `kinase --help`).
 
 from __future__ import annotations
 
+from worker.retry import error_code
+
 
 class KinaseError(Exception):
     """A failure with a message for humans and, optionally, what to do about it."""
@@ -40,9 +42,8 @@ def translate(exc: BaseException) -> KinaseError | None:
             "check the network; for the local stack run `kinase local up`",
         )
     if name in ("ClientError",) or hasattr(exc, "response") and isinstance(exc.response, dict):
-        err = exc.response.get("Error", {})  # type: ignore[attr-defined]
-        code = err.get("Code", "Error")
-        message = err.get("Message") or str(exc)
+        code = error_code(exc) or "Error"
+        message = (exc.response.get("Error") or {}).get("Message") or str(exc)  # type: ignore[attr-defined]
         op = getattr(exc, "operation_name", None)
         where = f" in {op}" if op else ""
         if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException"):

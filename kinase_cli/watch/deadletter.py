@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kinase_cli.watch.receiving import MAX_BATCH
+from worker.contract import iso
 
 HOLD_S = 120
 WAIT_S = 1
@@ -29,8 +30,8 @@ class DeadLetter:
     def as_dict(self) -> dict:
         return {
             "message_id": self.message_id,
-            "sent_ms": self.sent,
-            "first_received_ms": self.first_received,
+            "sent_at": iso(self.sent / 1000) if self.sent is not None else None,
+            "first_received_at": iso(self.first_received / 1000) if self.first_received is not None else None,
             "receive_count": self.receive_count,
             "reason": self.reason,
             "body": self.body,
@@ -67,11 +68,6 @@ def _release(sqs, url: str, handles: list[str]) -> None:
         sqs.change_message_visibility_batch(
             QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)]
         )
-
-
-def depth(sqs, url: str) -> int:
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-    return int(attrs.get("ApproximateNumberOfMessages", 0))
 
 
 def peek(sqs, url: str, bucket: str | None, limit: int) -> list[DeadLetter]:

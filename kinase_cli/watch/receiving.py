@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kinase_cli.aws import queues
+
 MAX_BATCH = 10
 TRANSIENT_CODES = {
     "Throttling",
@@ -295,19 +297,15 @@ class DepthPoller(threading.Thread):
         self.sqs, self.queue_url, self.dlq_url, self.stats, self.stop, self.every_s = sqs, queue_url, dlq_url, stats, stop, every_s
 
     def poll(self) -> None:
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
         try:
-            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
-            dlq = None
-            if self.dlq_url:
-                dlq = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=names[:1])["Attributes"]
+            results = queues.depth(self.sqs, self.queue_url)
+            dlq = queues.depth(self.sqs, self.dlq_url) if self.dlq_url else None
         except Exception:  # depth is informative only; the receivers report connection trouble
             return
         with self.stats.lock:
-            self.stats.queue_depth = int(attrs.get("ApproximateNumberOfMessages", 0))
-            self.stats.in_flight = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+            self.stats.queue_depth, self.stats.in_flight = results
             if dlq is not None:
-                self.stats.dlq_depth = int(dlq.get("ApproximateNumberOfMessages", 0))
+                self.stats.dlq_depth = dlq.visible
 
     def run(self) -> None:
         while True:

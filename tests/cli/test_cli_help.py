@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -38,6 +40,22 @@ def test_help_text(path):
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output and command.help.split()[0] in result.output
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=[" ".join(p) for p, _ in COMMANDS])
+def test_help_names_values_not_python_types(path):
+    """Flags show no type; values show a metavar or a plain word (TEXT, INTEGER), never `<bool>`, `<str>`, `<list[str]>`."""
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    leftovers = re.findall(r"<(?:bool|str|int|float|path|list\[\w+\])[^>]*>", result.output)
+    assert not leftovers, f"kinase {' '.join(path)} --help shows {sorted(set(leftovers))}"
+
+
+def test_flags_and_values_in_one_help():
+    text = CliRunner().invoke(app, ["run-task", "--help"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--wait\s+Wait until", text), "a flag has no value column"
+    assert re.search(r"--imgsz\s+INTEGER \[x>=32\]", text)
+    assert re.search(r"--env-var\s+-e\s+TEXT\.\.\.", text)
 
 
 def test_every_command_is_documented():

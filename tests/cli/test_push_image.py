@@ -8,6 +8,7 @@ check that ECR holds the pushed digest and the task-definition pinning run for r
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -48,11 +49,9 @@ def test_build_tag_login_push_sequence_and_pinned_task_definition(deployed_stack
         ["info", "--format", "{{.ServerVersion}}"],
         ["build", "--platform", "linux/amd64", "-f", "worker/Dockerfile", "-t", "kinase-worker:t1", "."],
         ["tag", "kinase-worker:t1", f"{uri}:t1"],
-        ["tag", "kinase-worker:t1", f"{uri}:latest"],
         ["login", "--username", "AWS", "--password-stdin", registry],
         ["push", f"{uri}:t1"],
-        ["push", f"{uri}:latest"],
-    ]
+    ]  # one tag per build, never `latest`: the repository's tags are immutable
     password = ecr_password()
     login = docker_calls(log)[4]
     assert login["stdin"] == password
@@ -75,11 +74,27 @@ def test_default_tag_is_the_git_commit_and_json_output(deployed_stack, docker):
     assert proc.returncode == 0, proc.stderr
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     data = json.loads(proc.stdout)["data"]
-    assert data["tags"][0] in (sha, f"{sha}-dirty") and data["tags"][1] == "latest"
+    (tag,) = data["tags"]
+    assert re.fullmatch(rf"{sha}(-dirty)?-\d{{8}}T\d{{6}}Z", tag), tag
     assert data["digest"] == digest
     assert data["image"] == f"{deployed_stack['RepositoryUri']}@{digest}"
-    assert data["taskDefinitionArn"] == newest_task_definition(deployed_stack)["taskDefinitionArn"]
+    assert data["task_definition_arn"] == newest_task_definition(deployed_stack)["taskDefinitionArn"]
     assert ["push", f"{deployed_stack['RepositoryUri']}:{data['tags'][0]}"] in [c["argv"] for c in docker_calls(log)]
+
+
+def test_an_existing_tag_is_refused_in_one_line(deployed_stack, docker):
+    env, _ = docker
+    proc = kinase(
+        "push-image", "--local", "--tag", "t1", env={**env, "FAKE_DOCKER_FAIL": "immutable", "FAKE_DOCKER_DIGEST": "sha256:" + "0" * 64}
+    )
+    line = one_error_line(proc)
+    assert "tag t1 already exists" in line and "immutable" in line and "leave --tag out" in line
+
+
+def test_no_build_needs_the_tag_it_built(deployed_stack, docker):
+    env, log = docker
+    assert "--no-build needs --tag" in one_error_line(kinase("push-image", "--local", "--no-build", env=env))
+    assert [c["argv"][0] for c in docker_calls(log)] == ["info"]
 
 
 def test_no_build_pushes_an_existing_local_image(deployed_stack, docker):

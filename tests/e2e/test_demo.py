@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import socket
 
 import pytest
 
+from support import json_contract
 from support.cli import free_port, kinase, one_error_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -47,9 +47,7 @@ def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(fresh_home, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     for step in range(1, 7):
         assert f"[{step}/6]" in proc.stderr
-    result = json.loads(proc.stdout)
-    assert result["command"] == "demo"
-    data = result["data"]
+    data = json_contract.envelope(proc.stdout, "demo")
 
     assert data["put"]["frames"] == FRAMES and data["put"]["persisted"] == data["put"]["fragments"] > 1
     assert data["worker_exit_code"] == 0

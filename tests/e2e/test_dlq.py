@@ -62,7 +62,7 @@ def test_bad_messages_end_in_the_dlq_ls_says_why_and_redrive_brings_them_back(fr
     for body, words in bad.items():
         assert words in letters[body]["reason"]
         assert letters[body]["receive_count"] >= fresh.max_receives
-        assert letters[body]["first_received_ms"] > 0
+        assert contract.parse_iso(letters[body]["first_received_at"]) > 0
     assert fresh.depth(fresh.dlq) == (len(bad), 0), "ls must put back what it read"
 
     table = dlq(fresh, "ls")

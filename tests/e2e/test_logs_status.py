@@ -62,7 +62,7 @@ def test_logs_bad_since_is_one_line(deployed_stack):
 def test_local_logs_of_a_local_worker_run(deployed_stack, tmp_path):
     run = kinase("run-task", "--local", "--source", str(tmp_path / "missing.mp4"), "--model", "yolo11n.yaml", "--json")
     assert run.returncode == 2
-    task_id = json.loads(run.stdout)["data"]["tasks"][0]["taskId"]
+    task_id = json.loads(run.stdout)["data"]["tasks"][0]["task_id"]
     proc = kinase("logs", "--local", "--task", task_id)
     assert proc.returncode == 0, proc.stderr
     assert "no such file" in proc.stdout
@@ -86,18 +86,18 @@ def test_status_json_has_every_part(deployed_stack):
     assert all(s["status"].endswith("_COMPLETE") for s in data["stacks"])
     assert data["image"]["repository"] == deployed_stack["RepositoryUri"]
     assert data["image"]["latest"]["digest"] == digest and "status" in data["image"]["latest"]["tags"]
-    assert data["stream"] == {**data["stream"], "name": deployed_stack["StreamName"], "status": "ACTIVE", "retentionHours": 24}
+    assert data["stream"] == {**data["stream"], "name": deployed_stack["StreamName"], "status": "ACTIVE", "retention_hours": 24}
     assert data["queue"]["url"] == deployed_stack["ResultsQueueUrl"]
-    assert data["deadLetterQueue"]["visible"] == 1
+    assert data["dead_letter_queue"]["visible"] == 1
     assert data["cost"]["estimate"] is True
 
 
 def test_status_lists_local_runs_with_exit_codes(deployed_stack, tmp_path):
     run = kinase("run-task", "--local", "--source", str(tmp_path / "gone.mp4"), "--model", "yolo11n.yaml", "--json")
-    task_id = json.loads(run.stdout)["data"]["tasks"][0]["taskId"]
+    task_id = json.loads(run.stdout)["data"]["tasks"][0]["task_id"]
     tasks = json.loads(kinase("status", "--local", "--json").stdout)["data"]["tasks"]
-    mine = next(t for t in tasks if t["taskId"] == task_id)
-    assert (mine["lastStatus"], mine["exitCode"]) == ("STOPPED", 2)
+    mine = next(t for t in tasks if t["task_id"] == task_id)
+    assert (mine["last_status"], mine["exit_code"]) == ("STOPPED", 2)
 
 
 def test_status_fargate_tasks_with_exit_codes_and_cost(deployed_stack):
@@ -106,11 +106,11 @@ def test_status_fargate_tasks_with_exit_codes_and_cost(deployed_stack):
     ref = next(c["image"] for c in definition["containerDefinitions"] if c["name"] == deployed_stack["ContainerName"])
     if "@" not in ref:
         put_image(deployed_stack, ref.rsplit(":", 1)[1], "status-fargate")
-    started = json.loads(kinase("run-task", "--json", env=aws_env()).stdout)["data"]["tasks"][0]["taskId"]
+    started = json.loads(kinase("run-task", "--json", env=aws_env()).stdout)["data"]["tasks"][0]["task_id"]
     data = json.loads(kinase("status", "--json", env=aws_env()).stdout)["data"]
-    listed = {t["taskId"]: t for t in data["tasks"]}
+    listed = {t["task_id"]: t for t in data["tasks"]}
     assert started in listed
-    assert "usdPerHour" in data["cost"] and data["cost"]["pricesAsOf"]
+    assert "usd_per_hour" in data["cost"] and data["cost"]["prices_as_of"]
 
 
 def test_status_human_highlights_a_non_empty_dlq(deployed_stack):

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from kinase_cli.commands.tasks import _exit_code, task_summary
+from kinase_cli.workflows.tasks import exit_code, task_summary
 from support.cli import ROOT, kinase, one_error_line
 from support.ops import aws_env, drain, local, newest_task_definition, put_image, remove_images
 
@@ -66,11 +66,11 @@ def test_run_task_carries_cluster_task_definition_network_and_overrides(deployed
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
     assert len(data["tasks"]) == 2
-    assert data["costPerTaskHour"]["estimate"] is True
-    assert data["costPerTaskHour"]["usdPerHour"] == pytest.approx(2 * 0.04048 + 4 * 0.004445)
+    assert data["cost_per_task_hour"]["estimate"] is True
+    assert data["cost_per_task_hour"]["usd_per_hour"] == pytest.approx(2 * 0.04048 + 4 * 0.004445)
 
     ecs, ec2 = local().client("ecs"), local().client("ec2")
-    tasks = ecs.describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[t["taskArn"] for t in data["tasks"]])["tasks"]
+    tasks = ecs.describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[t["task_arn"] for t in data["tasks"]])["tasks"]
     assert len(tasks) == 2
     for task in tasks:
         assert task["clusterArn"].endswith(f"/{deployed_stack['ClusterName']}")
@@ -116,8 +116,8 @@ def test_run_task_starts_the_image_push_image_pinned(deployed_stack, image, tmp_
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
     assert data["image"] == f"{deployed_stack['RepositoryUri']}@{digest}"
-    task = local().client("ecs").describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[data["tasks"][0]["taskArn"]])["tasks"][0]
-    assert task["taskDefinitionArn"] == data["taskDefinitionArn"] == newest_task_definition(deployed_stack)["taskDefinitionArn"]
+    task = local().client("ecs").describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[data["tasks"][0]["task_arn"]])["tasks"][0]
+    assert task["taskDefinitionArn"] == data["task_definition_arn"] == newest_task_definition(deployed_stack)["taskDefinitionArn"]
     assert task["containers"][0]["image"] == f"{deployed_stack['RepositoryUri']}@{digest}"
 
 
@@ -180,16 +180,16 @@ def test_exit_code_is_the_worker_containers():
         "containers": [{"name": "worker"}],
     }
     ok = {"taskArn": "arn:aws:ecs:eu-west-1:1:task/c/ccc", "lastStatus": "STOPPED", "containers": [{"name": "worker", "exitCode": 0}]}
-    assert _exit_code([stopped], "worker") == 3
-    assert _exit_code([ok, stopped], "worker") == 3
-    assert _exit_code([never_ran], "worker") == 1
-    assert _exit_code([ok], "worker") == 0
-    assert task_summary(never_ran, "worker")["stoppedReason"].startswith("CannotPullContainerError")
+    assert exit_code([stopped], "worker") == 3
+    assert exit_code([ok, stopped], "worker") == 3
+    assert exit_code([never_ran], "worker") == 1
+    assert exit_code([ok], "worker") == 0
+    assert task_summary(never_ran, "worker")["stopped_reason"].startswith("CannotPullContainerError")
 
 
 def test_stop_task_by_id_and_all(deployed_stack, image):
     started = json.loads(fargate("--count", "2", "--json").stdout)["data"]["tasks"]
-    one = started[0]["taskId"]
+    one = started[0]["task_id"]
     proc = kinase("stop-task", one, env=aws_env())
     assert proc.returncode == 0, proc.stderr
     assert f"stopping {one}" in proc.stdout
@@ -199,7 +199,7 @@ def test_stop_task_by_id_and_all(deployed_stack, image):
 
     proc = kinase("stop-task", "--all", "-y", env=aws_env())
     assert proc.returncode == 0, proc.stderr
-    other = ecs.describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[started[1]["taskId"]])["tasks"][0]
+    other = ecs.describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[started[1]["task_id"]])["tasks"][0]
     assert other["stoppedReason"] == "stopped by kinase stop-task"
 
 
@@ -260,8 +260,8 @@ def test_local_runs_the_real_worker_and_its_messages_reach_the_queue(deployed_st
     proc = kinase("run-task", "--local", "--source", str(video), "--model", str(SHAPES_MODEL), "--imgsz", "320", "--json", timeout=900)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
-    task_id = data["tasks"][0]["taskId"]
-    assert data["tasks"][0]["exitCode"] == 0
+    task_id = data["tasks"][0]["task_id"]
+    assert data["tasks"][0]["exit_code"] == 0
 
     messages = [contract.parse(body) for body in drain(queue)]
     assert sorted(m["frame_index"] for m in messages) == list(range(len(truth)))

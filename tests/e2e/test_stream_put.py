@@ -22,6 +22,7 @@ from kinase_cli.workflows.samples import shapes_video
 from support.cli import KINASE, ROOT, kinase, one_error_line
 from support.kvs import decode, endpoint
 from worker import mkv
+from worker.contract import parse_iso
 
 FPS, GOP, FRAMES = 10, 5, 40  # eight fragments of half a second
 
@@ -63,7 +64,7 @@ def test_put_h264_every_fragment_persisted_and_read_back_frame_for_frame(kvs_end
         summary["last_fragment_number"],
     )
     frames = decode(fragments)
-    start = summary["producer_start_timestamp"]
+    start = parse_iso(summary["producer_start_at"])
     assert [when for when, _ in frames] == pytest.approx([start + i / FPS for i in range(FRAMES)], abs=0.002)
     # copied, not re-encoded: every decoded picture is the source's, in order
     original = source_frames(h264_file)
@@ -112,7 +113,7 @@ def test_loop_keeps_timestamps_increasing(kvs_endpoint, h264_file):
     summary = put(kvs_endpoint, h264_file, "put-loop", "--loop", "--loops", "2")
     assert (summary["passes"], summary["frames"], summary["persisted"]) == (2, 2 * FRAMES, 2 * FRAMES // GOP)
     times = [when for when, _ in decode(kvs_endpoint.fragments("put-loop", StartSelectorType="EARLIEST"))]
-    start = summary["producer_start_timestamp"]
+    start = parse_iso(summary["producer_start_at"])
     assert times == pytest.approx([start + i / FPS for i in range(2 * FRAMES)], abs=0.002)
 
 
@@ -135,12 +136,12 @@ def test_without_realtime_no_fragment_is_stamped_in_the_future(tmp_path, h264_fi
         summary = put(kvs, h264_file, "put-honest", "--loop", "--loops", "3")
         assert summary["persisted"] == summary["fragments"] == 3 * FRAMES // GOP
         assert summary["elapsed_seconds"] < summary["media_seconds"]  # not paced: faster than real time
-        media_end = summary["producer_start_timestamp"] + summary["media_seconds"]
+        media_end = parse_iso(summary["producer_start_at"]) + summary["media_seconds"]
         assert before <= media_end <= time.time()  # the media is stamped to end at the upload, not after it
         fragments = kvs.fragments("put-honest", StartSelectorType="EARLIEST")
         assert all(f.producer_timestamp <= f.server_timestamp for f in fragments)
         times = [when for when, _ in decode(fragments)]
-        assert times == pytest.approx([summary["producer_start_timestamp"] + i / FPS for i in range(3 * FRAMES)], abs=0.002)
+        assert times == pytest.approx([parse_iso(summary["producer_start_at"]) + i / FPS for i in range(3 * FRAMES)], abs=0.002)
 
 
 def test_a_live_loop_renews_its_putmedia_session_without_losing_or_repeating_a_fragment(tmp_path, h264_file):
@@ -161,7 +162,7 @@ def test_a_live_loop_renews_its_putmedia_session_without_losing_or_repeating_a_f
         fragments = kvs.fragments("put-renew", StartSelectorType="EARLIEST")
         assert len(fragments) == 2 * FRAMES // GOP
         times = [when for when, _ in decode(fragments)]
-        assert times == pytest.approx([summary["producer_start_timestamp"] + i / FPS for i in range(2 * FRAMES)], abs=0.002)
+        assert times == pytest.approx([parse_iso(summary["producer_start_at"]) + i / FPS for i in range(2 * FRAMES)], abs=0.002)
 
 
 def test_sigterm_ends_a_live_loop_cleanly(kvs_endpoint, h264_file):
@@ -203,7 +204,7 @@ def test_non_h264_input_is_reencoded_to_h264(kvs_endpoint, tmp_path):
     with av.open(io.BytesIO(fragments[0].data)) as container:
         assert container.streams.video[0].codec_context.name == "h264"
     times = [when for when, _ in decode(fragments)]
-    assert times == pytest.approx([summary["producer_start_timestamp"] + i / FPS for i in range(30)], abs=0.002)
+    assert times == pytest.approx([parse_iso(summary["producer_start_at"]) + i / FPS for i in range(30)], abs=0.002)
 
 
 @pytest.mark.parametrize("content", ["garbage", "truncated"])
