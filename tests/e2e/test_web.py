@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from support.browser import Browser, executable
-from support.cli import KINASE, ROOT
+from support.cli import KINASE, ROOT, assert_one_line_error, kinase
 from support.watch_stack import frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -196,3 +197,11 @@ def test_loopback_view_answers_only_to_a_loopback_host_name(fresh):
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     finally:
         assert watch.stop() == 0, "".join(watch.stderr)
+
+
+def test_a_port_in_use_is_one_error_line(fresh):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        proc = kinase("watch", "--local", "--web", "--port", str(busy.getsockname()[1]), "--idle-timeout", "1", timeout=120)
+    assert_one_line_error(proc, "cannot serve the web view on 127.0.0.1:", "--port")
