@@ -125,6 +125,7 @@ def worker(weights: Path, video: Path, imgsz: int, endpoint: str, frames: int, c
     import boto3
 
     from worker.contract import parse_iso
+    from worker.settings import environment
 
     s3 = boto3.client("s3", endpoint_url=endpoint, **_creds())
     sqs = boto3.client("sqs", endpoint_url=endpoint, **_creds())
@@ -135,14 +136,9 @@ def worker(weights: Path, video: Path, imgsz: int, endpoint: str, frames: int, c
         **os.environ,
         **CREDENTIALS,
         "AWS_ENDPOINT_URL": endpoint,
-        "KINASE_SOURCE": str(video),
-        "KINASE_BUCKET": name,
-        "KINASE_QUEUE_URL": queue,
-        "KINASE_MODEL": str(weights),
-        "KINASE_IMGSZ": str(imgsz),
-        "KINASE_DEVICE": "cpu",
-        "KINASE_BACKEND": "auto",
-        "KINASE_MODEL_CACHE": str(cache),
+        **environment(
+            source=video, bucket=name, queue_url=queue, model=weights, imgsz=imgsz, device="cpu", backend="auto", model_cache=cache
+        ),
         "YOLO_OFFLINE": "1",
     }
     result = run_measured([sys.executable, "-m", "worker"], env, on)

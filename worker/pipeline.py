@@ -27,7 +27,7 @@ from worker.checkpoint import CheckpointStore, Ledger
 from worker.frames import FragmentEnd, Frame
 from worker.metrics import Metrics
 from worker.retry import count_retries
-from worker.settings import Settings
+from worker.settings import BY_FIELD, Settings
 from worker.sinks import Delivery
 from worker.sources import SourceError, open_source
 from worker.sources.incarnation import describe
@@ -111,8 +111,13 @@ class FrameQueue:
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, session=None, stop: threading.Event | None = None, metrics_out=None):
+    def __init__(
+        self, settings: Settings, *, session=None, stop: threading.Event | None = None, metrics_out=None, detector=None, checkpoints=None
+    ):
+        """`detector` and `checkpoints` (incarnation, metrics -> store) let the fleet (worker/fleet.py) share
+        one detector between its streams and keep checkpoints in the stream's lease."""
         self.settings = settings
+        self.detector, self.checkpoints = detector, checkpoints
         self.stop = stop or threading.Event()
         self.metrics = Metrics(settings.stream_name, out=metrics_out)
         self.session = session or aws.session()
@@ -123,7 +128,7 @@ class Worker:
         s = self.settings
         s3 = aws.client(self.session, "s3")
         sqs = aws.client(self.session, "sqs")
-        detector = detectors.for_settings(s)
+        detector = self.detector or detectors.for_settings(s)
         log.info("model %s (%s, %d classes, imgsz %d)", detector.name, detector.runtime, len(detector.names), detector.imgsz)
         store = None
         resume = None
@@ -132,7 +137,11 @@ class Worker:
             incarnation = describe(self.session, s.kvs_stream)
             log.info("stream %s", incarnation)
         if incarnation is not None and s.checkpoint:
-            store = CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source, incarnation, self.metrics)
+            store = (
+                self.checkpoints(incarnation, self.metrics)
+                if self.checkpoints
+                else CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source, incarnation, self.metrics)
+            )
             resume = store.load()
             if resume:
                 offset = resume.get("next_offset")
@@ -226,5 +235,5 @@ class Worker:
             delivery.submit(item, detections, inference_ms)
             processed += 1
             if self.settings.max_frames and processed >= self.settings.max_frames:
-                log.info("processed %d frames (KINASE_MAX_FRAMES); stopping", processed)
+                log.info("processed %d frames (%s); stopping", processed, BY_FIELD["max_frames"].name)
                 return

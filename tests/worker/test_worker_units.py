@@ -261,6 +261,36 @@ def test_ledger_never_moves_the_checkpoint_back():
     assert [p["fragment_number"] for p in store.saved] == ["300"]
 
 
+# ----------------------------------------------------------------------------------------- sinks
+
+
+def test_sinks_compose_in_order_and_a_frame_is_delivered_when_every_required_sink_has_it(monkeypatch):
+    from support.sinks import Recording
+    from worker import sinks
+
+    monkeypatch.setattr(sinks, "SINKS", ["support.sinks:Recording", "support.sinks:Broken", "support.sinks:Second"])
+    monkeypatch.setattr(Recording, "seen", [])
+    metrics = Metrics("t", out=io.StringIO())
+    store = MemoryStore()
+    ledger = Ledger(store, metrics, position={"fragment_number": "90", "next_offset": None})
+    delivery = sinks.Delivery(None, None, bucket="b", queue_url="q", stream_name="cam", model="m", ledger=ledger, metrics=metrics)
+    f = kvs_frame("100", 0)
+    f.source = {"type": "kvs", "uri": "kvs://cam", "fragment_number": "100", "frame_in_fragment": 0}
+    delivery.submit(f, [], 1.0)
+    ledger.fragment_end(FragmentEnd("100", {"fragment_number": "100", "next_offset": None}))
+
+    assert delivery.close(1.0)
+    assert Recording.seen == [("recording", "cam/100/00000"), ("broken", "cam/100/00000"), ("second", "cam/100/00000")]
+    assert not delivery.failed.is_set()  # the optional sink failed; the worker goes on
+    assert metrics.totals["FramesDelivered"] == 1 and [p["fragment_number"] for p in store.saved] == ["100"]
+
+
+def test_the_shipped_sinks_are_the_s3_frames_then_the_sqs_results():
+    from worker import sinks
+
+    assert [sinks._load(path).name for path in sinks.SINKS] == ["s3-frames", "sqs-results"]
+
+
 # ----------------------------------------------------------------------------------------- positions
 
 

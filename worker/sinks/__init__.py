@@ -7,8 +7,9 @@ the chain is the annotated JPEG to S3, then the message to SQS, so a consumer ne
 that is not there yet.
 
 Adding a sink (say, a webhook) is one module with a class following `Sink` (built by
-`from_context`) plus one line in `SINKS`. A sink whose `required` is False must not fail the
-worker: it logs its errors and calls `done` anyway.
+`from_context`) plus one line in `SINKS`. A sink whose `required` is False is a side branch: it
+gets each result as it passes its place in the chain, but the frame goes on without waiting for
+it, is acknowledged without it, and its failures are logged instead of stopping the worker.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from worker import contract
@@ -77,6 +78,14 @@ class Sink(Protocol):
         """Finish what was submitted by `deadline` (time.monotonic()), stop the threads; False if that did not finish."""
 
 
+def _branch(side: Callable[[Result], None], main: Callable[[Result], None]) -> Callable[[Result], None]:
+    def both(result: Result) -> None:
+        side(result)
+        main(result)
+
+    return both
+
+
 def _load(path: str):
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -96,9 +105,15 @@ class Delivery:
         self.sinks: list[Sink] = []
         done = self._delivered
         for path in reversed(SINKS):
-            sink = _load(path).from_context(ctx, done)
+            cls = _load(path)
+            if cls.required:
+                sink = cls.from_context(ctx, done)
+                done = sink.submit
+            else:
+                sink = cls.from_context(replace(ctx, fail=self._optional_failed(cls.name)), lambda _result: None)
+                done = _branch(sink.submit, done)
             self.sinks.insert(0, sink)
-            done = sink.submit
+        self._head = done
 
     def submit(self, frame: Frame, detections: list[dict], inference_ms: float) -> None:
         """Hand one processed frame to the first sink; blocks while it is full."""
@@ -107,7 +122,7 @@ class Delivery:
         result = Result(frame, detections, inference_ms, frame_id=frame_id, key=contract.frame_key(frame_id))
         with self._lock:
             self._in_flight += 1
-        self.sinks[0].submit(result)
+        self._head(result)
 
     def _delivered(self, result: Result) -> None:
         with self._lock:
@@ -130,6 +145,12 @@ class Delivery:
         if left:
             self.metrics.count("FramesUnfinished", left)
         return finished and not self.failed.is_set()
+
+    def _optional_failed(self, name: str) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            log.warning("sink %s (optional) failed: %s", name, exc)
+
+        return failed
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:

@@ -1,0 +1,54 @@
+"""Sinks for tests of the sink chain (worker/sinks): they record what reaches them, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from worker.sinks import Context, Result
+
+
+class Recording:
+    """A required sink that has a result as soon as it is submitted; `seen` is shared by the test."""
+
+    name = "recording"
+    required = True
+    seen: list[tuple[str, str]] = []
+
+    def __init__(self, done: Callable[[Result], None]):
+        self.done = done
+
+    @classmethod
+    def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> Recording:
+        return cls(done)
+
+    def submit(self, result: Result) -> None:
+        self.seen.append((self.name, result.frame_id))
+        self.done(result)
+
+    def close(self, deadline: float) -> bool:
+        return True
+
+
+class Second(Recording):
+    name = "second"
+
+
+class Broken:
+    """An optional sink whose every delivery fails (a webhook that is down)."""
+
+    name = "broken"
+    required = False
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @classmethod
+    def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> Broken:
+        return cls(ctx)
+
+    def submit(self, result: Result) -> None:
+        Recording.seen.append((self.name, result.frame_id))
+        self.ctx.fail(ConnectionError("webhook down"))
+
+    def close(self, deadline: float) -> bool:
+        return True
