@@ -25,12 +25,11 @@ from infra.stacks.fleet import WorkerFleet, grant_streams
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
-from worker.settings import INPUTS_PREFIX
+from worker.settings import CHECKPOINTS_PREFIX, DEFAULT_MODEL, FRAMES_PREFIX, INPUTS_PREFIX, environment, kvs_source
 
 CONTAINER_NAME = "worker"
 TASK_CPU = naming.TASK_CPU
 TASK_MEMORY_MIB = naming.TASK_MEMORY_MIB
-DEFAULT_MODEL = "/opt/kinase/models/yolo11n.onnx"
 # What the template names before `kinase push-image` has pinned a digest (tags are immutable, so no
 # build is ever pushed under it by kinase; `kinase deploy` passes the pinned digest back in).
 UNPUSHED_TAG = "latest"
@@ -69,16 +68,16 @@ class ComputeStack(cdk.Stack):
         task_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadStream",
-                actions=["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
+                actions=["kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
                 resources=[stream_arn(self, stream_name)],
             )
         )
         task_role.add_to_policy(
-            iam.PolicyStatement(sid="WriteFrames", actions=["s3:PutObject"], resources=[bucket.arn_for_objects("frames/*")])
+            iam.PolicyStatement(sid="WriteFrames", actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{FRAMES_PREFIX}*")])
         )
         task_role.add_to_policy(
             iam.PolicyStatement(
-                sid="Checkpoint", actions=["s3:GetObject", "s3:PutObject"], resources=[bucket.arn_for_objects("checkpoints/*")]
+                sid="Checkpoint", actions=["s3:GetObject", "s3:PutObject"], resources=[bucket.arn_for_objects(f"{CHECKPOINTS_PREFIX}*")]
             )
         )
         task_role.add_to_policy(
@@ -87,7 +86,7 @@ class ComputeStack(cdk.Stack):
                 sid="FindCheckpoint",
                 actions=["s3:ListBucket"],
                 resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": ["checkpoints/*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINTS_PREFIX}*"]}},
             )
         )
         task_role.add_to_policy(iam.PolicyStatement(sid="SendResults", actions=["sqs:SendMessage"], resources=[queue.queue_arn]))
@@ -105,10 +104,13 @@ class ComputeStack(cdk.Stack):
                 f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/{stream_name}/*]",
                 "a Kinesis Video stream ARN ends in its creation time; the wildcard covers only that suffix of this one stream",
             ),
-            (f"AwsSolutions-IAM5[Resource::{bucket_objects}/frames/*]", "the worker writes one object per frame under frames/ only"),
             (
-                f"AwsSolutions-IAM5[Resource::{bucket_objects}/checkpoints/*]",
-                "the worker reads and writes its checkpoint under checkpoints/ only",
+                f"AwsSolutions-IAM5[Resource::{bucket_objects}/{FRAMES_PREFIX}*]",
+                f"the worker writes one object per frame under {FRAMES_PREFIX} only",
+            ),
+            (
+                f"AwsSolutions-IAM5[Resource::{bucket_objects}/{CHECKPOINTS_PREFIX}*]",
+                f"the worker reads and writes its checkpoint under {CHECKPOINTS_PREFIX} only",
             ),
             (
                 f"AwsSolutions-IAM5[Resource::{bucket_objects}/{INPUTS_PREFIX}*]",
@@ -140,12 +142,9 @@ class ComputeStack(cdk.Stack):
             cpu=TASK_CPU,
             memory_limit_mib=TASK_MEMORY_MIB,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=log_group),
-            environment={
-                "KINASE_SOURCE": f"kvs://{stream_name}",
-                "KINASE_BUCKET": bucket.bucket_name,
-                "KINASE_QUEUE_URL": queue.queue_url,
-                "KINASE_MODEL": DEFAULT_MODEL,
-            },
+            environment=environment(
+                source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
+            ),
             stop_timeout=cdk.Duration.seconds(30),
         )
         acknowledge(task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")

@@ -7,71 +7,22 @@
   the session sees each message once, and makes them visible to everyone again when it ends.
 - `DepthPoller` reads queue and DLQ depth every few seconds, not per message.
 
-Lost connections, throttling and 5xx answers are retried with exponential backoff; only errors an
-operator must fix (no such queue, access denied) end the watcher.
+Lost connections, throttling and 5xx answers are retried with exponential backoff (worker/retry.py,
+the policy the worker uses too); only errors an operator must fix (no such queue, access denied) end the watcher.
 """
 
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kinase_cli.aws import queues
+from worker.retry import Backoff, is_transient  # the one retry policy, shared with the worker
 
 MAX_BATCH = 10
-TRANSIENT_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "RequestTimeout",
-    "SlowDown",
-    "KMS.ThrottlingException",
-}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying later can succeed without the operator doing anything."""
-    name = type(exc).__name__
-    if name in (
-        "EndpointConnectionError",
-        "ConnectionClosedError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ProxyConnectionError",
-        "ConnectionError",
-        "ResponseStreamingError",
-        "IncompleteReadError",
-    ):
-        return True
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code", "")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in TRANSIENT_CODES or status >= 500
-    return False
-
-
-class Backoff:
-    """Exponential backoff with jitter, reset by the first success."""
-
-    def __init__(self, first: float = 0.5, limit: float = 15.0):
-        self.first, self.limit, self.attempt = first, limit, 0
-
-    def next_delay(self) -> float:
-        self.attempt += 1
-        return min(self.limit, self.first * 2 ** (self.attempt - 1)) * random.uniform(0.7, 1.0)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True)
@@ -143,7 +94,7 @@ class Receiver(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(base=0.25, cap=15.0)
         while not self.stop.is_set():
             if self.index > 0 and not self.deep.wait(0.25):
                 continue
@@ -239,7 +190,7 @@ class Acker(threading.Thread):
         else:
             entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": s} for i, (_, h, s) in enumerate(items)]
             call, what = self.sqs.change_message_visibility_batch, "visibility change"
-        backoff = Backoff(limit=5.0)
+        backoff = Backoff(base=0.25, cap=5.0)
         while True:
             try:
                 response = call(QueueUrl=self.queue_url, Entries=entries)

@@ -194,7 +194,7 @@ def test_task_role_grants_exactly_the_workers_calls(templates):
     statements = {s["Sid"]: s for s in _task_role_statements(templates["compute"])}
     actions = {sid: sorted(s["Action"]) if isinstance(s["Action"], list) else [s["Action"]] for sid, s in statements.items()}
     assert actions == {
-        "ReadStream": ["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
+        "ReadStream": ["kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
         "WriteFrames": ["s3:PutObject"],
         "Checkpoint": ["s3:GetObject", "s3:PutObject"],
         "FindCheckpoint": ["s3:ListBucket"],
