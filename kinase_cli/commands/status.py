@@ -141,6 +141,7 @@ def gather(t) -> dict:
         "stream": _stream(t, outputs["StreamName"]),
         "queue": _queue(t, outputs["ResultsQueueUrl"]),
         "dead_letter_queue": _queue(t, outputs["DeadLetterQueueUrl"]),
+        "dashboard_url": outputs.get("DashboardUrl"),  # absent from stacks deployed before the dashboard
         "cost": _cost(t, tasks),
     }
 
@@ -193,6 +194,9 @@ def _render(data: dict) -> None:
     out.print(f"[bold]queue[/]  {queue['visible']} waiting, {queue['in_flight']} in flight", highlight=False)
     dlq_style = "bold red" if dlq["visible"] or dlq["in_flight"] else "green"
     out.print(f"[bold]DLQ[/]    [{dlq_style}]{dlq['visible']} waiting, {dlq['in_flight']} in flight[/]", highlight=False)
+    if data["dashboard_url"]:
+        out.print("[bold]dashboard[/] ", end="", highlight=False)
+        out.print(data["dashboard_url"], markup=False, highlight=False, soft_wrap=True)
     money = data["cost"]
     out.print(
         f"[bold]cost[/]   ~${money['usd_per_hour']:.4f}/h for {money['running_tasks']} running task(s) (estimate; {money['note']})",

@@ -205,3 +205,18 @@ def test_a_port_in_use_is_one_error_line(fresh):
         busy.listen(1)
         proc = kinase("watch", "--local", "--web", "--port", str(busy.getsockname()[1]), "--idle-timeout", "1", timeout=120)
     assert_one_line_error(proc, "cannot serve the web view on 127.0.0.1:", "--port")
+
+
+def test_the_dashboard_deploys_and_its_url_is_in_outputs_and_status(stack):
+    url = "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards/dashboard/kinase-dev"
+    assert stack.outputs["DashboardUrl"] == url
+    dashboards = stack.client("cloudwatch").list_dashboards()["DashboardEntries"]
+    assert [d["DashboardName"] for d in dashboards] == ["kinase-dev"]
+    body = json.loads(stack.client("cloudwatch").get_dashboard(DashboardName="kinase-dev")["DashboardBody"])
+    queue_name = stack.queue.rsplit("/", 1)[1]
+    dlq_name = stack.dlq.rsplit("/", 1)[1]
+    queues = {row[3] for w in body["widgets"] for row in w.get("properties", {}).get("metrics", []) if row[0] == "AWS/SQS"}
+    assert queues == {queue_name, dlq_name}
+    status = kinase("status", "--local", "--json", check=True)
+    assert json.loads(status.stdout)["data"]["dashboard_url"] == url
+    assert url in kinase("status", "--local", check=True, env={"COLUMNS": "300"}).stdout
