@@ -3,9 +3,9 @@
 `run-task` starts the newest ACTIVE revision of the stack's task-definition family. `push-image`
 registers a copy of that revision with the image replaced by `repository@sha256:digest`, so the newest
 revision is pinned to the image just pushed; nothing is stored on the operator's machine, so a push
-from one machine is what a run from another starts. A later `kinase deploy` that changes the task
-definition registers a revision that names the tag `latest`, which `push-image` also moved to the
-same image.
+from one machine is what a run from another starts. A later `kinase deploy` reads that digest back
+from the newest revision and passes it to the app, so the revision CloudFormation registers runs the
+same image (the repository's tags are immutable; there is no moving `latest`).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def test_build_tag_login_push_sequence_and_pinned_task_definition(deployed_stack
         ["push", f"{uri}:t1"],
     ]  # one tag per build, never `latest`: the repository's tags are immutable
     password = ecr_password()
-    login = docker_calls(log)[4]
+    login = docker_calls(log)[3]
     assert login["stdin"] == password
     assert all(password not in " ".join(c) for c in calls)
     assert password not in proc.stdout and password not in proc.stderr

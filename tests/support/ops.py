@@ -36,6 +36,10 @@ FAKE_DOCKER = textwrap.dedent(
     if cmd == "info" and fail == "daemon":
         print("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", file=sys.stderr)
         sys.exit(1)
+    if cmd == "push" and fail == "immutable":
+        tag, repo = argv[1].rsplit(":", 1)[1], argv[1].rsplit(":", 1)[0].split("/", 1)[1]
+        print(f"tag invalid: The image tag '{{tag}}' already exists in the '{{repo}}' repository and cannot be overwritten because the repository is immutable.", file=sys.stderr)
+        sys.exit(1)
     if cmd == fail:
         if cmd == "login":
             # a hostile client that echoes what it was given: kinase must still not show it
