@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from infra import naming
+from kinase_cli.aws import placement
 from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.runners import cdk
+from kinase_cli.ui import console, jsonout
 
 EPILOG = """\
 Examples:
@@ -25,10 +28,6 @@ def bootstrap(
     json_out: Json = False,
 ) -> None:
     """Bootstrap the account and region for CDK (`cdk bootstrap aws://ACCOUNT/REGION`), once per account and region."""
-    from kinase_cli.aws import placement
-    from kinase_cli.runners import cdk
-    from kinase_cli.ui import console, jsonout
-
     cdk.checked_executable()
     tgt = target(profile, region, local, env)
     region_name = tgt.region_name

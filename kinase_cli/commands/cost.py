@@ -8,6 +8,8 @@ import typer
 
 from kinase_cli.aws import cost as costs
 from kinase_cli.options import Json, Region
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.errors import KinaseError
 
 EPILOG = f"""\
 Examples:
@@ -40,9 +42,6 @@ def cost(
     json_out: Json = False,
 ) -> None:
     """Estimate the AWS cost of streams: per stream-hour, per day and per month, line by line."""
-    from kinase_cli.ui import jsonout
-    from kinase_cli.ui.errors import KinaseError
-
     try:
         costs.upload_share(upload, detected_share)
         workload = costs.Workload(
@@ -60,8 +59,6 @@ def cost(
 def show(estimate: costs.Estimate) -> None:
     from rich.table import Table
     from rich.text import Text
-
-    from kinase_cli.ui import console
 
     day = estimate.streams * estimate.hours_per_day
     table = Table("item", "per stream-hour", "$/unit", "$/stream-hour", "$/day", title=Text(f"ESTIMATE, {estimate.where()}"))

@@ -10,7 +10,12 @@ import typer
 
 from infra.naming import DEFAULT_ENV
 from kinase_cli import options
+from kinase_cli.aws import outputs
 from kinase_cli.options import Env, Json, Local, Profile, Region
+from kinase_cli.ui import console
+from kinase_cli.watch.messages import Filter
+from kinase_cli.watch.session import Options, Resources, Session
+from kinase_cli.watch.view import summary_text
 
 EPILOG = """\
 Examples:
@@ -68,12 +73,6 @@ def watch(
 
     Ends on --count, --idle-timeout or Ctrl+C, always with a summary on stderr and exit code 0.
     """
-    from kinase_cli.aws import outputs
-    from kinase_cli.ui import console
-    from kinase_cli.watch.messages import Filter
-    from kinase_cli.watch.session import Options, Resources, Session
-    from kinase_cli.watch.view import summary_text
-
     target = options.target(profile, region, local, env)
     out = outputs.read(target, required=("storage",))
     resources = Resources(
