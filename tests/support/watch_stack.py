@@ -82,11 +82,13 @@ class Stack:
 
 def frame(bucket: str, index: int, classes: list[str], stream: str = "cam-1", conf: float = 0.8) -> dict:
     now = time.time()
+    source = {"type": "file", "uri": "/videos/street.mp4", "frame_number": index}
     return contract.build(
         bucket=bucket,
         stream_name=stream,
         frame_index=index,
-        source={"type": "file", "uri": "/videos/street.mp4", "frame_number": index},
+        source=source,
+        frame_id=contract.frame_id(stream, source),
         frame_time=now - 0.25,
         width=640,
         height=480,

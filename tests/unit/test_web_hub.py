@@ -1,0 +1,120 @@
+"""The web view's state (one tile per stream) and its server's guard, without a stack or a browser."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+from starlette.testclient import TestClient
+
+from kinase_cli.web.hub import Hub
+from kinase_cli.web.server import SECURITY_HEADERS, build_app, is_loopback
+from support.watch_stack import frame
+
+
+class FakeS3:
+    """Serves a body per key; a key it does not know fails like S3's NoSuchKey."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+        self.fetched = threading.Event()
+
+    def get_object(self, Bucket, Key):
+        try:
+            body = self.objects[Key]
+        except KeyError:
+            error = type("ClientError", (Exception,), {})("missing")
+            error.response = {"Error": {"Code": "NoSuchKey", "Message": "The specified key does not exist."}}
+            error.operation_name = "GetObject"
+            raise error from None
+        finally:
+            self.fetched.set()
+        return {"Body": io.BytesIO(body)}
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        done.wait(0.02)
+    raise AssertionError("condition never held")
+
+
+@pytest.fixture
+def hub():
+    h = Hub(FakeS3({}), "b", "results")
+    yield h
+    h.close()
+
+
+def test_a_tile_per_stream_with_counts_accounting_and_series(hub):
+    hub.frame(frame("b", 1, ["person", "person"], stream="lobby"))
+    hub.frame(frame("b", 2, ["car"], stream="lobby") | {"frames_dropped": 3, "gaps": 1})
+    hub.frame(frame("b", 1, [], stream="dock\x1b[2J"))
+    state = hub.snapshot()
+    assert [s["stream"] for s in state["streams"]] == ["lobby", "dock\\x1b[2J"]
+    lobby, dock = state["streams"]
+    assert lobby["frames"] == 2 and lobby["frame_index"] == 2
+    assert lobby["classes"] == [("person", 2), ("car", 1)] and lobby["latest"] == [("car", 1)]
+    assert (lobby["drops"], lobby["gaps"]) == (3, 1)
+    assert (dock["drops"], dock["gaps"]) == (None, None), "unknown is not zero"
+    assert lobby["inference_ms"] == 20.0 and lobby["latency_ms"] == 250.0
+    assert sum(lobby["series"]["fps"]) == 2 and all(v == 250.0 for v in lobby["series"]["latency_ms"])
+    assert not lobby["quiet"] and hub.snapshot(now=state["now"] + 60)["streams"][0]["quiet"]
+
+
+def test_the_filter_of_the_watch_applies_to_the_tiles():
+    hub = Hub(FakeS3({}), "b", "results", detections=lambda m: [d for d in m["summary"] if d["class"] == "car"])
+    try:
+        hub.frame(frame("b", 1, ["person", "car"]))
+        assert hub.snapshot()["streams"][0]["classes"] == [("car", 1)]
+    finally:
+        hub.close()
+
+
+def test_the_latest_frame_is_fetched_and_a_missing_one_is_reported():
+    message = frame("b", 1, ["person"])
+    s3 = FakeS3({message["key"]: b"\xff\xd8jpeg"})
+    hub = Hub(s3, "b", "results")
+    try:
+        hub.frame(message)
+        wait_for(lambda: hub.snapshot()["streams"][0]["image_version"] == 1)
+        assert hub.image(1) == b"\xff\xd8jpeg"
+        hub.frame(frame("b", 2, ["person"]))
+        wait_for(lambda: hub.snapshot()["streams"][0]["image_error"] is not None)
+        tile = hub.snapshot()["streams"][0]
+        assert "NoSuchKey" in tile["image_error"] and tile["image_version"] == 1, "the last good frame stays"
+    finally:
+        hub.close()
+
+
+def test_loopback_mode_answers_only_to_loopback_host_names(hub):
+    client = TestClient(build_app(hub, token=None), base_url="http://127.0.0.1:8765")
+    page = client.get("/")
+    assert page.status_code == 200 and '<section id="tiles">' in page.text
+    for name, value in SECURITY_HEADERS.items():
+        assert page.headers[name] == value
+    assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+    assert client.get("/api/state", headers={"host": "evil.example"}).status_code == 403
+    assert client.get("/frames/1").status_code == 404
+
+
+def test_token_mode_refuses_every_data_request_without_the_token(hub):
+    hub.frame(frame("b", 1, ["person"]))
+    client = TestClient(build_app(hub, token="s3cret-token"), base_url="http://10.0.0.5:8765")
+    for path in ("/", "/api/state", "/events", "/frames/1"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers={"x-kinase-token": "wrong"}).status_code == 401, path
+    assert client.get("/api/state?token=s3cret-token").json()["streams"][0]["stream"] == "cam-1"
+    assert client.get("/api/state", headers={"x-kinase-token": "s3cret-token"}).status_code == 200
+    assert client.get("/api/state", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+    assert client.get("/app.js").status_code == 200, "the page's own code carries no data"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("10.1.2.3", False)]
+)
+def test_which_binds_need_a_token(host, loopback):
+    assert is_loopback(host) is loopback
