@@ -28,6 +28,7 @@ from kinase_cli.runners import proc
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError, translate
 from kinase_cli.watch.session import Options, Resources, Session
+from kinase_cli.web import report
 from kinase_cli.workflows import deploy, scoring
 from kinase_cli.workflows import local as local_workflow
 from kinase_cli.workflows.worker_env import demo_overrides
@@ -118,7 +119,7 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
     except BaseException:
         _stop_worker(worker)
         raise
-    return {
+    result = {
         "workdir": str(workdir),
         "video": str(video),
         "frames_in_video": frames,
@@ -130,6 +131,12 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
         "saved_frames": str(workdir / "frames"),
         "contact_sheet": scoring.contact_sheet(messages, workdir),
     }
+    result["report"] = str(
+        report.write(
+            workdir / "report.html", messages=messages, accuracy=result["accuracy"], contact_sheet=result["contact_sheet"], summary=summary
+        )
+    )
+    return result
 
 
 def _start_worker(stream: str, workdir: Path, frames: int):
@@ -195,7 +202,12 @@ class _Put:
 
 
 def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tuple[list[dict], dict]:
-    """Watch until every frame has arrived; a worker that fails ends the watch at once, not after the idle timeout."""
+    """Watch until every frame has arrived; a worker that fails ends the watch at once, not after the idle timeout.
+
+    The web view (`watch --web`) runs beside the table on a free loopback port for as long as the watch does.
+    """
+    from kinase_cli.web.server import serving
+
     messages: list[dict] = []
     resources = Resources(
         sqs=tgt.client("sqs"),
@@ -204,16 +216,24 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tupl
         dlq_url=out.get("DeadLetterQueueUrl"),
         bucket=out["FramesBucketName"],
     )
-    opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=messages.append)
     shown_on = console.err if json_out else console.out
-    session = Session(resources, opts, shown_on, console.err)
+    with serving(resources.s3, resources.bucket, resources.queue_url) as (hub, view):
+        console.err.print(f"web view: {view.url}", markup=False, highlight=False, soft_wrap=True)
 
-    def end_if_worker_fails() -> None:
-        if worker.wait() != 0:
-            session.stop.set()
+        def on_frame(message: dict) -> None:
+            messages.append(message)
+            hub.frame(message)
 
-    threading.Thread(target=end_if_worker_fails, daemon=True).start()
-    summary, reason = session.run()
+        opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=on_frame)
+        session = Session(resources, opts, shown_on, console.err)
+        hub.stats = session.stats
+
+        def end_if_worker_fails() -> None:
+            if worker.wait() != 0:
+                session.stop.set()
+
+        threading.Thread(target=end_if_worker_fails, daemon=True).start()
+        summary, reason = session.run()
     if summary["frames"] < frames and worker.poll() not in (None, 0):
         raise KinaseError(f"the worker exited with code {worker.returncode}", f"see {workdir / 'worker.log'}")
     if summary["frames"] < frames:
@@ -243,6 +263,7 @@ def _report(result: dict, json_out: bool) -> None:
         ("latency", f"median {p50:.0f} ms, p95 {p95:.0f} ms (producer to queue)" if p50 is not None else "-"),
         ("annotated frames", result["saved_frames"]),
         ("contact sheet", result["contact_sheet"] or "-"),
+        ("report", result["report"]),
         ("worker log", str(Path(result["workdir"]) / "worker.log")),
     ]
     for name, value in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -65,6 +66,10 @@ def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(fresh_home, t
 
     sheet = cv2.imread(data["contact_sheet"])
     assert sheet is not None and sheet.shape == (480, 960, 3)
+    assert data["report"] == str(out / "report.html")
+    report = (out / "report.html").read_text()
+    assert "data:image/jpeg;base64," in report and "<svg" in report and "<th>recall</th>" in report
+    assert re.search(r"^web view: http://127\.0\.0\.1:\d+/$", proc.stderr, re.M), proc.stderr[-3000:]
 
     assert not (home / "local" / "state.json").exists()
     assert port_is_free(port) and port_is_free(kvs_port)
