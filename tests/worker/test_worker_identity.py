@@ -172,3 +172,36 @@ def test_sendmessagebatch_retried_after_a_timeout_duplicates_with_the_same_frame
     totals = worker.metrics.totals
     assert totals["MessagesResent"] == timed_out["messages"] and totals["Retries"] >= timed_out["batches"]
     assert totals["FramesDelivered"] == 20 and worker.metrics.balance() == 0
+
+
+@pytest.mark.parametrize("kill_after", [25, 100])
+def test_sigkill_at_any_point_loses_nothing_and_redoes_at_most_one_fragment(media, tmp_path, kill_after):
+    """Issue 11: SIGKILL mid-stream (here after the 25th and the 100th delivered frame of four 45-frame fragments)."""
+    video = tmp_path / "long.mp4"
+    shapes_video(video, frames=180, fps=15, size=(320, 240), gop=45, seed=27)
+    target = media.fresh(with_stream=True)
+    fragments = media.put(target.stream, video).acks.persisted
+    assert len(fragments) == 4
+    every = {(f, i) for f in fragments for i in range(45)}
+    delivered = Counter()
+
+    def nth_delivery(line: str) -> bool:
+        delivered["lines"] += "delivered frames/" in line
+        return delivered["lines"] >= kill_after
+
+    worker = Background(media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", log_level="DEBUG"))
+    try:
+        worker.wait_for(nth_delivery)
+    finally:
+        worker.kill()
+    first = media.messages(target.queue_url)
+    assert len(first) >= kill_after
+
+    rerun = run_worker(media.worker_env(target, f"kvs://{target.stream}", start="NOW", idle_exit=2))
+
+    assert rerun.returncode == 0, rerun.stderr
+    second = media.messages(target.queue_url, expect=180 - len(first))
+    assert set(positions(first)) | set(positions(second)) == every
+    redone = Counter(positions(first) + positions(second)) - Counter(set(positions(first) + positions(second)))
+    assert len({f for f, _ in redone}) <= 1
+    accounted(summary(rerun.stderr))

@@ -1,4 +1,8 @@
-"""The annotated JPEG of each frame to S3, under its deterministic key (`frames/<frame id>.jpg`)."""
+"""The annotated JPEG of each frame to S3, under its deterministic key (`frames/<frame id>.jpg`).
+
+Uploads run on several threads, but results go on to the next sink in the order they came, so
+messages are sent in frame order and no message of a fragment precedes the last one of the
+fragment before it (which is what lets a checkpoint keep up: see worker/sinks/sqs_results.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ class S3FrameSink:
     def __init__(self, ctx: Context, done: Callable[[Result], None], threads: int = 4, queue_size: int = 8):
         self.ctx, self.done = ctx, done
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._order = threading.Lock()
+        self._submitted = 0
+        self._next = 0  # the sequence number of the next result to hand on
+        self._uploaded: dict[int, Result] = {}
         self._threads = [threading.Thread(target=self._loop, name=f"upload-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
@@ -29,7 +37,15 @@ class S3FrameSink:
         return cls(ctx, done, **{k: v for k, v in ctx.options.items() if k in ("threads", "queue_size")})
 
     def submit(self, result: Result) -> None:
-        put_until(self._queue, result, None, self.ctx.failed)
+        put_until(self._queue, (self._submitted, result), None, self.ctx.failed)
+        self._submitted += 1
+
+    def _hand_on(self, seq: int, result: Result) -> None:
+        with self._order:
+            self._uploaded[seq] = result
+            while self._next in self._uploaded:
+                self.done(self._uploaded.pop(self._next))
+                self._next += 1
 
     def close(self, deadline: float) -> bool:
         for _ in self._threads:
@@ -41,11 +57,12 @@ class S3FrameSink:
     def _loop(self) -> None:
         ctx = self.ctx
         while True:
-            result = self._queue.get()
-            if result is STOP:
+            item = self._queue.get()
+            if item is STOP:
                 return
             if ctx.failed.is_set():
                 continue
+            seq, result = item
             try:
                 result.height, result.width = result.frame.image.shape[:2]
                 body = jpeg(annotate(result.frame.image, result.detections))
@@ -56,6 +73,6 @@ class S3FrameSink:
                     give_up_after=ctx.give_up_after,
                     on_retry=lambda: ctx.metrics.count("Retries"),
                 )
-                self.done(result)
+                self._hand_on(seq, result)
             except Exception as exc:  # any failure here is fatal for the worker: a frame would be lost
                 ctx.fail(exc)

@@ -2,7 +2,8 @@
 
 Throttling and 5xx are retried (botocore's standard mode, then `aws.retry`); entries a batch
 reports as failed are resent, which botocore does not do; errors retrying cannot fix stop the
-worker. A batch sent again after a timeout may already be in the queue: delivery is at least once,
+worker. A batch never spans two Kinesis Video fragments: a fragment's checkpoint is then written
+before any message of the next one is sent, so a SIGKILL makes a restart redo at most one fragment. A batch sent again after a timeout may already be in the queue: delivery is at least once,
 each message carries its frame id so consumers deduplicate, and such resends are counted
 (MessagesResent).
 """
@@ -66,16 +67,24 @@ class SqsResultSink:
             if item is STOP:
                 stopping = True
             elif item is not None:
-                if not batch:
-                    first_at = time.monotonic()
+                if batch and item.frame.fragment != batch[-1].frame.fragment and not self._flush(batch):
+                    return
+                if not batch or item.frame.fragment != batch[-1].frame.fragment:
+                    batch, first_at = [], time.monotonic()
                 batch.append(item)
             if batch and (stopping or len(batch) >= BATCH_SIZE or time.monotonic() - first_at >= BATCH_WAIT):
-                try:
-                    self._send(batch)
-                except Exception as exc:  # fatal: a frame would be lost
-                    self.ctx.fail(exc)
+                if not self._flush(batch):
                     return
                 batch = []
+
+    def _flush(self, batch: list[Result]) -> bool:
+        """Send one batch; False (the worker failing) if that cannot be done."""
+        try:
+            self._send(batch)
+        except Exception as exc:  # fatal: a frame would be lost
+            self.ctx.fail(exc)
+            return False
+        return True
 
     def _send(self, batch: list[Result]) -> None:
         ctx = self.ctx
