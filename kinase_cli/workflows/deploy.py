@@ -32,6 +32,7 @@ from kinase_cli.runners import cdk
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows import approval
+from worker.retry import error_code
 
 STOP_WAIT_SECONDS = 180  # the worker's stop timeout is 30 s; ECS may take a while to report STOPPED
 
@@ -84,7 +85,7 @@ def pinned_digest(tgt: Target) -> str | None:
     try:
         definition = ecs.describe_task_definition(taskDefinition=naming.worker_family(tgt.env))["taskDefinition"]
     except Exception as exc:  # botocore ClientError: no such family yet
-        if _code(exc) in ("ClientException", "InvalidParameterException"):
+        if error_code(exc) in ("ClientException", "InvalidParameterException"):
             return None
         raise
     for container in definition.get("containerDefinitions", []):
@@ -136,13 +137,13 @@ def _stop_tasks(tgt: Target, values: dict[str, str]) -> None:
         try:
             ecs.update_service(cluster=cluster, service=values["FleetServiceName"], desiredCount=0)
         except Exception as exc:  # botocore ClientError
-            if _code(exc) not in ("ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"):
+            if error_code(exc) not in ("ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"):
                 raise
     try:
         pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")
         arns = [arn for page in pages for arn in page["taskArns"]]
     except Exception as exc:  # botocore ClientError
-        if _code(exc) == "ClusterNotFoundException":
+        if error_code(exc) == "ClusterNotFoundException":
             return
         raise
     if not arns:
@@ -193,7 +194,7 @@ def retained_buckets(tgt: Target) -> list[str]:
     try:
         resources = tgt.client("cloudformation").describe_stack_resources(StackName=tgt.stack_name("storage"))["StackResources"]
     except Exception as exc:  # botocore ClientError: the stack is gone
-        if _code(exc) == "ValidationError":
+        if error_code(exc) == "ValidationError":
             return []
         raise
     return [
@@ -262,8 +263,3 @@ def empty_bucket(tgt: Target, bucket: str) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
     except s3.exceptions.NoSuchBucket:
         pass
-
-
-def _code(exc: Exception) -> str | None:
-    """The AWS error code of a botocore ClientError (None for anything else)."""
-    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
