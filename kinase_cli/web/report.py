@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kinase_cli.ui.text import visible
 from kinase_cli.watch.stats import percentile
+from worker.contract import iso
 
 CHART_W, CHART_H, PAD = 720, 220, 44
 
@@ -104,7 +105,7 @@ def write(path: Path, *, messages: list[dict], accuracy: dict | None, contact_sh
         ]
     )
     counts = _rows(sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))) or "<tr><td>no detections</td></tr>"
-    generated = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    generated = iso(datetime.now(timezone.utc))
     page = f"""<!doctype html>
 <html lang="en">
 <head>
