@@ -159,6 +159,14 @@ def test_page_shows_a_live_tile_per_stream_and_message_strings_as_text(fresh, ch
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if os.environ.get("KINASE_UPDATE_DOCS"):
             shutil.copyfile(shot, SCREENSHOT)
+
+        # A stream that stops sending keeps its tile, marked quiet; the others stay live.
+        chromium.wait_for(
+            "(() => { const t = [...document.querySelectorAll('.tile')].find(t => t.querySelector('.stream').textContent === 'dock-cam');"
+            " return t.classList.contains('quiet') && t.querySelector('.status').textContent.startsWith('quiet for'); })()",
+            timeout=120,
+        )
+        assert chromium.evaluate("document.querySelectorAll('.tile').length") == 3
     finally:
         assert watch.stop() == 0, "".join(watch.stderr)
     # One consumer: the watcher deleted what it showed, the table saw the same frames.
