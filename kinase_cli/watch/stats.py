@@ -111,6 +111,7 @@ class Stats:
     notice: str | None = None
     rows: deque = field(default_factory=lambda: deque(maxlen=ROWS))
     streams: dict = field(default_factory=dict)  # stream name -> StreamStats
+    inference_ms: float | None = None  # of the newest frame shown
     _latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     _recent: deque = field(default_factory=deque)
     _seen_invalid: set = field(default_factory=set)
@@ -135,6 +136,7 @@ class Stats:
             gaps=accounted(message, GAP_FIELDS),
         )
         with self.lock:
+            self.inference_ms = row.inference_ms
             per = self.streams.setdefault(row.stream, StreamStats())
             per.frames += 1
             per.inference_ms = row.inference_ms

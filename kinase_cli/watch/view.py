@@ -51,9 +51,13 @@ def header(stats: Stats, queue_name: str) -> Table:
         connection = stats.connection
         notice = stats.notice
         frames, filtered = stats.frames, stats.filtered
+        inference = stats.inference_ms
+        drops = _total(s.drops for s in stats.streams.values())
+        gaps = _total(s.gaps for s in stats.streams.values())
     grid.add_row("frames", f"{frames}  ({stats.fps():.1f}/s)" + (f"  filtered out {filtered}" if filtered else ""))
     grid.add_row("classes", plain(classes))
     grid.add_row("latency", f"p50 {ms(stats.latency(50))}  p95 {ms(stats.latency(95))}   lag behind live {seconds(stats.lag_s())}")
+    grid.add_row("worker", f"inference {ms(inference)}   drops {count(drops)}   gaps {count(gaps)}")
     grid.add_row("invalid", plain(f"{invalid}" + (f"  ({reasons})" if reasons else ""), style="red" if invalid else ""))
     grid.add_row("queue", plain(f"{queue_name}: {queue_line}   [{connection}]"))
     if notice:
@@ -63,6 +67,12 @@ def header(stats: Stats, queue_name: str) -> Table:
 
 def count(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def _total(values) -> int | None:
+    """The sum of the known counts; None (shown as -) while no message has carried one."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def streams_table(stats: Stats) -> Table | None:
@@ -113,9 +123,6 @@ def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
     table.add_column("detections", ratio=1, overflow="ellipsis", no_wrap=True)
     table.add_column("best", justify="right", no_wrap=True)
     table.add_column("latency", justify="right", no_wrap=True)
-    table.add_column("infer", justify="right", no_wrap=True)
-    table.add_column("drops", justify="right", no_wrap=True)
-    table.add_column("gaps", justify="right", no_wrap=True)
     with stats.lock:
         latest = list(stats.rows)[-rows:]
     for row in reversed(latest):
@@ -126,7 +133,7 @@ def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
 def cells(row: Row) -> tuple[Text, ...]:
     """The table cells of one row, all plain text (the session builds them before acking the message)."""
     if row.error is not None:
-        return (Text("-"), Text("-"), Text("-"), plain(f"invalid: {row.error}", style="red", limit=300), *(Text("-"),) * 5)
+        return (Text("-"), Text("-"), Text("-"), plain(f"invalid: {row.error}", style="red", limit=300), Text("-"), Text("-"))
     best = "-" if row.best_conf is None else f"{row.best_conf:.2f}"
     return (
         Text(clock(row.frame_time)),
@@ -135,9 +142,6 @@ def cells(row: Row) -> tuple[Text, ...]:
         plain(row.detections, limit=300),
         Text(best),
         Text(ms(row.latency_ms)),
-        Text(ms(row.inference_ms)),
-        Text(count(row.drops)),
-        Text(count(row.gaps)),
     )
 
 

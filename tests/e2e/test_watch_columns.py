@@ -1,4 +1,7 @@
-"""The live table's figures an operator checks first: inference ms, drops and gaps, one row per stream."""
+"""The live table's figures an operator checks first: inference ms, drops and gaps, one row per stream.
+
+Run at 80 columns, the width of a default terminal: the per-frame rows must keep their detections readable.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_p
         pytest.fail("tmux is needed for this test (apt-get install tmux)")
     session = f"kinase-columns-{tmp_path.name}"[:50]
     command = (
-        f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=180 {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
+        f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=80 {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
     )
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "180", "-y", "45", command], check=True)
 
@@ -61,23 +64,13 @@ def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_p
 
     try:
         first = wait_for(r"frames\s+0\b")
-        for column in ("infer", "drops", "gaps"):
-            assert column in first
-        assert "streams" not in first
+        assert re.search(r"^worker\s+inference -\s+drops -\s+gaps -", first, re.M), first
+        assert not re.search(r"^\s*streams", first, re.M)
 
         fresh.send([message(fresh.bucket, 1, "lobby-cam", 23.4, frames_dropped=2, gaps=0)])
         one = wait_for(r"frames\s+1\b")
-        assert row(one, "lobby-cam", "time") | {"time (UTC)": ""} == {
-            "time (UTC)": "",
-            "stream": "lobby-cam",
-            "frame": "1",
-            "detections": "person×1",
-            "best": "0.80",
-            "latency": "250 ms",
-            "infer": "23 ms",
-            "drops": "2",
-            "gaps": "0",
-        }
+        assert re.search(r"^worker\s+inference 23 ms\s+drops 2\s+gaps 0\s*$", one, re.M), one
+        assert row(one, "lobby-cam", "time")["detections"] == "person×1"
         assert not re.search(r"^\s*streams", one, re.M), "one stream: no per-stream rows"
 
         fresh.send(
@@ -88,13 +81,13 @@ def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_p
             ]
         )
         several = wait_for(r"frames\s+4\b")
+        assert re.search(r"^worker\s+inference (25|59|61) ms\s+drops 5\s+gaps 1\s*$", several, re.M), several
         assert re.search(r"^\s*streams", several, re.M), several
-        # Per stream: frames, fps, inference (latest), p50, p95, lag, drops (summed), gaps (summed); unknown shows as -.
+        # Per stream: frames, fps, inference (its newest frame's; SQS does not keep order within a batch), p50, p95, lag, drops (summed), gaps (summed); unknown shows as -.
         lobby, dock = row(several, "lobby-cam", "stream"), row(several, "dock-cam", "stream")
         assert (lobby["frames"], lobby["inference"], lobby["drops"], lobby["gaps"]) == ("2", "25 ms", "5", "1")
-        assert (dock["frames"], dock["inference"], dock["drops"], dock["gaps"]) == ("2", "59 ms", "-", "-")
+        assert (dock["frames"], dock["drops"], dock["gaps"]) == ("2", "-", "-") and dock["inference"] in ("59 ms", "61 ms")
         assert lobby["p50"] == dock["p95"] == "250 ms"
-        assert row(several, "dock-cam", "time")["infer"] == "59 ms"
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
         ended = wait_for(r"exit=\d+")
         assert "watch ended (interrupted): 4 frames" in ended and "exit=0" in ended
