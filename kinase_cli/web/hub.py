@@ -8,7 +8,6 @@ never as HTML.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -38,7 +37,6 @@ class Tile:
     classes: Counter = field(default_factory=Counter)
     latest: list = field(default_factory=list)
     frame_index: int | None = None
-    frame_time: float | None = None
     newest_frame_time: float | None = None
     inference_ms: float | None = None
     latency_ms: float | None = None
@@ -88,7 +86,6 @@ class Hub:
             tile.classes.update(counts)
             tile.latest = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             tile.frame_index = message["frame_index"]
-            tile.frame_time = frame_time
             tile.newest_frame_time = max(frame_time, tile.newest_frame_time or frame_time)
             tile.inference_ms = float(message["inference_ms"])
             tile.latency_ms = float(message["latency_ms"])
@@ -197,7 +194,7 @@ class Hub:
             "inference_ms": tile.inference_ms,
             "latency_ms": tile.latency_ms,
             "latency_p95_ms": p95,
-            "lag_s": None if lag is None or math.isnan(lag) else round(lag, 2),
+            "lag_s": None if lag is None else round(lag, 2),
             "quiet_s": None if quiet is None else round(quiet, 1),
             "quiet": quiet is not None and quiet >= QUIET_AFTER_S,
             "drops": tile.drops,

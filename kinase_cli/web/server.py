@@ -141,7 +141,6 @@ class WebView:
     """A running server: its URL (with the token when one is required) and how to stop it."""
 
     url: str
-    token: str | None
     _server: object
     _thread: threading.Thread
 
@@ -178,7 +177,7 @@ def start(hub: Hub, host: str = "127.0.0.1", port: int = 0) -> WebView:
     if bare == "::":
         shown = "[::1]"
     url = f"http://{shown}:{bound_port}/" + (f"?token={token}" if token else "")
-    return WebView(url=url, token=token, _server=server, _thread=thread)
+    return WebView(url=url, _server=server, _thread=thread)
 
 
 @contextmanager
