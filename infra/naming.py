@@ -78,6 +78,11 @@ def worker_family(env: str) -> str:
     return f"kinase-{env}-worker"
 
 
+def lease_table_name(env: str) -> str:
+    """Fixed (the storage stack's name + `-leases`), so the CLI finds the leases without reading stack outputs."""
+    return f"{stack_name(env, 'storage')}-leases"
+
+
 def fleet_family(env: str) -> str:
     return f"kinase-{env}-fleet"
 

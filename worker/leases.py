@@ -315,6 +315,7 @@ class LeaseCoordinator:
     held: dict[str, Held] = field(default_factory=dict)
     seen: dict[str, Seen] = field(default_factory=dict)
     history: list[Interval] = field(default_factory=list)
+    share: float = 0.0  # the environment's streams per live worker, as last seen (the fleet's scaling metric)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -398,9 +399,13 @@ class LeaseCoordinator:
         for stream, lease in leases.items():
             if lease.owner and lease.owner != self.worker_id and not self._expired(stream):
                 counts[lease.owner] = counts.get(lease.owner, 0) + 1
+        for lease in leases.values():  # a worker holding nothing shows itself by asking for a lease
+            if lease.wanted_by and lease.wanted_by not in counts:
+                counts[lease.wanted_by] = 0
         counts[self.worker_id] = sum(1 for h in self.held.values() if not h.releasing)
         mine = counts[self.worker_id]
         target = min(self.max_streams, math.ceil(len(leases) / len(counts))) if leases else 0
+        self.share = len(leases) / len(counts)
 
         # Hand over: a lease someone below us asked for, one per cycle, or anything above our cap.
         for stream, held in self.held.items():

@@ -30,9 +30,11 @@ SCALING_METRIC = "StreamsPerWorker"
 
 
 def lease_table(scope: Construct) -> dynamodb.Table:
+    """Named `<storage stack>-leases` (naming.lease_table_name)."""
     return dynamodb.Table(
         scope,
         "LeaseTable",
+        table_name=f"{cdk.Stack.of(scope).stack_name}-leases",
         partition_key=dynamodb.Attribute(name=KEY, type=dynamodb.AttributeType.STRING),
         billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
         encryption=dynamodb.TableEncryption.AWS_MANAGED,

@@ -5,6 +5,7 @@ from kinase_cli.commands import (
     cost,
     demo,
     dlq,
+    fleet,
     image,
     local,
     logs,
@@ -15,4 +16,4 @@ from kinase_cli.commands import (
     watch,
 )
 
-COMMAND_MODULES = (demo, local, stacks, stream, image, tasks, watch, dlq, logs, status, cost, bootstrap)
+COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, dlq, logs, status, cost, bootstrap)

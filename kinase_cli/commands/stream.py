@@ -9,20 +9,22 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from infra.naming import DEFAULT_ENV
-from kinase_cli import options
+from kinase_cli import interrupts, options
 from kinase_cli.aws import kvs_put, outputs
-from kinase_cli.options import Env, Json, Local, Profile, Region
+from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
 from kinase_cli.ui import console, jsonout
-from worker.contract import iso
+from kinase_cli.ui.text import visible
+from kinase_cli.workflows import streams as streams_workflow
 
 stream = typer.Typer(
     help="Feed video into the Kinesis Video stream and inspect streams.",
     no_args_is_help=True,
     epilog=(
         "Examples:\n\n  kinase stream put video.mp4\n\n  kinase stream put cam.mkv --realtime --loop --local\n\n"
-        "  kinase stream ls\n\n  kinase stream describe --json"
+        "  kinase stream create cam1\n\n  kinase stream ls\n\n  kinase stream describe --json"
     ),
 )
 
@@ -79,7 +81,7 @@ def put(
     target = options.target(profile, region, local, env)
     name = _stream_name(target, stream_name)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: (interrupts.arm_watchdog(), stop.set())) for sig in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console.err, transient=True)
     task = progress.add_task(f"PutMedia {file.name} -> {name}")
     clock = {"t0": None}
@@ -124,36 +126,10 @@ def put(
         console.out.print(f"fragments {summary['first_fragment_number']} .. {summary['last_fragment_number']}", highlight=False)
 
 
-def _all_streams(client, prefix: Optional[str]) -> list[dict]:
-    found, token = [], None
-    while True:
-        kwargs = {"MaxResults": 10000}
-        if prefix:
-            kwargs["StreamNameCondition"] = {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": prefix}
-        if token:
-            kwargs["NextToken"] = token
-        page = client.list_streams(**kwargs)
-        found += page.get("StreamInfoList", [])
-        token = page.get("NextToken")
-        if not token:
-            return found
-
-
-def _info(s: dict) -> dict:
-    created = s.get("CreationTime")
-    return {
-        "name": s["StreamName"],
-        "arn": s["StreamARN"],
-        "status": s.get("Status"),
-        "retention_hours": s.get("DataRetentionInHours", 0),
-        "media_type": s.get("MediaType"),
-        "created_at": iso(created) if created else None,
-        "version": s.get("Version"),
-        "kms_key_id": s.get("KmsKeyId"),
-    }
-
-
-@stream.command("ls", epilog="Examples:\n\n  kinase stream ls\n\n  kinase stream ls --all --json")
+@stream.command(
+    "ls",
+    epilog="Examples:\n\n  kinase stream ls\n\n  kinase stream ls --all --json",
+)
 def ls(
     all_: Annotated[bool, typer.Option("--all", help="Every stream in the account and region, not only this environment's.")] = False,
     json_: Json = False,
@@ -162,26 +138,106 @@ def ls(
     local: Local = False,
     env: Env = DEFAULT_ENV,
 ) -> None:
-    """List Kinesis Video streams (by default those named for this environment, kinase-ENV-*)."""
+    """List the environment's streams (named kinase-ENV-*, or adopted) with the fleet worker reading each, its lag and fps."""
     from rich.table import Table
 
     target = options.target(profile, region, local, env)
-    prefix = None if all_ else f"kinase-{env}-"
-    streams = [_info(s) for s in _all_streams(target.client("kinesisvideo"), prefix)]
+    rows = streams_workflow.listing(target, all_)
     if json_:
-        jsonout.emit("stream ls", {"streams": streams})
+        jsonout.emit("stream ls", {"streams": rows})
         return
-    if not streams:
-        console.info(f"no streams{'' if all_ else f' named {prefix}*'} (see `kinase deploy{target.hint_flag()}`)")
+    if not rows:
+        console.info(f"no streams of environment {env} (create one with `kinase stream create NAME{target.hint_flag()}`)")
         return
-    table = Table(title=f"{len(streams)} Kinesis Video stream(s)")
+    table = Table(title=f"{len(rows)} Kinesis Video stream(s)")
     table.add_column("name", overflow="fold")
-    for column in ("status", "retention (h)", "media type", "created"):
+    for column in ("status", "retention (h)", "owner", "lag", "fps", "checkpoint"):
         table.add_column(column, no_wrap=True)
-    for s in streams:
-        created = str(s["created_at"] or "")[:19].replace("T", " ")
-        table.add_row(s["name"], s["status"] or "", str(s["retention_hours"]), s["media_type"] or "", created)
+    for r in rows:
+        lag = "" if r["lag_ms"] is None else f"{r['lag_ms'] / 1000:.1f} s"
+        fps = "" if r["fps"] is None or not r["owner"] else f"{r['fps']:.1f}"
+        table.add_row(
+            Text(visible(r["name"]) + (" (adopted)" if r["adopted"] else "")),
+            r["status"] or "",
+            str(r["retention_hours"]),
+            Text(visible(r["owner"] or "")),
+            lag,
+            fps,
+            Text(visible(r["checkpoint_fragment"] or "")),
+        )
     console.out.print(table)
+
+
+@stream.command(
+    "create",
+    epilog="Examples:\n\n  kinase stream create cam1                 creates kinase-dev-cam1\n\n  kinase stream create lobby --retention-hours 48 --local",
+)
+def create(
+    name: Annotated[str, typer.Argument(help="Stream name; the environment's prefix kinase-ENV- is added.", show_default=False)],
+    retention_hours: Annotated[int, typer.Option("--retention-hours", min=1, help="Hours Kinesis Video keeps the media.")] = 24,
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Create a stream of this environment (its prefix and tag), with a lease the fleet picks up at once."""
+    target = options.target(profile, region, local, env)
+    result = streams_workflow.create(target, name, retention_hours)
+    if json_:
+        jsonout.emit("stream create", result)
+        return
+    console.out.print(Text(f"created {visible(result['name'])}"))
+    console.info(f"next: kinase stream put VIDEO --stream {result['name']}{target.hint_flag()}")
+
+
+@stream.command(
+    "adopt",
+    epilog="Examples:\n\n  kinase stream adopt lobby-camera-07",
+)
+def adopt(
+    name: Annotated[str, typer.Argument(help="An existing stream whose name cannot change (used as is).", show_default=False)],
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Make an existing camera stream part of this environment: tag it kinase:env=ENV (the task role reads
+    streams with that tag) and give it a lease, so the fleet reads it."""
+    target = options.target(profile, region, local, env)
+    result = streams_workflow.adopt(target, name)
+    if json_:
+        jsonout.emit("stream adopt", result)
+        return
+    console.out.print(Text(f"adopted {visible(result['name'])} into environment {env}"))
+
+
+@stream.command(
+    "rm",
+    epilog="Examples:\n\n  kinase stream rm cam1\n\n  kinase stream rm cam1 --yes --local",
+)
+def rm(
+    name: Annotated[str, typer.Argument(help="Stream name (with or without the environment's prefix).", show_default=False)],
+    yes: Yes = False,
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Delete a stream of this environment, its media and its lease (the fleet worker reading it stops).
+    An adopted stream is not deleted: only its lease goes."""
+    from kinase_cli.ui.confirm import confirm
+
+    target = options.target(profile, region, local, env)
+    confirm(f"Delete stream {name} of environment {env} and all its media? This cannot be undone.", yes)
+    result = streams_workflow.remove(target, name)
+    if json_:
+        jsonout.emit("stream rm", result)
+        return
+    what = "deleted" if result["deleted"] else "released (the adopted stream itself is kept)"
+    console.out.print(Text(f"{visible(result['name'])} {what}"))
 
 
 @stream.command("describe", epilog="Examples:\n\n  kinase stream describe\n\n  kinase stream describe my-stream --json")
@@ -199,7 +255,7 @@ def describe(
     target = options.target(profile, region, local, env)
     client = target.client("kinesisvideo")
     stream_name = _stream_name(target, name)
-    info = _info(client.describe_stream(StreamName=stream_name)["StreamInfo"])
+    info = streams_workflow.info(client.describe_stream(StreamName=stream_name)["StreamInfo"])
     info["endpoints"] = {api.lower(): kvs_put.data_endpoint(client, stream_name, api) for api in ("PUT_MEDIA", "GET_MEDIA")}
     if json_:
         jsonout.emit("stream describe", info)

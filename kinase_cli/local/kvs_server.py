@@ -33,6 +33,8 @@ CONTROL_CALLS = {
     "/listStreams": "list_streams",
     "/deleteStream": "delete_stream",
     "/getDataEndpoint": "get_data_endpoint",
+    "/tagStream": "tag_stream",
+    "/listTagsForStream": "list_tags_for_stream",
 }
 
 
@@ -119,6 +121,7 @@ class Handler(BaseHTTPRequestHandler):
             device_name=params.get("DeviceName"),
             kms_key_id=params.get("KmsKeyId"),
         )
+        self.server.tags[stream.arn] = dict(params.get("Tags") or {})
         return {"StreamARN": stream.arn}
 
     def describe_stream(self, params: dict) -> dict:
@@ -141,6 +144,16 @@ class Handler(BaseHTTPRequestHandler):
             raise StoreError("InvalidArgumentException", "StreamARN is required.")
         self.server.store.delete(arn, params.get("CurrentVersion"))
         return {}
+
+    def tag_stream(self, params: dict) -> dict:
+        """Tags an environment uses to adopt a camera stream (`kinase stream adopt`); kept by ARN."""
+        stream = self.server.store.get(params.get("StreamName"), params.get("StreamARN"))
+        self.server.tags.setdefault(stream.arn, {}).update(params.get("Tags") or {})
+        return {}
+
+    def list_tags_for_stream(self, params: dict) -> dict:
+        stream = self.server.store.get(params.get("StreamName"), params.get("StreamARN"))
+        return {"Tags": dict(self.server.tags.get(stream.arn, {}))}
 
     def get_data_endpoint(self, params: dict) -> dict:
         if params.get("APIName") not in kvs_media.API_NAMES:
@@ -165,6 +178,7 @@ class KvsServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
         self.url = f"http://{host}:{self.server_address[1]}"
         self.store = Store()
+        self.tags: dict[str, dict[str, str]] = {}
         self.media_idle_seconds = media_idle_seconds
         self.getmedia_connections = getmedia_connections
         self.put_max_seconds = put_max_seconds

@@ -44,6 +44,11 @@ RUN_HERE = {
     "cost",
 }
 COVERED_ELSEWHERE = {
+    **dict.fromkeys(
+        ("stream create", "stream rm", "fleet up", "fleet scale", "fleet down", "fleet status"),
+        "tests/e2e/test_fleet.py::test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams",
+    ),
+    "stream adopt": "tests/e2e/test_fleet.py::test_adopted_stream_is_tagged_leased_and_kept_on_rm",
     "destroy": "tests/e2e/test_local_e2e.py::test_second_environment_deploys_and_destroys_cleanly",
     "demo": "tests/e2e/test_demo.py::test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth",
     "local up": "tests/e2e/test_local_e2e.py::test_local_up_is_idempotent_and_down_leaves_no_process (its own stack)",

@@ -47,6 +47,7 @@ def test_lease_table_on_demand_encrypted_with_point_in_time_recovery(templates):
     assert table["SSESpecification"] == {"SSEEnabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["KeySchema"] == [{"AttributeName": "stream", "KeyType": "HASH"}]
+    assert table["TableName"] == naming.lease_table_name(ENV)
     output = templates["storage"]["Outputs"]["LeaseTableName"]
     assert output["Export"]["Name"] == f"{naming.stack_name(ENV, 'storage')}:LeaseTableName"
 

@@ -232,6 +232,25 @@ def test_six_streams_three_workers_balance_two_each(table):
         assert worker.pipelines.active == set(worker.streams())
 
 
+def test_a_lease_handed_over_goes_to_the_worker_that_asked(table):
+    """A worker holding nothing is seen by its request: a third worker below its share must not take that lease."""
+    for name in ("cam-a", "cam-b", "cam-c"):
+        table.ensure(name)
+    a, b, c = coordinator(table, "a", max_streams=1), coordinator(table, "b", max_streams=2), coordinator(table, "c")
+    a.step()
+    b.step()
+    assert (a.streams(), b.streams()) == (["cam-a"], ["cam-b", "cam-c"])
+    a.max_streams = 8
+    c.step()  # asks b, the busiest, for one
+    assert sum(lease.wanted_by == "c" for lease in table.scan()) == 1
+    b.step()  # stops that stream's pipeline
+    b.step()  # and releases the lease once it has stopped
+    a.step()
+    assert a.streams() == ["cam-a"]
+    c.step()
+    assert [len(w.streams()) for w in (a, b, c)] == [1, 1, 1]
+
+
 def test_at_most_max_streams_per_worker(table):
     for i in range(5):
         table.ensure(f"cam-{i}")

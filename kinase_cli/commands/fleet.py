@@ -1,0 +1,162 @@
+"""`kinase fleet`: the worker pool that shares the environment's streams, one lease per stream."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from infra.naming import DEFAULT_ENV
+from kinase_cli import options
+from kinase_cli.options import Env, Json, Local, Profile, Region
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.text import visible
+from kinase_cli.workflows import fleet as fleet_workflow
+
+fleet = typer.Typer(
+    help="Run a pool of workers that share the environment's streams (one lease per stream).",
+    no_args_is_help=True,
+    epilog=(
+        "Examples:\n\n  kinase stream create cam1 && kinase stream create cam2\n\n  kinase fleet up --workers 2\n\n"
+        "  kinase fleet status\n\n  kinase fleet scale 4\n\n  kinase fleet down\n\n"
+        "On AWS the fleet is the compute stack's ECS service (autoscaled on streams per worker between the count you ask "
+        "for and the stack's maximum); with --local, worker processes against the local stack."
+    ),
+)
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="--local: the workers' model file.", show_default=False)]
+EnvVars = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--env-var", "-e", help="--local: a worker setting KEY=VALUE (repeatable), e.g. KINASE_LEASE_DURATION=10.", show_default=False
+    ),
+]
+
+
+def _print_workers(workers: list[dict]) -> None:
+    for w in workers:
+        what = f"worker {w['worker_id']} (pid {w['pid']})" if "pid" in w else f"worker {w.get('worker_id')}"
+        console.out.print(Text(visible(what)))
+
+
+@fleet.command(
+    "up", epilog="Examples:\n\n  kinase fleet up --workers 3\n\n  kinase fleet up --workers 2 --max-streams-per-worker 4 --local"
+)
+def up(
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1, help="How many workers to start.")] = 1,
+    max_streams: Annotated[
+        Optional[int], typer.Option("--max-streams-per-worker", min=1, help="Streams one worker reads at most (KINASE_MAX_STREAMS).")
+    ] = None,
+    model: ModelOpt = None,
+    env_vars: EnvVars = None,
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Start the fleet: N workers take the leases of the environment's streams and balance them."""
+    target = options.target(profile, region, local, env)
+    result = fleet_workflow.up(target, workers, max_streams, model, env_vars or [])
+    if json_:
+        jsonout.emit("fleet up", result)
+        return
+    if result["local"]:
+        _print_workers(result["workers"])
+    else:
+        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+    console.info(f"next: kinase fleet status{target.hint_flag()}")
+
+
+@fleet.command("scale", epilog="Examples:\n\n  kinase fleet scale 4\n\n  kinase fleet scale 1 --local")
+def scale(
+    workers: Annotated[int, typer.Argument(min=0, help="The number of workers (on AWS also the autoscaling minimum).")],
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Change the number of workers; stopped workers release their leases and the others take them."""
+    target = options.target(profile, region, local, env)
+    result = fleet_workflow.scale(target, workers)
+    if json_:
+        jsonout.emit("fleet scale", result)
+        return
+    if result["local"]:
+        _print_workers(result["workers"])
+    else:
+        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+
+
+@fleet.command("down", epilog="Examples:\n\n  kinase fleet down\n\n  kinase fleet down --local --json")
+def down(
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Stop every worker: each flushes, checkpoints and releases its leases. Streams and checkpoints stay."""
+    target = options.target(profile, region, local, env)
+    result = fleet_workflow.down(target)
+    if json_:
+        jsonout.emit("fleet down", result)
+        return
+    if result["local"]:
+        console.out.print(f"stopped {len(result['stopped'])} local worker(s)")
+    else:
+        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+
+
+@fleet.command("status", epilog="Examples:\n\n  kinase fleet status\n\n  kinase fleet status --local --json")
+def status(
+    json_: Json = False,
+    profile: Profile = None,
+    region: Region = None,
+    local: Local = False,
+    env: Env = DEFAULT_ENV,
+) -> None:
+    """Workers with the streams each holds; streams with owner, lag, fps and last checkpoint; scaling limits."""
+    from rich.table import Table
+
+    target = options.target(profile, region, local, env)
+    result = fleet_workflow.status(target)
+    if json_:
+        jsonout.emit("fleet status", result)
+        return
+    scaling = result["scaling"]
+    if scaling:
+        console.out.print(
+            Text(
+                f"service {visible(scaling['service'])}: desired {scaling['desired_count']}, running {scaling['running_count']}, "
+                f"autoscaling {scaling['min']}..{scaling['max']}"
+            )
+        )
+    workers = Table(title=f"{len(result['workers'])} worker(s)")
+    workers.add_column("worker", overflow="fold")
+    workers.add_column("pid" if result["local"] else "task", no_wrap=True)
+    workers.add_column("streams", overflow="fold")
+    for w in result["workers"]:
+        where = str(w.get("pid") or w.get("task_id") or ("(not listed)" if w.get("listed") is False else ""))
+        workers.add_row(Text(visible(w.get("worker_id") or "")), where, Text(visible(", ".join(w["streams"]))))
+    console.out.print(workers)
+    streams = Table(title=f"{len(result['streams'])} stream(s)")
+    streams.add_column("stream", overflow="fold")
+    for column in ("owner", "lag", "fps", "checkpoint", "at"):
+        streams.add_column(column, no_wrap=column != "owner", overflow="fold")
+    for s in result["streams"]:
+        streams.add_row(
+            Text(visible(s["name"])),
+            Text(visible(s["owner"] or "")),
+            "" if s["lag_ms"] is None else f"{s['lag_ms'] / 1000:.1f} s",
+            "" if s["fps"] is None or not s["owner"] else f"{s['fps']:.1f}",
+            Text(visible(s["checkpoint_fragment"] or "")),
+            str(s["checkpoint_at"] or "")[:19].replace("T", " "),
+        )
+    console.out.print(streams)
+
+
+def register(app) -> None:
+    app.add_typer(fleet, name="fleet")

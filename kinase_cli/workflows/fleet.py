@@ -1,0 +1,262 @@
+"""The worker fleet: workers that share the environment's streams through one lease per stream.
+
+On AWS the fleet is the compute stack's ECS service: `up` and `scale` set its desired count and
+the autoscaling limits (minimum = the count asked for), `down` sets both to 0. With `--local` the
+workers are `python -m worker.fleet` processes against the local stack, started in the
+background and recorded (pid and command line, like the local stack's servers) in
+`<KINASE_HOME>/local/fleet-<env>.json`; only processes whose pid AND command line match a record
+are ever signalled. `status` joins the workers with the lease table: which streams each holds,
+and each stream's owner, lag, fps and checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from infra import naming
+from kinase_cli import paths
+from kinase_cli.aws import outputs as stack_outputs
+from kinase_cli.aws import taskdef
+from kinase_cli.aws.target import Target
+from kinase_cli.runners import proc
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.workflows import streams as streams_workflow
+from kinase_cli.workflows.worker_env import local_model
+from worker import settings as worker_settings
+from worker.contract import iso
+
+STOP_TIMEOUT_S = 60  # a worker flushes and checkpoints every stream, then releases its leases (Fargate allows 30 s)
+FLEET_ENTRY = "worker.fleet"
+
+
+def state_file(env: str) -> Path:
+    return paths.local_dir() / f"fleet-{env}.json"
+
+
+def _load(env: str) -> list[dict]:
+    try:
+        return json.loads(state_file(env).read_text())["workers"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return []
+
+
+def _save(env: str, workers: list[dict]) -> None:
+    path = state_file(env)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"workers": workers}, indent=2))
+    tmp.replace(path)
+
+
+def _alive(record: dict) -> bool:
+    from kinase_cli.local.stack import cmdline
+
+    return cmdline(record["pid"]) == " ".join(record["argv"])
+
+
+def _local_workers(env: str) -> list[dict]:
+    """The recorded local workers still running (dead ones are dropped from the record)."""
+    workers = [w for w in _load(env) if _alive(w)]
+    _save(env, workers)
+    return workers
+
+
+def _fleet_environment(target: Target, outputs, max_streams: int | None, model: str | None, env_vars: list[str]) -> dict[str, str]:
+    definition = target.client("ecs").describe_task_definition(taskDefinition=naming.fleet_family(target.env))["taskDefinition"]
+    overrides = worker_settings.environment(max_streams=max_streams, model=str(Path(model).resolve()) if model else None)
+    for item in env_vars:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KinaseError(f"--env-var {item!r} is not KEY=VALUE", "e.g. -e KINASE_LEASE_DURATION=10")
+        overrides[key.strip()] = value
+    base = local_model(taskdef.environment(definition, naming.FLEET_CONTAINER_NAME), overrides)
+    return {**target.child_env(), **base, **overrides}
+
+
+def _start_local(target: Target, environment: dict[str, str]) -> dict:
+    log_dir = paths.local_dir() / "worker-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", FLEET_ENTRY]
+    log = log_dir / f"fleet-{target.env}-{uuid.uuid4().hex[:12]}.log"
+    child = proc.start_background(argv, log_file=log, env={**environment, "PYTHONUNBUFFERED": "1"}, cwd=paths.PROJECT_ROOT)
+    return {
+        "pid": child.pid,
+        "argv": argv,
+        "log": str(log),
+        "worker_id": f"{socket.gethostname()}-{child.pid}",
+        "started_at": iso(time.time()),
+        "environment": environment,
+    }
+
+
+def _stop_local(records: list[dict], timeout: float = STOP_TIMEOUT_S) -> list[dict]:
+    """SIGTERM (as ECS stops a task): each worker stops its streams, checkpoints, releases its leases and exits."""
+    for record in records:
+        if _alive(record):
+            os.kill(record["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(r) for r in records):
+        time.sleep(0.2)
+    stuck = [r for r in records if _alive(r)]
+    for record in stuck:
+        os.kill(record["pid"], signal.SIGKILL)
+    return [{"pid": r["pid"], "worker_id": r["worker_id"], "killed": r in stuck} for r in records]
+
+
+def _service(target: Target, outputs) -> tuple[str, str]:
+    return outputs["ClusterName"], outputs["FleetServiceName"]
+
+
+def _set_limits(target: Target, cluster: str, service: str, minimum: int, maximum: int) -> None:
+    target.client("application-autoscaling").register_scalable_target(
+        ServiceNamespace="ecs",
+        ResourceId=f"service/{cluster}/{service}",
+        ScalableDimension="ecs:service:DesiredCount",
+        MinCapacity=minimum,
+        MaxCapacity=maximum,
+    )
+
+
+def _limits(target: Target, cluster: str, service: str) -> dict:
+    found = target.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="ecs", ResourceIds=[f"service/{cluster}/{service}"], ScalableDimension="ecs:service:DesiredCount"
+    )["ScalableTargets"]
+    return {"min": found[0]["MinCapacity"], "max": found[0]["MaxCapacity"]} if found else {"min": None, "max": None}
+
+
+def _with_max_streams(target: Target, max_streams: int) -> str:
+    """A revision of the fleet's task definition whose KINASE_MAX_STREAMS is `max_streams`; its ARN."""
+    ecs = target.client("ecs")
+    definition = ecs.describe_task_definition(taskDefinition=naming.fleet_family(target.env))["taskDefinition"]
+    taskdef.container(definition, naming.FLEET_CONTAINER_NAME)
+    name = worker_settings.BY_FIELD["max_streams"].name
+    request = {k: definition[k] for k in taskdef.REGISTER_KEYS if definition.get(k) not in (None, [], {})}
+    containers = []
+    for c in definition["containerDefinitions"]:
+        if c["name"] == naming.FLEET_CONTAINER_NAME:
+            env = [e for e in c.get("environment", []) if e["name"] != name] + [{"name": name, "value": str(max_streams)}]
+            c = {**c, "environment": env}
+        containers.append(c)
+    request["containerDefinitions"] = containers
+    return ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
+
+
+def up(target: Target, workers: int, max_streams: int | None, model: str | None = None, env_vars: list[str] = ()) -> dict:
+    """Start the workers; every stream named with the environment's prefix gets a lease first (the
+    stack's own stream, and any created outside `kinase stream create`)."""
+    outputs = stack_outputs.read(target, required=("storage", "compute"))
+    streams_workflow.lease_prefixed(target)
+    if target.local:
+        running = _local_workers(target.env)
+        if running:
+            raise KinaseError(
+                f"the local fleet of {target.env} runs already ({len(running)} workers)", "use `kinase fleet scale N --local`"
+            )
+        environment = _fleet_environment(target, outputs, max_streams, model, list(env_vars))
+        started = [_start_local(target, environment) for _ in range(workers)]
+        _save(target.env, started)
+        return {"local": True, "workers": [_public(w) for w in started]}
+    if model or env_vars:
+        raise KinaseError("--model and --env-var apply to local workers", "on AWS the fleet runs its task definition's settings")
+    cluster, service = _service(target, outputs)
+    request = {"cluster": cluster, "service": service, "desiredCount": workers}
+    if max_streams:
+        request["taskDefinition"] = _with_max_streams(target, max_streams)
+    _set_limits(target, cluster, service, workers, max(workers, naming.FLEET_MAX_WORKERS))
+    answer = target.client("ecs").update_service(**request)["service"]
+    return {"local": False, "service": service, "desired_count": answer["desiredCount"], "task_definition": answer["taskDefinition"]}
+
+
+def scale(target: Target, workers: int) -> dict:
+    outputs = stack_outputs.read(target, required=("storage", "compute"))
+    if target.local:
+        running = _local_workers(target.env)
+        if not running:
+            raise KinaseError(f"the local fleet of {target.env} is not running", "start it with `kinase fleet up --local`")
+        if workers > len(running):
+            environment = running[0]["environment"]
+            running += [_start_local(target, environment) for _ in range(workers - len(running))]
+            stopped = []
+        else:
+            stopped = _stop_local(running[workers:])
+            running = running[:workers]
+        _save(target.env, running)
+        return {"local": True, "workers": [_public(w) for w in running], "stopped": stopped}
+    cluster, service = _service(target, outputs)
+    limits = _limits(target, cluster, service)
+    _set_limits(target, cluster, service, workers, max(workers, limits["max"] or naming.FLEET_MAX_WORKERS))
+    answer = target.client("ecs").update_service(cluster=cluster, service=service, desiredCount=workers)["service"]
+    return {"local": False, "service": service, "desired_count": answer["desiredCount"]}
+
+
+def down(target: Target) -> dict:
+    outputs = stack_outputs.read(target, required=("storage", "compute"))
+    if target.local:
+        stopped = _stop_local(_local_workers(target.env))
+        _save(target.env, [])
+        return {"local": True, "stopped": stopped}
+    cluster, service = _service(target, outputs)
+    _set_limits(target, cluster, service, 0, 0)
+    answer = target.client("ecs").update_service(cluster=cluster, service=service, desiredCount=0)["service"]
+    return {"local": False, "service": service, "desired_count": answer["desiredCount"]}
+
+
+def _public(record: dict) -> dict:
+    return {k: record[k] for k in ("pid", "worker_id", "log", "started_at")}
+
+
+def status(target: Target) -> dict:
+    outputs = stack_outputs.read(target, required=("storage", "compute"))
+    streams = streams_workflow.listing(target)
+    held: dict[str, list[str]] = {}
+    for s in streams:
+        if s["owner"]:
+            held.setdefault(s["owner"], []).append(s["name"])
+    if target.local:
+        workers = [{**_public(w), "streams": sorted(held.pop(w["worker_id"], []))} for w in _local_workers(target.env)]
+        scaling = None
+    else:
+        cluster, service = _service(target, outputs)
+        ecs = target.client("ecs")
+        described = ecs.describe_services(cluster=cluster, services=[service])["services"]
+        arns = ecs.list_tasks(cluster=cluster, serviceName=service)["taskArns"]
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
+        workers = []
+        for task in tasks:
+            host = _task_host(task)
+            owner = next((o for o in held if host and o.startswith(host + "-")), None)
+            workers.append({"task_id": task["taskArn"].rsplit("/", 1)[-1], "status": task.get("lastStatus"), "worker_id": owner})
+            workers[-1]["streams"] = sorted(held.pop(owner, [])) if owner else []
+        service_info = described[0] if described else {}
+        scaling = {
+            "service": service,
+            "desired_count": service_info.get("desiredCount"),
+            "running_count": service_info.get("runningCount"),
+            **_limits(target, cluster, service),
+        }
+    # Owners not among the workers listed: workers being replaced, or ones whose lease has not expired yet.
+    workers += [{"worker_id": owner, "streams": sorted(names), "listed": False} for owner, names in sorted(held.items())]
+    return {
+        "local": target.local,
+        "workers": workers,
+        "streams": [
+            {k: s[k] for k in ("name", "owner", "lag_ms", "fps", "stats_at", "checkpoint_fragment", "checkpoint_at", "adopted")}
+            for s in streams
+        ],
+        "scaling": scaling,
+    }
+
+
+def _task_host(task: dict) -> str | None:
+    """A Fargate task's hostname (`ip-10-0-1-23`), which begins the fleet worker's id."""
+    for attachment in task.get("attachments", []):
+        for detail in attachment.get("details", []):
+            if detail.get("name") == "privateIPv4Address":
+                return "ip-" + detail["value"].replace(".", "-")
+    return None

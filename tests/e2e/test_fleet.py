@@ -1,0 +1,225 @@
+"""The fleet on the local stack: `kinase stream create/rm`, `kinase fleet up/scale/status/down --local`
+(worker processes holding one DynamoDB lease per stream), and the AWS path against moto's ECS.
+
+The environment is the test's own (`--env fleete2e`, deployed once for the module), so its streams,
+lease table and results queue hold nothing from other tests. Leases last 3 s (KINASE_LEASE_DURATION)
+so an expiry takes seconds; every wait is on a condition with a generous deadline, never a sleep
+that a loaded machine could outrun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kinase_cli.workflows.samples import shapes_video
+from support.cli import kinase
+from support.json_contract import envelope
+from support.ops import aws_env
+from support.worker_stack import SHAPES_ONNX, frame_ids
+
+pytestmark = pytest.mark.e2e
+
+ENV = "fleete2e"
+LOCAL = ("--local", "--env", ENV)
+FRAMES, FPS, GOP = 30, 15, 15
+WORKER_SETTINGS = (
+    "-e",
+    "KINASE_LEASE_DURATION=3",
+    "-e",
+    "KINASE_IMGSZ=320",
+    "-e",
+    "KINASE_START=EARLIEST",
+    "-e",
+    "KINASE_METRICS_INTERVAL=60",
+)
+
+
+def run_json(*args: str, command: str, timeout: float = 300) -> dict:
+    proc = kinase(*args, "--json", timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return envelope(proc.stdout, command)
+
+
+def status() -> dict:
+    return run_json("fleet", "status", *LOCAL, command="fleet status")
+
+
+def wait_for(condition, what: str, timeout: float = 180.0):
+    """Poll `condition()` (which returns a truthy value when met) until the deadline; the last status on failure."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = status()
+        got = condition(last)
+        if got:
+            return last
+        time.sleep(1.0)
+    pytest.fail(f"{what}: not within {timeout:.0f}s; fleet status {json.dumps(last)[:3000]}")
+
+
+def owners(state: dict) -> dict[str, str | None]:
+    return {s["name"]: s["owner"] for s in state["streams"]}
+
+
+@pytest.fixture(scope="module")
+def fleet_env(local_stack):
+    proc = kinase("deploy", *LOCAL, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = json.loads(kinase("outputs", *LOCAL, "--json", check=True).stdout)["data"]
+    yield outputs
+    kinase("fleet", "down", *LOCAL, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    video = tmp_path_factory.mktemp("fleet") / "clip.mp4"
+    shapes_video(video, frames=FRAMES, fps=FPS, size=(320, 240), gop=GOP, seed=41)
+    return video
+
+
+def log_lines(worker: dict) -> str:
+    return Path(worker["log"]).read_text(errors="replace")
+
+
+def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams(fleet_env, media, clip):
+    queue = fleet_env["ResultsQueueUrl"]
+    stack_stream = fleet_env["StreamName"]
+    created = [run_json("stream", "create", f"cam{i}", *LOCAL, command="stream create")["name"] for i in range(5)]
+    assert created == [f"kinase-{ENV}-cam{i}" for i in range(5)]
+    streams = sorted([stack_stream, *created])
+
+    up = run_json("fleet", "up", "--workers", "3", "--model", str(SHAPES_ONNX), *WORKER_SETTINGS, *LOCAL, command="fleet up")
+    workers = {w["worker_id"]: w for w in up["workers"]}
+    assert len(workers) == 3 and all(w["pid"] for w in workers.values())
+
+    # 1. every stream held by exactly one worker, two each (`fleet up` leased the stack's own stream too)
+    def balanced(state):
+        held = {w["worker_id"]: w["streams"] for w in state["workers"]}
+        return sorted(owners(state)) == streams and None not in owners(state).values() and sorted(map(len, held.values())) == [2, 2, 2]
+
+    state = wait_for(balanced, "six streams balanced two per worker")
+    assert {w["worker_id"] for w in state["workers"]} == set(workers)
+    assert {w["pid"] for w in state["workers"]} == {w["pid"] for w in workers.values()}
+    held_by = owners(state)
+
+    # 2. every frame put into every stream delivered exactly once
+    for stream in streams:
+        media.put(stream, clip)
+    messages = media.messages(queue, expect=FRAMES * len(streams), wait=300)
+    ids = frame_ids(messages)
+    assert len(ids) == len(set(ids)) == FRAMES * len(streams), Counter(ids).most_common(3)
+    assert Counter(m["stream_name"] for m in messages) == {s: FRAMES for s in streams}
+    wait_for(lambda st: all(s["checkpoint_fragment"] for s in st["streams"]), "a checkpoint in every lease")
+
+    # 3. SIGTERM: the worker releases its leases (after its flush and checkpoint) and the others take them as free leases
+    leaving = next(iter(workers))
+    left_streams = sorted(s for s, o in held_by.items() if o == leaving)
+    os.kill(workers[leaving]["pid"], signal.SIGTERM)
+    state = wait_for(lambda st: all(owners(st)[s] not in (None, leaving) for s in left_streams), "released streams taken")
+    log = log_lines(workers[leaving])
+    assert all(f"released {s}" in log for s in left_streams), log[-3000:]
+    takers = [workers[owners(state)[s]] for s in left_streams]
+    for stream, taker in zip(left_streams, takers):
+        took = [line for line in log_lines(taker).splitlines() if f"took {stream}" in line]
+        assert took and "expired" not in took[-1], took
+    for stream in left_streams:
+        media.put(stream, clip)
+    again = media.messages(queue, expect=FRAMES * len(left_streams), wait=300)
+    assert len(again) == FRAMES * len(left_streams) and not set(frame_ids(again)) & set(ids), "nothing re-done after a release"
+
+    # 4. SIGKILL: no release; another worker takes the streams once it has seen their counters stand still
+    state = status()
+    killed = next(w["worker_id"] for w in state["workers"] if w["worker_id"] != leaving and w["streams"])
+    killed_streams = sorted(s for s, o in owners(state).items() if o == killed)
+    os.kill(workers[killed]["pid"], signal.SIGKILL)
+    for stream in killed_streams:  # media persisted while nobody reads it
+        media.put(stream, clip)
+    state = wait_for(lambda st: all(owners(st)[s] not in (None, killed, leaving) for s in killed_streams), "expired leases taken over")
+    survivor = workers[owners(state)[killed_streams[0]]]
+    assert f"took {killed_streams[0]} (expired, from {killed})" in log_lines(survivor)
+    after_kill = media.messages(queue, expect=FRAMES * len(killed_streams), wait=300)
+    kill_ids = frame_ids(after_kill)
+    assert Counter(m["stream_name"] for m in after_kill if m["frame_id"] not in ids) == {s: FRAMES for s in killed_streams}, (
+        "every persisted frame delivered after the takeover"
+    )
+    redone = Counter(m["stream_name"] for m in after_kill if m["frame_id"] in set(ids))
+    assert all(n <= GOP for n in redone.values()), f"at most one fragment re-done per stream: {redone}"
+    assert len(kill_ids) - len(set(kill_ids)) <= GOP * len(killed_streams)
+
+    # 5. a stream created at runtime is picked up; a stream removed is released by its worker
+    new = run_json("stream", "create", "late", *LOCAL, command="stream create")["name"]
+    state = wait_for(lambda st: owners(st).get(new) == survivor["worker_id"], "the new stream leased")
+    media.put(new, clip)
+    assert len(media.messages(queue, expect=FRAMES, wait=300)) == FRAMES
+    gone = created[0]
+    holder = owners(state)[gone]
+    removed = run_json("stream", "rm", gone, "--yes", *LOCAL, command="stream rm")
+    assert removed["deleted"] and removed["lease_deleted"]
+    wait_for(lambda st: gone not in owners(st) and all(gone not in w["streams"] for w in st["workers"]), "the removed stream released")
+    assert f"lease on {gone} lost" in log_lines(workers[holder])
+    listed = run_json("stream", "ls", *LOCAL, command="stream ls")["streams"]
+    assert gone not in {s["name"] for s in listed} and all(s["owner"] == survivor["worker_id"] for s in listed)
+
+    # 6. scale up: the new worker asks for its share and gets it handed over; then down: every worker stops
+    scaled = run_json("fleet", "scale", "2", *LOCAL, command="fleet scale")
+    assert len(scaled["workers"]) == 2
+    wait_for(lambda st: sorted(len(w["streams"]) for w in st["workers"] if w.get("pid")) == [3, 3], "six streams rebalanced 3 + 3")
+    down = run_json("fleet", "down", *LOCAL, command="fleet down")
+    assert down["stopped"] and not any(s["killed"] for s in down["stopped"])
+    state = status()
+    assert state["workers"] == [] and all(s["owner"] is None for s in state["streams"])
+
+
+def test_stream_rm_asks_and_refuses_without_a_terminal(fleet_env):
+    proc = kinase("stream", "rm", "cam4", *LOCAL, input="")
+    assert proc.returncode != 0 and "not confirmed" in proc.stderr
+    names = {s["name"] for s in run_json("stream", "ls", *LOCAL, command="stream ls")["streams"]}
+    assert f"kinase-{ENV}-cam4" in names
+
+
+def test_adopted_stream_is_tagged_leased_and_kept_on_rm(fleet_env, media):
+    """Tags through TagStream / ListTagsForStream, which the local endpoint serves as the Kinesis Video API
+    reference describes them (API_TagStream, API_ListTagsForStream: a map of key to value per stream)."""
+    media.kvs.create_stream(StreamName="lobby-camera-07", DataRetentionInHours=1)
+    adopted = run_json("stream", "adopt", "lobby-camera-07", *LOCAL, command="stream adopt")
+    assert adopted["adopted"] is True
+    arn = media.kvs.describe_stream(StreamName="lobby-camera-07")["StreamInfo"]["StreamARN"]
+    assert media.kvs.list_tags_for_stream(StreamARN=arn)["Tags"] == {"kinase:env": ENV}
+    listed = {s["name"]: s for s in run_json("stream", "ls", *LOCAL, command="stream ls")["streams"]}
+    assert listed["lobby-camera-07"]["adopted"] is True
+    removed = run_json("stream", "rm", "lobby-camera-07", "--yes", *LOCAL, command="stream rm")
+    assert (removed["deleted"], removed["lease_deleted"]) == (False, True)
+    assert media.kvs.describe_stream(StreamName="lobby-camera-07")["StreamInfo"]["Status"] == "ACTIVE"
+
+
+def test_fleet_on_aws_drives_the_ecs_service_and_its_autoscaling(fleet_env, media):
+    """The AWS path (no --local flag on the fleet commands' target): moto's ECS and Application Auto Scaling."""
+    env = aws_env()
+
+    def aws_json(*args, command):
+        proc = kinase(*args, "--env", ENV, "--json", env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return envelope(proc.stdout, command)
+
+    up = aws_json("fleet", "up", "--workers", "2", "--max-streams-per-worker", "3", command="fleet up")
+    assert up["local"] is False and up["desired_count"] == 2
+    ecs = media.client("ecs")
+    service = ecs.describe_services(cluster=fleet_env["ClusterName"], services=[fleet_env["FleetServiceName"]])["services"][0]
+    assert service["desiredCount"] == 2
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    (container,) = definition["containerDefinitions"]
+    assert {"name": "KINASE_MAX_STREAMS", "value": "3"} in container["environment"]
+    state = aws_json("fleet", "status", command="fleet status")
+    assert state["scaling"]["desired_count"] == 2 and (state["scaling"]["min"], state["scaling"]["max"]) == (2, 10)
+    assert aws_json("fleet", "scale", "4", command="fleet scale")["desired_count"] == 4
+    assert aws_json("fleet", "status", command="fleet status")["scaling"]["min"] == 4
+    assert aws_json("fleet", "down", command="fleet down")["desired_count"] == 0
+    scaling = aws_json("fleet", "status", command="fleet status")["scaling"]
+    assert (scaling["desired_count"], scaling["min"], scaling["max"]) == (0, 0, 0)

@@ -1,0 +1,224 @@
+"""A fleet worker: `python -m worker.fleet` reads the streams whose leases it holds, not one fixed stream.
+
+The lease coordinator (worker/leases.py) decides which streams this process reads; for each one
+`StreamPipelines` runs the one-stream worker (worker/pipeline.py) on its own thread, with its own
+reader, live policy, metrics (the `Stream` dimension) and checkpoint (kept in the lease), all
+sharing one detector. `FairDetector` serves the streams' inference requests in arrival order,
+one at a time, so a stream with a backlog (which asks again as soon as it is answered) waits its
+turn behind a live one instead of starving it.
+
+Settings are the one-off worker's (worker/settings.py) plus KINASE_LEASE_TABLE, KINASE_MAX_STREAMS,
+KINASE_LEASE_DURATION and KINASE_ENV; KINASE_SOURCE is set per stream. SIGTERM/SIGINT: every
+pipeline stops, flushes and checkpoints, and each lease is released as soon as its pipeline has
+stopped, so another worker takes it at once. Exit 0 after a clean stop, 2 on invalid settings.
+Besides the per-stream metric lines, the worker logs `StreamsPerWorker` (dimension `Environment`),
+the metric the fleet's ECS service scales on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+
+from worker import settings as settings_module
+from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
+from worker.metrics import NAMESPACE
+
+log = logging.getLogger("kinase.worker.fleet")
+PLACEHOLDER_STREAM = "fleet"  # validates the shared settings before any stream is known
+SHUTDOWN_TIMEOUT = 25.0  # Fargate kills 30 s after SIGTERM
+
+
+class FairDetector:
+    """One detector shared by every stream of the worker; callers are served first come, first served."""
+
+    def __init__(self, detector):
+        self._detector = detector
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+
+    def __getattr__(self, name):
+        return getattr(self._detector, name)
+
+    def detect(self, image):
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+            while self._waiting[0] is not ticket:
+                self._cond.wait()
+        try:
+            return self._detector.detect(image)
+        finally:
+            with self._cond:
+                self._waiting.popleft()
+                self._cond.notify_all()
+
+
+class _Run:
+    def __init__(self, worker, thread: threading.Thread):
+        self.worker, self.thread = worker, thread
+        self.gone = False
+        self.last = (time.monotonic(), 0)
+
+
+class StreamPipelines:
+    """The coordinator's `Pipelines`: one one-stream worker thread per held stream."""
+
+    def __init__(self, env: dict[str, str], detector, table: LeaseTable, worker_id: str, session_factory=None):
+        self.env, self.detector, self.table, self.worker_id = env, detector, table, worker_id
+        self.session_factory = session_factory
+        self.runs: dict[str, _Run] = {}
+
+    def start(self, stream: str) -> None:
+        from worker.pipeline import Worker
+
+        s = settings_module.load({**self.env, **settings_module.environment(source=settings_module.kvs_source(stream), stream_name=stream)})
+        stop = threading.Event()
+
+        def checkpoints(incarnation, metrics):
+            return LeaseCheckpointStore(self.table, stream, self.worker_id, s.source, incarnation, metrics)
+
+        session = self.session_factory() if self.session_factory else None
+        worker = Worker(s, session=session, stop=stop, detector=self.detector, checkpoints=checkpoints)
+        thread = threading.Thread(target=self._run, args=(stream, worker), name=f"stream-{stream}", daemon=True)
+        self.runs[stream] = _Run(worker, thread)
+        log.info("reading %s", stream)
+        thread.start()
+
+    def _run(self, stream: str, worker) -> None:
+        from worker.sources import SourceError
+
+        try:
+            code = worker.run()
+        except SourceError as exc:
+            log.error("%s: %s", stream, exc)
+            code = 1
+        except Exception:
+            log.exception("pipeline for %s failed", stream)
+            code = 1
+        if code != 0 and not worker.stop.is_set():
+            self.runs[stream].gone = not self._exists(stream, worker.session)
+        log.info("pipeline for %s ended (exit %d)", stream, code)
+
+    @staticmethod
+    def _exists(stream: str, session) -> bool:
+        from worker import aws
+
+        try:
+            aws.client(session, "kinesisvideo").describe_stream(StreamName=stream)
+            return True
+        except aws.ClientError as exc:
+            return exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException"
+
+    def stop(self, stream: str) -> None:
+        run = self.runs.get(stream)
+        if run is not None:
+            run.worker.stop.set()
+
+    def running(self, stream: str) -> bool:
+        run = self.runs.get(stream)
+        return run is not None and run.thread.is_alive()
+
+    def gone(self, stream: str) -> bool:
+        run = self.runs.get(stream)
+        return run is not None and run.gone
+
+    def stats(self, stream: str) -> dict:
+        run = self.runs.get(stream)
+        if run is None:
+            return {}
+        metrics = run.worker.metrics
+        now, processed = time.monotonic(), metrics.totals["FramesProcessed"]
+        then, before = run.last
+        run.last = (now, processed)
+        return {"fps": round((processed - before) / max(now - then, 1e-3), 3), "lag_ms": metrics.gauges.get("MillisBehindNow")}
+
+
+def worker_id() -> str:
+    """Unique per process: the host (a Fargate task's own) and the process id (`kinase fleet status --local` maps it)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def emit_share(coordinator: LeaseCoordinator, env_name: str, out=None) -> None:
+    """The scaling metric as an embedded-metric line: the environment's streams per live worker, as this worker sees them."""
+    out = out or sys.stdout
+    record = {
+        "Environment": env_name,
+        "StreamsPerWorker": coordinator.share,
+        "LeasedStreams": len(coordinator.streams()),
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["Environment"]],
+                    "Metrics": [{"Name": "StreamsPerWorker", "Unit": "Count"}, {"Name": "LeasedStreams", "Unit": "Count"}],
+                }
+            ],
+        },
+    }
+    out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    out.flush()
+
+
+def main(env=None) -> int:
+    env = dict(os.environ if env is None else env)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        base = settings_module.load({**env, **settings_module.environment(source=settings_module.kvs_source(PLACEHOLDER_STREAM))})
+        if not base.lease_table:
+            raise settings_module.SettingsError(f"{settings_module.BY_FIELD['lease_table'].name} is not set (the fleet's lease table)")
+    except settings_module.SettingsError as exc:
+        log.error("error: %s", exc)
+        return 2
+    logging.getLogger().setLevel(base.log_level)
+    for noisy in ("botocore", "boto3", "urllib3", "libav"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("%s received: stopping every stream, checkpointing, releasing the leases", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    from worker import aws
+    from worker import detector as detectors
+    from worker.detector import DetectorError
+
+    try:
+        detector = FairDetector(detectors.for_settings(base))
+    except DetectorError as exc:
+        log.error("error: %s", exc)
+        return 1
+    me = worker_id()
+    table = LeaseTable(aws.client(aws.session(), "dynamodb"), base.lease_table)
+    pipelines = StreamPipelines(env, detector, table, me)
+    coordinator = LeaseCoordinator(table, me, pipelines, lease_duration=base.lease_duration, max_streams=base.max_streams)
+    log.info(
+        "fleet worker %s: leases in %s, at most %d streams, lease duration %gs", me, base.lease_table, base.max_streams, base.lease_duration
+    )
+    emitter = threading.Thread(target=_emit_loop, args=(coordinator, base, stop), name="fleet-metrics", daemon=True)
+    emitter.start()
+    coordinator.run(stop)
+    coordinator.shutdown(SHUTDOWN_TIMEOUT)
+    log.info("fleet worker %s stopped", me)
+    return 0
+
+
+def _emit_loop(coordinator: LeaseCoordinator, base, stop: threading.Event) -> None:
+    while not stop.wait(base.metrics_interval):
+        emit_share(coordinator, base.env or "default")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
