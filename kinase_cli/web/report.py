@@ -39,7 +39,7 @@ def latency_svg(messages: list[dict]) -> str:
     if not values:
         return "<p>no frames</p>"
     top = max(values) * 1.1 or 1.0
-    width, height = CHART_W - 2 * PAD, CHART_H - 2 * PAD
+    width, height = CHART_W - 2 * PAD - 40, CHART_H - 2 * PAD  # room on the right for the p50/p95 labels
 
     def x(i: int) -> float:
         return PAD + (i / max(len(values) - 1, 1)) * width
