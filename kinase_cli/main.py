@@ -72,8 +72,15 @@ def root(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", envvar="KINASE_VERBOSE", help="Stream the whole output of cdk instead of a summary.")
+    ] = False,
 ) -> None:
     """Deploy, run and watch a Kinesis Video -> YOLO -> S3/SQS video-analytics pipeline."""
+    if verbose:
+        import os
+
+        os.environ["KINASE_VERBOSE"] = "1"
 
 
 def _register() -> None:
@@ -87,6 +94,9 @@ _register()
 
 
 def main() -> None:
+    from kinase_cli import interrupts
+
+    interrupts.install()
     try:
         app()
     except KinaseError as exc:  # raised outside a command (e.g. while parsing)

@@ -1,19 +1,65 @@
-"""The options every AWS-facing command shares, declared once."""
+"""The options every AWS-facing command shares, declared once, and checked before any work starts."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from infra import naming
 from kinase_cli.aws import placement
-from kinase_cli.aws.target import Target
+from kinase_cli.aws.target import Target, check_region
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.ui.text import visible
+
+ENV_MAX = 32
+# Lowercase letters and digits in hyphen-separated words: valid inside a CloudFormation stack name
+# ([A-Za-z][-A-Za-z0-9]*, at most 128), an ECR repository name (lowercase, no doubled separators),
+# a Kinesis Video stream name, and a single folder name under KINASE_HOME (no `/`, no `..`).
+_ENV = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+
+
+def check_env(value: str) -> str:
+    if len(value) > ENV_MAX or not _ENV.fullmatch(value):
+        raise KinaseError(
+            f"environment name '{visible(value, limit=60)}' is not valid",
+            f"use lowercase letters, digits and single hyphens, starting with a letter, at most {ENV_MAX} characters",
+            exit_code=2,
+        )
+    return value
+
+
+def check_source(value: str) -> str:
+    """A local `--source` path that is a directory or cannot be read fails here, in one line, before any
+    task starts (a missing file is the worker's to report: it names the path it tried)."""
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise KinaseError(
+            f"--source {visible(value, limit=200)} is a directory", "give a video file, a URL or s3://BUCKET/KEY", exit_code=2
+        )
+    if path.exists():
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise KinaseError(f"--source {visible(value, limit=200)} cannot be read: {exc.strerror or exc}", exit_code=2) from None
+    return value
+
+
+def _region_option(value: Optional[str]) -> Optional[str]:
+    return None if value is None else check_region(value)
+
 
 Profile = Annotated[Optional[str], typer.Option("--profile", envvar="AWS_PROFILE", help="AWS named profile.", show_default=False)]
-Region = Annotated[Optional[str], typer.Option("--region", envvar="AWS_REGION", help="AWS region.", show_default=False)]
+Region = Annotated[
+    Optional[str], typer.Option("--region", envvar="AWS_REGION", callback=_region_option, help="AWS region.", show_default=False)
+]
 Local = Annotated[bool, typer.Option("--local", envvar="KINASE_LOCAL", help="Target the local stack (`kinase local up`) instead of AWS.")]
-Env = Annotated[str, typer.Option("--env", envvar="KINASE_ENV", help="Environment name carried by the stack names.")]
+Env = Annotated[str, typer.Option("--env", envvar="KINASE_ENV", callback=check_env, help="Environment name carried by the stack names.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (see docs/OPERATIONS.md).")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
@@ -21,5 +67,5 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 def target(profile: Optional[str], region: Optional[str], local: bool, env: str = naming.DEFAULT_ENV) -> Target:
     """The one place a command's target is made; on AWS, flags not given come from the environment's last deploy."""
     if not local:
-        profile, region = placement.resolve(env, profile, region)
-    return Target(profile=profile, region=region, local=local, env=env)
+        profile, region = placement.resolve(check_env(env), profile, region)
+    return Target(profile=profile, region=region, local=local, env=check_env(env))

@@ -22,6 +22,28 @@ LOCAL_ACCOUNT = "123456789012"
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
+def known_regions() -> list[str]:
+    """Every region in botocore's endpoint data (all partitions)."""
+    from botocore.loaders import create_loader
+
+    data = create_loader().load_data("endpoints")
+    return sorted({region for partition in data["partitions"] for region in partition.get("regions", {})})
+
+
+def check_region(region: str) -> str:
+    """`region` when botocore knows it; otherwise a one-line error with the closest names."""
+    import difflib
+
+    known = known_regions()
+    if region in known:
+        return region
+    from kinase_cli.ui.text import visible
+
+    close = difflib.get_close_matches(region, known, n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else "see `aws account list-regions`"
+    raise KinaseError(f"unknown AWS region '{visible(region, limit=60)}'", hint, exit_code=2)
+
+
 @dataclass(frozen=True)
 class LocalEndpoints:
     """Endpoints of a running local stack, as written by `kinase local up`."""

@@ -8,6 +8,7 @@ import typer
 
 from kinase_cli.options import Json
 from kinase_cli.ui import console
+from kinase_cli.workflows import local as local_workflow
 
 local_app = typer.Typer(
     help="Run the local stack: a moto server (S3, SQS, ECR, ECS, Logs, CloudFormation, IAM, STS) "
@@ -24,32 +25,26 @@ KvsPort = Annotated[int, typer.Option("--kvs-port", help="Port of the local Kine
     "up",
     epilog="Examples:\n\n  kinase local up\n\n  kinase local up --port 5566 --kvs-port 5567",
 )
-def up(port: Port = 4566, kvs_port: KvsPort = 4567) -> None:
-    """Start the local stack in the background and bootstrap cdk into it (does nothing if it is running)."""
-    from kinase_cli.aws.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
-    from kinase_cli.local import stack
-    from kinase_cli.runners import cdk
+def up(
+    port: Port = 4566,
+    kvs_port: KvsPort = 4567,
+    redeploy: Annotated[
+        bool, typer.Option("--redeploy/--no-redeploy", help="Deploy again the environments a restarted (empty) server lost.")
+    ] = True,
+    json: Json = False,
+) -> None:
+    """Start the local stack in the background and bootstrap cdk into it; restart only a server that is down.
 
-    state = stack.running_state()
-    if state and state.get("bootstrapped"):
-        console.info(f"the local stack is already running: {state['aws_endpoint']} (Kinesis Video {state['kinesis_video_endpoint']})")
-        return
-    if state is None:
-        stack.stop()  # clears a stale record; stops only processes that are still ours
-        stack.check_ports(port, kvs_port)
-        console.step(f"starting moto on localhost:{port} and the Kinesis Video endpoint on localhost:{kvs_port}")
-        state = stack.start(port, kvs_port)
-    console.step("bootstrapping cdk into the local stack")
-    cdk.bootstrap(Target(local=True), LOCAL_ACCOUNT, LOCAL_REGION, on_line=_quiet_progress)
-    state["bootstrapped"] = True
-    stack.save(state)
-    console.info(f"local stack up: AWS {state['aws_endpoint']}, Kinesis Video {state['kinesis_video_endpoint']}")
-    console.info("next: kinase deploy --local")
+    Does nothing if both servers run. The servers keep their state in memory, so after a restart
+    the environments that were deployed are deployed again (unless --no-redeploy).
+    """
+    from kinase_cli.ui import jsonout
 
-
-def _quiet_progress(line: str) -> None:
-    if "✅" in line or "❌" in line or "rror" in line:
-        console.info(line.strip())
+    report = local_workflow.start(port, kvs_port, redeploy=redeploy)
+    if json:
+        jsonout.emit("local up", report)
+    elif not report["already_running"] and not report["redeployed"]:
+        console.info("next: kinase deploy --local")
 
 
 @local_app.command("status", epilog="Examples:\n\n  kinase local status\n\n  kinase local status --json")
@@ -85,12 +80,17 @@ def status(json: Json = False) -> None:
     console.out.print(table)
 
 
-@local_app.command("down", epilog="Examples:\n\n  kinase local down")
-def down() -> None:
+@local_app.command("down", epilog="Examples:\n\n  kinase local down\n\n  kinase local down --json")
+def down(json: Json = False) -> None:
     """Stop the local servers that `kinase local up` started (and only those); their state is lost."""
     from kinase_cli.local import stack
+    from kinase_cli.ui import jsonout
 
     stopped = stack.stop()
+    forgotten = stack.forget_deployments()
+    if json:
+        jsonout.emit("local down", {"stopped": stopped, "environments_lost": forgotten})
+        return
     console.info(f"stopped {', '.join(stopped)}" if stopped else "the local stack was not running")
 
 

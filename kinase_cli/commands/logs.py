@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Optional
 
 import typer
 
 from infra.naming import DEFAULT_ENV
+from kinase_cli import interrupts
 from kinase_cli.options import Env, Json, Local, Profile, Region, target
 
 EPILOG = """\
@@ -55,7 +55,7 @@ def logs(
         if task_id:
             prefix = taskdef.log_stream_prefix(taskdef.current(t, outputs), outputs["ContainerName"])
             streams = [f"{prefix}/{task_id}" if prefix else task_id]
-        tail = CloudWatchTail(t.client("logs"), outputs["LogGroupName"], start, streams)
+        tail = CloudWatchTail(t.client("logs", connect_timeout=5, read_timeout=10), outputs["LogGroupName"], start, streams)
     several = task_id is None
 
     def show() -> int:
@@ -72,17 +72,16 @@ def logs(
                 )
         return len(events)
 
-    shown = show()
     if not follow:
-        if not shown and not json_out:
+        if not show() and not json_out:
             console.info(f"no worker log events since {start.isoformat(timespec='seconds')}")
         return
-    try:
-        while True:
-            time.sleep(poll_seconds())
+    # Ctrl-C / SIGTERM only set `stop`: the poll in progress (bounded by the client's timeouts)
+    # completes and the loop ends, instead of an exception landing inside botocore (see interrupts).
+    with interrupts.Stop() as stop:
+        show()
+        while not stop.wait(poll_seconds()):
             show()
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
 
 
 def register(app: typer.Typer) -> None:

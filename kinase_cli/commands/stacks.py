@@ -50,7 +50,8 @@ def diff(
 ) -> None:
     """Show what `kinase deploy` would change in the deployed stacks."""
     tgt = _checked_target(profile, region, local, env)
-    args = ["diff", "--all"] + (["--method=template"] if local else [])  # moto cannot create diff change sets
+    # `cdk diff` compares every stack by default and has no --all (it warns "Unknown option(s)").
+    args = ["diff"] + (["--method=template"] if local else [])  # moto cannot create diff change sets
     lines: list[str] = []
     show = lines.append if json else (lambda line: console.out.print(line, markup=False, highlight=False))
     cdk.run(tgt, args, on_line=show, what="cdk diff")

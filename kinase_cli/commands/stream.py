@@ -12,7 +12,7 @@ import typer
 from rich.text import Text
 
 from infra.naming import DEFAULT_ENV
-from kinase_cli import options
+from kinase_cli import interrupts, options
 from kinase_cli.aws import kvs_put, outputs
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
 from kinase_cli.ui import console, jsonout
@@ -81,7 +81,7 @@ def put(
     target = options.target(profile, region, local, env)
     name = _stream_name(target, stream_name)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: (interrupts.arm_watchdog(), stop.set())) for sig in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console.err, transient=True)
     task = progress.add_task(f"PutMedia {file.name} -> {name}")
     clock = {"t0": None}

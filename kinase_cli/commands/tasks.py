@@ -18,6 +18,7 @@ from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
+from kinase_cli.ui.text import plain
 from kinase_cli.workflows.tasks import exit_code, task_summary
 from kinase_cli.workflows.worker_env import ENV_VAR_EXAMPLE, local_model, overrides
 from worker.retry import error_code
@@ -112,14 +113,13 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
     environment = {**t.child_env(), **base, **settings}
     task_id = local_runs.new_task_id()
     console.step(f"local worker {task_id} (log: {local_runs.log_file(task_id)})")
-    show = console.err.print if json_out else console.out.print
     code = local_runs.run(
         [sys.executable, "-m", "worker"],
         task_id=task_id,
         env=environment,
         cwd=paths.PROJECT_ROOT,
         settings={**base, **settings},
-        on_line=lambda line: show(line, markup=False, highlight=False, soft_wrap=True),
+        on_line=lambda line: console.err.print(plain(line), highlight=False, soft_wrap=True),  # diagnostics: stderr
     )
     if json_out:
         jsonout.emit(

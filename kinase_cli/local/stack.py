@@ -3,6 +3,12 @@
 `state.json` in `paths.local_dir()` records what was started (pid, command line, port, log) and the
 endpoints `Target` reads. Only processes whose pid AND command line match the record are ever
 stopped, so a recycled pid is never killed.
+
+`ensure` brings the stack back after a crash: a server that is healthy is left alone, one that is
+down is started again on its recorded port (so the endpoints other processes know stay valid).
+Both servers keep their state in memory only: a restarted one is empty, and the environments
+deployed into it (`deployed_envs`, from the outputs each `kinase deploy --local` records) must be
+deployed again.
 """
 
 from __future__ import annotations
@@ -121,7 +127,15 @@ def running_state() -> dict | None:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on `port`. Sockets of a server stopped a moment ago linger in TIME_WAIT; they
+    must not count (the server binds with SO_REUSEADDR too), so: no answer to a connect, and a bind
+    with SO_REUSEADDR succeeds."""
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        if probe.connect_ex((HOST, port)) == 0:
+            return False
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -158,6 +172,66 @@ def check_ports(port: int, kvs_port: int) -> None:
     for name, p in (("--port", port), ("--kvs-port", kvs_port)):
         if not port_free(p):
             raise KinaseError(f"port {p} on {HOST} is already in use", f"pick another with {name}")
+
+
+def deployed_envs() -> list[str]:
+    """Environments that `kinase deploy --local` deployed and `kinase destroy --local` has not removed."""
+    return sorted(p.parent.name for p in paths.local_dir().glob("*/outputs.json"))
+
+
+def forget_deployments() -> list[str]:
+    """After `local down` nothing is deployed any more: drop the records, so `local up` starts clean."""
+    envs = deployed_envs()
+    for env in envs:
+        (paths.local_dir() / env / "outputs.json").unlink(missing_ok=True)
+    return envs
+
+
+def ensure(port: int = DEFAULT_PORT, kvs_port: int = DEFAULT_KVS_PORT) -> tuple[dict, list[str]]:
+    """Start whichever server is not running and healthy; returns the state and the names of the servers started.
+
+    With both down (or no record), this is a fresh start on `port` and `kvs_port`. Otherwise the
+    healthy one keeps running and the other is restarted on its recorded port; a recorded process
+    that is ours but unhealthy is stopped first. A restarted moto is not bootstrapped.
+    """
+    state = load() or {}
+    status = server_status(state) if state else {}
+    keep = {name for name, s in status.items() if s["healthy"]}
+    if not keep:
+        stop(state)
+        return start(port, kvs_port), [s.name for s in SERVERS]
+    ports = {MOTO.name: port, KVS.name: kvs_port}
+    todo = [server for server in SERVERS if server.name not in keep]
+    for server in todo:
+        record = state.get(server.name)
+        if record and is_ours(record):
+            _terminate(record["pid"])
+        if record:
+            ports[server.name] = record["port"]
+    for server in todo:
+        if not port_free(ports[server.name]):
+            raise KinaseError(
+                f"port {ports[server.name]} on {HOST} is already in use", "stop what uses it, or `kinase local down` and up again"
+            )
+    try:
+        for server in todo:
+            state[server.name] = _start(server, ports[server.name])
+            save({**state, "starting": True})
+        for server in todo:
+            _wait_healthy(server, state[server.name])
+    except BaseException:
+        for server in todo:  # only what this call started: the healthy server keeps running
+            record = state.get(server.name)
+            if record and is_ours(record):
+                _terminate(record["pid"])
+        raise
+    if MOTO in todo:
+        state["bootstrapped"] = False
+    state.pop("starting", None)
+    state["aws_endpoint"] = state["moto"]["endpoint"]
+    state["kinesis_video_endpoint"] = state["kvs"]["endpoint"]
+    save(state)
+    return state, [s.name for s in todo]
 
 
 def start(port: int = DEFAULT_PORT, kvs_port: int = DEFAULT_KVS_PORT) -> dict:

@@ -27,6 +27,7 @@ INSTALL_HINT = "run `npm ci` in the project root: it installs aws-cdk@^2.1148 in
 INFRA_DIR = paths.PROJECT_ROOT / "infra"
 QUIET_ENV = {
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    "NODE_NO_WARNINGS": "1",  # Node's process warnings (the AWS SDK's NodeVersionSupportWarning, deprecations)
     "CDK_DISABLE_CLI_TELEMETRY": "true",
 }
 
@@ -105,7 +106,29 @@ def run(
         "--no-version-reporting",
     ]
     env = {**target.child_env(), **QUIET_ENV}
-    return proc.run(argv, env=env, cwd=INFRA_DIR, on_line=on_line, what=what, hint=hint, check=check)
+    path = log_file(target, args[0])
+    with open(path, "w", encoding="utf-8") as log:
+
+        def line(text: str) -> None:
+            log.write(text + "\n")
+            log.flush()
+            if on_line:
+                on_line(text)
+
+        full = f"the full cdk output is in {path}"
+        return proc.run(argv, env=env, cwd=INFRA_DIR, on_line=line, what=what, hint=f"{hint}; {full}" if hint else full, check=check)
+
+
+VERBOSE_ENV = "KINASE_VERBOSE"  # set by `kinase --verbose`: stream cdk's whole output instead of a summary
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def log_file(target: Target, command: str) -> Path:
+    """Where the whole output of the last `cdk COMMAND` for the target's environment is kept (progress shows a summary)."""
+    return paths.env_dir(target.env, target.local) / f"cdk-{command}.log"
 
 
 def bootstrap(target: Target, account: str, region: str, on_line: Callable[[str], None] | None = None) -> proc.Result:

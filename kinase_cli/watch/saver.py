@@ -2,7 +2,8 @@
 
 S3 keys are producer-controlled text. Every key component is reduced to a safe file name (no
 `..`, no separators, no leading slash) and the resolved destination is checked to lie inside DIR
-before anything is written, so no key can place a file elsewhere.
+before anything is written, so no key can place a file elsewhere. Folders are made only once the
+object has been read, so a message naming a missing object leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ def destination(root: Path, key: str) -> Path:
     return path
 
 
+def check_writable(root: Path) -> None:
+    """Fail before anything is received when DIR cannot be created or written (a disk problem is not a message problem)."""
+    import tempfile
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise KinaseError(f"cannot save frames into {root}: {exc.strerror or exc}", "pick a writable folder for --save") from None
+
+
 class Saver:
     """Downloads objects of one bucket into one directory with at most `parallel` transfers at a time.
 
@@ -42,7 +55,7 @@ class Saver:
         self.s3 = s3
         self.bucket = bucket
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        check_writable(root)
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="kinase-save")
         self._slots = threading.BoundedSemaphore(backlog)
 
@@ -58,10 +71,10 @@ class Saver:
 
     def _download(self, key: str) -> Path:
         path = destination(self.root, key)
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.parent.resolve().is_relative_to(self.root.resolve()):
             raise KinaseError(f"refusing to save {key!r}: {path.parent} leads outside {self.root}")
-        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         partial = path.with_name(f".{path.name}.{threading.get_ident()}.part")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
         with os.fdopen(fd, "wb") as f:

@@ -1,7 +1,11 @@
 """One watch session: receivers feed batches, the main thread validates, shows, saves, then acks.
 
 A message is deleted only once it has been handled: shown (table row, plain line or JSON line)
-and, with `--save`, written to disk. Messages that fail validation are never deleted: their
+and, with `--save`, written to disk or its save error reported. A save error is the operator's
+disk, not the message: it is reported once for that frame (and counted in the summary) and the
+message is deleted like any shown frame, never shown again nor walked to the DLQ. Whatever was
+received and not handled when the watcher stops, for any reason, is handed back (visibility 0).
+Messages that fail validation are never deleted: their
 visibility is cut to `INVALID_VISIBILITY_S` so they come back quickly (another consumer may
 understand them) and, after the queue's maxReceiveCount receives, SQS moves them to the DLQ.
 Changing visibility does not count as a receive; each ReceiveMessage does.
@@ -11,17 +15,17 @@ from __future__ import annotations
 
 import math
 import queue
-import signal
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from kinase_cli import interrupts
 from kinase_cli.ui import jsonout
 from kinase_cli.ui.errors import translate
 from kinase_cli.ui.text import join, plain
@@ -62,32 +66,13 @@ class Resources:
     bucket: str
 
 
-@contextmanager
-def _signals_as_interrupt():
-    """`kill` or a closed terminal ends the watcher like Ctrl+C: summary, messages handed back, exit 0."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {}
-    try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread (in-process tests)
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class Session:
     def __init__(self, res: Resources, opts: Options, out: Console, err: Console):
         self.res, self.opts, self.out, self.err = res, opts, out, err
         self.stats = Stats()
         self.budget = Budget(opts.count)
         self.stop = threading.Event()
+        self.interrupted = interrupts.Stop()
         self.deep = threading.Event()
         self.batches: queue.Queue = queue.Queue(maxsize=max(2, opts.receivers * 2))
         self.handled: OrderedDict[str, None] = OrderedDict()
@@ -141,9 +126,11 @@ class Session:
         reason = "interrupted"
         display = self._live() if self.mode == "live" else nullcontext()
         try:
-            with _signals_as_interrupt(), display:
+            # Ctrl+C, `kill` or a closed terminal set `interrupted`, checked between messages: no
+            # exception lands inside a queue or SDK lock, so the shutdown below cannot deadlock on one.
+            with self.interrupted, display:
                 reason = self._loop()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # in-process callers without signal handlers
             reason = "interrupted"
         finally:
             self._shutdown()
@@ -164,6 +151,8 @@ class Session:
     def _loop(self) -> str:
         last_activity = time.monotonic()
         while True:
+            if self.interrupted.is_set():
+                return "interrupted"
             if self.budget.exhausted:
                 return f"--count {self.opts.count} reached"
             if self.stop.is_set():
@@ -175,11 +164,14 @@ class Session:
             except queue.Empty:
                 continue
             for i, received in enumerate(batch):
+                if self.interrupted.is_set():
+                    self._release(batch[i:])
+                    return "interrupted"
                 try:
                     if self._handle(received):
                         last_activity = time.monotonic()
                 except BaseException:
-                    self._release(batch[i + 1 :])
+                    self._release(batch[i:])
                     raise
 
     def _handle(self, received: Received) -> bool:
@@ -233,15 +225,11 @@ class Session:
                 self.stats.saved += 1
             self._done(received)
             return
-        self.handled.pop(received.message_id, None)
-        if self.holder:
-            self.holder.hold(received.receipt_handle)
-        else:
-            self.acker.set_visibility(received.receipt_handle, RETRY_VISIBILITY_S)
         with self.stats.lock:
             self.stats.save_errors += 1
         described = translate(error)
-        self._warn(f"could not save {key}: {described.line() if described else error}; the message stays on the queue")
+        self._warn(f"frame shown but not saved: {key}: {described.line() if described else error}")
+        self._done(received)
 
     def _done(self, received: Received) -> None:
         if self.holder:

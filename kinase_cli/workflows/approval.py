@@ -33,7 +33,7 @@ class SecurityDiff:
 def security_diff(tgt: Target, context: Mapping[str, str]) -> SecurityDiff:
     """cdk's security diff of every stack against what is deployed; `broadening` from cdk's own verdict."""
     lines: list[str] = []
-    args = ["diff", "--all", "--security-only", "--fail-on", "broadening", "--method", "template"]
+    args = ["diff", "--security-only", "--fail-on", "broadening", "--method", "template"]
     result = cdk.run(tgt, args, context=context, on_line=lines.append, what="cdk diff --security-only", check=False)
     if result.returncode not in (0, 1):
         last = " | ".join(s.strip() for s in lines[-6:] if s.strip())[-400:]

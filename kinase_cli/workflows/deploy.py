@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from infra import naming
 from kinase_cli import paths
@@ -31,6 +32,7 @@ from kinase_cli.local import runs as local_runs
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
+from kinase_cli.ui.text import plain
 from kinase_cli.workflows import approval
 from worker.retry import error_code
 
@@ -59,7 +61,7 @@ def deploy_stacks(tgt: Target, *, input_buckets: Sequence[str] | None = None, ye
     if local:
         args.append("--method=direct")  # moto returns no stack outputs through change sets
     console.step(f"deploying {', '.join(naming.stack_names(env))}")
-    with Progress(f"cdk deploy ({env})") as on_line:
+    with Progress(f"cdk deploy ({env})", cdk.log_file(tgt, "deploy")) as on_line:
         cdk.run(tgt, args, context=context, on_line=on_line, what="cdk deploy", hint=BOOTSTRAP_HINT if not local else None)
     account = LOCAL_ACCOUNT if local else tgt.client("sts").get_caller_identity()["Account"]
     placement.record(env, account, tgt.region_name, tgt.profile, buckets, local=local)
@@ -106,7 +108,7 @@ def destroy_stacks(tgt: Target) -> list[str]:
     if local:
         cfn_gaps.before_destroy(tgt, values)
     args = ["destroy", "--all", "--force"]  # the command confirmed; cdk must not ask again
-    with Progress(f"cdk destroy ({env})") as on_line:
+    with Progress(f"cdk destroy ({env})", cdk.log_file(tgt, "destroy")) as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk destroy")
     (paths.env_dir(env, local) / "outputs.json").unlink(missing_ok=True)
     deregistered = deregister_revisions(tgt, [naming.worker_family(env), naming.fleet_family(env)])
@@ -226,13 +228,20 @@ def flatten(by_stack: dict[str, dict[str, str]]) -> dict[str, str]:
 
 
 class Progress:
-    """cdk's output as progress on stderr: a live status line on a terminal, plain lines otherwise."""
+    """cdk's output summarised on stderr: one line per stack and its outcome, and cdk's errors.
 
-    MARKS = ("✅", "❌", "rror", "failed", "Outputs:", "Stack ARN")
+    On a terminal a status line shows the step in progress. Everything cdk printed is kept in
+    `cdk.log_file` (its path is printed at the end); `kinase --verbose` streams every line instead.
+    Lines are cdk's (stack names, resource names): shown as plain text, never markup.
+    """
 
-    def __init__(self, title: str):
+    MARKS = ("✅", "❌", "rror", "failed")
+
+    def __init__(self, title: str, log: Path | None = None):
         self.title = title
-        self.status = console.err.status(title) if console.err.is_terminal else None
+        self.log = log
+        self.verbose = cdk.verbose()
+        self.status = console.err.status(title) if console.err.is_terminal and not self.verbose else None
 
     def __enter__(self):
         if self.status:
@@ -242,17 +251,20 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.status:
             self.status.stop()
+        if self.log is not None:
+            console.err.print(plain(f"full cdk output: {self.log}", style="dim"), highlight=False, soft_wrap=True)
 
     def on_line(self, line: str) -> None:
         text = line.rstrip()
         if not text:
             return
-        if self.status is None:
-            console.err.print(text, markup=False, highlight=False)
+        if self.verbose:
+            console.err.print(plain(text), highlight=False, soft_wrap=True)
             return
-        self.status.update(f"{self.title}: {text.strip()[:100]}")
+        if self.status is not None:
+            self.status.update(plain(f"{self.title}: {text.strip()[:100]}"))
         if any(mark in text for mark in self.MARKS):
-            console.err.print(text, markup=False, highlight=False)
+            console.err.print(plain(text.strip()), highlight=False, soft_wrap=True)
 
 
 def empty_bucket(tgt: Target, bucket: str) -> None:

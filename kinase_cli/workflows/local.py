@@ -1,35 +1,58 @@
-"""Starting the local stack: `kinase local up` and `kinase demo` start it the same way."""
+"""Starting the local stack: `kinase local up` and `kinase demo` start it the same way.
+
+Starting is also recovering: a server that died is started again (only that one), and since both
+keep everything in memory, the environments that were deployed into the stack are deployed again
+(unless `redeploy` is off, in which case one line says what to run).
+"""
 
 from __future__ import annotations
 
+from infra.naming import DEFAULT_ENV
 from kinase_cli.aws.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
 from kinase_cli.local import stack
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console
+from kinase_cli.workflows import deploy
 
 
-def start(port: int, kvs_port: int) -> dict:
-    """Start the moto server and the Kinesis Video endpoint, bootstrap cdk into them; returns the stack's state.
+def start(port: int, kvs_port: int, redeploy: bool = True) -> dict:
+    """Start what is not running, bootstrap cdk, redeploy what was lost; returns what was done.
 
-    Does nothing but report when the stack already runs and is bootstrapped.
+    The report: endpoints, `started` (servers started now), `already_running`, `redeployed` and
+    `not_redeployed` (environments).
     """
-    state = stack.running_state()
-    if state and state.get("bootstrapped"):
+    had_state = stack.load() is not None
+    state, started = stack.ensure(port, kvs_port)
+    report = {
+        "aws_endpoint": state["aws_endpoint"],
+        "kinesis_video_endpoint": state["kinesis_video_endpoint"],
+        "started": started,
+        "already_running": not started and bool(state.get("bootstrapped")),
+        "redeployed": [],
+        "not_redeployed": [],
+    }
+    if report["already_running"]:
         console.info(f"the local stack is already running: {state['aws_endpoint']} (Kinesis Video {state['kinesis_video_endpoint']})")
-        return state
-    if state is None:
-        stack.stop()  # clears a stale record; stops only processes that are still ours
-        stack.check_ports(port, kvs_port)
-        console.step(f"starting moto on localhost:{port} and the Kinesis Video endpoint on localhost:{kvs_port}")
-        state = stack.start(port, kvs_port)
-    console.step("bootstrapping cdk into the local stack")
-    cdk.bootstrap(Target(local=True), LOCAL_ACCOUNT, LOCAL_REGION, on_line=_quiet_progress)
-    state["bootstrapped"] = True
-    stack.save(state)
+        return report
+    if started:
+        names = {"moto": f"moto on {state['aws_endpoint']}", "kvs": f"the Kinesis Video endpoint on {state['kinesis_video_endpoint']}"}
+        console.step(f"{'restarted' if had_state and len(started) < 2 else 'started'} {' and '.join(names[s] for s in started)}")
+    if not state.get("bootstrapped"):
+        console.step("bootstrapping cdk into the local stack")
+        target = Target(local=True)
+        with deploy.Progress("cdk bootstrap", cdk.log_file(target, "bootstrap")) as on_line:
+            cdk.bootstrap(target, LOCAL_ACCOUNT, LOCAL_REGION, on_line=on_line)
+        state["bootstrapped"] = True
+        stack.save(state)
+    lost = stack.deployed_envs() if started else []
+    if lost and redeploy:
+        console.step(f"the local servers came back empty: redeploying {', '.join(lost)} (skip with --no-redeploy)")
+        for env in lost:
+            deploy.deploy_stacks(Target(local=True, env=env))
+            report["redeployed"].append(env)
+    elif lost:
+        report["not_redeployed"] = lost
+        hints = "; ".join(f"kinase deploy --local{'' if env == DEFAULT_ENV else f' --env {env}'}" for env in lost)
+        console.warn(f"the local servers came back empty: {', '.join(lost)} no longer deployed (run: {hints})")
     console.info(f"local stack up: AWS {state['aws_endpoint']}, Kinesis Video {state['kinesis_video_endpoint']}")
-    return state
-
-
-def _quiet_progress(line: str) -> None:
-    if "✅" in line or "❌" in line or "rror" in line:
-        console.info(line.strip())
+    return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kinase_cli.options import check_source
 from kinase_cli.ui.errors import KinaseError
 from worker import settings as worker
 
@@ -29,6 +30,7 @@ def overrides(
     if stream:
         values.update(source=worker.kvs_source(stream), stream_name=stream)
     if source:
+        check_source(source)
         if not local and "://" not in source and Path(source).expanduser().is_file():
             raise KinaseError(
                 f"a Fargate task cannot read the local file {source}",

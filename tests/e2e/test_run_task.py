@@ -278,7 +278,7 @@ def test_local_worker_exit_code_passes_through(deployed_stack, tmp_path):
     missing = tmp_path / "missing.mp4"
     proc = kinase("run-task", "--local", "--source", str(missing), "--model", "yolo11n.yaml")
     assert proc.returncode == 2  # the worker's exit code for invalid settings
-    assert "no such file" in proc.stdout
+    assert "no such file" in proc.stderr  # the worker's lines are diagnostics: stderr
     assert "exited with code 2" in proc.stderr
 
 
@@ -307,7 +307,7 @@ def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
         text=True,
         start_new_session=True,
     )
-    for line in proc.stdout:
+    for line in proc.stderr:
         if "reading" in line:
             break
     while not int(
@@ -321,7 +321,7 @@ def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
     rest, errors = proc.communicate(timeout=300)
     drain(deployed_stack["ResultsQueueUrl"])
     assert proc.returncode == 0, errors
-    assert "SIGINT received" in rest
+    assert "SIGINT received" in errors
     assert "exited with code 0" in errors and "Traceback" not in errors
 
 
@@ -352,7 +352,7 @@ def test_sigterm_and_sighup_to_kinase_stop_the_local_worker_gracefully(deployed_
         text=True,
         start_new_session=True,  # the signal goes to kinase only, not to a process group the worker is in
     )
-    for line in proc.stdout:
+    for line in proc.stderr:
         if "reading" in line:
             break
     while not int(
@@ -365,8 +365,8 @@ def test_sigterm_and_sighup_to_kinase_stop_the_local_worker_gracefully(deployed_
     os.kill(proc.pid, getattr(signal, signame))
     rest, errors = proc.communicate(timeout=300)
     assert proc.returncode == 0, errors
-    assert "SIGTERM received" in rest  # the worker's own line: it was told to stop, not killed
+    assert "SIGTERM received" in errors  # the worker's own line: it was told to stop, not killed
     assert "exited with code 0" in errors and "Traceback" not in errors
-    delivered = int(re.search(r"delivered (\d+)", rest.split("summary:")[-1]).group(1))
+    delivered = int(re.search(r"delivered (\d+)", errors.split("summary:")[-1]).group(1))
     assert 0 < delivered < 600
     assert len(drain(queue)) == delivered

@@ -21,7 +21,7 @@ from kinase_cli.watch.receiving import Budget, Receiver
 from kinase_cli.watch.saver import destination
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.watch.stats import Stats, percentile
-from support.cli import KINASE, ROOT, kinase
+from support.cli import KINASE, ROOT, kinase, one_error_line
 from support.watch_stack import frame
 from worker import contract
 
@@ -150,13 +150,54 @@ def test_save_writes_frames_inside_dir_whatever_the_key_says(fresh, tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_frame_that_cannot_be_saved_stays_on_the_queue(fresh, tmp_path):
+def test_a_frame_whose_object_is_missing_is_shown_once_reported_once_and_creates_no_folder(fresh, tmp_path):
     fresh.send([contract.dumps(frame(fresh.bucket, 1, ["person"]))])  # no such object in the bucket
+    out = tmp_path / "out"
 
-    proc = watch(fresh, "--json", "--idle-timeout", "2", "--save", str(tmp_path / "out"))
+    proc = watch(fresh, "--json", "--idle-timeout", "3", "--save", str(out))
 
     assert proc.returncode == 0, proc.stderr
-    assert "could not save frames/cam-1/street.mp4/00000001.jpg" in proc.stderr
+    assert [json.loads(line)["frame_index"] for line in proc.stdout.splitlines()] == [1]
+    assert proc.stderr.count("frame shown but not saved: frames/cam-1/street.mp4/00000001.jpg") == 1
+    assert "saved: 0, save errors: 1" in proc.stderr
+    assert list(out.iterdir()) == []
+    assert fresh.depth(fresh.queue) == (0, 0) and fresh.depth(fresh.dlq) == (0, 0)
+
+
+@pytest.mark.e2e
+def test_a_local_disk_error_is_reported_once_per_frame_and_never_sends_a_valid_frame_to_the_dlq(fresh, tmp_path):
+    """The stream's folder is a file, so every write fails for root too (permission bits would not)."""
+    s3 = fresh.client("s3")
+    messages = [frame(fresh.bucket, i, ["person"]) for i in range(3)]
+    for m in messages:
+        s3.put_object(Bucket=fresh.bucket, Key=m["key"], Body=b"\xff\xd8 jpeg")
+    fresh.send([contract.dumps(m) for m in messages])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cam-1").write_text("a file where the stream folder would go")
+
+    proc = watch(fresh, "--idle-timeout", "3", "--save", str(out))
+
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3
+    for m in messages:
+        assert proc.stderr.count(f"frame shown but not saved: {m['key']}") == 1
+    assert "watch ended (idle for 3s): 3 frames" in proc.stderr and "saved: 0, save errors: 3" in proc.stderr
+    assert fresh.depth(fresh.queue) == (0, 0) and fresh.depth(fresh.dlq) == (0, 0)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_save_into_a_folder_that_cannot_be_written_fails_before_receiving(fresh, tmp_path, where):
+    """Tests run as root, for whom permission bits do not stop a write: a path under a file, or in /proc, fails for anyone."""
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "frames" if where == "under-a-file" else "/proc/kinase-frames"
+    fresh.send([contract.dumps(frame(fresh.bucket, 1, ["person"]))])
+
+    proc = watch(fresh, "--idle-timeout", "2", "--save", str(target))
+
+    assert f"error: cannot save frames into {target}" in one_error_line(proc)
+    assert proc.stdout == ""
     assert sum(fresh.depth(fresh.queue)) == 1
 
 
@@ -165,11 +206,16 @@ def test_live_table_in_a_real_terminal_shows_updates_and_ends_on_ctrl_c(fresh, t
     if shutil.which("tmux") is None:
         pytest.fail("tmux is needed for this test (apt-get install tmux)")
     session = f"kinase-watch-{tmp_path.name}"[:50]
-    command = f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True)
+    command = (
+        f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=160 LINES=40 {' '.join(KINASE)} watch --local; "
+        "echo exit=$?; sleep 600"
+    )
+    # A private tmux server: a shared one may size new windows to another client's terminal.
+    tmux = ["tmux", "-L", session, "-f", "/dev/null"]
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True)
 
     def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
     def wait_for(pattern: str) -> str:
         for _ in range(300):
@@ -189,11 +235,11 @@ def test_live_table_in_a_real_terminal_shows_updates_and_ends_on_ctrl_c(fresh, t
         fresh.send([contract.dumps(frame(fresh.bucket, 3, ["bus"]))])
         updated = wait_for(r"frames\s+4\b")
         assert "bus×1" in updated
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
         ended = wait_for(r"exit=\d+")
         assert "watch ended (interrupted): 4 frames" in ended and "exit=0" in ended
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 # --- in process: the table as rendered, the receiver's retries ----------------------------------
