@@ -19,6 +19,8 @@ build(
     app.node.try_get_context(naming.CONTEXT_ENV) or naming.DEFAULT_ENV,
     input_buckets=naming.split_list(app.node.try_get_context(naming.CONTEXT_INPUT_BUCKETS)),
     image_digest=app.node.try_get_context(naming.CONTEXT_IMAGE_DIGEST) or None,
+    gpu_instance_type=app.node.try_get_context(naming.CONTEXT_GPU_INSTANCE_TYPE) or None,
+    gpu_image_digest=app.node.try_get_context(naming.CONTEXT_GPU_IMAGE_DIGEST) or None,
 )
 cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 app.synth()

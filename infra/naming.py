@@ -12,6 +12,11 @@ DEFAULT_ENV = "dev"
 CONTEXT_ENV = "env"
 CONTEXT_INPUT_BUCKETS = "input_buckets"  # comma-separated bucket names the worker may read
 CONTEXT_IMAGE_DIGEST = "image_digest"  # sha256:... pinned by `kinase push-image`
+CONTEXT_GPU_INSTANCE_TYPE = "gpu_instance_type"  # `kinase deploy --gpu`: GPU workers on ECS on EC2
+CONTEXT_GPU_IMAGE_DIGEST = "gpu_image_digest"  # sha256:... pinned by `kinase push-image --variant gpu`
+
+# Availability zones of the network: one public subnet each (SubnetIds lists them).
+MAX_AZS = 2
 
 # Sizes and retention periods the stacks set and `kinase cost` prices.
 TASK_CPU = 1024
@@ -54,7 +59,11 @@ OUTPUTS = {
     "ExecutionRoleArn": "compute",
     "FleetServiceName": "compute",
     "DashboardUrl": "compute",  # the CloudWatch dashboard (infra/stacks/dashboard.py)
+    "GpuTaskDefinitionFamily": "compute",  # only with `kinase deploy --gpu`
+    "GpuCapacityProviderName": "compute",  # only with `kinase deploy --gpu`
 }
+# Outputs a stack has only when its feature is deployed.
+OPTIONAL_OUTPUTS = frozenset({"GpuTaskDefinitionFamily", "GpuCapacityProviderName"})
 
 
 def stack_name(env: str, concern: str) -> str:
@@ -81,6 +90,14 @@ def worker_family(env: str) -> str:
 def lease_table_name(env: str) -> str:
     """Fixed (the storage stack's name + `-leases`), so the CLI finds the leases without reading stack outputs."""
     return f"{stack_name(env, 'storage')}-leases"
+
+
+def gpu_family(env: str) -> str:
+    return f"kinase-{env}-worker-gpu"
+
+
+def gpu_capacity_provider(env: str) -> str:
+    return f"kinase-{env}-gpu"
 
 
 def fleet_family(env: str) -> str:

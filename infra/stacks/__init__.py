@@ -31,11 +31,14 @@ def build(
     *,
     input_buckets: Sequence[str] = (),
     image_digest: str | None = None,
+    gpu_instance_type: str | None = None,
+    gpu_image_digest: str | None = None,
 ) -> dict[str, cdk.Stack]:
     """Add the stacks of environment `env` to `app`; returns them by concern.
 
     `input_buckets`: other buckets the worker may read sources from (`kinase deploy --input-bucket`);
     `image_digest`: the image `kinase push-image` pinned, so a redeploy keeps running it.
+    `gpu_instance_type`: GPU workers on ECS on EC2 (`kinase deploy --gpu`), with `gpu_image_digest`.
     """
 
     def props(concern: str) -> dict:
@@ -53,6 +56,8 @@ def build(
         stream_name=naming.stream_name(env),
         input_buckets=input_buckets,
         image_digest=image_digest,
+        gpu_instance_type=gpu_instance_type,
+        gpu_image_digest=gpu_image_digest,
         **props("compute"),
     )
     for producer in (network, storage, stream, registry):

@@ -22,6 +22,7 @@ from constructs import Construct
 from infra import naming
 from infra.stacks.dashboard import WorkerDashboard
 from infra.stacks.fleet import WorkerFleet, grant_streams
+from infra.stacks.gpu import GpuWorkers
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
@@ -46,6 +47,8 @@ class ComputeStack(cdk.Stack):
         stream_name: str,
         input_buckets: Sequence[str] = (),
         image_digest: str | None = None,
+        gpu_instance_type: str | None = None,
+        gpu_image_digest: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -168,6 +171,24 @@ class ComputeStack(cdk.Stack):
             model=DEFAULT_MODEL,
             lease_table_name=lease_table_name,
         )
+        if gpu_instance_type:
+            gpu = GpuWorkers(
+                self,
+                "Gpu",
+                env_name=env_name,
+                instance_type=gpu_instance_type,
+                vpc=vpc,
+                cluster=cluster,
+                image=ecs.ContainerImage.from_ecr_repository(repository, gpu_image_digest or UNPUSHED_TAG),
+                task_role=task_role,
+                execution_role=execution_role,
+                log_group=log_group,
+                environment=environment(
+                    source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
+                ),
+            )
+            output(self, "GpuTaskDefinitionFamily", gpu.task.family)
+            output(self, "GpuCapacityProviderName", gpu.capacity_provider.capacity_provider_name)
         WorkerDashboard(
             self,
             "Dashboard",

@@ -10,6 +10,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra import naming
 from infra.stacks.outputs import output
 
 
@@ -20,7 +21,7 @@ class NetworkStack(cdk.Stack):
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr("10.42.0.0/16"),
-            max_azs=2,
+            max_azs=naming.MAX_AZS,
             nat_gateways=0,
             subnet_configuration=[ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24)],
             enable_dns_hostnames=True,

@@ -228,7 +228,7 @@ def test_no_wildcard_actions_anywhere(templates):
 
 def test_outputs_are_exactly_the_documented_keys(templates):
     for concern, template in templates.items():
-        expected = {k for k, c in naming.OUTPUTS.items() if c == concern}
+        expected = {k for k, c in naming.OUTPUTS.items() if c == concern} - naming.OPTIONAL_OUTPUTS
         assert set(template["Outputs"]) == expected, concern
 
 
@@ -288,3 +288,55 @@ def test_cfn_lint_knows_kinesis_video_is_missing_from_some_regions(synthesized, 
     """The lint run above is meaningful: it fails a template in a region without Kinesis Video (E3006)."""
     findings = _cfn_lint([outdir / f"{naming.stack_name(ENV, 'stream')}.template.json"], regions=("us-west-1",))
     assert [rule for rule, _, _ in findings] == ["E3006"]
+
+
+@pytest.fixture(scope="module")
+def gpu_synthesized(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("cdk.out.gpu")
+    templates, nag = synth_with_nag(outdir, lambda app: build(app, ENV, gpu_instance_type="g5.xlarge", gpu_image_digest=DIGEST))
+    return templates, nag, outdir
+
+
+def test_gpu_workers_scale_from_zero_on_gpu_instances(gpu_synthesized):
+    templates, _, _ = gpu_synthesized
+    compute = templates[naming.stack_name(ENV, "compute")]
+    group = one(compute, "AWS::AutoScaling::AutoScalingGroup")
+    assert (group["MinSize"], group["MaxSize"]) == ("0", "2") and "DesiredCapacity" not in group
+    data = one(compute, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
+    assert data["InstanceType"] == "g5.xlarge"
+    assert data["MetadataOptions"] == {"HttpTokens": "required"}
+    assert all(d["Ebs"]["Encrypted"] is True for d in data["BlockDeviceMappings"])
+    (nic,) = data["NetworkInterfaces"]
+    assert nic["AssociatePublicIpAddress"] is True
+    assert nic["Groups"] == [{"Fn::ImportValue": f"{naming.stack_name(ENV, 'network')}:SecurityGroupId"}]
+    ami = compute["Parameters"][data["ImageId"]["Ref"]]
+    assert ami["Default"] == "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+    provider = one(compute, "AWS::ECS::CapacityProvider")
+    assert provider["Name"] == naming.gpu_capacity_provider(ENV)
+    asg = provider["AutoScalingGroupProvider"]
+    assert asg["ManagedScaling"] == {"Status": "ENABLED", "TargetCapacity": 100} and asg["ManagedTerminationProtection"] == "DISABLED"
+    provider_id = next(k for k, r in compute["Resources"].items() if r["Type"] == "AWS::ECS::CapacityProvider")
+    assert one(compute, "AWS::ECS::ClusterCapacityProviderAssociations")["CapacityProviders"] == [{"Ref": provider_id}]
+    assert resources(compute, "AWS::Lambda::Function") == [] and resources(compute, "AWS::SNS::Topic") == []  # ECS drains, no hook
+
+
+def test_gpu_task_definition_asks_for_one_gpu_and_runs_the_gpu_image(gpu_synthesized):
+    templates, _, _ = gpu_synthesized
+    compute = templates[naming.stack_name(ENV, "compute")]
+    (task,) = [t for t in resources(compute, "AWS::ECS::TaskDefinition") if t["Family"] == naming.gpu_family(ENV)]
+    assert task["RequiresCompatibilities"] == ["EC2"] and task["NetworkMode"] == "bridge"
+    (container,) = task["ContainerDefinitions"]
+    assert container["ResourceRequirements"] == [{"Type": "GPU", "Value": "1"}]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["KINASE_DEVICE"] == "cuda" and env["KINASE_SOURCE"] == f"kvs://{naming.stream_name(ENV)}"
+    assert json.dumps(container["Image"]).endswith(f'"@{DIGEST}"]]}}')
+    assert task["TaskRoleArn"]["Fn::GetAtt"][0].startswith("TaskRole")
+    assert set(compute["Outputs"]) >= naming.OPTIONAL_OUTPUTS
+    network = templates[naming.stack_name(ENV, "network")]
+    assert set(network["Outputs"]) == {k for k, c in naming.OUTPUTS.items() if c == "network"}
+
+
+def test_gpu_templates_are_cdk_nag_and_cfn_lint_clean(gpu_synthesized):
+    _, nag, outdir = gpu_synthesized
+    assert nag["violations"] == [], [v["ruleName"] for v in nag["violations"]]
+    assert _cfn_lint(sorted(outdir.glob("*.template.json"))) == []

@@ -1,0 +1,131 @@
+"""GPU workers (`kinase deploy --gpu`): Fargate has no GPUs, so these run on ECS on EC2.
+
+An Auto Scaling group of GPU instances (the ECS GPU-optimized Amazon Linux 2 AMI, with the NVIDIA
+driver and container toolkit) is the cluster's capacity provider. The group starts and idles at
+zero instances: ECS managed scaling adds an instance when a task asks for a GPU
+(`kinase run-task --gpu`) and removes it when none is left, so an idle environment pays for no GPU.
+
+The task definition asks for one GPU (resourceRequirements GPU 1) and runs the image `push-image
+--variant gpu` builds (worker/Dockerfile with VARIANT=pt: the CUDA path), with KINASE_DEVICE=cuda.
+Its network mode is bridge: the instances sit in the public subnets with public addresses (no NAT
+gateway), and an awsvpc task on EC2 gets no public address of its own, so it could not reach the
+AWS APIs. The instances admit nothing inbound (the network stack's worker security group) and require IMDSv2.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import naming
+from infra.stacks.nag import acknowledge
+from infra.stacks.outputs import imported
+
+DEFAULT_INSTANCE_TYPE = "g4dn.xlarge"
+MAX_INSTANCES = 2
+ROOT_VOLUME_GIB = 60  # the GPU AMI's root volume is 30 GiB; the CUDA image needs room to unpack
+# What a g4dn.xlarge (4 vCPU, 16 GiB) leaves a task after the ECS agent and the OS.
+TASK_CPU = 3584
+TASK_MEMORY_MIB = 14336
+
+
+class GpuWorkers(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        env_name: str,
+        instance_type: str,
+        vpc: ec2.IVpc,
+        cluster: ecs.Cluster,
+        image: ecs.ContainerImage,
+        task_role: iam.IRole,
+        execution_role: iam.IRole,
+        log_group: logs.ILogGroup,
+        environment: dict[str, str],
+    ) -> None:
+        super().__init__(scope, id)
+        # The network stack's worker security group and public subnets, by their exports (no automatic
+        # cross-stack references: the network stack's outputs stay the documented keys).
+        security_group = ec2.SecurityGroup.from_security_group_id(self, "WorkerSecurityGroup", imported(env_name, "SecurityGroupId"))
+        subnet_ids = cdk.Fn.split(",", imported(env_name, "SubnetIds"), naming.MAX_AZS)
+        subnets = [ec2.Subnet.from_subnet_id(self, f"PublicSubnet{i}", cdk.Fn.select(i, subnet_ids)) for i in range(naming.MAX_AZS)]
+        template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            instance_type=ec2.InstanceType(instance_type),
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2(ecs.AmiHardwareType.GPU),
+            require_imdsv2=True,
+            associate_public_ip_address=True,
+            security_group=security_group,
+            role=iam.Role(self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"), description="kinase GPU instances"),
+            user_data=ec2.UserData.for_linux(),
+            block_devices=[
+                ec2.BlockDevice(device_name="/dev/xvda", volume=ec2.BlockDeviceVolume.ebs(ROOT_VOLUME_GIB, encrypted=True)),
+            ],
+        )
+        self.group = autoscaling.AutoScalingGroup(
+            self,
+            "Instances",
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnets=subnets),
+            launch_template=template,
+            min_capacity=0,
+            max_capacity=MAX_INSTANCES,
+        )
+        self.capacity_provider = ecs.AsgCapacityProvider(
+            self,
+            "CapacityProvider",
+            capacity_provider_name=naming.gpu_capacity_provider(env_name),
+            auto_scaling_group=self.group,
+            enable_managed_scaling=True,
+            target_capacity_percent=100,
+            enable_managed_termination_protection=False,
+            enable_managed_draining=True,  # ECS drains instances itself: no CDK drain-hook Lambda and SNS topic
+        )
+        cluster.add_asg_capacity_provider(self.capacity_provider)
+
+        self.task = ecs.Ec2TaskDefinition(
+            self,
+            "Task",
+            family=naming.gpu_family(env_name),
+            network_mode=ecs.NetworkMode.BRIDGE,
+            task_role=task_role,
+            execution_role=execution_role,
+        )
+        self.task.add_container(
+            "Worker",
+            container_name="worker",
+            image=image,
+            cpu=TASK_CPU,
+            memory_limit_mib=TASK_MEMORY_MIB,
+            gpu_count=1,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="gpu", log_group=log_group),
+            environment={**environment, "KINASE_DEVICE": "cuda"},
+            stop_timeout=cdk.Duration.seconds(30),
+        )
+
+        acknowledge(self.task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
+        acknowledge(
+            self.group,
+            "AwsSolutions-AS3",
+            "the group scales between zero and a few instances on ECS managed scaling; its activity is in the ECS and Auto Scaling events",
+        )
+        for rule, reason in (
+            (
+                "AwsSolutions-IAM5[Resource::*]",
+                "the ECS container-instance permissions CDK grants (ecs:DiscoverPollEndpoint, ecs:Poll, ecr:GetAuthorizationToken, logs) "
+                "support no resource-level permissions",
+            ),
+            (
+                "AwsSolutions-IAM5[Action::ecs:Submit*]",
+                "CDK's container-instance grant: the agent's Submit*StateChange calls, on this cluster's ARN only",
+            ),
+        ):
+            acknowledge(template.role, rule, reason)
