@@ -14,6 +14,7 @@ CONTEXT_INPUT_BUCKETS = "input_buckets"  # comma-separated bucket names the work
 CONTEXT_IMAGE_DIGEST = "image_digest"  # sha256:... pinned by `kinase push-image`
 CONTEXT_GPU_INSTANCE_TYPE = "gpu_instance_type"  # `kinase deploy --gpu`: GPU workers on ECS on EC2
 CONTEXT_GPU_IMAGE_DIGEST = "gpu_image_digest"  # sha256:... pinned by `kinase push-image --variant gpu`
+DEFAULT_GPU_INSTANCE_TYPE = "g4dn.xlarge"  # 1 NVIDIA T4, 4 vCPU, 16 GiB
 
 # Availability zones of the network: one public subnet each (SubnetIds lists them).
 MAX_AZS = 2

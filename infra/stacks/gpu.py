@@ -26,7 +26,6 @@ from infra import naming
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import imported
 
-DEFAULT_INSTANCE_TYPE = "g4dn.xlarge"
 MAX_INSTANCES = 2
 ROOT_VOLUME_GIB = 60  # the GPU AMI's root volume is 30 GiB; the CUDA image needs room to unpack
 # What a g4dn.xlarge (4 vCPU, 16 GiB) leaves a task after the ECS agent and the OS.

@@ -1,8 +1,8 @@
 """Where an AWS environment lives: recorded by `kinase deploy`, used by every later command.
 
 A deploy to `--region eu-west-1 --profile prod` writes `$KINASE_HOME/aws/<env>/target.json`
-(account, region, profile, and the input buckets it allowed, which later deploys keep unless told
-otherwise); a later command for that environment that names neither flag uses
+(account, region, profile, and the input buckets and GPU instance type it deployed, which later
+deploys keep unless told otherwise); a later command for that environment that names neither flag uses
 them, so `kinase status --env prod` looks where the stacks are instead of in the profile's default
 region. A flag (or AWS_REGION / AWS_PROFILE) given explicitly always wins.
 
@@ -42,9 +42,23 @@ def recorded(env: str, local: bool = False) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def record(env: str, account: str, region: str, profile: str | None, input_buckets: list[str] = (), local: bool = False) -> None:
+def record(
+    env: str,
+    account: str,
+    region: str,
+    profile: str | None,
+    input_buckets: list[str] = (),
+    gpu_instance_type: str | None = None,
+    local: bool = False,
+) -> None:
     path = paths.env_dir(env, local) / RECORD
-    data = {"account": account, "region": region, "profile": profile, "input_buckets": sorted(input_buckets)}
+    data = {
+        "account": account,
+        "region": region,
+        "profile": profile,
+        "input_buckets": sorted(input_buckets),
+        "gpu_instance_type": gpu_instance_type,
+    }
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

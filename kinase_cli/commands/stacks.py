@@ -9,12 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from infra import naming
-from kinase_cli.aws import outputs
+from kinase_cli.aws import outputs, placement
 from kinase_cli.aws.target import Target
 from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
+from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows import deploy as deploy_workflow
 
 OutDir = Annotated[
@@ -82,6 +83,21 @@ def deploy(
             show_default=False,
         ),
     ] = None,
+    gpu: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--gpu/--no-gpu",
+            help="Add (or remove) GPU workers: an ECS capacity provider on GPU instances that scale to zero when idle "
+            "(`run-task --gpu`). Omitted: as the last deploy.",
+            show_default=False,
+        ),
+    ] = None,
+    instance_type: Annotated[
+        Optional[str],
+        typer.Option(
+            "--instance-type", help=f"GPU instance type (implies --gpu; default {naming.DEFAULT_GPU_INSTANCE_TYPE}).", show_default=False
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply broadening security changes without asking.")] = False,
     json: Json = False,
 ) -> None:
@@ -90,9 +106,22 @@ def deploy(
     On AWS, deploy first shows the security-relevant changes (IAM statements and security-group rules, old against new, from `cdk diff --security-only`) and the estimated running cost, and asks before applying changes that broaden access: those are the changes that can expose data or let the worker do more than it should. Without a terminal it refuses unless --yes. A first deploy creates every grant, so it asks too. Narrowing changes, other changes and --local never ask. Before anything is created, the region is checked for every service the stacks use.
     """
     tgt = _checked_target(profile, region, local, env)
-    values = deploy_workflow.deploy_stacks(tgt, input_buckets=input_bucket, yes=yes)
+    values = deploy_workflow.deploy_stacks(
+        tgt, input_buckets=input_bucket, gpu_instance_type=_gpu_instance_type(tgt, gpu, instance_type), yes=yes
+    )
     _show("deploy", values, json)
     console.info(f"deployed. next: kinase status{tgt.hint_flag()}")
+
+
+def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional[str]) -> Optional[str]:
+    """What --gpu/--no-gpu/--instance-type ask for: an instance type, "" for no GPU workers, None for as before."""
+    if gpu is False:
+        if instance_type:
+            raise KinaseError("--instance-type is for GPU workers; it cannot go with --no-gpu", "drop one of them", exit_code=2)
+        return ""
+    if gpu is None and instance_type is None:
+        return None
+    return instance_type or placement.recorded(tgt.env, tgt.local).get("gpu_instance_type") or naming.DEFAULT_GPU_INSTANCE_TYPE
 
 
 def destroy(

@@ -41,17 +41,22 @@ STOP_WAIT_SECONDS = 180  # the worker's stop timeout is 30 s; ECS may take a whi
 BOOTSTRAP_HINT = "an account/region is bootstrapped once with `node_modules/.bin/cdk bootstrap aws://ACCOUNT/REGION`"
 
 
-def deploy_stacks(tgt: Target, *, input_buckets: Sequence[str] | None = None, yes: bool = False) -> dict[str, str]:
+def deploy_stacks(
+    tgt: Target, *, input_buckets: Sequence[str] | None = None, gpu_instance_type: str | None = None, yes: bool = False
+) -> dict[str, str]:
     """`cdk deploy` of every stack for `tgt`; returns the outputs, also stored for later reads.
 
-    `input_buckets`: buckets the worker may read sources from; None keeps those of the last deploy.
+    `input_buckets`: buckets the worker may read sources from; `gpu_instance_type`: GPU workers on
+    that instance type ("" for none); None keeps what the last deploy had.
     On AWS, broadening security changes are asked about first (`yes` answers for the operator).
     """
     env, local = tgt.env, tgt.local
     if not local:
         placement.check_services(tgt.region_name)
-    buckets = sorted(set(placement.recorded(env, local).get("input_buckets", []) if input_buckets is None else input_buckets))
-    context = deploy_context(tgt, buckets)
+    last = placement.recorded(env, local)
+    buckets = sorted(set(last.get("input_buckets", []) if input_buckets is None else input_buckets))
+    gpu = (last.get("gpu_instance_type") if gpu_instance_type is None else gpu_instance_type) or None
+    context = deploy_context(tgt, buckets, gpu)
     if not local:
         approval.approve(tgt, context, yes=yes, cost_line=cost.estimate(tgt.region_name).text())
     outputs_file = paths.env_dir(env, local) / "cdk-outputs.json"
@@ -64,7 +69,7 @@ def deploy_stacks(tgt: Target, *, input_buckets: Sequence[str] | None = None, ye
     with Progress(f"cdk deploy ({env})", cdk.log_file(tgt, "deploy")) as on_line:
         cdk.run(tgt, args, context=context, on_line=on_line, what="cdk deploy", hint=BOOTSTRAP_HINT if not local else None)
     account = LOCAL_ACCOUNT if local else tgt.client("sts").get_caller_identity()["Account"]
-    placement.record(env, account, tgt.region_name, tgt.profile, buckets, local=local)
+    placement.record(env, account, tgt.region_name, tgt.profile, buckets, gpu, local=local)
     values = flatten(json.loads(outputs_file.read_text()) if outputs_file.exists() else {})
     if local:
         cfn_gaps.after_deploy(tgt, values)
@@ -72,20 +77,25 @@ def deploy_stacks(tgt: Target, *, input_buckets: Sequence[str] | None = None, ye
     return values
 
 
-def deploy_context(tgt: Target, input_buckets: Sequence[str]) -> dict[str, str]:
-    """The app's context besides the environment: allowed input buckets, the pinned image digest."""
+def deploy_context(tgt: Target, input_buckets: Sequence[str], gpu_instance_type: str | None = None) -> dict[str, str]:
+    """The app's context besides the environment: allowed input buckets, GPU workers, the pinned image digests."""
     context = {naming.CONTEXT_INPUT_BUCKETS: ",".join(input_buckets)} if input_buckets else {}
-    digest = pinned_digest(tgt)
+    digest = pinned_digest(tgt, naming.worker_family(tgt.env))
     if digest:
         context[naming.CONTEXT_IMAGE_DIGEST] = digest
+    if gpu_instance_type:
+        context[naming.CONTEXT_GPU_INSTANCE_TYPE] = gpu_instance_type
+        gpu_digest = pinned_digest(tgt, naming.gpu_family(tgt.env))
+        if gpu_digest:
+            context[naming.CONTEXT_GPU_IMAGE_DIGEST] = gpu_digest
     return context
 
 
-def pinned_digest(tgt: Target) -> str | None:
-    """The digest the newest worker revision runs (pinned by `kinase push-image`); None before any push."""
+def pinned_digest(tgt: Target, family: str) -> str | None:
+    """The digest the newest revision of `family` runs (pinned by `kinase push-image`); None before any push."""
     ecs = tgt.client("ecs")
     try:
-        definition = ecs.describe_task_definition(taskDefinition=naming.worker_family(tgt.env))["taskDefinition"]
+        definition = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
     except Exception as exc:  # botocore ClientError: no such family yet
         if error_code(exc) in ("ClientException", "InvalidParameterException"):
             return None
@@ -111,11 +121,10 @@ def destroy_stacks(tgt: Target) -> list[str]:
     with Progress(f"cdk destroy ({env})", cdk.log_file(tgt, "destroy")) as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk destroy")
     (paths.env_dir(env, local) / "outputs.json").unlink(missing_ok=True)
-    deregistered = deregister_revisions(tgt, [naming.worker_family(env), naming.fleet_family(env)])
+    families = [naming.worker_family(env), naming.fleet_family(env), naming.gpu_family(env)]
+    deregistered = deregister_revisions(tgt, families)
     if deregistered:
-        console.info(
-            f"deregistered {deregistered} task-definition revision(s) of {naming.worker_family(env)} and {naming.fleet_family(env)}"
-        )
+        console.info(f"deregistered {deregistered} task-definition revision(s) of {', '.join(families)}")
     flags = tgt.hint_flag().replace(" --local", "").replace(f" --env {env}", "")
     for bucket in kept:
         console.err.print(

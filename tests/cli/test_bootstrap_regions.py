@@ -85,3 +85,21 @@ def test_deploy_to_a_region_without_kinesis_video_is_refused_before_any_stack(cd
     proc = kinase("deploy", "--region", "us-west-1", "--yes", env=env)
     assert_one_line_error(proc, "us-west-1 does not offer Kinesis Video Streams", "nothing was created", "--region us-west-2")
     assert calls(log) == []
+
+
+def test_deploy_gpu_passes_the_instance_type_and_later_deploys_keep_it(cdk_env):
+    """--gpu reaches the app as context; a deploy without the flag keeps it; --no-gpu removes it."""
+    env, log = cdk_env
+
+    def deploy_contexts(*flags: str) -> list[str]:
+        log.unlink(missing_ok=True)
+        kinase("deploy", "--env", "gpux", "--region", "us-east-1", "--yes", *flags, env=env, check=True)
+        (deploy,) = [c["argv"] for c in calls(log) if c["argv"][0] == "deploy"]
+        return [deploy[i + 1] for i, arg in enumerate(deploy) if arg == "--context"]
+
+    assert "gpu_instance_type=g5.xlarge" in deploy_contexts("--gpu", "--instance-type", "g5.xlarge")
+    assert placement.recorded("gpux")["gpu_instance_type"] == "g5.xlarge"
+    assert "gpu_instance_type=g5.xlarge" in deploy_contexts()
+    assert not [c for c in deploy_contexts("--no-gpu") if c.startswith("gpu_instance_type=")]
+    assert placement.recorded("gpux")["gpu_instance_type"] is None
+    assert "gpu_instance_type=g4dn.xlarge" in deploy_contexts("--gpu")
