@@ -8,7 +8,15 @@ import typer
 
 from infra.naming import DEFAULT_ENV
 from kinase_cli import interrupts
+from kinase_cli.aws import outputs as stack_outputs
+from kinase_cli.aws import taskdef
+from kinase_cli.aws.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
+from kinase_cli.local import runs as local_runs
 from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.errors import KinaseError
+from kinase_cli.ui.text import join, plain
+from worker.contract import iso
 
 EPILOG = """\
 Examples:
@@ -34,14 +42,6 @@ def logs(
     env: Env = DEFAULT_ENV,
 ) -> None:
     """Show the worker's logs (CloudWatch Logs; with --local, the local worker runs' logs)."""
-    from kinase_cli.aws import outputs as stack_outputs
-    from kinase_cli.aws import taskdef
-    from kinase_cli.aws.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
-    from kinase_cli.local import runs as local_runs
-    from kinase_cli.ui import console, jsonout
-    from kinase_cli.ui.errors import KinaseError
-    from kinase_cli.ui.text import join, plain
-
     t = target(profile, region, local, env)
     start = since_time(since)
     task_id = task.rsplit("/", 1)[-1] if task else None
@@ -74,7 +74,7 @@ def logs(
 
     if not follow:
         if not show() and not json_out:
-            console.info(f"no worker log events since {start.isoformat(timespec='seconds')}")
+            console.info(f"no worker log events since {iso(start)}")
         return
     # Ctrl-C / SIGTERM only set `stop`: the poll in progress (bounded by the client's timeouts)
     # completes and the loop ends, instead of an exception landing inside botocore (see interrupts).
