@@ -34,6 +34,7 @@ from worker.sources.incarnation import Incarnation
 
 log = logging.getLogger("kinase.worker.checkpoint")
 VERSION = 2
+GAPS_KEPT = 10  # the newest reported gaps the record keeps
 
 
 def _order(position: dict) -> tuple[int, float]:
@@ -45,6 +46,7 @@ class CheckpointStore:
     def __init__(self, s3, bucket: str, key: str, stream: str, source: str, incarnation: Incarnation, metrics: Metrics):
         self.s3, self.bucket, self.key, self.stream, self.source = s3, bucket, key, stream, source
         self.incarnation, self.metrics = incarnation, metrics
+        self.earlier_gaps: list[dict] = []  # gaps recorded by earlier runs
 
     def load(self) -> dict | None:
         """The checkpoint of this stream incarnation, or None (after setting aside one that is not)."""
@@ -72,6 +74,7 @@ class CheckpointStore:
             where = f"{data.get('source')} {data.get('stream_arn')} (created {data.get('stream_created')})"
             self.set_aside(body, data, f"it belongs to {where}, not to {self.incarnation}")
             return None
+        self.earlier_gaps = [g for g in data.get("gaps") or [] if isinstance(g, dict)]
         return data
 
     def set_aside(self, body: bytes, data: dict | None, why: str) -> None:
@@ -94,6 +97,7 @@ class CheckpointStore:
             "stream_arn": self.incarnation.arn,
             "stream_created": self.incarnation.created,
             **position,
+            "gaps": (self.earlier_gaps + [gap.record() for gap in self.metrics.gaps])[-GAPS_KEPT:],  # shown by `kinase status`
             "updated_at": iso(time.time()),
         }
         body = json.dumps(record, sort_keys=True).encode()

@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 log = logging.getLogger("kinase.worker.metrics")
@@ -58,6 +58,21 @@ class Gap:
     fragments: int  # fragments not processed (0 if unknown)
     frames: int  # frames of them that were read and counted in FramesRead (also in FramesGapped)
     reason: str
+    at: float = field(default_factory=time.time)  # when it was reported
+
+    def record(self) -> dict:
+        """As the checkpoint record keeps it for `kinase status`."""
+        from worker.contract import iso
+
+        return {
+            "stream": self.stream,
+            "from": self.start,
+            "to": self.end,
+            "fragments": self.fragments,
+            "frames": self.frames,
+            "reason": self.reason,
+            "at": iso(self.at),
+        }
 
     def describe(self) -> str:
         where = f"fragments {self.start or '?'}..{self.end or '?'}"

@@ -12,6 +12,7 @@ from kinase_cli.local import runs as local_runs
 from kinase_cli.options import Env, Json, Local, Profile, Region, target
 from kinase_cli.ui import jsonout
 from kinase_cli.ui.console import out
+from kinase_cli.ui.text import plain
 from kinase_cli.workflows.tasks import local_summary, task_summary
 from worker.contract import iso
 from worker.retry import error_code
@@ -107,6 +108,23 @@ def _stream(t, name: str) -> dict:
     }
 
 
+def _gaps(t, bucket: str, stream: str) -> list[dict]:
+    """The media gaps the stream's worker reported (kept in its checkpoint record), newest last."""
+    import json
+
+    from worker.contract import safe_component
+    from worker.settings import CHECKPOINTS_PREFIX
+
+    try:
+        body = t.client("s3").get_object(Bucket=bucket, Key=f"{CHECKPOINTS_PREFIX}{safe_component(stream)}.json")["Body"].read()
+        record = json.loads(body)
+    except Exception as exc:  # botocore ClientError, or a record that is not JSON
+        if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket") or isinstance(exc, ValueError):
+            return []
+        raise
+    return [g for g in record.get("gaps") or [] if isinstance(g, dict)] if isinstance(record, dict) else []
+
+
 def _queue(t, url: str) -> dict:
     depth = queues.depth(t.client("sqs"), url)
     return {"url": url, "visible": depth.visible, "in_flight": depth.in_flight}
@@ -139,6 +157,7 @@ def gather(t) -> dict:
         "image": _image(t, outputs),
         "tasks": tasks,
         "stream": _stream(t, outputs["StreamName"]),
+        "gaps": _gaps(t, outputs["FramesBucketName"], outputs["StreamName"]),
         "queue": _queue(t, outputs["ResultsQueueUrl"]),
         "dead_letter_queue": _queue(t, outputs["DeadLetterQueueUrl"]),
         "dashboard_url": outputs.get("DashboardUrl"),  # absent from stacks deployed before the dashboard
@@ -190,6 +209,15 @@ def _render(data: dict) -> None:
 
     stream = data["stream"]
     out.print(f"\n[bold]stream[/] {stream['name']} {stream['status']}, retention {stream['retention_hours']} h", highlight=False)
+    if data["gaps"]:
+        newest = data["gaps"][-1]
+        where = f"fragments {newest.get('from') or '?'}..{newest.get('to') or '?'} ({newest.get('fragments')} fragments, {newest.get('frames')} frames read)"
+        out.print(
+            plain(
+                f"gaps   {len(data['gaps'])} reported by the worker; newest at {newest.get('at')}: {where} not processed: {newest.get('reason')}",
+                "yellow",
+            )
+        )
     queue, dlq = data["queue"], data["dead_letter_queue"]
     out.print(f"[bold]queue[/]  {queue['visible']} waiting, {queue['in_flight']} in flight", highlight=False)
     dlq_style = "bold red" if dlq["visible"] or dlq["in_flight"] else "green"
