@@ -217,7 +217,7 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tupl
         bucket=out["FramesBucketName"],
     )
     shown_on = console.err if json_out else console.out
-    with serving(resources.s3, resources.bucket, resources.queue_url) as (hub, view):
+    with serving(resources.s3, resources.bucket, resources.queue_url, cloudwatch=tgt.client("cloudwatch")) as (hub, view):
         console.err.print(f"web view: {view.url}", markup=False, highlight=False, soft_wrap=True)
 
         def on_frame(message: dict) -> None:

@@ -89,7 +89,15 @@ def watch(
     else:
         from kinase_cli.web.server import serving
 
-        with serving(resources.s3, resources.bucket, resources.queue_url, detections=filter_.detections, host=host, port=port) as (
+        with serving(
+            resources.s3,
+            resources.bucket,
+            resources.queue_url,
+            cloudwatch=target.client("cloudwatch"),
+            detections=filter_.detections,
+            host=host,
+            port=port,
+        ) as (
             hub,
             view,
         ):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kinase_cli.ui.text import visible
 from kinase_cli.watch.stats import DROP_FIELDS, GAP_FIELDS, RATE_WINDOW_S, Stats, accounted, percentile
+from kinase_cli.web.metrics import WINDOW_S
 
 CHART_WINDOW_S = 300  # the charts show the last five minutes, one point per second
 QUIET_AFTER_S = 10.0
@@ -64,6 +65,9 @@ class Hub:
         self.lock = threading.Lock()
         self.version = 0
         self.closed = threading.Event()
+        self.new_stream = threading.Event()
+        self.metrics: dict[str, dict[str, float]] | None = None  # from CloudWatch (web/metrics.py), None when not asked
+        self.metrics_error: str | None = None
         self._wanted = threading.Condition(self.lock)
         self._fetcher = threading.Thread(target=self._fetch_loop, name="kinase-web-frames", daemon=True)
         self._fetcher.start()
@@ -81,6 +85,7 @@ class Hub:
             tile = self.tiles.get(message["stream_name"])
             if tile is None:
                 tile = self.tiles[message["stream_name"]] = Tile(id=len(self.tiles) + 1, stream=message["stream_name"])
+                self.new_stream.set()
             tile.frames += 1
             counts = Counter(d["class"] for d in detections)
             tile.classes.update(counts)
@@ -106,6 +111,20 @@ class Hub:
             tile.pending_key = message["key"]
             self.version += 1
             self._wanted.notify()
+
+    def stream_names(self) -> list[str]:
+        with self.lock:
+            return list(self.tiles)
+
+    def worker_metrics(self, figures: dict[str, dict[str, float]], error: str | None) -> None:
+        """The worker's own counts per stream (drops and gaps send no message); on error the last ones stay."""
+        with self.lock:
+            if error is None:
+                self.metrics = figures
+            elif self.metrics is None:
+                self.metrics = {}
+            self.metrics_error = error
+            self.version += 1
 
     def image(self, tile_id: int) -> bytes | None:
         with self.lock:
@@ -156,6 +175,11 @@ class Hub:
         """Everything the page draws, as JSON-ready values (strings are untrusted text)."""
         now = time.time() if now is None else now
         head = {"queue": self.queue_name, "waiting": None, "in_flight": None, "dlq": None, "frames": 0, "invalid": 0}
+        with self.lock:
+            head.update(
+                metrics_window_s=None if self.metrics is None else WINDOW_S,
+                metrics_error=None if self.metrics_error is None else visible(self.metrics_error, limit=300),
+            )
         if self.stats is not None:
             with self.stats.lock:
                 head.update(
@@ -199,6 +223,7 @@ class Hub:
             "quiet": quiet is not None and quiet >= QUIET_AFTER_S,
             "drops": tile.drops,
             "gaps": tile.gaps,
+            "worker": {name: int(value) for name, value in (self.metrics or {}).get(tile.stream, {}).items()},
             "image_version": tile.image_version if tile.image is not None else 0,
             "image_error": None if tile.image_error is None else visible(tile.image_error, limit=300),
             "series": series,

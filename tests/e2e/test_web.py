@@ -25,6 +25,7 @@ import pytest
 from support.browser import Browser, executable
 from support.cli import KINASE, ROOT, assert_one_line_error, kinase
 from support.watch_stack import frame
+from worker.metrics import NAMESPACE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -141,6 +142,16 @@ def test_page_shows_a_live_tile_per_stream_and_message_strings_as_text(fresh, ch
         for index in range(4, 9):
             send_frames(fresh, "lobby-cam", range(index, index + 1), ["person", "bus"], "bus.jpg")
             chromium.wait_for(f"{tile_frames('lobby-cam')} === {index}")
+        # The worker's own counts of what sent no message: its metrics, read from CloudWatch by the CLI.
+        yard = [{"Name": "Stream", "Value": "yard-cam"}]
+        fresh.client("cloudwatch").put_metric_data(
+            Namespace=NAMESPACE,
+            MetricData=[
+                {"MetricName": "FramesDropped", "Dimensions": yard, "Value": 4, "Unit": "Count"},
+                {"MetricName": "Gaps", "Dimensions": yard, "Value": 1, "Unit": "Count"},
+                {"MetricName": "FramesGapped", "Dimensions": yard, "Value": 12, "Unit": "Count"},
+            ],
+        )
         send_frames(fresh, "yard-cam", range(1, 3), ["person"], "zidane.jpg")
         chromium.wait_for("document.querySelectorAll('.tile').length === 3")
         chromium.wait_for(
@@ -148,6 +159,14 @@ def test_page_shows_a_live_tile_per_stream_and_message_strings_as_text(fresh, ch
             " && document.querySelectorAll('.tile .frame img').length === 3"
         )
         assert chromium.evaluate("document.body.dataset.updates") != before
+        yard_tile = "[...document.querySelectorAll('.tile')][2]"
+        chromium.wait_for(f"{yard_tile}.textContent.includes('1 (12 frames)')")
+        assert chromium.evaluate(f"[...{yard_tile}.querySelectorAll('.stat')].map(s => s.textContent)")[6:] == [
+            "drops4",
+            "gaps1 (12 frames)",
+        ]
+        assert "drops and gaps: CloudWatch, last 3 h" in chromium.evaluate(f"{yard_tile}.querySelector('.status').textContent")
+        assert chromium.evaluate("document.getElementById('metrics').textContent") == "CloudWatch"
         assert chromium.evaluate("[...document.querySelectorAll('.tile .stream')].map(n => n.textContent)") == [
             "lobby-cam",
             "dock-cam",

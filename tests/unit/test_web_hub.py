@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kinase_cli.web.hub import Hub
+from kinase_cli.web.metrics import MetricsPoller
 from kinase_cli.web.server import SECURITY_HEADERS, build_app, is_loopback
 from support.watch_stack import frame
 
@@ -118,3 +119,55 @@ def test_token_mode_refuses_every_data_request_without_the_token(hub):
 )
 def test_which_binds_need_a_token(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_drops_and_gaps_come_from_the_workers_metrics_when_messages_carry_none(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch")
+        yard = [{"Name": "Stream", "Value": "yard"}]
+        cloudwatch.put_metric_data(
+            Namespace="kinase/worker",
+            MetricData=[
+                {"MetricName": "FramesDropped", "Dimensions": yard, "Value": 7, "Unit": "Count"},
+                {"MetricName": "FramesDropped", "Dimensions": yard, "Value": 2, "Unit": "Count"},
+                {"MetricName": "Gaps", "Dimensions": yard, "Value": 1, "Unit": "Count"},
+                {"MetricName": "FramesGapped", "Dimensions": yard, "Value": 12, "Unit": "Count"},
+                {"MetricName": "FramesDropped", "Dimensions": [{"Name": "Stream", "Value": "other"}], "Value": 5, "Unit": "Count"},
+            ],
+        )
+        hub = Hub(FakeS3({}), "b", "results")
+        try:
+            MetricsPoller(cloudwatch, hub, every_s=0.05).start()
+            hub.frame(frame("b", 1, ["person"], stream="yard"))
+            hub.frame(frame("b", 1, ["person"], stream="quiet-cam"))
+            wait_for(lambda: [s["worker"] for s in hub.snapshot()["streams"]] == [{"drops": 9, "gaps": 1, "frames_gapped": 12}, {}])
+            state = hub.snapshot()
+            assert state["metrics_window_s"] == 3 * 3600 and state["metrics_error"] is None
+            assert state["streams"][0]["drops"] is None, "what the messages say stays apart"
+        finally:
+            hub.close()
+
+
+def test_a_metrics_failure_is_shown_and_the_tiles_keep_working():
+    class Denied:
+        def get_metric_data(self, **kwargs):
+            error = type("ClientError", (Exception,), {})("denied")
+            error.response = {"Error": {"Code": "AccessDenied", "Message": "not allowed: cloudwatch:GetMetricData"}}
+            error.operation_name = "GetMetricData"
+            raise error
+
+    hub = Hub(FakeS3({}), "b", "results")
+    try:
+        MetricsPoller(Denied(), hub, every_s=0.05).start()
+        hub.frame(frame("b", 1, ["person"], stream="yard") | {"frames_dropped": 2})
+        wait_for(lambda: hub.snapshot()["metrics_error"] is not None)
+        state = hub.snapshot()
+        assert "AccessDenied in GetMetricData" in state["metrics_error"]
+        assert state["streams"][0]["drops"] == 2 and state["streams"][0]["worker"] == {}
+    finally:
+        hub.close()

@@ -116,7 +116,16 @@ function makeTile(s) {
   return t;
 }
 
-function update(t, s, now, windowS) {
+// Drops and gaps: what the messages carry when they do, else the worker's own metrics (CloudWatch).
+function accounting(fromMessages, fromMetrics, metricsWindowS) {
+  if (fromMessages !== null && fromMessages !== undefined) return { text: String(fromMessages), note: null };
+  if (metricsWindowS && fromMetrics !== undefined) {
+    return { text: String(fromMetrics), note: "CloudWatch, last " + Math.round(metricsWindowS / 3600) + " h" };
+  }
+  return { text: "-", note: null };
+}
+
+function update(t, s, now, windowS, metricsWindowS) {
   t.title.textContent = s.stream;
   t.root.classList.toggle("quiet", s.quiet);
   t.frames.textContent = String(s.frames);
@@ -125,8 +134,10 @@ function update(t, s, now, windowS) {
   t.latency.textContent = num(s.latency_ms, 0, "ms");
   t.p95.textContent = num(s.latency_p95_ms, 0, "ms");
   t.lag.textContent = num(s.lag_s, 1, "s");
-  t.drops.textContent = count(s.drops);
-  t.gaps.textContent = count(s.gaps);
+  const drops = accounting(s.drops, s.worker.drops, metricsWindowS);
+  const gaps = accounting(s.gaps, s.worker.gaps, metricsWindowS);
+  t.drops.textContent = drops.text;
+  t.gaps.textContent = gaps.text + (gaps.note && s.worker.frames_gapped ? " (" + s.worker.frames_gapped + " frames)" : "");
   t.latest.textContent = "frame " + count(s.frame_index) + ": " +
     (s.latest.length ? s.latest.map(([name, n]) => name + " ×" + n).join(", ") : "no detections");
   t.classes.replaceChildren(...s.classes.map(([name, n]) => {
@@ -142,6 +153,8 @@ function update(t, s, now, windowS) {
   const parts = [];
   if (s.quiet) parts.push("quiet for " + num(s.quiet_s, 0, "s"));
   if (s.image_error) parts.push("frame: " + s.image_error);
+  const note = drops.note || gaps.note;
+  if (note) parts.push("drops and gaps: " + note);
   t.status.textContent = parts.join(" · ");
   draw(t.fpsChart, s.series.t, s.series.fps, now, windowS, "frames/s", true);
   draw(t.latencyChart, s.series.t, s.series.latency_ms, now, windowS, "ms", false);
@@ -155,6 +168,9 @@ function render(state) {
   document.getElementById("dlq").textContent = count(state.dlq);
   document.getElementById("frames").textContent = String(state.frames);
   document.getElementById("invalid").textContent = String(state.invalid);
+  const metrics = document.getElementById("metrics");
+  metrics.textContent = state.metrics_error ? "unavailable: " + state.metrics_error : (state.metrics_window_s ? "CloudWatch" : "-");
+  metrics.classList.toggle("warn", Boolean(state.metrics_error));
   document.getElementById("empty").hidden = state.streams.length > 0;
   for (const s of state.streams) {
     let t = tiles.get(s.id);
@@ -162,7 +178,7 @@ function render(state) {
       t = makeTile(s);
       tiles.set(s.id, t);
     }
-    update(t, s, state.now, state.window_s);
+    update(t, s, state.now, state.window_s, state.metrics_window_s);
   }
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
