@@ -474,7 +474,9 @@ class KvsSource:
     def close(self) -> None:
         """Called from another thread on shutdown: closing the body there would wait for the reader's
         blocked read (both hold the buffer's lock) until the stream sends more or ends, so the socket
-        is shut down instead, which ends that read at once."""
+        is shut down instead, which ends that read at once. A gap still waiting for the fragment after it is
+        reported now (where it ends is unknown), so the exit summary accounts for it."""
+        self._report_gap(None)
         raw = getattr(self._body, "_raw_stream", None)
         sock = getattr(getattr(raw, "connection", None), "sock", None)
         if sock is not None:
