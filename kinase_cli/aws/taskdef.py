@@ -94,10 +94,10 @@ def log_stream_prefix(definition: dict, name: str) -> str | None:
     return f"{prefix}/{name}" if prefix else None
 
 
-def register_pinned(target: Target, outputs: StackOutputs, image: str) -> dict:
-    """Register a copy of the current revision whose worker container runs `image`; returns it."""
+def register_pinned(target: Target, outputs: StackOutputs, image: str, family_name: str | None = None) -> dict:
+    """Register a copy of the current revision (of `family_name`, default the worker's) whose worker container runs `image`."""
     ecs = target.client("ecs")
-    answer = ecs.describe_task_definition(taskDefinition=family(outputs), include=["TAGS"])
+    answer = ecs.describe_task_definition(taskDefinition=family_name or family(outputs), include=["TAGS"])
     definition = answer["taskDefinition"]
     name = outputs["ContainerName"]
     container(definition, name)

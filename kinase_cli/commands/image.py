@@ -21,6 +21,8 @@ from worker.contract import iso
 from worker.retry import error_code
 
 DOCKERFILE = "worker/Dockerfile"
+# --variant -> extra `docker build` arguments: worker/Dockerfile's VARIANT=pt adds the CUDA path (torch).
+VARIANTS = {"cpu": [], "gpu": ["--build-arg", "VARIANT=pt"]}
 LOCAL_NAME = "kinase-worker"
 DOCKER_HINT = "install Docker (https://docs.docker.com/get-docker/) and make sure `docker` is on PATH"
 DAEMON_HINT = "start Docker (Docker Desktop, or `sudo systemctl start docker`) and check that `docker info` works"
@@ -146,6 +148,14 @@ def push_image(
     no_build: Annotated[
         bool, typer.Option("--no-build", help=f"Push the local image {LOCAL_NAME}:TAG built earlier instead of building.")
     ] = False,
+    variant: Annotated[
+        str,
+        typer.Option(
+            "--variant",
+            help="cpu: the Fargate image (ONNX Runtime/OpenVINO, no torch); gpu: the CUDA image for `deploy --gpu` workers "
+            "(worker/Dockerfile with VARIANT=pt), pinned in the GPU task definition.",
+        ),
+    ] = "cpu",
     json_out: Json = False,
     profile: Profile = None,
     region: Region = None,
@@ -154,14 +164,23 @@ def push_image(
 ) -> None:
     """Build the worker image, push it to the stack's ECR repository, and pin the task definition to it."""
     t = target(profile, region, local, env)
+    if variant not in VARIANTS:
+        raise KinaseError(f"--variant {variant!r} is not one of {', '.join(VARIANTS)}", "e.g. `--variant gpu`", exit_code=2)
     docker = _check_docker()
     outputs = stack_outputs.read(t, required=("registry", "compute"))
     uri = outputs["RepositoryUri"]
+    family = taskdef.family(outputs)
+    if variant == "gpu":
+        family = outputs.get("GpuTaskDefinitionFamily")
+        if not family:
+            raise KinaseError(
+                "this environment has no GPU workers to run a GPU image", f"deploy them first: `kinase deploy --gpu{t.hint_flag()}`"
+            )
     if no_build and not tag:
         raise KinaseError(
             "--no-build needs --tag: the tag of the local image to push", f"e.g. `kinase push-image --no-build --tag v1.2.0{t.hint_flag()}`"
         )
-    tag = tag or _unique_tag()
+    tag = tag or _unique_tag() + ("-gpu" if variant == "gpu" else "")
     local_image = f"{LOCAL_NAME}:{tag}"
     if no_build:
         if proc.run([docker, "image", "inspect", local_image], check=False).returncode != 0:
@@ -171,7 +190,7 @@ def push_image(
             raise KinaseError(f"{DOCKERFILE} not found in {paths.PROJECT_ROOT}", "run kinase from its source checkout")
         console.step(f"docker build {local_image} ({platform})")
         proc.run(
-            [docker, "build", "--platform", platform, "-f", DOCKERFILE, "-t", local_image, "."],
+            [docker, "build", "--platform", platform, "-f", DOCKERFILE, *VARIANTS[variant], "-t", local_image, "."],
             cwd=paths.PROJECT_ROOT,
             on_line=_dim,
             what="docker build",
@@ -202,10 +221,11 @@ def push_image(
                 "check which registry `docker push` reached",
             ) from None
         raise
-    pinned = taskdef.register_pinned(t, outputs, f"{uri}@{digest}")
+    pinned = taskdef.register_pinned(t, outputs, f"{uri}@{digest}", family)
     data = {
         "repository": uri,
         "tags": [tag],
+        "variant": variant,
         "digest": digest,
         "image": f"{uri}@{digest}",
         "pushed_at": iso(image["imagePushedAt"]) if image.get("imagePushedAt") else None,

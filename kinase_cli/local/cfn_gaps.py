@@ -39,6 +39,8 @@ def _complete_task_definition(target: Target, values: dict[str, str]) -> None:
     template = target.client("cloudformation").get_template(StackName=target.stack_name("compute"))["TemplateBody"]
     template = json.loads(template) if isinstance(template, str) else template
     for props in (r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"):
+        if props.get("NetworkMode") != "awsvpc":
+            continue  # the GPU workers' bridge-mode EC2 definition: moto keeps what it needs
         current = ecs.describe_task_definition(taskDefinition=props["Family"])["taskDefinition"]
         if current.get("networkMode") == "awsvpc":
             continue

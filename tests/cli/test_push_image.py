@@ -7,6 +7,7 @@ check that ECR holds the pushed digest and the task-definition pinning run for r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -166,3 +167,32 @@ def test_real_docker_builds_and_tags_then_the_push_to_the_local_registry_fails_c
     assert subprocess.run(["docker", "image", "inspect", f"{uri}:real-daemon"], capture_output=True).returncode == 0
     line = one_error_line(proc)
     assert "docker login failed" in line or "docker push failed" in line
+
+
+def test_gpu_variant_needs_gpu_workers(deployed_stack, docker):
+    env, log = docker
+    line = one_error_line(kinase("push-image", "--local", "--variant", "gpu", env=env))
+    assert "no GPU workers" in line and "kinase deploy --gpu --local" in line
+    assert "build" not in [c["argv"][0] for c in docker_calls(log)]
+
+
+def test_gpu_variant_builds_the_cuda_image_and_pins_the_gpu_task_definition(local_stack, docker):
+    """`deploy --gpu` on the local stack (moto creates the capacity provider's resources as CloudFormation
+    asks), then `push-image --variant gpu`: the build uses VARIANT=pt and the GPU family gets the digest."""
+    env, log = docker
+    name = "h6gpu"
+    values = json.loads(kinase("deploy", "--local", "--env", name, "--gpu", "--json", check=True, timeout=900).stdout)["data"]
+    try:
+        digest = put_image(values, "gpu-build", "gpu-variant")
+        proc = kinase("push-image", "--local", "--env", name, "--variant", "gpu", "--json", env={**env, "FAKE_DOCKER_DIGEST": digest})
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)["data"]
+        (tag,) = data["tags"]
+        assert tag.endswith("-gpu") and data["variant"] == "gpu"
+        (build,) = [c["argv"] for c in docker_calls(log) if c["argv"][0] == "build"]
+        assert build[build.index("--build-arg") + 1] == "VARIANT=pt"
+        pinned = local().client("ecs").describe_task_definition(taskDefinition=values["GpuTaskDefinitionFamily"])["taskDefinition"]
+        assert pinned["containerDefinitions"][0]["image"] == f"{values['RepositoryUri']}@{digest}"
+        assert data["task_definition_arn"] == pinned["taskDefinitionArn"]
+    finally:
+        kinase("destroy", "--local", "--env", name, "--yes", timeout=900)
