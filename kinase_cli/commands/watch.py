@@ -13,9 +13,13 @@ from kinase_cli import options
 from kinase_cli.aws import outputs
 from kinase_cli.options import Env, Json, Local, Profile, Region
 from kinase_cli.ui import console
+from kinase_cli.ui.errors import KinaseError
 from kinase_cli.watch.messages import Filter
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.watch.view import summary_text
+
+WEB_PORT = 8765
+WEB_HOST = "127.0.0.1"
 
 EPILOG = """\
 Examples:
@@ -58,11 +62,15 @@ def watch(
     web: Annotated[
         bool, typer.Option("--web", help="Also serve a live page: one tile per stream with its latest annotated frame and charts.")
     ] = False,
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port of the --web page (0: any free port).")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port of the --web page (0: any free port).")
+    ] = WEB_PORT,
     host: Annotated[
         str,
-        typer.Option("--host", help="Address the --web page binds to; anything but loopback requires the token printed at start."),
-    ] = "127.0.0.1",
+        typer.Option(
+            "--host", metavar="ADDRESS", help="Address the --web page binds to; anything but loopback requires the token printed at start."
+        ),
+    ] = WEB_HOST,
     open_: Annotated[bool, typer.Option("--open", help="Open the --web page in the default browser.")] = False,
     profile: Profile = None,
     region: Region = None,
@@ -73,6 +81,8 @@ def watch(
 
     Ends on --count, --idle-timeout or Ctrl+C, always with a summary on stderr and exit code 0.
     """
+    if not web and (port != WEB_PORT or host != WEB_HOST or open_):
+        raise KinaseError("--port, --host and --open belong to the web view", "add --web")
     target = options.target(profile, region, local, env)
     out = outputs.read(target, required=("storage",))
     resources = Resources(

@@ -247,3 +247,8 @@ def test_the_dashboard_deploys_and_its_url_is_in_outputs_and_status(stack):
     status = kinase("status", "--local", "--json", check=True)
     assert json.loads(status.stdout)["data"]["dashboard_url"] == url
     assert url in kinase("status", "--local", check=True, env={"COLUMNS": "300"}).stdout
+
+
+@pytest.mark.parametrize("args", [("--port", "9000"), ("--host", "0.0.0.0"), ("--open",)])
+def test_web_options_without_web_are_one_error_line(args):
+    assert_one_line_error(kinase("watch", *args, timeout=60), "belong to the web view", "add --web")
