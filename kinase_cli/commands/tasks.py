@@ -19,6 +19,7 @@ from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import plain
+from kinase_cli.workflows.fleet import refuse_one_off
 from kinase_cli.workflows.tasks import exit_code, task_summary
 from kinase_cli.workflows.worker_env import ENV_VAR_EXAMPLE, local_model, overrides
 from worker.retry import error_code
@@ -84,6 +85,14 @@ def run_task(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the tasks stop; exit with the worker's exit code.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the tasks' logs while they run (implies --wait).")] = False,
+    gpu: Annotated[
+        bool,
+        typer.Option(
+            "--gpu",
+            help="Run on the GPU workers' capacity provider (`kinase deploy --gpu`) with the GPU task definition; "
+            "an instance starts for it if none runs. Locally: KINASE_DEVICE=cuda.",
+        ),
+    ] = False,
     json_out: Json = False,
     profile: Profile = None,
     region: Region = None,
@@ -93,13 +102,16 @@ def run_task(
     """Start worker tasks on the stack's Fargate cluster (or, with --local, a local worker process)."""
     t = target(profile, region, local, env)
     settings = overrides(stream, source, model, imgsz, conf, every, fps, env_vars or [], local)
+    if gpu and local:
+        settings.setdefault("KINASE_DEVICE", "cuda")
     outputs = stack_outputs.read(t, required=("storage", "compute"))
     if stream:
         _check_stream(t, stream, outputs)
+    refuse_one_off(t, settings, outputs, count)
     if local:
         code = _run_local(t, outputs, settings, count, cpu, memory, json_out)
     else:
-        code = _run_fargate(t, outputs, settings, count, cpu, memory, wait or follow, follow, json_out)
+        code = _run_fargate(t, outputs, settings, count, cpu, memory, wait or follow, follow, json_out, gpu)
     raise typer.Exit(code)
 
 
@@ -135,14 +147,17 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
     return code
 
 
-def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, wait: bool, follow: bool, json_out: bool) -> int:
-    definition = taskdef.current(t, outputs)
+def _run_fargate(
+    t, outputs, settings: dict[str, str], count: int, cpu, memory, wait: bool, follow: bool, json_out: bool, gpu: bool = False
+) -> int:
+    placement = _gpu_placement(t, outputs) if gpu else None
+    definition = taskdef.current(t, outputs, outputs["GpuTaskDefinitionFamily"] if gpu else None)
     name = outputs["ContainerName"]
     image = taskdef.container(definition, name)["image"]
     _check_image(t, outputs, image)
     task_cpu = int(cpu or definition.get("cpu") or sum(c.get("cpu", 0) for c in definition["containerDefinitions"]))
     task_memory = int(memory or definition.get("memory") or sum(c.get("memory", 0) for c in definition["containerDefinitions"]))
-    problem = cost.invalid_size(task_cpu, task_memory)
+    problem = None if gpu else cost.invalid_size(task_cpu, task_memory)
     if problem:
         raise KinaseError(
             problem, "see https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size"
@@ -160,14 +175,19 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
         cluster=outputs["ClusterName"],
         taskDefinition=definition["taskDefinitionArn"],
         count=count,
-        launchType="FARGATE",
-        networkConfiguration={
-            "awsvpcConfiguration": {
-                "subnets": outputs.subnets,
-                "securityGroups": [outputs["SecurityGroupId"]],
-                "assignPublicIp": "ENABLED",  # public subnets, no NAT: the task needs a public IP to reach AWS
+        **(
+            placement
+            or {
+                "launchType": "FARGATE",
+                "networkConfiguration": {
+                    "awsvpcConfiguration": {
+                        "subnets": outputs.subnets,
+                        "securityGroups": [outputs["SecurityGroupId"]],
+                        "assignPublicIp": "ENABLED",  # public subnets, no NAT: the task needs a public IP to reach AWS
+                    }
+                },
             }
-        },
+        ),
         overrides=overrides,
         startedBy="kinase",
     )
@@ -175,7 +195,7 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
         reasons = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')} {f.get('detail', '')}".strip() for f in answer["failures"])
         raise KinaseError(f"ECS did not start the task: {reasons}")
     arns = [task["taskArn"] for task in answer["tasks"]]
-    estimate = cost.fargate_hourly(task_cpu, task_memory, t.region_name)
+    estimate = None if gpu else cost.fargate_hourly(task_cpu, task_memory, t.region_name)
     ids = [arn.rsplit("/", 1)[-1] for arn in arns]
     if not json_out:
         console.out.print(
@@ -185,7 +205,8 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
         )
         for task_id in ids:
             console.out.print(f"  {task_id}", highlight=False)
-        console.out.print(f"{task_cpu} CPU units, {task_memory} MiB: {estimate.text()} per task", highlight=False, soft_wrap=True)
+        priced = estimate.text() if estimate else "on a GPU instance (EC2 on-demand, not in kinase's price table)"
+        console.out.print(f"{task_cpu} CPU units, {task_memory} MiB: {priced} per task", highlight=False, soft_wrap=True)
     code = 0
     stopped: list[dict] = []
     if wait:
@@ -209,11 +230,20 @@ def _run_fargate(t, outputs, settings: dict[str, str], count: int, cpu, memory, 
                 "tasks": [task_summary(task, name) for task in stopped]
                 if stopped
                 else [{"task_id": i, "task_arn": a} for i, a in zip(ids, arns)],
-                "cost_per_task_hour": estimate.as_dict(),
+                "cost_per_task_hour": estimate.as_dict() if estimate else None,
+                "gpu": gpu,
                 "exit_code": code if wait else None,
             },
         )
     return code
+
+
+def _gpu_placement(t, outputs) -> dict:
+    """RunTask's placement on the GPU capacity provider (bridge network: the instance's public address reaches AWS)."""
+    provider = outputs.get("GpuCapacityProviderName")
+    if not provider or not outputs.get("GpuTaskDefinitionFamily"):
+        raise KinaseError("this environment has no GPU workers", f"deploy them first: `kinase deploy --gpu{t.hint_flag()}`")
+    return {"capacityProviderStrategy": [{"capacityProvider": provider, "weight": 1, "base": 0}]}
 
 
 def _check_image(t, outputs, image: str) -> None:

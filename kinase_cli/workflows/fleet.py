@@ -260,3 +260,25 @@ def _task_host(task: dict) -> str | None:
             if detail.get("name") == "privateIPv4Address":
                 return "ip-" + detail["value"].replace(".", "-")
     return None
+
+
+def refuse_one_off(target: Target, settings: dict[str, str], outputs, count: int) -> None:
+    """`run-task` on a Kinesis Video stream: one task, and only on a stream no fleet worker holds,
+    so no stream is read twice (and Kinesis Video allows only 3 GetMedia connections per stream)."""
+    source = settings.get(worker_settings.BY_FIELD["source"].name) or worker_settings.kvs_source(outputs["StreamName"])
+    prefix = worker_settings.kvs_source("")
+    if not source.startswith(prefix):
+        return
+    stream = source[len(prefix) :]
+    if count > 1:
+        raise KinaseError(
+            f"--count {count} would read stream {stream} {count} times",
+            f"to read many streams, run a fleet: `kinase fleet up{target.hint_flag()}`",
+        )
+    table = streams_workflow.lease_table(target)
+    lease = table.get(stream) if table is not None else None
+    if lease is not None and lease.owner:
+        raise KinaseError(
+            f"stream {stream} is read by fleet worker {lease.owner}",
+            f"see `kinase fleet status{target.hint_flag()}`; `kinase fleet down` frees it for a one-off task",
+        )

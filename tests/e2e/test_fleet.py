@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kinase_cli.workflows.samples import shapes_video
-from support.cli import kinase
+from support.cli import assert_one_line_error, kinase
 from support.json_contract import envelope
 from support.ops import aws_env
 from support.worker_stack import SHAPES_ONNX, frame_ids
@@ -223,3 +223,18 @@ def test_fleet_on_aws_drives_the_ecs_service_and_its_autoscaling(fleet_env, medi
     assert aws_json("fleet", "down", command="fleet down")["desired_count"] == 0
     scaling = aws_json("fleet", "status", command="fleet status")["scaling"]
     assert (scaling["desired_count"], scaling["min"], scaling["max"]) == (0, 0, 0)
+
+
+def test_run_task_refuses_a_fleet_stream_and_several_tasks_on_one_stream(fleet_env):
+    stack_stream = fleet_env["StreamName"]
+    proc = kinase("run-task", "--env", ENV, "--stream", stack_stream, "--count", "2", env=aws_env())
+    assert_one_line_error(proc, f"--count 2 would read stream {stack_stream} 2 times", "kinase fleet up")
+    run_json("fleet", "up", "--workers", "1", "--model", str(SHAPES_ONNX), *WORKER_SETTINGS, *LOCAL, command="fleet up")
+    try:
+        state = wait_for(lambda st: owners(st).get(stack_stream), "the stack's stream leased")
+        proc = kinase("run-task", *LOCAL, "--stream", stack_stream, "--model", str(SHAPES_ONNX))
+        assert_one_line_error(proc, f"stream {stack_stream} is read by fleet worker {owners(state)[stack_stream]}", "kinase fleet status")
+    finally:
+        run_json("fleet", "down", *LOCAL, command="fleet down")
+    freed = kinase("run-task", "--env", ENV, "--stream", stack_stream, "--json", env=aws_env())
+    assert "is read by fleet worker" not in freed.stderr, "after `fleet down` the stream is free for a one-off task"

@@ -52,7 +52,7 @@ def test_run_task_carries_cluster_task_definition_network_and_overrides(deployed
         "--fps",
         "4",
         "--count",
-        "2",
+        "1",
         "--cpu",
         "2048",
         "--memory",
@@ -65,13 +65,13 @@ def test_run_task_carries_cluster_task_definition_network_and_overrides(deployed
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
-    assert len(data["tasks"]) == 2
+    assert len(data["tasks"]) == 1  # one task per stream (several: `kinase fleet`, tests/e2e/test_fleet.py)
     assert data["cost_per_task_hour"]["estimate"] is True
     assert data["cost_per_task_hour"]["usd_per_hour"] == pytest.approx(2 * 0.04048 + 4 * 0.004445)
 
     ecs, ec2 = local().client("ecs"), local().client("ec2")
     tasks = ecs.describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[t["task_arn"] for t in data["tasks"]])["tasks"]
-    assert len(tasks) == 2
+    assert len(tasks) == 1
     for task in tasks:
         assert task["clusterArn"].endswith(f"/{deployed_stack['ClusterName']}")
         assert task["taskDefinitionArn"] == image["taskDefinitionArn"]
@@ -188,7 +188,7 @@ def test_exit_code_is_the_worker_containers():
 
 
 def test_stop_task_by_id_and_all(deployed_stack, image):
-    started = json.loads(fargate("--count", "2", "--json").stdout)["data"]["tasks"]
+    started = json.loads(fargate("--source", "s3://camera-archive/clip.mp4", "--count", "2", "--json").stdout)["data"]["tasks"]
     one = started[0]["task_id"]
     proc = kinase("stop-task", one, env=aws_env())
     assert proc.returncode == 0, proc.stderr
