@@ -15,7 +15,8 @@ now, continuation token). Cluster timecodes are absolute producer time in ms, as
 returns them. Once caught up the response waits for new fragments and, like the service, holds
 an idle connection open sending nothing (boto3 issue 3532) unless `media_idle_seconds` is set.
 At most `getmedia_connections` (3, the limits page) are open per stream; more get
-ConnectionLimitExceededException. A start the stream no longer holds (a fragment number or
+ConnectionLimitExceededException; more than `getmedia_calls_per_second` (5) calls in a second on a
+stream get ClientLimitExceededException. A start the stream no longer holds (a fragment number or
 continuation token older than the retention, or from another stream) is answered with the error
 tags AWS_KINESISVIDEO_ERROR_CODE / _ERROR_ID 4000, and the response ends.
 
@@ -50,6 +51,7 @@ API_NAMES = (
 )
 IDLE_SECONDS = 0.0  # GetMedia: end the response after this long without a new fragment (0: never, as the service)
 GETMEDIA_CONNECTIONS = 3  # concurrent GetMedia connections per stream (limits page)
+GETMEDIA_CALLS_PER_SECOND = 5  # GetMedia calls per second per stream (API_dataplane_GetMedia)
 PUT_MAX_SECONDS = 45 * 60.0  # PutMedia maximum connection duration (then 4003)
 MAX_FUTURE_SECONDS = 10.0  # producer timestamps further ahead of the server clock are refused (4007)
 PUT_IDLE_SECONDS = 30.0  # PutMedia: the service closes a session idle for 30 s
@@ -312,6 +314,7 @@ class FragmentNotFound(Exception):
 def get_media(handler, params: dict) -> None:
     store: Store = handler.server.store
     stream = store.get(params.get("StreamName"), params.get("StreamARN"))
+    store.count_call(stream, handler.server.getmedia_calls_per_second)
     try:
         first, cursor = _start(store, stream, params.get("StartSelector") or {})
     except FragmentNotFound as exc:

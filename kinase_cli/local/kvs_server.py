@@ -172,6 +172,7 @@ class KvsServer(ThreadingHTTPServer):
         port: int,
         media_idle_seconds: float = kvs_media.IDLE_SECONDS,
         getmedia_connections: int = kvs_media.GETMEDIA_CONNECTIONS,
+        getmedia_calls_per_second: int = kvs_media.GETMEDIA_CALLS_PER_SECOND,
         put_max_seconds: float = kvs_media.PUT_MAX_SECONDS,
         max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS,
     ):
@@ -181,6 +182,7 @@ class KvsServer(ThreadingHTTPServer):
         self.tags: dict[str, dict[str, str]] = {}
         self.media_idle_seconds = media_idle_seconds
         self.getmedia_connections = getmedia_connections
+        self.getmedia_calls_per_second = getmedia_calls_per_second
         self.put_max_seconds = put_max_seconds
         self.max_future_seconds = max_future_seconds
 
@@ -202,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         help="concurrent GetMedia connections per stream; more get ConnectionLimitExceededException",
     )
     parser.add_argument(
+        "--getmedia-calls-per-second",
+        type=int,
+        default=kvs_media.GETMEDIA_CALLS_PER_SECOND,
+        help="GetMedia calls per second per stream; more get ClientLimitExceededException",
+    )
+    parser.add_argument(
         "--put-max-seconds",
         type=float,
         default=kvs_media.PUT_MAX_SECONDS,
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         args.port,
         media_idle_seconds=args.media_idle_seconds,
         getmedia_connections=args.getmedia_connections,
+        getmedia_calls_per_second=args.getmedia_calls_per_second,
         put_max_seconds=args.put_max_seconds,
         max_future_seconds=args.max_future_seconds,
     )

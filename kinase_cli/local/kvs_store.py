@@ -68,6 +68,7 @@ class Stream:
     bytes: int = 0
     deleted: bool = False
     readers: int = 0  # open GetMedia connections
+    calls: deque = field(default_factory=deque)  # monotonic times of the GetMedia calls of the last second
     producer: bool = False  # a PutMedia connection is open
 
     def info(self) -> dict:
@@ -185,6 +186,19 @@ class Store:
         with self.changed:
             self._trim(stream)
             return any(f.number == number for f in stream.fragments)
+
+    def count_call(self, stream: Stream, per_second: int) -> None:
+        """A GetMedia call; more than `per_second` in one second on a stream: ClientLimitExceededException."""
+        now = time.monotonic()
+        with self.changed:
+            while stream.calls and stream.calls[0] <= now - 1.0:
+                stream.calls.popleft()
+            if len(stream.calls) >= per_second:
+                raise StoreError(
+                    "ClientLimitExceededException",
+                    f"Kinesis Video Streams has throttled the request: more than {per_second} GetMedia calls per second on this stream.",
+                )
+            stream.calls.append(now)
 
     def open_reader(self, stream: Stream, limit: int) -> None:
         """Count a GetMedia connection; beyond `limit` per stream, ConnectionLimitExceededException."""

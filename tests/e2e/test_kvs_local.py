@@ -368,13 +368,40 @@ def test_getmedia_connections_per_stream_are_limited_to_three(kvs_endpoint, live
         try:
             open_.append(kvs_endpoint.get_media("crowded", StartSelectorType="NOW"))
             return True
-        except ClientError as exc:
-            assert exc.response["Error"]["Code"] == "ConnectionLimitExceededException"
+        except ClientError as exc:  # still counted as open, or more than 5 calls in the last second
+            assert exc.response["Error"]["Code"] in ("ConnectionLimitExceededException", "ClientLimitExceededException")
             return False
 
     wait_until(one_more)
     for payload in [*open_, other]:
         shut(payload)
+
+
+def test_getmedia_calls_per_stream_are_limited_to_five_a_second(kvs_endpoint, live_stream):
+    """API_dataplane_GetMedia: "A client can call GetMedia up to five times per second per stream"; beyond that,
+    ClientLimitExceededException. Ten calls at once (each answered at once: a start the stream does not hold)."""
+    kvs_endpoint.create("busy")
+    put(kvs_endpoint, "busy", live_stream)
+    media = kvs_endpoint.media("busy")
+    selector = {"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": "1"}
+    codes: list[str] = []
+
+    def call():
+        try:
+            media.get_media(StreamName="busy", StartSelector=selector)["Payload"].read()
+            codes.append("ok")
+        except ClientError as exc:
+            codes.append(exc.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(codes) == {"ok", "ClientLimitExceededException"} and codes.count("ok") >= 5
+    time.sleep(1.1)  # the window of the limit
+    call()
+    assert codes[-1] == "ok"
 
 
 def test_a_start_the_stream_no_longer_holds_gets_error_tag_4000(kvs_endpoint, live_stream):
