@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
+from kinase_cli.aws.kvs_put import PutMediaSession, remux
 from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import Background, accounted, frame_ids, run_worker, summary
 from worker import settings as worker_settings
@@ -48,6 +49,36 @@ def test_two_overlapping_uploads_of_one_clip_are_both_processed(media, tmp_path)
     assert sorted(positions(messages)) == sorted(every)
     counts = accounted(summary(run.stderr))
     assert (counts["read"], counts["delivered"], counts["deduplicated"]) == (90, 90, 0)
+
+
+def test_a_producer_clock_that_jumps_back_ten_minutes_loses_nothing(media, tmp_path):
+    """Issue 11: a camera whose clock ran 10 minutes fast, then was corrected: everything it sends after the
+    correction is stamped before what it sent earlier. Driven through PutMedia directly, as a camera would."""
+    first_clip, second_clip = tmp_path / "before.mp4", tmp_path / "after.mp4"
+    shapes_video(first_clip, frames=30, fps=15, size=(320, 240), gop=15, seed=28)
+    shapes_video(second_clip, frames=30, fps=15, size=(320, 240), gop=15, seed=29)
+    target = media.fresh(with_stream=True)
+    endpoint = media.kvs.get_data_endpoint(StreamName=target.stream, APIName="PUT_MEDIA")["DataEndpoint"]
+    credentials = media.session.get_credentials().get_frozen_credentials()
+    persisted = []
+    for clip, start in ((first_clip, time.time() - 30), (second_clip, time.time() - 630)):  # the clock corrected by 10 minutes
+        data = bytearray()
+        remux(clip, data.extend)
+        put = PutMediaSession(endpoint, target.stream, credentials, "us-east-1", start)
+        put.send(bytes(data))
+        persisted += put.finish().persisted
+    assert len(persisted) == 4
+
+    run = run_worker(media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", idle_exit=2))
+
+    assert run.returncode == 0, run.stderr
+    messages = media.messages(target.queue_url, expect=60)
+    assert sorted(positions(messages)) == sorted((f, i) for f in persisted for i in range(15))
+    assert len(set(frame_ids(messages))) == 60
+    times = {m["source"]["fragment_number"]: m["frame_time"] for m in messages if m["source"]["frame_in_fragment"] == 0}
+    assert times[persisted[2]] < times[persisted[0]]  # producer time went back; the frames were processed all the same
+    counts = accounted(summary(run.stderr))
+    assert (counts["read"], counts["delivered"]) == (60, 60)
 
 
 def test_checkpoint_of_another_stream_incarnation_is_set_aside_and_the_gap_reported(media, tmp_path):
