@@ -230,17 +230,14 @@ class LeaseCheckpointStore:
         self.incarnation, self.metrics = incarnation, metrics
 
     def load(self) -> dict | None:
-        from worker.checkpoint import VERSION
+        from worker.checkpoint import unusable
 
         lease = self.table.get(self.stream)
         data = lease.checkpoint if lease else None
         if not data:
             return None
-        if data.get("version") != VERSION or not data.get("fragment_number"):
-            why = f"its format (version {data.get('version')!r}) is not version {VERSION}"
-        elif data.get("source") != self.source or data.get("stream_arn") != self.incarnation.arn:
-            why = f"it belongs to {data.get('source')} {data.get('stream_arn')} (created {data.get('stream_created')}), not to {self.incarnation}"
-        else:
+        why = unusable(data, self.source, self.incarnation)
+        if not why:
             return data
         self.table.set_aside(self.stream, self.owner)
         log.warning("checkpoint in the lease of %s set aside: %s; the start policy applies", self.stream, why)
@@ -248,17 +245,9 @@ class LeaseCheckpointStore:
         return None
 
     def save(self, position: dict) -> dict:
-        from worker.checkpoint import VERSION
+        from worker.checkpoint import record as checkpoint_record
 
-        record = {
-            "version": VERSION,
-            "stream": self.stream,
-            "source": self.source,
-            "stream_arn": self.incarnation.arn,
-            "stream_created": self.incarnation.created,
-            **position,
-            "updated_at": iso(time.time()),
-        }
+        record = checkpoint_record(self.stream, self.source, self.incarnation, position)
         if not self.table.save_checkpoint(self.stream, self.owner, record):
             log.warning("checkpoint for %s not written: the lease is no longer ours", self.stream)
         return record
@@ -435,7 +424,7 @@ class LeaseCoordinator:
                 ):
                     continue
                 candidates.append((lease.wanted_by != self.worker_id, 0, stream, lease))
-            elif lease.owner != self.worker_id and self._expired(stream):
+            elif lease.owner == self.worker_id or self._expired(stream):  # ours from before a lapse, or expired
                 candidates.append((True, 1, stream, lease))
         for _, _, stream, lease in sorted(candidates):
             if mine >= target:
@@ -462,6 +451,16 @@ class LeaseCoordinator:
                             log.info("asked %s for %s", busiest, stream)
                             break
 
+    def lapse(self) -> None:
+        """Stop reading the streams whose lease could not be renewed in time: another worker may own them now."""
+        now = self.clock()
+        for stream, held in list(self.held.items()):
+            if now >= held.valid_until:
+                log.warning("lease on %s not renewed within %gs; stopping its pipeline", stream, self.lease_duration)
+                with self._lock:
+                    self._drop(stream, now)
+                self.pipelines.stop(stream)
+
     def run(self, stop: threading.Event) -> None:
         """Cycle until `stop` is set; then release everything (see `shutdown`)."""
         while not stop.is_set():
@@ -470,6 +469,7 @@ class LeaseCoordinator:
                 self.step()
             except Exception as exc:  # a failed cycle is retried next interval; leases expire only if it keeps failing
                 log.warning("lease cycle failed: %s", exc)
+                self.lapse()
             stop.wait(max(0.0, self.interval - (self.clock() - started)))
 
     def shutdown(self, timeout: float) -> None:

@@ -171,6 +171,21 @@ def store(table, owner, source="kvs://cam-a", arn=ARN):
     )
 
 
+def test_a_worker_that_cannot_renew_stops_reading_once_its_lease_lapses(table):
+    table.ensure("cam-a")
+    worker = coordinator(table, "w1")
+    worker.step()
+    assert worker.pipelines.running("cam-a")
+    worker.clock.now += 5
+    worker.lapse()  # DynamoDB unreachable for a while: still within the lease
+    assert worker.pipelines.running("cam-a")
+    worker.clock.now += 6
+    worker.lapse()
+    assert worker.streams() == [] and not worker.pipelines.running("cam-a")
+    worker.step()  # reachable again: it takes its own lapsed lease back
+    assert worker.streams() == ["cam-a"] and worker.pipelines.running("cam-a")
+
+
 def test_checkpoint_in_the_lease_is_written_only_by_the_owner(table):
     table.ensure("cam-a")
     a, b = coordinator(table, "a"), coordinator(table, "b")
