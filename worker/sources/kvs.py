@@ -145,7 +145,6 @@ class KvsSource:
         self.read_timeout = read_timeout
         self.give_up_after = give_up_after
         self.set_aside = False  # GetMedia answered 4000 for the checkpoint's position
-        self.gaps: list = []  # worker.metrics.Gap reported by this source
         self._pending_gap: dict | None = None
         self.idle_since: float | None = None
         self.last_media = time.monotonic()
@@ -197,7 +196,7 @@ class KvsSource:
             in_body = False
             try:
                 media = self._media_client(refresh)
-                log.info("GetMedia %s from %s", self.stream, self.selector)
+                log.log(logging.DEBUG if self.idle_since is not None else logging.INFO, "GetMedia %s from %s", self.stream, self.selector)
                 self._body = media.get_media(StreamName=self.stream, StartSelector=self.selector)["Payload"]
                 in_body = True
                 fragments = mkv.iter_fragments(self._body)
@@ -372,9 +371,7 @@ class KvsSource:
         fragments = 0
         if resumed is not None and gap.get("since") is not None and resumed.server_timestamp is not None:
             fragments = max(1, round((resumed.server_timestamp - gap["since"]) / max(gap["duration"], 0.001)))
-        self.gaps.append(
-            self.metrics.gap(gap["start"], end, fragments=fragments, frames=gap["frames"], reason=gap["reason"], stream=self.stream)
-        )
+        self.metrics.gap(gap["start"], end, fragments=fragments, frames=gap["frames"], reason=gap["reason"], stream=self.stream)
 
     def _fragment(self, fragment: mkv.Fragment) -> Iterator[Frame | FragmentEnd]:
         number = fragment.fragment_number
