@@ -42,6 +42,29 @@ def _order(position: dict) -> tuple[int, float]:
     return fragment_order(position["fragment_number"]), float("inf") if offset is None else offset
 
 
+def unusable(data: dict, source: str, incarnation: Incarnation) -> str | None:
+    """Why a stored checkpoint cannot be resumed from here (None when it can): the rule of every store."""
+    if data.get("version") != VERSION or not data.get("fragment_number"):
+        return f"its format (version {data.get('version')!r}) is not version {VERSION}"
+    if data.get("source") != source or data.get("stream_arn") != incarnation.arn:
+        return f"it belongs to {data.get('source')} {data.get('stream_arn')} (created {data.get('stream_created')}), not to {incarnation}"
+    return None
+
+
+def record(stream: str, source: str, incarnation: Incarnation, position: dict, **extra) -> dict:
+    """The checkpoint record every store writes: the stream incarnation and the position in it."""
+    return {
+        "version": VERSION,
+        "stream": stream,
+        "source": source,
+        "stream_arn": incarnation.arn,
+        "stream_created": incarnation.created,
+        **position,
+        **extra,
+        "updated_at": iso(time.time()),
+    }
+
+
 class CheckpointStore:
     def __init__(self, s3, bucket: str, key: str, stream: str, source: str, incarnation: Incarnation, metrics: Metrics):
         self.s3, self.bucket, self.key, self.stream, self.source = s3, bucket, key, stream, source
@@ -67,12 +90,9 @@ class CheckpointStore:
         if not isinstance(data, dict):
             self.set_aside(body, None, "it is not a JSON object")
             return None
-        if data.get("version") != VERSION or not data.get("fragment_number"):
-            self.set_aside(body, data, f"its format (version {data.get('version')!r}) is not version {VERSION}")
-            return None
-        if data.get("source") != self.source or data.get("stream_arn") != self.incarnation.arn:
-            where = f"{data.get('source')} {data.get('stream_arn')} (created {data.get('stream_created')})"
-            self.set_aside(body, data, f"it belongs to {where}, not to {self.incarnation}")
+        why = unusable(data, self.source, self.incarnation)
+        if why:
+            self.set_aside(body, data, why)
             return None
         self.earlier_gaps = [g for g in data.get("gaps") or [] if isinstance(g, dict)]
         return data
@@ -90,24 +110,16 @@ class CheckpointStore:
         self.metrics.gap(start, "", reason=f"checkpoint set aside ({why})")
 
     def save(self, position: dict) -> dict:
-        record = {
-            "version": VERSION,
-            "stream": self.stream,
-            "source": self.source,
-            "stream_arn": self.incarnation.arn,
-            "stream_created": self.incarnation.created,
-            **position,
-            "gaps": (self.earlier_gaps + [gap.record() for gap in self.metrics.gaps])[-GAPS_KEPT:],  # shown by `kinase status`
-            "updated_at": iso(time.time()),
-        }
-        body = json.dumps(record, sort_keys=True).encode()
+        gaps = (self.earlier_gaps + [gap.record() for gap in self.metrics.gaps])[-GAPS_KEPT:]  # shown by `kinase status`
+        written = record(self.stream, self.source, self.incarnation, position, gaps=gaps)
+        body = json.dumps(written, sort_keys=True).encode()
         aws.retry(
             lambda: self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"),
             what=f"write checkpoint s3://{self.bucket}/{self.key}",
             give_up_after=60,
             on_retry=lambda: self.metrics.count("Retries"),
         )
-        return record
+        return written
 
 
 class Ledger:
