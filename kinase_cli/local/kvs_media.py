@@ -7,7 +7,8 @@ acknowledgements go out as they happen, one JSON object per line:
 service does (API_dataplane_PutMedia): one PutMedia connection per stream (a second one gets
 ConnectionLimitExceededException), producer timestamps in the future are refused (4007
 INVALID_PRODUCER_TIMESTAMP), and a session older than the maximum connection duration ends with
-4003 MAX_CONNECTION_DURATION_REACHED, so long-running producers renew their session.
+4003 MAX_CONNECTION_DURATION_REACHED, so long-running producers renew their session; more than five
+fragments a second are throttled (read and acknowledged no faster).
 
 GetMedia: a chunked run of standalone Matroska files, one per fragment: EBML header, Segment, Info,
 Tracks, Tags (fragment number, server and producer timestamps), the Cluster, Tags (millis behind
@@ -33,6 +34,7 @@ import select
 import socket
 import time
 import uuid
+from collections import deque
 
 from kinase_cli.local.kvs_store import Fragment, Store, StoreError
 from worker import mkv
@@ -52,6 +54,7 @@ API_NAMES = (
 IDLE_SECONDS = 0.0  # GetMedia: end the response after this long without a new fragment (0: never, as the service)
 GETMEDIA_CONNECTIONS = 3  # concurrent GetMedia connections per stream (limits page)
 GETMEDIA_CALLS_PER_SECOND = 5  # GetMedia calls per second per stream (API_dataplane_GetMedia)
+PUT_FRAGMENTS_PER_SECOND = 5  # PutMedia: fragments per second per stream (API_dataplane_PutMedia); faster is throttled
 PUT_MAX_SECONDS = 45 * 60.0  # PutMedia maximum connection duration (then 4003)
 MAX_FUTURE_SECONDS = 10.0  # producer timestamps further ahead of the server clock are refused (4007)
 PUT_IDLE_SECONDS = 30.0  # PutMedia: the service closes a session idle for 30 s
@@ -194,7 +197,13 @@ def _put_session(handler, store: Store, stream, timecode_type: str, start_second
     out = ChunkedWriter(handler, "application/json")
     server = handler.server
     session = PutSession(
-        store, stream, timecode_type, start_seconds, max_seconds=server.put_max_seconds, max_future=server.max_future_seconds
+        store,
+        stream,
+        timecode_type,
+        start_seconds,
+        max_seconds=server.put_max_seconds,
+        max_future=server.max_future_seconds,
+        per_second=server.put_fragments_per_second,
     )
     try:
         for el in mkv.iter_level1(body):
@@ -235,11 +244,14 @@ class PutSession:
         *,
         max_seconds: float = PUT_MAX_SECONDS,
         max_future: float = MAX_FUTURE_SECONDS,
+        per_second: int = PUT_FRAGMENTS_PER_SECOND,
     ):
         self.store = store
         self.opened = time.monotonic()
         self.max_seconds = max_seconds
         self.max_future = max_future
+        self.per_second = per_second
+        self.recent: deque[float] = deque()  # monotonic times of the fragments of the last second
         self.stream = stream
         self.absolute = timecode_type == "ABSOLUTE"
         self.start_ms = start_seconds * 1000
@@ -262,6 +274,17 @@ class PutSession:
         elif el.id == mkv.CLUSTER:
             return self.cluster(el)
         return []
+
+    def _throttle(self) -> None:
+        """At most `per_second` fragments a second: faster producers are read (and acknowledged) more slowly,
+        as the service throttles them."""
+        now = time.monotonic()
+        while self.recent and self.recent[0] <= now - 1.0:
+            self.recent.popleft()
+        if len(self.recent) >= self.per_second:
+            time.sleep(self.recent[0] + 1.0 - now)
+            self.recent.popleft()
+        self.recent.append(time.monotonic())
 
     def cluster(self, el: mkv.Element) -> list[dict]:
         if not (self.ebml and self.tracks):
@@ -288,6 +311,7 @@ class PutSession:
         if producer_ms / 1000 > time.time() + self.max_future:
             raise PutError(INVALID_PRODUCER_TIMESTAMP, f"producer timestamp {producer_ms / 1000:.3f} is in the future", timecode)
         self.last_timecode = timecode
+        self._throttle()
         number = self.store.next_fragment_number()
         acks = [{"EventType": kind, "FragmentTimecode": timecode, "FragmentNumber": number} for kind in ("BUFFERING", "RECEIVED")]
         fragment = Fragment(

@@ -174,6 +174,7 @@ class KvsServer(ThreadingHTTPServer):
         getmedia_connections: int = kvs_media.GETMEDIA_CONNECTIONS,
         getmedia_calls_per_second: int = kvs_media.GETMEDIA_CALLS_PER_SECOND,
         put_max_seconds: float = kvs_media.PUT_MAX_SECONDS,
+        put_fragments_per_second: int = kvs_media.PUT_FRAGMENTS_PER_SECOND,
         max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS,
     ):
         super().__init__((host, port), Handler)
@@ -184,6 +185,7 @@ class KvsServer(ThreadingHTTPServer):
         self.getmedia_connections = getmedia_connections
         self.getmedia_calls_per_second = getmedia_calls_per_second
         self.put_max_seconds = put_max_seconds
+        self.put_fragments_per_second = put_fragments_per_second
         self.max_future_seconds = max_future_seconds
 
 
@@ -216,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         help="PutMedia maximum connection duration; a fragment after it gets error 4003",
     )
     parser.add_argument(
+        "--put-fragments-per-second",
+        type=int,
+        default=kvs_media.PUT_FRAGMENTS_PER_SECOND,
+        help="PutMedia fragments per second per stream; a faster producer is throttled",
+    )
+    parser.add_argument(
         "--max-future-seconds",
         type=float,
         default=kvs_media.MAX_FUTURE_SECONDS,
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         getmedia_connections=args.getmedia_connections,
         getmedia_calls_per_second=args.getmedia_calls_per_second,
         put_max_seconds=args.put_max_seconds,
+        put_fragments_per_second=args.put_fragments_per_second,
         max_future_seconds=args.max_future_seconds,
     )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

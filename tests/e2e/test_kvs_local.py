@@ -214,6 +214,20 @@ def test_one_putmedia_connection_per_stream(kvs_endpoint, live_stream):
     assert acks.count("PERSISTED") == 6
 
 
+def test_more_than_five_fragments_a_second_are_throttled(kvs_endpoint, live_stream):
+    """API_dataplane_PutMedia: "A client can send up to five fragments per second per stream"; a producer that
+    pushes faster is throttled: its acknowledgements come no faster (awslabs/amazon-kinesis-video-streams-
+    producer-sdk-cpp issue 82). Twelve fragments sent at once take at least 7/5 s to be persisted, none lost."""
+    kvs_endpoint.create("too-fast")
+    creds = kvs_endpoint.session().get_credentials().get_frozen_credentials()
+    session = kvs_put.PutMediaSession(kvs_endpoint.url, "too-fast", creds, "us-east-1", time.time() - 60)
+    sent = time.monotonic()
+    session.send(live_stream + with_timecodes(live_stream, [3000, 3500, 4000, 4500, 5000, 5500]))
+    wait_until(lambda: len(session.acks.persisted) == 12)
+    assert time.monotonic() - sent >= 7 / 5 * 0.95
+    assert len(session.finish().persisted) == 12
+
+
 def test_producer_timestamps_in_the_future_get_error_4007(kvs_endpoint, live_stream):
     """API_dataplane_PutMedia acknowledgement ErrorId 4007 INVALID_PRODUCER_TIMESTAMP: the service refuses
     fragments stamped ahead of its clock (a producer clock ten minutes fast)."""
