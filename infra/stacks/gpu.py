@@ -25,6 +25,7 @@ from constructs import Construct
 from infra import naming
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import imported
+from worker.settings import environment as worker_environment
 
 MAX_INSTANCES = 2
 ROOT_VOLUME_GIB = 60  # the GPU AMI's root volume is 30 GiB; the CUDA image needs room to unpack
@@ -106,7 +107,7 @@ class GpuWorkers(Construct):
             memory_limit_mib=TASK_MEMORY_MIB,
             gpu_count=1,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="gpu", log_group=log_group),
-            environment={**environment, "KINASE_DEVICE": "cuda"},
+            environment={**environment, **worker_environment(device="cuda")},
             stop_timeout=cdk.Duration.seconds(30),
         )
 
