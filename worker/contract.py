@@ -44,7 +44,12 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "schema": {"const": SCHEMA_ID},
         "bucket": {"type": "string", "minLength": 3, "maxLength": 63},
-        "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "key": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": 1024,
+            "description": "S3 key of the annotated JPEG; null when the worker's upload policy (KINASE_UPLOAD) did not upload this frame",
+        },
         "frame_index": {"type": "integer", "minimum": 0},
         "detections_count": {"type": "integer", "minimum": 0},
         "summary": {
@@ -165,8 +170,10 @@ def build(
     inference_ms: float,
     detections: list[dict],
     now: float,
+    uploaded: bool = True,
 ) -> dict:
-    """A v1 message; `detections` are dicts with class, conf, bbox (normalised xywh) and class_id."""
+    """A v1 message; `detections` are dicts with class, conf, bbox (normalised xywh) and class_id.
+    A frame whose JPEG the upload policy kept out of S3 has `key` null."""
     summary = [
         {
             "class": d["class"],
@@ -179,7 +186,7 @@ def build(
     return {
         "schema": SCHEMA_ID,
         "bucket": bucket,
-        "key": frame_key(frame_id),
+        "key": frame_key(frame_id) if uploaded else None,
         "frame_index": int(frame_index),
         "detections_count": len(summary),
         "summary": summary,

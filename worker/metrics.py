@@ -24,7 +24,7 @@ log = logging.getLogger("kinase.worker.metrics")
 
 NAMESPACE = "kinase/worker"
 OUTCOMES = {
-    "FramesDelivered": "delivered",  # JPEG in S3 and message in SQS
+    "FramesDelivered": "delivered",  # message in SQS, and its JPEG in S3 unless the upload policy kept it out
     "FramesSampledOut": "sampled_out",  # not kept by sampling (every N / target fps)
     "FramesDropped": "dropped",  # live overload: older frames dropped to keep up
     "FramesGapped": "gapped",  # inside a reported gap (see `Metrics.gap`)
@@ -35,6 +35,7 @@ COUNTERS = {
     "FramesRead": "Count",  # every frame the source produced (at a position not handled before)
     **dict.fromkeys(OUTCOMES, "Count"),
     "FramesProcessed": "Count",  # inferred
+    "FramesNotUploaded": "Count",  # delivered with `key` null: KINASE_UPLOAD kept the JPEG out of S3 (also in FramesDelivered)
     "FramesDeduplicated": "Count",  # read again at a position already handled (reconnect, restart); not in FramesRead
     "Fragments": "Count",
     "CorruptMedia": "Count",  # fragments or frames that could not be decoded (events; the frames are in FramesCorrupt)

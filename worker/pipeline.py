@@ -162,6 +162,8 @@ class Worker:
             model=detector.name,
             ledger=ledger,
             metrics=self.metrics,
+            upload=s.upload,
+            jpeg_quality=s.jpeg_quality,
         )
         frames = FrameQueue(8, metrics=self.metrics, stop=self.stop)
         reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)

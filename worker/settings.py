@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from worker.backends import BACKENDS
+from worker.upload import CHOICES as UPLOAD_CHOICES
+from worker.upload import parse as parse_upload
 
 IMAGE_MODELS_DIR = Path("/opt/kinase/models")  # where the worker image keeps its models (worker/Dockerfile)
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -94,6 +96,13 @@ SETTINGS: tuple[Setting, ...] = (
         "a folder of images or a video to calibrate int8 backends on when their model is not cached",
         shown_default="none (a forced int8 backend on a file source: its first frames)",
     ),
+    Setting(
+        "upload",
+        "str",
+        "all",
+        f"which processed frames get their annotated JPEG in S3: {UPLOAD_CHOICES}; the others still get their message, with `key` null",
+    ),
+    Setting("jpeg_quality", "int", "85", "JPEG quality of the uploaded frames", minimum=1, maximum=100),
     Setting("every", "int", "1", "sampling: every N-th frame", minimum=1),
     Setting("fps", "float", "0", "sampling: a target rate on the media clock (0 = off)", minimum=0.0),
     Setting(
@@ -161,6 +170,8 @@ class Settings:
     backend: str = "auto"
     model_cache: str = ""
     calibration: str = ""
+    upload: str = "all"
+    jpeg_quality: int = 85
     every: int = 1
     fps: float = 0.0
     start: str = "NOW"
@@ -281,6 +292,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if backend != "auto" and backend not in BACKENDS:
         raise SettingsError(f"{BY_FIELD['backend'].name}={backend!r} must be auto or one of {', '.join(BACKENDS)}")
     values["backend"] = backend
+    upload = values["upload"].strip().lower()
+    try:
+        parse_upload(upload)
+    except ValueError as exc:
+        raise SettingsError(f"{BY_FIELD['upload'].name}={values['upload']!r} {exc}") from None
+    values["upload"] = upload
     if values["imgsz"] % 32:
         raise SettingsError(f"{BY_FIELD['imgsz'].name}={values['imgsz']} must be a multiple of 32")
     values["classes"] = values["classes"] or ()

@@ -212,7 +212,7 @@ class Session:
         self._show(message, row)
         if self.opts.on_frame is not None:
             self.opts.on_frame(message)
-        if self.saver is None:
+        if self.saver is None or message["key"] is None:  # key null: the worker's upload policy kept this frame out of S3
             self._done(received)
         else:
             self.saver.submit(message["key"]).add_done_callback(lambda f: self._saved(f, received, message["key"]))

@@ -41,7 +41,7 @@ class Result:
     detections: list[dict]
     inference_ms: float
     frame_id: str = ""
-    key: str = ""
+    key: str | None = ""  # None: the upload policy kept this frame's JPEG out of S3
     width: int = 0
     height: int = 0
     message: dict | None = None

@@ -15,14 +15,24 @@ from worker import aws
 from worker.annotate import annotate, jpeg
 from worker.sinks import Context, Result
 from worker.sinks.threads import STOP, put_until
+from worker.upload import parse as parse_upload
 
 
 class S3FrameSink:
     name = "s3-frames"
     required = True
 
-    def __init__(self, ctx: Context, done: Callable[[Result], None], threads: int = 4, queue_size: int = 8):
+    def __init__(
+        self,
+        ctx: Context,
+        done: Callable[[Result], None],
+        threads: int = 4,
+        queue_size: int = 8,
+        upload: str = "all",
+        jpeg_quality: int = 85,
+    ):
         self.ctx, self.done = ctx, done
+        self.policy, self.jpeg_quality = parse_upload(upload), jpeg_quality
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._order = threading.Lock()
         self._submitted = 0
@@ -34,7 +44,7 @@ class S3FrameSink:
 
     @classmethod
     def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> S3FrameSink:
-        return cls(ctx, done, **{k: v for k, v in ctx.options.items() if k in ("threads", "queue_size")})
+        return cls(ctx, done, **{k: v for k, v in ctx.options.items() if k in ("threads", "queue_size", "upload", "jpeg_quality")})
 
     def submit(self, result: Result) -> None:
         put_until(self._queue, (self._submitted, result), None, self.ctx.failed)
@@ -65,7 +75,13 @@ class S3FrameSink:
             seq, result = item
             try:
                 result.height, result.width = result.frame.image.shape[:2]
-                body = jpeg(annotate(result.frame.image, result.detections))
+                if not self.policy.wants(result.frame.frame_index, result.detections):
+                    result.key = None
+                    result.frame.image = None
+                    ctx.metrics.count("FramesNotUploaded")
+                    self._hand_on(seq, result)  # in order, like an uploaded one
+                    continue
+                body = jpeg(annotate(result.frame.image, result.detections), self.jpeg_quality)
                 result.frame.image = None  # the pixels are not needed any more; free them while the message waits
                 aws.retry(
                     lambda: ctx.s3.put_object(Bucket=ctx.bucket, Key=result.key, Body=body, ContentType="image/jpeg"),

@@ -104,6 +104,7 @@ class SqsResultSink:
                 inference_ms=r.inference_ms,
                 detections=r.detections,
                 now=now,
+                uploaded=r.key is not None,
             )
         pending = {str(i): r for i, r in enumerate(batch)}
         started = time.monotonic()
