@@ -68,9 +68,9 @@ def family(outputs: StackOutputs) -> str:
     return outputs.get("TaskDefinitionFamily") or outputs["TaskDefinitionArn"].rsplit("/", 1)[-1].rsplit(":", 1)[0]
 
 
-def current(target: Target, outputs: StackOutputs) -> dict:
-    """The newest ACTIVE revision of the worker's family (what `run-task` starts)."""
-    return target.client("ecs").describe_task_definition(taskDefinition=family(outputs))["taskDefinition"]
+def current(target: Target, outputs: StackOutputs, family_name: str | None = None) -> dict:
+    """The newest ACTIVE revision of the worker's family, or of `family_name` (what `run-task` starts)."""
+    return target.client("ecs").describe_task_definition(taskDefinition=family_name or family(outputs))["taskDefinition"]
 
 
 def container(definition: dict, name: str) -> dict:

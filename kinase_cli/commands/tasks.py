@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from infra import naming
 from infra.naming import DEFAULT_ENV
 from kinase_cli import paths
 from kinase_cli.aws import cost, taskdef
@@ -103,7 +104,7 @@ def run_task(
     t = target(profile, region, local, env)
     settings = overrides(stream, source, model, imgsz, conf, every, fps, env_vars or [], local)
     if gpu and local:
-        settings.setdefault("KINASE_DEVICE", "cuda")
+        settings.setdefault(WORKER_SETTINGS["device"].name, "cuda")
     outputs = stack_outputs.read(t, required=("storage", "compute"))
     if stream:
         _check_stream(t, stream, outputs)
@@ -240,9 +241,9 @@ def _run_fargate(
 
 def _gpu_placement(t, outputs) -> dict:
     """RunTask's placement on the GPU capacity provider (bridge network: the instance's public address reaches AWS)."""
-    provider = outputs.get("GpuCapacityProviderName")
-    if not provider or not outputs.get("GpuTaskDefinitionFamily"):
+    if not outputs.get("GpuTaskDefinitionFamily"):
         raise KinaseError("this environment has no GPU workers", f"deploy them first: `kinase deploy --gpu{t.hint_flag()}`")
+    provider = naming.gpu_capacity_provider(t.env)  # the name the stack gives it (infra/stacks/gpu.py)
     return {"capacityProviderStrategy": [{"capacityProvider": provider, "weight": 1, "base": 0}]}
 
 

@@ -14,8 +14,9 @@ import subprocess
 
 import pytest
 
+from infra import naming
 from support.cli import ROOT, kinase, one_error_line
-from support.ops import docker_calls, fake_docker, local, newest_task_definition, path_without_docker, put_image
+from support.ops import aws_env, docker_calls, fake_docker, local, newest_task_definition, path_without_docker, put_image
 
 pytestmark = pytest.mark.e2e
 
@@ -194,5 +195,21 @@ def test_gpu_variant_builds_the_cuda_image_and_pins_the_gpu_task_definition(loca
         pinned = local().client("ecs").describe_task_definition(taskDefinition=values["GpuTaskDefinitionFamily"])["taskDefinition"]
         assert pinned["containerDefinitions"][0]["image"] == f"{values['RepositoryUri']}@{digest}"
         assert data["task_definition_arn"] == pinned["taskDefinitionArn"]
+
     finally:
         kinase("destroy", "--local", "--env", name, "--yes", timeout=900)
+
+
+def test_run_task_gpu_needs_gpu_workers(deployed_stack):
+    line = one_error_line(kinase("run-task", "--gpu", env=aws_env()))
+    assert "no GPU workers" in line and "kinase deploy --gpu" in line
+
+
+def test_run_task_gpu_places_the_task_on_the_gpu_capacity_provider():
+    """RunTask's placement for --gpu: the stack's capacity provider by its fixed name, no Fargate launch type,
+    no awsvpc configuration (bridge mode on an instance with a public address)."""
+    from kinase_cli.aws.target import Target
+    from kinase_cli.commands.tasks import _gpu_placement
+
+    placement = _gpu_placement(Target(env="prod"), {"GpuTaskDefinitionFamily": naming.gpu_family("prod")})
+    assert placement == {"capacityProviderStrategy": [{"capacityProvider": naming.gpu_capacity_provider("prod"), "weight": 1, "base": 0}]}
