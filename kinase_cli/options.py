@@ -37,16 +37,16 @@ def check_source(value: str) -> str:
     if "://" in value:
         return value
     path = Path(value).expanduser()
-    if path.is_dir():
-        raise KinaseError(
-            f"--source {visible(value, limit=200)} is a directory", "give a video file, a URL or s3://BUCKET/KEY", exit_code=2
-        )
-    if path.exists():
-        try:
+    try:
+        if path.is_dir():
+            raise KinaseError(
+                f"--source {visible(value, limit=200)} is a directory", "give a video file, a URL or s3://BUCKET/KEY", exit_code=2
+            )
+        if path.is_file():  # devices and pipes (a camera, a feed) are the worker's to open
             with open(path, "rb"):
                 pass
-        except OSError as exc:
-            raise KinaseError(f"--source {visible(value, limit=200)} cannot be read: {exc.strerror or exc}", exit_code=2) from None
+    except OSError as exc:
+        raise KinaseError(f"--source {visible(value, limit=200)} cannot be read: {exc.strerror or exc}", exit_code=2) from None
     return value
 
 

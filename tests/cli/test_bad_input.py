@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from support.cli import kinase, one_error_line
@@ -65,3 +67,43 @@ def test_error_lines_quoting_input_show_escapes_not_effects(tmp_path):
     proc = kinase("status", "--region", "x\x1b]0;title\x07", env={"KINASE_HOME": str(tmp_path)}, timeout=120)
     line = one_error_line(proc, only=True)
     assert "\x1b" not in proc.stderr and "\\x1b]0;title\\x07" in line
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_directory_as_source_is_one_line_before_any_work(tmp_path, local):
+    args = ["run-task", "--source", str(tmp_path), *(["--local"] if local else ["--region", "eu-west-1"])]
+    proc = kinase(*args, env={"KINASE_HOME": str(tmp_path / "home")}, timeout=120)
+    line = one_error_line(proc, only=True)
+    assert f"--source {tmp_path} is a directory" in line
+    assert not (tmp_path / "home" / "local" / "runs").exists()
+
+
+def test_an_unreadable_source_file_is_one_line(tmp_path):
+    """Tests run as root, which reads any file whatever its mode bits, so the check runs as `nobody`
+    (setpriv) on a mode-000 file."""
+    import shutil
+    import subprocess
+
+    from support.cli import ROOT
+
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to drop root for this test")
+    tmp_path.chmod(0o755)
+    secret = tmp_path / "clip.mp4"
+    secret.write_bytes(b"x")
+    secret.chmod(0)
+    code = f"from kinase_cli.options import check_source; check_source({str(secret)!r})"
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and f"--source {secret} cannot be read: Permission denied" in proc.stderr
+
+
+def test_source_check_leaves_urls_and_missing_files_alone():
+    from kinase_cli.options import check_source
+
+    assert check_source("s3://bucket/key.mp4") == "s3://bucket/key.mp4"
+    assert check_source("/nonexistent/clip.mp4") == "/nonexistent/clip.mp4"  # the worker names a missing file itself
