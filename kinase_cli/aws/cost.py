@@ -35,7 +35,6 @@ LOG_BYTES_PER_HOUR = 600_000  # the worker's log lines besides its metrics (star
 # The worker's SQS batching (worker/sinks/sqs_results.py BATCH_SIZE, BATCH_WAIT; a test keeps them equal).
 SQS_BATCH_SIZE = 10
 SQS_BATCH_WAIT = 0.1
-UPLOAD_POLICIES = ("all", "detections", "every:N", "none")
 
 
 @dataclass(frozen=True)
@@ -114,18 +113,16 @@ def invalid_size(cpu_units: int, memory_mib: int) -> str | None:
 
 
 def upload_share(policy: str, detected_share: float = 1.0) -> float:
-    """The share of processed frames a KINASE_UPLOAD policy puts in S3."""
-    if policy == "all":
-        return 1.0
-    if policy == "none":
-        return 0.0
-    if policy == "detections":
-        return detected_share
-    if policy.startswith("every:"):
-        count = policy.removeprefix("every:")
-        if count.isdigit() and int(count) > 0:
-            return 1.0 / int(count)
-    raise ValueError(f"upload policy {policy!r} is not one of {', '.join(UPLOAD_POLICIES)} (N a whole number >= 1)")
+    """The share of processed frames a KINASE_UPLOAD policy puts in S3 (parsed by the worker's own parser)."""
+    from worker.upload import parse
+
+    try:
+        chosen = parse(policy)
+    except ValueError as exc:
+        raise ValueError(f"upload policy {policy!r} is not valid: it {exc}") from None
+    if chosen.mode == "every":
+        return 1.0 / chosen.every
+    return {"all": 1.0, "none": 0.0, "detections": detected_share}[chosen.mode]
 
 
 @dataclass(frozen=True)
