@@ -134,3 +134,39 @@ def test_access_errors_stop_the_worker_at_once():
     with pytest.raises(SourceError) as err:
         list(source)
     assert "NotAuthorizedException" in str(err.value) and len(media.calls) == 1
+
+
+def fragment(number: int, arrived: float, shot: float) -> mkv.Fragment:
+    """A one-second fragment (ten frames) the service received at `arrived`, shot at `shot` by the producer's clock."""
+    tags = {mkv.FRAGMENT_NUMBER: str(number), mkv.SERVER_TIMESTAMP: f"{arrived:.3f}", mkv.PRODUCER_TIMESTAMP: f"{shot:.3f}"}
+    return mkv.Fragment(data=b"", tags=tags, cluster_timecode=0, block_timecodes=[i * 100 for i in range(10)])
+
+
+@pytest.mark.parametrize(
+    ("case", "fragments", "bulk"),
+    [
+        ("a camera at its own pace", [(t, t - 1) for t in (100, 101, 102, 103)], [False] * 4),
+        ("an offline upload, five fragments a second", [(100 + i / 5, 96 + i) for i in range(4)], [True] * 4),
+        ("two uploads back to back", [(100, 97), (100.2, 98), (100.4, 99), (101.0, 97), (101.2, 98)], [True] * 5),
+        ("a camera whose clock is 10 s slow", [(t, t - 11) for t in (100, 101, 102, 103)], [True, False, False, False]),
+    ],
+)
+def test_uploads_in_bulk_are_told_from_a_live_camera(case, fragments, bulk):
+    source, _, _ = reader(lambda n: b"")
+    assert [source._uploaded_in_bulk(fragment(i, *f)) for i, f in enumerate(fragments)] == bulk, case
+
+
+def test_after_a_restart_a_backlog_older_than_the_maximum_lag_is_skipped_to_the_live_edge():
+    checkpoint = {"fragment_number": "5", "continuation_token": "5", "next_offset": None}
+    source, _, metrics = reader(lambda n: b"", resume=checkpoint, max_lag=30)
+    now = time.time()
+    assert not source._too_far_behind(fragment(6, now - 20, now - 21))
+    assert source._too_far_behind(fragment(7, now - 40, now - 41))
+    assert source.selector == {"StartSelectorType": "NOW"} and source.live
+    source._report_gap(fragment(30, now, now - 1))
+    (gap,) = metrics.gaps
+    assert (gap.start, gap.end, gap.frames) == ("7", "30", 10)
+    assert gap.fragments == 40  # 40 s between the two, one-second fragments
+    assert "KINASE_MAX_LAG=30s" in gap.reason
+    assert metrics.balance() == 0  # the ten frames read are gapped
+    assert not source._too_far_behind(fragment(31, now - 100, now - 101))  # at the live edge: the live policy applies
