@@ -225,6 +225,7 @@ def backend_table(weights: Path, imgsz: int, cache: Path, validation: Path, on: 
     sys.path.insert(0, str(ROOT / "tests"))
     from support.accuracy import evaluate, load_split
     from worker import detector as detectors
+    from worker.detector.convert import Refused
     from worker.detector.ov import has_bf16
 
     images, truths = load_split(validation)
@@ -234,7 +235,11 @@ def backend_table(weights: Path, imgsz: int, cache: Path, validation: Path, on: 
     try:
         table = {}
         for name in names:
-            detector = detectors.load(str(weights), imgsz=imgsz, backend=name, cache_dir=cache, device="cpu")
+            try:
+                detector = detectors.load(str(weights), imgsz=imgsz, backend=name, cache_dir=cache, device="cpu")
+            except Refused as exc:
+                print(f"{name}: {exc}")
+                continue
             ms = detectors.measure(detector, detectors.probe_image(imgsz), runs=10)
             table[name] = {"ms": ms, "map50": evaluate(detector, images, truths)}
     finally:

@@ -13,7 +13,7 @@ import pytest
 from kinase_cli.workflows.samples import shapes_dataset
 from support.accuracy import evaluate, load_split
 from support.cli import ROOT
-from support.worker_stack import SHAPES_PT
+from support.worker_stack import SHAPES_ONNX, SHAPES_PT
 from worker import detector as detectors
 from worker import settings as worker_settings
 from worker.detector import convert
@@ -112,3 +112,34 @@ def test_a_runtime_without_torch_runs_pt_weights_from_the_cache(converted, tmp_p
     lines = run.stdout.splitlines()
     assert lines[0] == "ok onnxruntime ['circle', 'square', 'triangle']", run.stderr
     assert lines[1].startswith("error shapes-yolo11n.pt is not converted for this image") and "convert at build time" in lines[1]
+
+
+def test_agreement_counts_moved_or_vanished_boxes_not_threshold_flicker():
+    a = {"class_id": 0, "conf": 0.9, "bbox": [0.5, 0.5, 0.2, 0.2]}
+    b = {"class_id": 1, "conf": 0.8, "bbox": [0.2, 0.2, 0.1, 0.1]}
+    moved_a_little = {**a, "bbox": [0.52, 0.5, 0.2, 0.2]}
+    assert convert.agreement([[a, b]], [[moved_a_little, b]]) == 1.0
+    assert convert.agreement([[a, b]], [[a, {**b, "conf": 0.2}]]) == 1.0  # b fell under 0.25 but is still there
+    assert convert.agreement([[a, b]], [[a]]) == pytest.approx(2 / 3)  # b vanished
+    assert convert.agreement([[a]], [[{**a, "class_id": 1}]]) == 0.0  # same box, other class
+    assert convert.agreement([[a]], [[{**a, "bbox": [0.7, 0.5, 0.2, 0.2]}]]) == 0.0  # moved off
+    assert convert.agreement([[]], [[]]) == 1.0
+
+
+def test_an_int8_model_that_disagrees_with_fp32_is_refused_once_and_for_all(tmp_path):
+    images, _ = load_split(shapes_dataset(tmp_path / "calibration", train=0, val=8, imgsz=IMGSZ, seed=303).parent)
+    cache = convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "cache")
+
+    with pytest.raises(
+        detectors.DetectorError,
+        match=r"onnxruntime-int8 for shapes-yolo11n.onnx at 320 refused: it agrees with fp32 at [01]\.\d+ < 1.5 on 2 held-out",
+    ):
+        convert.int8(cache, "onnxruntime-int8", lambda: images, minimum=1.5)  # no model can pass: the refusal path
+
+    assert cache.refused("onnxruntime-int8").exists() and not cache.path("onnxruntime-int8").exists()
+    assert [p.name for p in cache.folder.iterdir()] == ["onnxruntime-int8.refused"]  # nothing half-written left
+    with pytest.raises(detectors.DetectorError, match="refused"):
+        convert.int8(cache, "onnxruntime-int8", lambda: pytest.fail("quantized again"))
+    assert "onnxruntime-int8" not in detectors.candidates(str(SHAPES_ONNX), cache, "cpu", lambda: images)
+    argv = [str(SHAPES_ONNX), "--imgsz", str(IMGSZ), "--backends", "onnxruntime-int8", "--cache", str(tmp_path / "cache")]
+    assert convert.main(argv) == 0  # the image build goes on without it: the worker runs the other backends

@@ -146,7 +146,8 @@ def candidates(model: str, cache: Cache | None, device: str, calibration) -> lis
         if has_bf16():
             found.append("openvino-bf16")
     for backend in INT8_FILES:
-        if (backend == "onnxruntime-int8" or openvino) and (calibration is not None or cache.path(backend).exists()):
+        buildable = calibration is not None and not cache.refused(backend).exists()
+        if (backend == "onnxruntime-int8" or openvino) and (cache.path(backend).exists() or buildable):
             found.append(backend)
     found.append("onnxruntime")
     if openvino and "openvino-bf16" not in found:

@@ -38,6 +38,12 @@ log = logging.getLogger("kinase.worker.detector")
 DEFAULT_CACHE = Path.home() / ".cache" / "kinase" / "models"
 INT8_FILES = {"onnxruntime-int8": "onnxruntime-int8.onnx", "openvino-int8": "openvino-int8.xml"}
 _HEAD = re.compile(r"^/model\.(\d+)/")
+AGREEMENT_MIN = 0.95  # `agreement` of an int8 model with fp32 on held-out calibration frames
+CHECK_CONF = 0.1  # the held-out check looks this low, so a detection crossing 0.25 is not a miss
+
+
+class Refused(DetectorError):
+    """A quantized model lost too much against fp32 and is not used; the message says by how much."""
 
 
 def digest(path: Path) -> str:
@@ -59,6 +65,10 @@ class Cache:
 
     def path(self, backend: str) -> Path:
         return self.folder / (INT8_FILES.get(backend) or "fp32.onnx")
+
+    def refused(self, backend: str) -> Path:
+        """Where a quantized model that lost too much accuracy is recorded as refused."""
+        return self.folder / f"{backend}.refused"
 
     def writable_folder(self) -> Path:
         """The cache folder, or one under the temp dir when the cache is read-only (an image's cache at
@@ -130,12 +140,38 @@ def head_prefix(names: Sequence[str]) -> str | None:
     return f"/model.{max(numbers)}/" if numbers else None
 
 
-def calibration_blobs(fp32: Path, imgsz: int, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The network's input for each calibration image, made exactly as the detector makes it."""
-    from worker.detector.ort import OrtDetector
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two normalised [x_center, y_center, width, height] boxes."""
+    w = min(a[0] + a[2] / 2, b[0] + b[2] / 2) - max(a[0] - a[2] / 2, b[0] - b[2] / 2)
+    h = min(a[1] + a[3] / 2, b[1] + b[3] / 2) - max(a[1] - a[3] / 2, b[1] - b[3] / 2)
+    inter = max(0.0, w) * max(0.0, h)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
-    detector = OrtDetector(fp32, backend="onnxruntime", imgsz=imgsz, conf=0.25, classes=())
-    return [detector.blob(image)[0] for image in images]
+
+def _found(wanted: Sequence[dict], among: Sequence[dict]) -> int:
+    """How many of `wanted` have a box of the same class at IoU >= 0.5 in `among`, each used once."""
+    used: set[int] = set()
+    for d in wanted:
+        scores = [(iou(d["bbox"], c["bbox"]), i) for i, c in enumerate(among) if i not in used and c["class_id"] == d["class_id"]]
+        best, index = max(scores, default=(0.0, -1))
+        if best >= 0.5:
+            used.add(index)
+    return len(used)
+
+
+def agreement(reference: Sequence[list[dict]], candidate: Sequence[list[dict]], conf: float = 0.25) -> float:
+    """How well two models' detections agree, over all frames: the share of each side's detections
+    at `conf` or more that the other side also has (same class, IoU >= 0.5) at any confidence it
+    reported. Detections near the threshold may flicker across it without counting as a miss;
+    boxes that moved or vanished count. 1.0 when neither found anything."""
+    matched = total = 0
+    for ref, cand in zip(reference, candidate):
+        for one, other in ((ref, cand), (cand, ref)):
+            strong = [d for d in one if d["conf"] >= conf]
+            matched += _found(strong, other)
+            total += len(strong)
+    return 1.0 if total == 0 else matched / total
 
 
 def ort_int8(fp32: Path, blobs: Sequence[np.ndarray], out: Path) -> None:
@@ -195,31 +231,66 @@ def ov_int8(fp32: Path, blobs: Sequence[np.ndarray], out: Path) -> None:
     ov.save_model(quantized, str(out), compress_to_fp16=False)
 
 
-def int8(cache: Cache, backend: str, calibration: Callable[[], Sequence[np.ndarray]] | None) -> Path:
-    """The cached int8 model, quantized now from the calibration frames if it is not there yet."""
+def int8(cache: Cache, backend: str, calibration: Callable[[], Sequence[np.ndarray]] | None, minimum: float = AGREEMENT_MIN) -> Path:
+    """The cached int8 model, quantized now from the calibration frames if it is not there yet.
+
+    Every 4th calibration frame is held out: the int8 model must find what fp32 finds there
+    (`agreement` >= `minimum`), or it is refused, and the refusal is recorded beside the cache so
+    it is not quantized again at every start."""
     final = cache.path(backend)
     if final.exists():
         return final
+    refused = cache.refused(backend)
+    if refused.exists():
+        raise Refused(refused.read_text().strip())
     if calibration is None:
         raise DetectorError(
             f"{backend} has no quantized model for {cache.weights.name} at {cache.imgsz} yet: set KINASE_CALIBRATION "
             "(a folder of the model's validation images, or a video) or quantize at build time"
         )
+    from worker.detector.ort import OrtDetector
+
     fp32 = fp32_onnx(cache)
     started = time.perf_counter()
-    blobs = calibration_blobs(fp32, cache.imgsz, calibration())
+    images = list(calibration())
+    held = images[::4] if len(images) >= 8 else images
+    calibrate = [image for i, image in enumerate(images) if i % 4] if len(images) >= 8 else images
+    reference = OrtDetector(fp32, backend="onnxruntime", imgsz=cache.imgsz, conf=CHECK_CONF, classes=())
+    blobs = [reference.blob(image)[0] for image in calibrate]
     folder = cache.writable_folder()
-    final = cache.path(backend)
+    final, refused = cache.path(backend), cache.refused(backend)
     tmp = folder / f".{backend}-{os.getpid()}{final.suffix}"
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars; stdout is for metrics
         if backend == "onnxruntime-int8":
             ort_int8(fp32, blobs, tmp)
-            _publish(tmp, final)
+            quantized = OrtDetector(tmp, backend=backend, imgsz=cache.imgsz, conf=CHECK_CONF, classes=(), names_from=fp32)
         else:
+            from worker.detector.ov import OvDetector
+
             ov_int8(fp32, blobs, tmp)
-            _publish(tmp, final, ".bin")
+            quantized = OvDetector(tmp, backend=backend, precision="f32", imgsz=cache.imgsz, conf=CHECK_CONF, classes=(), names_from=fp32)
+    score = agreement([reference.detect(image)[0] for image in held], [quantized.detect(image)[0] for image in held])
+    del quantized
+    siblings = (".bin",) if backend == "openvino-int8" else ()
+    if score < minimum:
+        for path in (tmp, *(tmp.with_suffix(s) for s in siblings)):
+            path.unlink(missing_ok=True)
+        reason = (
+            f"{backend} for {cache.weights.name} at {cache.imgsz} refused: it agrees with fp32 at {score:.3f} < {minimum} "
+            f"on {len(held)} held-out calibration frames (delete {refused} to try again)"
+        )
+        refused.write_text(reason + "\n")
+        raise Refused(reason)
+    _publish(tmp, final, *siblings)
     log.info(
-        "quantized %s for %s on %d frames in %.1f s: %s", cache.weights.name, backend, len(blobs), time.perf_counter() - started, final
+        "quantized %s for %s on %d frames in %.1f s (agreement with fp32 %.3f on %d held-out frames): %s",
+        cache.weights.name,
+        backend,
+        len(blobs),
+        time.perf_counter() - started,
+        score,
+        len(held),
+        final,
     )
     return final
 
@@ -240,7 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             if backend in INT8_FILES:
-                print(int8(cache, backend, calibration))
+                try:
+                    print(int8(cache, backend, calibration))
+                except Refused as exc:  # not an error: the worker runs the other backends
+                    log.warning("%s", exc)
             elif backend in ("onnxruntime", "openvino", "openvino-bf16"):
                 print(fp32_onnx(cache))
             else:
