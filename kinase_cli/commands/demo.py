@@ -224,7 +224,7 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tupl
             messages.append(message)
             hub.frame(message)
 
-        opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=on_frame)
+        opts = Options(save=workdir / "frames", count=frames, idle_timeout=WATCH_IDLE_TIMEOUT_S, on_frame=on_frame, plain_lines=False)
         session = Session(resources, opts, shown_on, console.err)
         hub.stats = session.stats
 

@@ -53,6 +53,7 @@ class Options:
     peek: bool = False
     receivers: int = 4
     on_frame: Callable[[dict], None] | None = None  # sees every shown message (the demo scores them)
+    plain_lines: bool = True  # without a terminal, a line per frame; the demo turns them off (its summary tells)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Session:
         self.deep = threading.Event()
         self.batches: queue.Queue = queue.Queue(maxsize=max(2, opts.receivers * 2))
         self.handled: OrderedDict[str, None] = OrderedDict()
-        self.mode = "json" if opts.json else ("live" if out.is_terminal else "plain")
+        self.mode = "json" if opts.json else ("live" if out.is_terminal else ("plain" if opts.plain_lines else "quiet"))
         self.acker = Acker(res.sqs, res.queue_url, self._warn)
         self.holder = Holder(self.acker, PEEK_HOLD_S, self.stop) if opts.peek else None
         self.saver = None

@@ -12,6 +12,7 @@ from kinase_cli.aws.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
 from kinase_cli.local import stack
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console
+from kinase_cli.ui.text import join
 from kinase_cli.workflows import deploy
 
 
@@ -53,6 +54,7 @@ def start(port: int, kvs_port: int, redeploy: bool = True) -> dict:
     elif lost:
         report["not_redeployed"] = lost
         hints = "; ".join(f"kinase deploy --local{'' if env == DEFAULT_ENV else f' --env {env}'}" for env in lost)
-        console.warn(f"the local servers came back empty: {', '.join(lost)} no longer deployed (run: {hints})")
+        message = f"the local servers came back empty: {', '.join(lost)} no longer deployed (run: {hints})"
+        console.err.print(join(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
     console.info(f"local stack up: AWS {state['aws_endpoint']}, Kinesis Video {state['kinesis_video_endpoint']}")
     return report

@@ -48,6 +48,7 @@ def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(fresh_home, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     for step in range(1, 7):
         assert f"[{step}/6]" in proc.stderr
+    assert len(proc.stderr.splitlines()) <= 40, proc.stderr  # without a terminal the progress fits on one screen
     data = json_contract.envelope(proc.stdout, "demo")
 
     assert data["put"]["frames"] == FRAMES and data["put"]["persisted"] == data["put"]["fragments"] > 1

@@ -115,3 +115,23 @@ def test_stream_put_loop_ends_on_an_interrupt(deployed_stack, tmp_path):
     for i, at in enumerate(moments(0.0, 5.0)):
         code, _, err = interrupt(argv, at, signal.SIGINT if i % 2 == 0 else signal.SIGTERM)
         assert_ended_cleanly(code, err, argv, at)
+
+
+def test_demo_ends_on_an_interrupt_and_leaves_no_server_running(tmp_path):
+    """Interrupted while it starts the local stack, bootstraps or deploys: it stops what it started."""
+    from support.cli import free_port, kinase
+
+    for i, at in enumerate(moments(0.5, 25.0, n=2)):
+        home = tmp_path / f"home-{i}"
+        argv = ["demo", "--port", str(free_port()), "--kvs-port", str(free_port())]
+        try:
+            code, _, err = interrupt(argv, at, env={"KINASE_HOME": str(home)})
+            assert_ended_cleanly(code, err, argv, at)
+            state = home / "local" / "state.json"
+            if state.exists():  # interrupted before any server was recorded as started, or stopping it failed
+                servers = json.loads(state.read_text())
+                pids = [servers[name]["pid"] for name in ("moto", "kvs") if name in servers]
+                alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/cmdline", "rb").read()]
+                assert not alive, f"demo interrupted at {at:.2f}s left servers running (seed {SEED}):\n{err}"
+        finally:
+            kinase("local", "down", env={"KINASE_HOME": str(home)}, timeout=120)

@@ -166,3 +166,21 @@ def test_logs_follow_prints_new_events_until_interrupted(worker_logs, deployed_s
     _, errors = proc.communicate(timeout=60)
     assert proc.returncode == 0, errors
     assert "Traceback" not in errors
+
+
+def test_hostile_log_lines_are_shown_as_text(worker_logs, deployed_stack):
+    """Log lines are untrusted (a source name, a message field): markup and escapes are shown, not run."""
+    task = "0d" * 16
+    stream = f"worker/{deployed_stack['ContainerName']}/{task}"
+    line = "oops \x1b[2J\x1b]0;pwned\x07 [/x][link=https://evil.example/]click[/link] \u202eevil"
+    logs = local().client("logs")
+    logs.create_log_stream(logGroupName=worker_logs, logStreamName=stream)
+    logs.put_log_events(logGroupName=worker_logs, logStreamName=stream, logEvents=[{"timestamp": int(time.time() * 1000), "message": line}])
+
+    human = kinase("logs", "--task", task, env=aws_env())
+    assert human.returncode == 0, human.stderr
+    assert "\x1b" not in human.stdout and "\u202e" not in human.stdout
+    assert "oops \\x1b[2J\\x1b]0;pwned\\x07 [/x][link=https://evil.example/]click[/link] \\u202eevil" in human.stdout
+
+    as_json = kinase("logs", "--task", task, "--json", env=aws_env())
+    assert [json.loads(raw)["message"] for raw in as_json.stdout.splitlines()] == [line]

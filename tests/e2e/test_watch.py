@@ -269,6 +269,34 @@ def test_table_renders_the_frames_and_correct_counts(fresh):
 
 
 @pytest.mark.e2e
+def test_a_crash_while_handling_leaves_every_unhandled_message_on_the_queue(fresh):
+    """Whatever breaks mid-batch (here the per-frame callback), no message that was not fully handled is deleted."""
+    fresh.send([contract.dumps(frame(fresh.bucket, i, ["person"])) for i in range(10)])
+    shown = []
+
+    def on_frame(message: dict) -> None:
+        if len(shown) == 3:
+            raise RuntimeError("boom")
+        shown.append(message["frame_index"])
+
+    resources = Resources(fresh.client("sqs"), fresh.client("s3"), fresh.queue, fresh.dlq, fresh.bucket)
+    session = Session(
+        resources, Options(json=True, on_frame=on_frame, receivers=1), Console(file=open(os.devnull, "w")), Console(stderr=True)
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        session.run()
+
+    assert len(shown) == 3
+    for _ in range(100):  # handed back at once (visibility 0); a receive still open may hold some a moment
+        visible, in_flight = fresh.depth(fresh.queue)
+        if in_flight == 0:
+            break
+        time.sleep(0.2)
+    assert session.acker.deleted == 3
+    assert visible + in_flight == 7
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_frames_from_the_real_worker_render_with_correct_counts_and_save(fresh, tmp_path):
     from kinase_cli.aws.target import Target
