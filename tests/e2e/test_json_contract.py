@@ -29,6 +29,8 @@ RUN_HERE = {
     "synth",
     "status",
     "local status",
+    "local up",
+    "local down",
     "stream put",
     "stream ls",
     "stream describe",
@@ -51,8 +53,6 @@ COVERED_ELSEWHERE = {
     "stream adopt": "tests/e2e/test_fleet.py::test_adopted_stream_is_tagged_leased_and_kept_on_rm",
     "destroy": "tests/e2e/test_local_e2e.py::test_second_environment_deploys_and_destroys_cleanly",
     "demo": "tests/e2e/test_demo.py::test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth",
-    "local up": "tests/e2e/test_local_e2e.py::test_local_up_is_idempotent_and_down_leaves_no_process (its own stack)",
-    "local down": "tests/e2e/test_local_e2e.py::test_local_up_is_idempotent_and_down_leaves_no_process (its own stack)",
 }
 
 
@@ -80,12 +80,16 @@ def test_cost():
     assert estimate["usd_per_month"] > 0
 
 
-def test_status_and_local_status(deployed_stack):
+def test_status_and_local_status(deployed_stack, local_stack, tmp_path):
     status = run_json("status", "--local", command="status")
     assert status["queue"]["url"] == deployed_stack["ResultsQueueUrl"]
     assert all(s["updated_at"] for s in status["stacks"]) and status["stream"]["created_at"]
     local = run_json("local", "status", command="local status")
     assert local["running"] is True
+    again = run_json("local", "up", command="local up")
+    assert again["already_running"] is True and again["aws_endpoint"] == local_stack["aws_endpoint"]
+    nothing = run_json("local", "down", env={"KINASE_HOME": str(tmp_path)}, command="local down")
+    assert nothing["stopped"] == []
 
 
 def test_stream_commands(deployed_stack, tmp_path):
