@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -111,9 +112,14 @@ def test_sqs_partial_batch_failure_resends_only_the_failed_entries(aws_env, vide
     withheld: list[str] = []
     batches = Counter()
 
+    uploaded = threading.Semaphore(0)
+
     def fail_every_other(params, **_):
         batches["sent"] += 1
-        if batches["sent"] <= 3 and len(params["Entries"]) > 1:
+        if batches["sent"] == 1:  # the first call waits until every JPEG is up: the messages behind it queue up, the next batches are full
+            assert all(uploaded.acquire(timeout=120) for _ in range(20))
+        elif batches["failing"] < 3 and len(params["Entries"]) > 1:
+            batches["failing"] += 1
             withheld.extend(e["Id"] for e in params["Entries"][1::2])
             params["Entries"] = params["Entries"][::2]
 
@@ -125,6 +131,7 @@ def test_sqs_partial_batch_failure_resends_only_the_failed_entries(aws_env, vide
             batches["failed"] += len(withheld)
             withheld.clear()
 
+    session.events.register("after-call.s3.PutObject", lambda **_: uploaded.release())
     session.events.register("before-parameter-build.sqs.SendMessageBatch", fail_every_other)
     session.events.register("after-call.sqs.SendMessageBatch", report_failed)
     worker = run_in_process(media, target, str(video), session)
