@@ -10,7 +10,9 @@ import io
 import json
 import time
 from collections import Counter
+from pathlib import Path
 
+import fall_detection
 import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
@@ -22,6 +24,7 @@ from worker import settings as worker_settings
 from worker.pipeline import Worker
 
 pytestmark = pytest.mark.slow
+FALL_MODEL = Path(fall_detection.__file__).parent / "models" / "best.pt"
 
 
 def positions(messages: list[dict]) -> list[tuple[str, int]]:
@@ -147,7 +150,11 @@ def test_sigkill_before_the_first_complete_fragment_loses_nothing(media, tmp_pat
     assert len(fragments) == 2
     every = {(f, i) for f in fragments for i in range(90)}
 
-    worker = Background(media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", log_level="DEBUG"))
+    # The fall detector (~5 frames/s here) keeps the worker inside the first 90-frame fragment for seconds.
+    slow = media.worker_env(
+        target, f"kvs://{target.stream}", model=FALL_MODEL, imgsz=640, device="cpu", start="EARLIEST", log_level="DEBUG"
+    )
+    worker = Background(slow)
     try:
         worker.wait_for(lambda line: "delivered frames/" in line)
         checkpoint = media.checkpoint(target)
