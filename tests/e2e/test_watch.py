@@ -150,6 +150,25 @@ def test_save_writes_frames_inside_dir_whatever_the_key_says(fresh, tmp_path):
 
 
 @pytest.mark.e2e
+def test_save_skips_frames_the_worker_did_not_upload(fresh, tmp_path):
+    """A worker with KINASE_UPLOAD other than `all` sends `key` null for frames it kept out of S3:
+    they are shown and acknowledged, and nothing is fetched for them."""
+    uploaded = frame(fresh.bucket, 0, ["person"])
+    fresh.client("s3").put_object(Bucket=fresh.bucket, Key=uploaded["key"], Body=b"jpeg 0")
+    messages = [uploaded, {**frame(fresh.bucket, 1, ["person"]), "key": None}, {**frame(fresh.bucket, 2, []), "key": None}]
+    fresh.send([contract.dumps(m) for m in messages])
+    out = tmp_path / "out"
+
+    proc = watch(fresh, "--json", "--count", "3", "--save", str(out))
+
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(json.loads(line)["frame_index"] for line in proc.stdout.splitlines()) == [0, 1, 2]
+    assert [p.read_bytes() for p in out.rglob("*") if p.is_file()] == [b"jpeg 0"]
+    assert "saved: 1, save errors: 0" in proc.stderr
+    assert fresh.depth(fresh.queue) == (0, 0)
+
+
+@pytest.mark.e2e
 def test_a_frame_whose_object_is_missing_is_shown_once_reported_once_and_creates_no_folder(fresh, tmp_path):
     fresh.send([contract.dumps(frame(fresh.bucket, 1, ["person"]))])  # no such object in the bucket
     out = tmp_path / "out"
