@@ -547,7 +547,7 @@ def put_file(
     """
     probe(path)  # an unreadable file fails before anything is sent
     renew_after = session_seconds()
-    endpoint = data_endpoint(target.client("kinesisvideo"), stream_name, "PUT_MEDIA")
+    control = target.client("kinesisvideo")
     credentials = target.session.get_credentials()
     if credentials is None:
         raise KinaseError("no AWS credentials found", "run `aws configure`, pass --profile, or use --local")
@@ -555,7 +555,11 @@ def put_file(
     started = time.monotonic()
     producer_start = time.time() if realtime else time.time() - media_seconds(path) * max(loops, 1)
     uploader = _Uploader(
-        lambda acks: PutMediaSession(endpoint, stream_name, frozen, target.region_name, producer_start, acks=acks), renew_after
+        # each session asks for the data endpoint again, as the limits page advises about every 45 minutes
+        lambda acks: PutMediaSession(
+            data_endpoint(control, stream_name, "PUT_MEDIA"), stream_name, frozen, target.region_name, producer_start, acks=acks
+        ),
+        renew_after,
     )
     stats = remux(
         path,
