@@ -108,8 +108,7 @@ class Hub:
             bucket.frames += 1
             bucket.latency_sum += tile.latency_ms
             bucket.lag_max = max(bucket.lag_max, max(0.0, now - frame_time))
-            if message["key"] is not None:  # null: not uploaded (KINASE_UPLOAD); the tile keeps its last picture
-                tile.pending_key = message["key"]
+            tile.pending_key = message["key"]
             self.version += 1
             self._wanted.notify()
 

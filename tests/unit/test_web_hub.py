@@ -91,6 +91,21 @@ def test_the_latest_frame_is_fetched_and_a_missing_one_is_reported():
         hub.close()
 
 
+def test_a_frame_not_uploaded_counts_but_keeps_the_last_picture():
+    """key null (the worker's KINASE_UPLOAD kept the JPEG out of S3): nothing to fetch, no error."""
+    message = frame("b", 1, ["person"])
+    hub = Hub(FakeS3({message["key"]: b"\xff\xd8jpeg"}), "b", "results")
+    try:
+        hub.frame(message)
+        wait_for(lambda: hub.snapshot()["streams"][0]["image_version"] == 1)
+        hub.frame({**frame("b", 2, ["person"]), "key": None})
+        tile = hub.snapshot()["streams"][0]
+        assert tile["frames"] == 2 and tile["image_version"] == 1 and tile["image_error"] is None
+        assert hub.image(1) == b"\xff\xd8jpeg"
+    finally:
+        hub.close()
+
+
 def test_loopback_mode_answers_only_to_loopback_host_names(hub):
     client = TestClient(build_app(hub, token=None), base_url="http://127.0.0.1:8765")
     page = client.get("/")
