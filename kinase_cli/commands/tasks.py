@@ -20,6 +20,7 @@ from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import plain
+from kinase_cli.workflows import inputs
 from kinase_cli.workflows.fleet import refuse_one_off
 from kinase_cli.workflows.tasks import exit_code, task_summary
 from kinase_cli.workflows.worker_env import ENV_VAR_EXAMPLE, local_model, overrides
@@ -108,6 +109,9 @@ def run_task(
     outputs = stack_outputs.read(t, required=("storage", "compute"))
     if stream:
         _check_stream(t, stream, outputs)
+    source_name = WORKER_SETTINGS["source"].name
+    if not local and source and settings.get(source_name):
+        settings[source_name] = inputs.prepare(t, outputs, settings[source_name])
     refuse_one_off(t, settings, outputs, count)
     if local:
         code = _run_local(t, outputs, settings, count, cpu, memory, json_out)

@@ -31,11 +31,7 @@ def overrides(
         values.update(source=worker.kvs_source(stream), stream_name=stream)
     if source:
         check_source(source)
-        if not local and "://" not in source and Path(source).expanduser().is_file():
-            raise KinaseError(
-                f"a Fargate task cannot read the local file {source}",
-                "upload it to S3 and pass --source s3://BUCKET/KEY, feed it with `kinase stream put`, or use --local",
-            )
+        # On AWS a local file is uploaded to the frames bucket's inputs/ by run-task (workflows/inputs.py).
         values["source"] = _local_path(source) if local else source
     if model:
         values["model"] = _local_path(model) if local else model

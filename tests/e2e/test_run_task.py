@@ -240,7 +240,7 @@ def test_an_image_missing_from_the_repository(deployed_stack, image):
         (["--cpu", "256", "--memory", "4096"], "memory 4096 MiB is not valid with cpu 256"),
         (["--cpu", "300"], "cpu 300 is not a Fargate size"),
         (["--env", "nosuch"], "stack kinase-nosuch-storage is not deployed"),
-        (["--source", "pyproject.toml"], "a Fargate task cannot read the local file pyproject.toml"),
+        (["--source", "s3://not-allowed-videos/clip.mp4"], "the worker may not read s3://not-allowed-videos"),
     ],
 )
 def test_bad_input_is_one_line(deployed_stack, image, args, expected):

@@ -340,3 +340,21 @@ def test_gpu_templates_are_cdk_nag_and_cfn_lint_clean(gpu_synthesized):
     _, nag, outdir = gpu_synthesized
     assert nag["violations"] == [], [v["ruleName"] for v in nag["violations"]]
     assert _cfn_lint(sorted(outdir.glob("*.template.json"))) == []
+
+
+def test_run_task_reads_the_allowed_input_buckets_from_the_deployed_compute_template(templates):
+    """kinase_cli/workflows/inputs.py finds --input-bucket grants in the template CloudFormation holds."""
+    from kinase_cli.workflows import inputs
+
+    class Deployed:
+        def stack_name(self, concern: str) -> str:
+            return naming.stack_name(ENV, concern)
+
+        def client(self, service: str):
+            assert service == "cloudformation"
+            return self
+
+        def get_template(self, StackName: str) -> dict:
+            return {"TemplateBody": json.dumps(templates[StackName.rsplit("-", 1)[1]])}
+
+    assert inputs.allowed_buckets(Deployed()) == {INPUT_BUCKET}
