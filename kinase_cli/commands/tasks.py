@@ -34,7 +34,8 @@ Examples:
 
   kinase run-task                                  # one task on the stack's stream
   kinase run-task --follow                         # stream its logs; exit with the worker's exit code
-  kinase run-task --source s3://bucket/clip.mp4 --wait
+  kinase run-task --source clip.mp4 --wait         # uploaded to the frames bucket's inputs/ first
+  kinase run-task --source s3://bucket/clip.mp4 --wait   # a bucket allowed with `kinase deploy --input-bucket bucket`
   kinase run-task --every 5 --conf 0.4 --count 2 --cpu 2048 --memory 4096
   kinase run-task {ENV_VAR_EXAMPLE} -e {WORKER_SETTINGS["start"].name}=EARLIEST
   kinase run-task --local --source clip.mp4 --model models/shapes-yolo11n.onnx
