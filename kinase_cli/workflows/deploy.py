@@ -35,6 +35,7 @@ from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import plain
 from kinase_cli.workflows import approval
 from worker.retry import error_code
+from worker.settings import BY_FIELD as WORKER_SETTINGS
 
 STOP_WAIT_SECONDS = 180  # the worker's stop timeout is 30 s; ECS may take a while to report STOPPED
 
@@ -180,7 +181,7 @@ def _stop_local_workers(values: dict[str, str]) -> None:
             r
             for r in local_runs.records()
             if r.get("lastStatus") == "RUNNING"
-            and mine & {r.get("settings", {}).get("KINASE_BUCKET"), r.get("settings", {}).get("KINASE_QUEUE_URL")}
+            and mine & {r.get("settings", {}).get(WORKER_SETTINGS[k].name) for k in ("bucket", "queue_url")}
         ]
 
     workers = running()
