@@ -35,7 +35,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from worker.contract import iso
@@ -177,6 +177,16 @@ class LeaseTable:
         )
         return done is not None
 
+    def withdraw(self, stream: str, requester: str) -> bool:
+        """Take back a hand-over request (its requester's own, or one left standing by a worker that is gone)."""
+        done = self._conditional(
+            Key={KEY: {"S": stream}},
+            UpdateExpression="REMOVE wanted_by",
+            ConditionExpression="wanted_by = :r",
+            ExpressionAttributeValues={":r": {"S": requester}},
+        )
+        return done is not None
+
     def delete(self, stream: str, *, owner: str | None = None, counter: int | None = None) -> bool:
         """Remove the lease of a stream that no longer exists: ours, a free one, or one seen expired at `counter`."""
         if owner is not None:
@@ -304,6 +314,7 @@ class LeaseCoordinator:
     held: dict[str, Held] = field(default_factory=dict)
     seen: dict[str, Seen] = field(default_factory=dict)
     history: list[Interval] = field(default_factory=list)
+    requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # stream -> (wanted_by, first seen on our clock)
     share: float = 0.0  # the environment's streams per live worker, as last seen (the fleet's scaling metric)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -347,6 +358,11 @@ class LeaseCoordinator:
                 self.seen[stream] = Seen(lease.counter, lease.owner, now)
         for stream in set(self.seen) - set(leases):
             del self.seen[stream]
+        for stream, lease in leases.items():
+            if not lease.wanted_by:
+                self.requests.pop(stream, None)
+            elif self.requests.get(stream, ("", 0.0))[0] != lease.wanted_by:
+                self.requests[stream] = (lease.wanted_by, now)
         self._finish_releases()
         self._balance(leases, now)
 
@@ -383,7 +399,20 @@ class LeaseCoordinator:
         seen = self.seen.get(stream)
         return seen is not None and seen.owner is not None and self.clock() - seen.since > self.lease_duration
 
+    def _withdraw_stale_requests(self, leases: dict[str, Lease], now: float) -> None:
+        """A requester renews its request every lease duration (withdraw, ask again); one standing for two
+        is from a worker that is gone, and anyone may clear it. So a request in the table is fresh."""
+        for stream, lease in list(leases.items()):
+            if not lease.wanted_by:
+                continue
+            age = now - self.requests.get(stream, (lease.wanted_by, now))[1]
+            if age >= (self.lease_duration if lease.wanted_by == self.worker_id else 2 * self.lease_duration):
+                self.table.withdraw(stream, lease.wanted_by)
+                self.requests.pop(stream, None)
+                leases[stream] = replace(lease, wanted_by=None)
+
     def _balance(self, leases: dict[str, Lease], now: float) -> None:
+        self._withdraw_stale_requests(leases, now)
         counts: dict[str, int] = {self.worker_id: 0}
         for stream, lease in leases.items():
             if lease.owner and lease.owner != self.worker_id and not self._expired(stream):

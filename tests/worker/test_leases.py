@@ -266,6 +266,21 @@ def test_a_lease_handed_over_goes_to_the_worker_that_asked(table):
     assert [len(w.streams()) for w in (a, b, c)] == [1, 1, 1]
 
 
+def test_a_request_left_by_a_worker_that_is_gone_stops_counting(table):
+    for name in ("cam-a", "cam-b", "cam-c"):
+        table.ensure(name)
+    b = coordinator(table, "b")
+    b.step()
+    assert len(b.streams()) == 3
+    assert table.request("cam-a", "b", "ghost")  # asked, then died before taking it
+    b.step()  # hands cam-a over (3 >= 0 + 2)
+    b.step()  # released; the ghost counts as a worker while its request is fresh
+    assert b.streams() == ["cam-b", "cam-c"]
+    b.clock.now += 21  # two lease durations on b's clock: the request is stale
+    b.step()
+    assert b.streams() == ["cam-a", "cam-b", "cam-c"] and table.get("cam-a").wanted_by is None
+
+
 def test_at_most_max_streams_per_worker(table):
     for i in range(5):
         table.ensure(f"cam-{i}")
