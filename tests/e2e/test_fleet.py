@@ -229,7 +229,9 @@ def test_run_task_refuses_a_fleet_stream_and_several_tasks_on_one_stream(fleet_e
     stack_stream = fleet_env["StreamName"]
     proc = kinase("run-task", "--env", ENV, "--stream", stack_stream, "--count", "2", env=aws_env())
     assert_one_line_error(proc, f"--count 2 would read stream {stack_stream} 2 times", "kinase fleet up")
-    run_json("fleet", "up", "--workers", "1", "--model", str(SHAPES_ONNX), *WORKER_SETTINGS, *LOCAL, command="fleet up")
+    # the AWS-path test may have registered a fleet revision with KINASE_MAX_STREAMS=3: one worker must hold all
+    up = ("fleet", "up", "--workers", "1", "--max-streams-per-worker", "8", "--model", str(SHAPES_ONNX), *WORKER_SETTINGS, *LOCAL)
+    run_json(*up, command="fleet up")
     try:
         state = wait_for(lambda st: owners(st).get(stack_stream), "the stack's stream leased")
         proc = kinase("run-task", *LOCAL, "--stream", stack_stream, "--model", str(SHAPES_ONNX))
