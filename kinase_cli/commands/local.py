@@ -85,8 +85,9 @@ def down(json: Json = False) -> None:
     """Stop the local servers that `kinase local up` started (and only those); their state is lost."""
     from kinase_cli.local import stack
     from kinase_cli.ui import jsonout
+    from kinase_cli.workflows.fleet import stop_every_local_fleet
 
-    stopped = stack.stop()
+    stopped = stop_every_local_fleet() + stack.stop()
     forgotten = stack.forget_deployments()
     if json:
         jsonout.emit("local down", {"stopped": stopped, "environments_lost": forgotten})

@@ -207,6 +207,16 @@ def down(target: Target) -> dict:
     return {"local": False, "service": service, "desired_count": answer["desiredCount"]}
 
 
+def stop_every_local_fleet() -> list[str]:
+    """`kinase local down`: the local fleets' workers stop first (they release their leases while the stack still answers)."""
+    stopped = []
+    for path in sorted(paths.local_dir().glob("fleet-*.json")):
+        env = path.stem[len("fleet-") :]
+        stopped += [f"fleet worker {w['worker_id']} (pid {w['pid']})" for w in _stop_local(_local_workers(env))]
+        path.unlink(missing_ok=True)
+    return stopped
+
+
 def _public(record: dict) -> dict:
     return {k: record[k] for k in ("pid", "worker_id", "log", "started_at")}
 
