@@ -48,7 +48,7 @@ SCHEMA: dict[str, Any] = {
             "type": ["string", "null"],
             "minLength": 1,
             "maxLength": 1024,
-            "description": "S3 key of the annotated JPEG; null when the worker's upload policy (KINASE_UPLOAD) did not upload this frame",
+            "description": "S3 key of the annotated JPEG; null when the worker's upload policy did not upload this frame",
         },
         "frame_index": {"type": "integer", "minimum": 0},
         "detections_count": {"type": "integer", "minimum": 0},

@@ -154,6 +154,11 @@ SETTINGS: tuple[Setting, ...] = (
 BY_FIELD = {s.field: s for s in SETTINGS}
 
 
+def var(field: str) -> str:
+    """The environment variable of a setting, for messages and help that name it."""
+    return BY_FIELD[field].name
+
+
 @dataclass(frozen=True)
 class Settings:
     source: str

@@ -10,6 +10,7 @@ from kinase_cli.aws import cost as costs
 from kinase_cli.options import Json, Region
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError
+from worker.settings import var
 
 EPILOG = f"""\
 Examples:
@@ -18,7 +19,7 @@ Examples:
   kinase cost --streams 8 --hours 12 --upload every:10
   kinase cost --fps 5 --upload detections --detected-share 0.1 --json
 
-Every figure is an ESTIMATE from on-demand list prices kept in kinase (dated, with their source, per region; other regions are priced as {costs.FALLBACK_REGION} and say so): no free tier, no Savings Plans, no tax. Each stream has its own worker task. Not counted: Container Insights, VPC flow logs, data transfer to the internet, frames `kinase watch` downloads. The S3 PUTs of uploaded frames are usually the largest line: `--upload` is the worker's KINASE_UPLOAD policy.
+Every figure is an ESTIMATE from on-demand list prices kept in kinase (dated, with their source, per region; other regions are priced as {costs.FALLBACK_REGION} and say so): no free tier, no Savings Plans, no tax. Each stream has its own worker task. Not counted: Container Insights, VPC flow logs, data transfer to the internet, frames `kinase watch` downloads. The S3 PUTs of uploaded frames are usually the largest line: `--upload` is the worker's {var("upload")} policy.
 """
 
 
@@ -27,7 +28,8 @@ def cost(
     streams: Annotated[int, typer.Option("--streams", min=0, help="Streams, each with its own worker task.")] = 1,
     hours: Annotated[float, typer.Option("--hours", min=0.0, max=24.0, help="Hours a day the streams run.")] = 24.0,
     upload: Annotated[
-        str, typer.Option("--upload", help="Which processed frames go to S3 (the worker's KINASE_UPLOAD): all, detections, every:N, none.")
+        str,
+        typer.Option("--upload", help=f"Which processed frames go to S3 (the worker's {var('upload')}): all, detections, every:N, none."),
     ] = "all",
     detected_share: Annotated[
         float, typer.Option("--detected-share", min=0.0, max=1.0, help="With --upload detections: share of frames with a detection.")

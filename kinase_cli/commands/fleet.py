@@ -13,6 +13,7 @@ from kinase_cli.options import Env, Json, Local, Profile, Region
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.text import visible
 from kinase_cli.workflows import fleet as fleet_workflow
+from worker.settings import var
 
 fleet = typer.Typer(
     help="Run a pool of workers that share the environment's streams (one lease per stream).",
@@ -29,7 +30,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", help="--local: the w
 EnvVars = Annotated[
     Optional[list[str]],
     typer.Option(
-        "--env-var", "-e", help="--local: a worker setting KEY=VALUE (repeatable), e.g. KINASE_LEASE_DURATION=10.", show_default=False
+        "--env-var", "-e", help=f"--local: a worker setting KEY=VALUE (repeatable), e.g. {var('lease_duration')}=10.", show_default=False
     ),
 ]
 
@@ -46,7 +47,7 @@ def _print_workers(workers: list[dict]) -> None:
 def up(
     workers: Annotated[int, typer.Option("--workers", "-n", min=1, help="How many workers to start.")] = 1,
     max_streams: Annotated[
-        Optional[int], typer.Option("--max-streams-per-worker", min=1, help="Streams one worker reads at most (KINASE_MAX_STREAMS).")
+        Optional[int], typer.Option("--max-streams-per-worker", min=1, help=f"Streams one worker reads at most ({var('max_streams')}).")
     ] = None,
     model: ModelOpt = None,
     env_vars: EnvVars = None,

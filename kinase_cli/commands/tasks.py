@@ -26,6 +26,7 @@ from kinase_cli.workflows.tasks import exit_code, task_summary
 from kinase_cli.workflows.worker_env import ENV_VAR_EXAMPLE, local_model, overrides
 from worker.retry import error_code
 from worker.settings import BY_FIELD as WORKER_SETTINGS
+from worker.settings import var
 
 MAX_COUNT = 10  # ECS RunTask starts at most 10 tasks per call
 
@@ -93,7 +94,7 @@ def run_task(
         typer.Option(
             "--gpu",
             help="Run on the GPU workers' capacity provider (`kinase deploy --gpu`) with the GPU task definition; "
-            "an instance starts for it if none runs. Locally: KINASE_DEVICE=cuda.",
+            f"an instance starts for it if none runs. Locally: {var('device')}=cuda.",
         ),
     ] = False,
     json_out: Json = False,

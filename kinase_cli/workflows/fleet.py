@@ -73,7 +73,7 @@ def _fleet_environment(target: Target, outputs, max_streams: int | None, model: 
     for item in env_vars:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise KinaseError(f"--env-var {item!r} is not KEY=VALUE", "e.g. -e KINASE_LEASE_DURATION=10")
+            raise KinaseError(f"--env-var {item!r} is not KEY=VALUE", f"e.g. -e {worker_settings.var('lease_duration')}=10")
         overrides[key.strip()] = value
     base = local_model(taskdef.environment(definition, naming.FLEET_CONTAINER_NAME), overrides)
     return {**target.child_env(), **base, **overrides}

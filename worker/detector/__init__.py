@@ -40,6 +40,7 @@ from worker.detector.base import (
     nms,
 )
 from worker.detector.convert import INT8_FILES, Cache, fp32_onnx, int8
+from worker.settings import var
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -88,14 +89,14 @@ def build(
     torch_weights = suffix in (".pt", ".yaml", ".yml")
     if backend == "pytorch" or (backend == "cuda" and torch_weights and not _ort_cuda()):
         if not torch_weights:
-            raise DetectorError(f"KINASE_BACKEND={backend} runs .pt weights through Ultralytics; {Path(model).name} is not one")
+            raise DetectorError(f"{var('backend')}={backend} runs .pt weights through Ultralytics; {Path(model).name} is not one")
         from worker.detector.yolo import UltralyticsDetector
 
         return UltralyticsDetector(
             model, backend=backend, imgsz=imgsz, conf=conf, classes=classes, device="cpu" if backend == "pytorch" else "cuda"
         )
     if cache is None:
-        raise DetectorError(f"KINASE_MODEL={model!r}: use an .onnx, .pt or .yaml model")
+        raise DetectorError(f"{var('model')}={model!r}: use an .onnx, .pt or .yaml model")
     quantized = int8(cache, backend, calibration) if backend in INT8_FILES else None
     fp32 = fp32_onnx(cache)
     if backend in ("onnxruntime", "onnxruntime-int8", "cuda"):
@@ -107,17 +108,17 @@ def build(
         return detector
     if backend in ("openvino", "openvino-bf16", "openvino-int8"):
         if not _openvino():
-            raise DetectorError(f"KINASE_BACKEND={backend} but openvino is not installed")
+            raise DetectorError(f"{var('backend')}={backend} but openvino is not installed")
         from worker.detector.ov import OvDetector, has_bf16
 
         if backend == "openvino-bf16" and not has_bf16():
-            raise DetectorError("KINASE_BACKEND=openvino-bf16 but this CPU has no bf16 instructions")
+            raise DetectorError(f"{var('backend')}=openvino-bf16 but this CPU has no bf16 instructions")
         path = quantized or fp32
         precision = "bf16" if backend == "openvino-bf16" else "f32"
         detector = OvDetector(path, backend=backend, precision=precision, imgsz=imgsz, conf=conf, classes=classes, names_from=fp32)
         detector.name = Path(model).name
         return detector
-    raise DetectorError(f"KINASE_BACKEND={backend!r} must be auto or one of {', '.join(BACKENDS)}")
+    raise DetectorError(f"{var('backend')}={backend!r} must be auto or one of {', '.join(BACKENDS)}")
 
 
 def _ort_cuda() -> bool:
@@ -190,10 +191,10 @@ def load(
     not cached yet. The chosen detector has `timings` (backend: median ms of the warm-up) for `auto`.
     """
     if backend != "auto" and backend not in BACKENDS:
-        raise DetectorError(f"KINASE_BACKEND={backend!r} must be auto or one of {', '.join(BACKENDS)}")
+        raise DetectorError(f"{var('backend')}={backend!r} must be auto or one of {', '.join(BACKENDS)}")
     suffix = Path(model).suffix.lower()
     if suffix not in (".onnx", ".pt", ".yaml", ".yml"):
-        raise DetectorError(f"KINASE_MODEL={model!r}: use an .onnx, .pt or .yaml model")
+        raise DetectorError(f"{var('model')}={model!r}: use an .onnx, .pt or .yaml model")
     cache = Cache(model, imgsz, cache_dir) if Path(model).is_file() else None
     if suffix in (".yaml", ".yml") and cache is None:  # an Ultralytics config name, resolved by Ultralytics itself
         backend = "pytorch" if backend == "auto" else backend

@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worker.settings import var
+
 STRIDE = 32
 NMS_IOU = 0.7  # Ultralytics' default, so every backend gives the boxes `yolo predict` gives
 MAX_DETECTIONS = 300
@@ -51,7 +53,7 @@ def class_ids(names: dict[int, str], wanted: Sequence[str]) -> list[int] | None:
     by_name = {n.lower(): i for i, n in names.items()}
     missing = [w for w in wanted if w.lower() not in by_name]
     if missing:
-        raise DetectorError(f"KINASE_CLASSES names {', '.join(missing)}, not in the model (it has: {', '.join(names.values())})")
+        raise DetectorError(f"{var('classes')} names {', '.join(missing)}, not in the model (it has: {', '.join(names.values())})")
     return sorted(by_name[w.lower()] for w in wanted)
 
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from worker.detector.base import DetectorError
+from worker.settings import var
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FRAMES = 64  # enough for min/max ranges of a small detector; quantization time grows with it
@@ -34,5 +35,5 @@ def frames(path: str | Path, count: int = FRAMES) -> list[np.ndarray]:
         step = max(1, len(read) // count)
         images = read[::step][:count]
     if not images:
-        raise DetectorError(f"KINASE_CALIBRATION={str(path)!r}: no images or video frames there to calibrate int8 with")
+        raise DetectorError(f"{var('calibration')}={str(path)!r}: no images or video frames there to calibrate int8 with")
     return images

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.detector.base import DetectorError
+from worker.settings import var
 
 log = logging.getLogger("kinase.worker.detector")
 
@@ -245,7 +246,7 @@ def int8(cache: Cache, backend: str, calibration: Callable[[], Sequence[np.ndarr
         raise Refused(refused.read_text().strip())
     if calibration is None:
         raise DetectorError(
-            f"{backend} has no quantized model for {cache.weights.name} at {cache.imgsz} yet: set KINASE_CALIBRATION "
+            f"{backend} has no quantized model for {cache.weights.name} at {cache.imgsz} yet: set {var('calibration')} "
             "(a folder of the model's validation images, or a video) or quantize at build time"
         )
     from worker.detector.ort import OrtDetector
@@ -301,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--backends", default="onnxruntime", help="comma-separated: onnxruntime, onnxruntime-int8, openvino-int8")
     parser.add_argument("--calibration", type=Path, help="a folder of images or a video to calibrate int8 with")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("KINASE_MODEL_CACHE") or DEFAULT_CACHE))
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get(var("model_cache")) or DEFAULT_CACHE))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     from worker.detector.calibration import frames

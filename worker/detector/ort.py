@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.detector.base import DetectorError, TensorDetector, cpu_threads
+from worker.settings import var
 
 
 def cuda_available() -> bool:
@@ -34,7 +35,7 @@ class OrtDetector(TensorDetector):
         providers = ["CPUExecutionProvider"]
         if cuda:
             if not cuda_available():
-                raise DetectorError("KINASE_BACKEND=cuda but this onnxruntime has no CUDA provider")
+                raise DetectorError(f"{var('backend')}=cuda but this onnxruntime has no CUDA provider")
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         # Spinning intra-op threads wait for work by burning CPU, which the decode and upload threads

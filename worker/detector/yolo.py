@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.detector.base import MAX_DETECTIONS, NMS_IOU, Detector, DetectorError, class_ids, to_detections
+from worker.settings import var
 
 
 def torch_cuda() -> bool:
@@ -30,7 +31,7 @@ class UltralyticsDetector(Detector):
                 f"{Path(path).name} needs ultralytics and torch, which this image does not ship; use an .onnx model"
             ) from None
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise DetectorError(f"KINASE_BACKEND={backend} but torch sees no CUDA device")
+            raise DetectorError(f"{var('backend')}={backend} but torch sees no CUDA device")
         self.backend = backend
         try:
             self.model = YOLO(path, task="detect")

@@ -47,6 +47,7 @@ from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
 from worker.retry import error_code
 from worker.sampling import Sampler
+from worker.settings import var
 from worker.sources import incarnation as incarnations
 from worker.sources.errors import SourceError
 
@@ -303,7 +304,7 @@ class KvsSource:
 
     def _idle_exit_due(self) -> bool:
         if self.idle_exit and time.monotonic() - self.last_media >= self.idle_exit:
-            log.info("no new media on %s for %.0fs; stopping (KINASE_IDLE_EXIT)", self.stream, self.idle_exit)
+            log.info("no new media on %s for %.0fs; stopping (%s)", self.stream, self.idle_exit, var("idle_exit"))
             return True
         return False
 
@@ -349,7 +350,7 @@ class KvsSource:
             "frames": frames,
             "since": fragment.server_timestamp,
             "duration": _duration(fragment),
-            "reason": f"the backlog was {behind:.0f}s behind live (over KINASE_MAX_LAG={self.max_lag:g}s): skipped to the live edge",
+            "reason": f"the backlog was {behind:.0f}s behind live (over {var('max_lag')}={self.max_lag:g}s): skipped to the live edge",
         }
         log.info(
             "%s: fragment %s is %.0fs behind live, over the maximum lag of %gs: jumping to the live edge",
