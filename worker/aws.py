@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError  # noqa: F401 (used by the sources)
 
-from worker.retry import BOTOCORE_RETRIES, delay, is_transient
+from worker.retry import BOTOCORE_RETRIES, delay, error_code, is_transient
 
 log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")
@@ -42,8 +42,8 @@ def client(sess: boto3.session.Session, service: str, **kwargs):
 
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip().rstrip(":")
+        message = exc.response.get("Error", {}).get("Message", "")
+        return f"{error_code(exc) or 'Error'}: {message}".strip().rstrip(":")
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

@@ -30,6 +30,7 @@ from collections import deque
 from worker import settings as settings_module
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.metrics import NAMESPACE
+from worker.retry import error_code
 
 log = logging.getLogger("kinase.worker.fleet")
 PLACEHOLDER_STREAM = "fleet"  # validates the shared settings before any stream is known
@@ -115,7 +116,7 @@ class StreamPipelines:
             aws.client(session, "kinesisvideo").describe_stream(StreamName=stream)
             return True
         except aws.ClientError as exc:
-            return exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException"
+            return error_code(exc) != "ResourceNotFoundException"
 
     def stop(self, stream: str) -> None:
         run = self.runs.get(stream)

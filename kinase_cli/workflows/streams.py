@@ -15,6 +15,7 @@ from kinase_cli.aws.target import Target
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
 from worker.contract import iso
+from worker.retry import error_code
 
 MEDIA_TYPE = "video/h264"
 
@@ -38,7 +39,7 @@ def lease_table(target: Target):
     try:
         probe.describe_table(TableName=name)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return None
         raise
     except EndpointConnectionError as exc:
