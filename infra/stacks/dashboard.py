@@ -15,6 +15,7 @@ from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
 from infra import naming
+from infra.stacks.fleet import LEASES_METRIC, SCALING_METRIC
 from infra.stacks.outputs import output
 from worker.metrics import NAMESPACE
 
@@ -143,4 +144,33 @@ class WorkerDashboard(Construct):
                 width=8,
             ),
         )
+        self.dashboard.add_widgets(*fleet_widgets(env_name))
         output(cdk.Stack.of(self), "DashboardUrl", dashboard_url(name))
+
+
+def fleet_widgets(env_name: str) -> list[cw.IWidget]:
+    """Leases per fleet worker: each worker logs the leases it holds, so their spread shows the balance."""
+
+    def fleet_metric(metric: str, statistic: str, label: str) -> cw.Metric:
+        return cw.Metric(
+            namespace=NAMESPACE,
+            metric_name=metric,
+            dimensions_map={"Environment": env_name},
+            statistic=statistic,
+            label=label,
+            period=PERIOD,
+        )
+
+    return [
+        _graph(
+            "fleet: leases per worker",
+            [
+                fleet_metric(LEASES_METRIC, "Maximum", "most"),
+                fleet_metric(LEASES_METRIC, "Average", "mean"),
+                fleet_metric(LEASES_METRIC, "Minimum", "fewest"),
+            ],
+            "streams",
+            width=12,
+        ),
+        _graph("fleet: streams per worker (scaling metric)", [fleet_metric(SCALING_METRIC, "Average", "share")], "streams", width=12),
+    ]

@@ -27,6 +27,7 @@ from worker.metrics import NAMESPACE
 # The fleet worker logs StreamsPerWorker (the environment's streams over the live workers it sees)
 # in its embedded-metric lines, so it needs no cloudwatch:PutMetricData.
 SCALING_METRIC = "StreamsPerWorker"
+LEASES_METRIC = "LeasedStreams"  # leases one worker holds, in the same line
 
 
 def lease_table(scope: Construct) -> dynamodb.Table:

@@ -107,3 +107,27 @@ def test_every_stream_gets_its_own_row():
     for stream in streams:
         assert stream_metrics(widgets, stream) == STREAM_METRICS
         assert sum(w["properties"].get("title", "").startswith(f"{stream}: ") for w in widgets) == STREAM_WIDGETS
+
+
+def test_leases_per_fleet_worker_from_the_metric_line_the_fleet_worker_logs(compute_template):
+    import io
+
+    from worker.fleet import emit_share
+
+    class Coordinator:
+        share = 2.0
+
+        def streams(self):
+            return ["a", "b"]
+
+    line = io.StringIO()
+    emit_share(Coordinator(), ENV, out=line)
+    emitted = json.loads(line.getvalue())
+    (declared,) = emitted["_aws"]["CloudWatchMetrics"]
+    widgets = body(compute_template)["widgets"]
+    leases = next(w for w in widgets if w["properties"].get("title") == "fleet: leases per worker")
+    rows = metric_rows(leases)
+    assert rows[0][:4] == [declared["Namespace"], "LeasedStreams", "Environment", ENV]
+    assert [row[-1].get("stat", "Average") for row in rows] == ["Maximum", "Average", "Minimum"]  # Average is the default, left out
+    assert {m["Name"] for m in declared["Metrics"]} >= {"LeasedStreams", "StreamsPerWorker"}
+    assert declared["Dimensions"] == [["Environment"]] and emitted["Environment"] == ENV and emitted["LeasedStreams"] == 2
