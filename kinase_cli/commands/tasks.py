@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -112,8 +113,11 @@ def run_task(
     if stream:
         _check_stream(t, stream, outputs)
     source_name = WORKER_SETTINGS["source"].name
-    if not local and source and settings.get(source_name):
-        settings[source_name] = inputs.prepare(t, outputs, settings[source_name])
+    if source and settings.get(source_name):
+        prepared = inputs.prepare(t, outputs, settings[source_name])
+        if prepared != settings[source_name]:  # uploaded: messages and keys keep the file's own name
+            settings.setdefault(WORKER_SETTINGS["stream_name"].name, Path(settings[source_name]).stem)
+        settings[source_name] = prepared
     refuse_one_off(t, settings, outputs, count)
     if local:
         code = _run_local(t, outputs, settings, count, cpu, memory, json_out)

@@ -31,7 +31,7 @@ def overrides(
         values.update(source=worker.kvs_source(stream), stream_name=stream)
     if source:
         check_source(source)
-        # On AWS a local file is uploaded to the frames bucket's inputs/ by run-task (workflows/inputs.py).
+        # run-task uploads a local file to the frames bucket's inputs/ and runs on that object (workflows/inputs.py).
         values["source"] = _local_path(source) if local else source
     if model:
         values["model"] = _local_path(model) if local else model
