@@ -80,7 +80,7 @@ def _fleet_environment(target: Target, outputs, max_streams: int | None, model: 
 
 
 def _start_local(target: Target, environment: dict[str, str]) -> dict:
-    log_dir = paths.local_dir() / "worker-logs"
+    log_dir = paths.local_dir() / "fleet-logs"  # not worker-logs: `kinase logs --local` reads those as timestamped run logs
     log_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", FLEET_ENTRY]
     log = log_dir / f"fleet-{target.env}-{uuid.uuid4().hex[:12]}.log"

@@ -188,7 +188,10 @@ def test_exit_code_is_the_worker_containers():
 
 
 def test_stop_task_by_id_and_all(deployed_stack, image):
-    started = json.loads(fargate("--source", "s3://camera-archive/clip.mp4", "--count", "2", "--json").stdout)["data"]["tasks"]
+    source = f"s3://{deployed_stack['FramesBucketName']}/inputs/clip.mp4"  # a source the task role may read
+    run = fargate("--source", source, "--count", "2", "--json")
+    assert run.returncode == 0, run.stderr
+    started = json.loads(run.stdout)["data"]["tasks"]
     one = started[0]["task_id"]
     proc = kinase("stop-task", one, env=aws_env())
     assert proc.returncode == 0, proc.stderr

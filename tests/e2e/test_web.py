@@ -238,7 +238,7 @@ def test_the_dashboard_deploys_and_its_url_is_in_outputs_and_status(stack):
     url = "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards/dashboard/kinase-dev"
     assert stack.outputs["DashboardUrl"] == url
     dashboards = stack.client("cloudwatch").list_dashboards()["DashboardEntries"]
-    assert [d["DashboardName"] for d in dashboards] == ["kinase-dev"]
+    assert "kinase-dev" in [d["DashboardName"] for d in dashboards]  # other tests' environments may have theirs
     body = json.loads(stack.client("cloudwatch").get_dashboard(DashboardName="kinase-dev")["DashboardBody"])
     queue_name = stack.queue.rsplit("/", 1)[1]
     dlq_name = stack.dlq.rsplit("/", 1)[1]
