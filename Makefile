@@ -28,8 +28,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers: most of the suite waits on servers and subprocesses, so two run well on two cores.
+# --dist loadscope keeps a module on one worker, so its module fixtures (stacks, clips) are made once.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 bench: setup
 	$(BIN)/python -m bench

@@ -34,7 +34,7 @@ def test_a_broadening_change_without_a_terminal_is_refused_without_yes(deployed_
     assert "not confirmed: no terminal to ask on" in one_error_line(proc)
     assert "--yes" in one_error_line(proc)
     # What was asked about is shown: the new grant on the other bucket, and the running cost.
-    assert "camera-archive-videos" in proc.stderr and "s3:GetObject" in proc.stderr
+    assert "camera-archive-videos" in proc.stderr and "s3:GetObject" in proc.stderr, proc.stderr
     assert "per stream-hour" in proc.stderr and "ESTIMATE" in proc.stderr
     assert "deploying" not in proc.stderr
     assert compute_template() == before
