@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -36,10 +37,11 @@ SCREENSHOT = ROOT / "docs" / "web-view.png"
 class WebWatch:
     """A running `kinase watch --local --web`; `url` is what it printed, token included."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [*KINASE, "watch", "--local", "--web", "--port", "0", "--idle-timeout", "300", *args],
             cwd=ROOT,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -222,6 +224,23 @@ def test_loopback_view_answers_only_to_a_loopback_host_name(fresh):
         assert refused.value.code == 403
         page = urllib.request.urlopen(watch.url, timeout=30)
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    finally:
+        assert watch.stop() == 0, "".join(watch.stderr)
+
+
+def test_open_hands_the_printed_url_to_the_default_browser(fresh, tmp_path):
+    """`--open` goes through Python's webbrowser, which runs $BROWSER first when it is set."""
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
+    browser.chmod(0o755)
+    watch = WebWatch("--open", env={**os.environ, "BROWSER": str(browser)})
+    try:
+        deadline = time.monotonic() + 120
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert opened.read_text().splitlines() == [watch.url]
+        assert urllib.request.urlopen(watch.url, timeout=30).status == 200
     finally:
         assert watch.stop() == 0, "".join(watch.stderr)
 
