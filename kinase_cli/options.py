@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,3 +72,35 @@ def target(profile: Optional[str], region: Optional[str], local: bool, env: str 
     if not local:
         profile, region = placement.resolve(check_env(env), profile, region)
     return Target(profile=profile, region=region, local=local, env=check_env(env))
+
+
+_TARGET_OPTIONS = tuple(
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, annotation, default in (
+        ("profile", Profile, None),
+        ("region", Region, None),
+        ("local", Local, False),
+        ("env", Env, naming.DEFAULT_ENV),
+    )
+)
+
+
+def with_target(command: Callable) -> Callable:
+    """Gives a command that takes `target: Target` the options that make one (--profile, --region, --local, --env,
+    last in its --help), so they are declared once for every AWS-facing command instead of in each signature.
+
+    Typer reads the command's parameters from `inspect.signature` and `get_type_hints`, so the wrapper carries a
+    signature (and annotations) with `target` replaced by the four options.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    if "target" not in signature.parameters:
+        raise TypeError(f"{command.__qualname__} takes no `target` parameter")
+    parameters = [p for name, p in signature.parameters.items() if name != "target"] + list(_TARGET_OPTIONS)
+
+    @functools.wraps(command)
+    def run(*, profile: Optional[str], region: Optional[str], local: bool, env: str, **kwargs):
+        return command(**kwargs, target=target(profile, region, local, env))
+
+    run.__signature__ = signature.replace(parameters=parameters)
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run

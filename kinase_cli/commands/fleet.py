@@ -7,9 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from infra.naming import DEFAULT_ENV
-from kinase_cli import options
-from kinase_cli.options import Env, Json, Local, Profile, Region
+from kinase_cli.aws.target import Target
+from kinase_cli.options import Json, with_target
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.text import visible
 from kinase_cli.workflows import fleet as fleet_workflow
@@ -35,15 +34,25 @@ EnvVars = Annotated[
 ]
 
 
-def _print_workers(workers: list[dict]) -> None:
-    for w in workers:
-        what = f"worker {w['worker_id']} (pid {w['pid']})" if "pid" in w else f"worker {w.get('worker_id')}"
-        console.out.print(Text(visible(what)))
+def _report(command: str, result: dict, json_: bool) -> None:
+    """What up, scale and down print: the JSON envelope; or the local workers running (or how many stopped), or the
+    service's desired count."""
+    if json_:
+        jsonout.emit(f"fleet {command}", result)
+    elif not result["local"]:
+        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+    elif "workers" in result:
+        for w in result["workers"]:
+            what = f"worker {w['worker_id']} (pid {w['pid']})" if "pid" in w else f"worker {w.get('worker_id')}"
+            console.out.print(Text(visible(what)))
+    else:
+        console.out.print(f"stopped {len(result['stopped'])} local worker(s)")
 
 
 @fleet.command(
     "up", epilog="Examples:\n\n  kinase fleet up --workers 3\n\n  kinase fleet up --workers 2 --max-streams-per-worker 4 --local"
 )
+@with_target
 def up(
     workers: Annotated[int, typer.Option("--workers", "-n", min=1, help="How many workers to start.")] = 1,
     max_streams: Annotated[
@@ -52,77 +61,48 @@ def up(
     model: ModelOpt = None,
     env_vars: EnvVars = None,
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Start the fleet: N workers take the leases of the environment's streams and balance them."""
-    target = options.target(profile, region, local, env)
-    result = fleet_workflow.up(target, workers, max_streams, model, env_vars or [])
-    if json_:
-        jsonout.emit("fleet up", result)
-        return
-    if result["local"]:
-        _print_workers(result["workers"])
-    else:
-        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
-    console.info(f"next: kinase fleet status{target.hint_flag()}")
+    _report("up", fleet_workflow.up(target, workers, max_streams, model, env_vars or []), json_)
+    if not json_:
+        console.info(f"next: kinase fleet status{target.hint_flag()}")
 
 
 @fleet.command("scale", epilog="Examples:\n\n  kinase fleet scale 4\n\n  kinase fleet scale 1 --local")
+@with_target
 def scale(
     workers: Annotated[int, typer.Argument(min=0, help="The number of workers (on AWS also the autoscaling minimum).")],
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Change the number of workers; stopped workers release their leases and the others take them."""
-    target = options.target(profile, region, local, env)
-    result = fleet_workflow.scale(target, workers)
-    if json_:
-        jsonout.emit("fleet scale", result)
-        return
-    if result["local"]:
-        _print_workers(result["workers"])
-    else:
-        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+    _report("scale", fleet_workflow.scale(target, workers), json_)
 
 
 @fleet.command("down", epilog="Examples:\n\n  kinase fleet down\n\n  kinase fleet down --local --json")
+@with_target
 def down(
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Stop every worker: each flushes, checkpoints and releases its leases. Streams and checkpoints stay."""
-    target = options.target(profile, region, local, env)
-    result = fleet_workflow.down(target)
-    if json_:
-        jsonout.emit("fleet down", result)
-        return
-    if result["local"]:
-        console.out.print(f"stopped {len(result['stopped'])} local worker(s)")
-    else:
-        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+    _report("down", fleet_workflow.down(target), json_)
 
 
 @fleet.command("status", epilog="Examples:\n\n  kinase fleet status\n\n  kinase fleet status --local --json")
+@with_target
 def status(
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Workers with the streams each holds; streams with owner, lag, fps and last checkpoint; scaling limits."""
     from rich.table import Table
 
-    target = options.target(profile, region, local, env)
     result = fleet_workflow.status(target)
     if json_:
         jsonout.emit("fleet status", result)
