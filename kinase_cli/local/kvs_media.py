@@ -201,9 +201,9 @@ def _put_session(handler, store: Store, stream, timecode_type: str, start_second
         stream,
         timecode_type,
         start_seconds,
-        max_seconds=server.put_max_seconds,
-        max_future=server.max_future_seconds,
-        per_second=server.put_fragments_per_second,
+        max_seconds=server.limits.put_max_seconds,
+        max_future=server.limits.max_future_seconds,
+        per_second=server.limits.put_fragments_per_second,
     )
     try:
         for el in mkv.iter_level1(body):
@@ -338,7 +338,7 @@ class FragmentNotFound(Exception):
 def get_media(handler, params: dict) -> None:
     store: Store = handler.server.store
     stream = store.get(params.get("StreamName"), params.get("StreamARN"))
-    store.count_call(stream, handler.server.getmedia_calls_per_second)
+    store.count_call(stream, handler.server.limits.getmedia_calls_per_second)
     try:
         first, cursor = _start(store, stream, params.get("StartSelector") or {})
     except FragmentNotFound as exc:
@@ -346,7 +346,7 @@ def get_media(handler, params: dict) -> None:
         out.write(_error_bytes(FRAGMENT_NOT_FOUND, str(exc)))
         out.close()
         return
-    store.open_reader(stream, handler.server.getmedia_connections)
+    store.open_reader(stream, handler.server.limits.getmedia_connections)
     try:
         _stream_media(handler, store, stream, first, cursor)
     finally:
@@ -355,7 +355,7 @@ def get_media(handler, params: dict) -> None:
 
 def _stream_media(handler, store: Store, stream, batch: list[Fragment], cursor: str) -> None:
     out = ChunkedWriter(handler, "video/webm")
-    idle = handler.server.media_idle_seconds
+    idle = handler.server.limits.media_idle_seconds
     try:
         while True:
             for fragment in batch:

@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -162,86 +163,51 @@ class Handler(BaseHTTPRequestHandler):
         return {"DataEndpoint": self.server.url}
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The limits a test or demo may change from the service's own (kvs_media holds the service's values)."""
+
+    media_idle_seconds: float = kvs_media.IDLE_SECONDS
+    getmedia_connections: int = kvs_media.GETMEDIA_CONNECTIONS
+    getmedia_calls_per_second: int = kvs_media.GETMEDIA_CALLS_PER_SECOND
+    put_max_seconds: float = kvs_media.PUT_MAX_SECONDS
+    put_fragments_per_second: int = kvs_media.PUT_FRAGMENTS_PER_SECOND
+    max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS
+
+
+LIMIT_HELP = {
+    "media_idle_seconds": "end a GetMedia response after this long without a new fragment (default 0: never; the service holds it open)",
+    "getmedia_connections": "concurrent GetMedia connections per stream; more get ConnectionLimitExceededException",
+    "getmedia_calls_per_second": "GetMedia calls per second per stream; more get ClientLimitExceededException",
+    "put_max_seconds": "PutMedia maximum connection duration; a fragment after it gets error 4003",
+    "put_fragments_per_second": "PutMedia fragments per second per stream; a faster producer is throttled",
+    "max_future_seconds": "producer timestamps further ahead of this server's clock get error 4007",
+}
+
+
 class KvsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        media_idle_seconds: float = kvs_media.IDLE_SECONDS,
-        getmedia_connections: int = kvs_media.GETMEDIA_CONNECTIONS,
-        getmedia_calls_per_second: int = kvs_media.GETMEDIA_CALLS_PER_SECOND,
-        put_max_seconds: float = kvs_media.PUT_MAX_SECONDS,
-        put_fragments_per_second: int = kvs_media.PUT_FRAGMENTS_PER_SECOND,
-        max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS,
-    ):
+    def __init__(self, host: str, port: int, limits: Limits = Limits()):
         super().__init__((host, port), Handler)
         self.url = f"http://{host}:{self.server_address[1]}"
         self.store = Store()
         self.tags: dict[str, dict[str, str]] = {}
-        self.media_idle_seconds = media_idle_seconds
-        self.getmedia_connections = getmedia_connections
-        self.getmedia_calls_per_second = getmedia_calls_per_second
-        self.put_max_seconds = put_max_seconds
-        self.put_fragments_per_second = put_fragments_per_second
-        self.max_future_seconds = max_future_seconds
+        self.limits = limits
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvs_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=4567)
-    parser.add_argument(
-        "--media-idle-seconds",
-        type=float,
-        default=kvs_media.IDLE_SECONDS,
-        help="end a GetMedia response after this long without a new fragment (default 0: never; the service holds it open)",
-    )
-    parser.add_argument(
-        "--getmedia-connections",
-        type=int,
-        default=kvs_media.GETMEDIA_CONNECTIONS,
-        help="concurrent GetMedia connections per stream; more get ConnectionLimitExceededException",
-    )
-    parser.add_argument(
-        "--getmedia-calls-per-second",
-        type=int,
-        default=kvs_media.GETMEDIA_CALLS_PER_SECOND,
-        help="GetMedia calls per second per stream; more get ClientLimitExceededException",
-    )
-    parser.add_argument(
-        "--put-max-seconds",
-        type=float,
-        default=kvs_media.PUT_MAX_SECONDS,
-        help="PutMedia maximum connection duration; a fragment after it gets error 4003",
-    )
-    parser.add_argument(
-        "--put-fragments-per-second",
-        type=int,
-        default=kvs_media.PUT_FRAGMENTS_PER_SECOND,
-        help="PutMedia fragments per second per stream; a faster producer is throttled",
-    )
-    parser.add_argument(
-        "--max-future-seconds",
-        type=float,
-        default=kvs_media.MAX_FUTURE_SECONDS,
-        help="producer timestamps further ahead of this server's clock get error 4007",
-    )
+    for limit in fields(Limits):
+        flag = "--" + limit.name.replace("_", "-")
+        parser.add_argument(flag, type=type(limit.default), default=limit.default, help=LIMIT_HELP[limit.name])
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = KvsServer(
-        args.host,
-        args.port,
-        media_idle_seconds=args.media_idle_seconds,
-        getmedia_connections=args.getmedia_connections,
-        getmedia_calls_per_second=args.getmedia_calls_per_second,
-        put_max_seconds=args.put_max_seconds,
-        put_fragments_per_second=args.put_fragments_per_second,
-        max_future_seconds=args.max_future_seconds,
-    )
+    server = KvsServer(args.host, args.port, Limits(**{limit.name: getattr(args, limit.name) for limit in fields(Limits)}))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     log.info("Kinesis Video local endpoint on %s", server.url)
     try:
