@@ -6,6 +6,8 @@ environment name so that several environments can live in one account.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 DEFAULT_ENV = "dev"
 
 # `cdk -c KEY=VALUE` keys the CLI passes to the app (infra/app.py).
@@ -67,50 +69,33 @@ OUTPUTS = {
 OPTIONAL_OUTPUTS = frozenset({"GpuTaskDefinitionFamily", "GpuCapacityProviderName"})
 
 
+def _name(*parts: str) -> Callable[[str], str]:
+    """One resource's name in an environment: `kinase-<env>-<parts>`, so an environment's resources sort together."""
+    return lambda env: "-".join(("kinase", env, *parts))
+
+
+stream_name = _name("video")
+worker_family = _name("worker")  # the one-off task (infra/stacks/compute.py)
+repository_name = _name("worker")
+fleet_family = _name("fleet")
+gpu_family = _name("worker", "gpu")
+gpu_capacity_provider = _name("gpu")
+dashboard_name = _name()
+# Fixed (the storage stack's name + `-leases`), so the CLI finds the leases without reading stack outputs.
+lease_table_name = _name("storage", "leases")
+
+
 def stack_name(env: str, concern: str) -> str:
-    return f"kinase-{env}-{concern}"
+    return _name(concern)(env)
 
 
 def stack_names(env: str) -> list[str]:
     return [stack_name(env, c) for c in CONCERNS]
 
 
-def stream_name(env: str) -> str:
-    return f"kinase-{env}-video"
-
-
 def stream_prefix(env: str) -> str:
     """Streams whose names start with this belong to the environment (`kinase stream create NAME` adds it)."""
-    return f"kinase-{env}-"
-
-
-def worker_family(env: str) -> str:
-    return f"kinase-{env}-worker"
-
-
-def lease_table_name(env: str) -> str:
-    """Fixed (the storage stack's name + `-leases`), so the CLI finds the leases without reading stack outputs."""
-    return f"{stack_name(env, 'storage')}-leases"
-
-
-def gpu_family(env: str) -> str:
-    return f"kinase-{env}-worker-gpu"
-
-
-def gpu_capacity_provider(env: str) -> str:
-    return f"kinase-{env}-gpu"
-
-
-def fleet_family(env: str) -> str:
-    return f"kinase-{env}-fleet"
-
-
-def repository_name(env: str) -> str:
-    return f"kinase-{env}-worker"
-
-
-def dashboard_name(env: str) -> str:
-    return f"kinase-{env}"
+    return _name("")(env)
 
 
 def split_list(value: str | None) -> list[str]:
