@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import aws_cdk as cdk
 import pytest
-from cdk_nag import AwsSolutionsChecks
 
 from infra import naming
-from infra.stacks import build, new_app
+from infra.stacks import build
+from support.cdk import synth_with_nag
 
 ENV = "fleettest"
 
 
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory) -> tuple[dict[str, dict], dict]:
-    outdir: Path = tmp_path_factory.mktemp("cdk.out")
-    app = new_app(outdir=str(outdir))
-    build(app, ENV)
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    try:
-        app.synth()
-    except RuntimeError as exc:
-        if "ValidationFailed" not in str(exc):
-            raise
-    report = json.loads((outdir / "validation-report.json").read_text())
-    (nag,) = [r for r in report["pluginReports"] if r["pluginName"] == "AwsSolutions"]
-    templates = {c: json.loads((outdir / f"{naming.stack_name(ENV, c)}.template.json").read_text()) for c in naming.CONCERNS}
-    return templates, nag
+    templates, nag = synth_with_nag(tmp_path_factory.mktemp("cdk.out"), lambda app: build(app, ENV))
+    return {c: templates[naming.stack_name(ENV, c)] for c in naming.CONCERNS}, nag
 
 
 @pytest.fixture(scope="module")
