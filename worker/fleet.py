@@ -28,6 +28,7 @@ import time
 from collections import deque
 
 from worker import settings as settings_module
+from worker.batching import BatchingDetector
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.metrics import NAMESPACE
 from worker.retry import error_code
@@ -197,7 +198,8 @@ def main(env=None) -> int:
     from worker.detector import DetectorError
 
     try:
-        detector = FairDetector(detectors.for_settings(base))
+        detector = detectors.for_settings(base)
+        detector = BatchingDetector(detector, base.batch, base.batch_wait / 1000.0) if base.batch > 1 else FairDetector(detector)
     except DetectorError as exc:
         log.error("error: %s", exc)
         return 1
@@ -212,6 +214,8 @@ def main(env=None) -> int:
     emitter.start()
     coordinator.run(stop)
     coordinator.shutdown(SHUTDOWN_TIMEOUT)
+    if isinstance(detector, BatchingDetector):
+        log.info("batching: %s", detector.describe())
     log.info("fleet worker %s stopped", me)
     return 0
 

@@ -148,6 +148,21 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.1,
     ),
     Setting("env", "str", "", "fleet mode: the environment's name (dimension of the StreamsPerWorker scaling metric)"),
+    Setting(
+        "batch",
+        "int",
+        "1",
+        "fleet mode: most frames of different streams run through the model in one call (1 = off; meant for GPUs, not measured "
+        "on one yet; no gain on the CPU measured in docs/BENCHMARKS.md; needs a model with a dynamic batch axis, as a converted `.pt` has)",
+        minimum=1,
+    ),
+    Setting(
+        "batch_wait",
+        "float",
+        "20",
+        "fleet mode: milliseconds the oldest frame waits for other streams' frames to fill a batch",
+        minimum=0.0,
+    ),
     Setting("log_level", "choice", "INFO", "DEBUG logs every delivered key", choices=LOG_LEVELS),
     Setting("metrics_interval", "float", "10", "seconds between metric lines", minimum=0.1),
 )
@@ -190,6 +205,8 @@ class Settings:
     max_streams: int = 8
     lease_duration: float = 15.0
     env: str = ""
+    batch: int = 1
+    batch_wait: float = 20.0
     log_level: str = "INFO"
     metrics_interval: float = 10.0
 

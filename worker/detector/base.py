@@ -42,9 +42,15 @@ class Detector:
     def runtime(self) -> str:
         return self.backend
 
+    batchable = False  # `detect_batch` runs several frames through the network in one call
+
     def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
         """Detections (class, class_id, conf, bbox as normalised xywh) and inference milliseconds."""
         raise NotImplementedError
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[tuple[list[dict], float]]:
+        """`detect` for each frame; a backend whose model takes a batch overrides it with one network call."""
+        return [self.detect(image) for image in images]
 
 
 def class_ids(names: dict[int, str], wanted: Sequence[str]) -> list[int] | None:
@@ -176,6 +182,7 @@ class TensorDetector(Detector):
     def setup(self, path: str | Path, *, imgsz: int, conf: float, classes: Sequence[str], shape: Sequence, names_from: str | Path):
         self.names = names_from_metadata(onnx_metadata(names_from))
         self.fixed = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
+        self.batchable = len(shape) == 4 and not (isinstance(shape[0], int) and shape[0] > 0)  # a dynamic batch axis
         if self.fixed:
             self.height, self.width = int(shape[2]), int(shape[3])
         else:
@@ -203,9 +210,26 @@ class TensorDetector(Detector):
 
     def detect(self, image: np.ndarray) -> tuple[list[dict], float]:
         started = time.perf_counter()
-        h, w = image.shape[:2]
         blob, ratio, left, top = self.blob(image)
-        out = self.run(blob)[0]
+        detections = self.decode(self.run(blob)[0], ratio, left, top, image.shape[:2])
+        return detections, (time.perf_counter() - started) * 1000.0
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[tuple[list[dict], float]]:
+        """One network call for frames of one size where the model's batch axis is dynamic (a `.pt`
+        converted here has one; the shipped fixed-size ONNX does not). Each frame's milliseconds are
+        the call's divided by the frames in it."""
+        if len(images) < 2 or not self.batchable or len({image.shape for image in images}) > 1:
+            return [self.detect(image) for image in images]
+        started = time.perf_counter()
+        prepared = [self.blob(image) for image in images]
+        out = self.run(np.concatenate([blob for blob, *_ in prepared]))
+        found = [self.decode(out[i], *placement, image.shape[:2]) for i, ((_, *placement), image) in enumerate(zip(prepared, images))]
+        ms = (time.perf_counter() - started) * 1000.0 / len(images)
+        return [(detections, ms) for detections in found]
+
+    def decode(self, out: np.ndarray, ratio: float, left: float, top: float, size: tuple[int, int]) -> list[dict]:
+        """One frame's network output as detections in the frame's own (height, width) `size`."""
+        h, w = size
         if out.shape[-1] == 6 and out.shape[0] != 6:  # end-to-end export: rows of x1 y1 x2 y2 conf cls
             rows = out[(out[:, 4] >= self.conf) & (np.isin(out[:, 5].astype(np.int64), self.keep) if self.keep is not None else True)]
             xyxy, scores, cls = rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int64)
@@ -227,5 +251,4 @@ class TensorDetector(Detector):
             xyxy, scores, cls = xyxy[kept], scores[kept], cls[kept]
         xyxy[:, [0, 2]] = (xyxy[:, [0, 2]] - left) / ratio
         xyxy[:, [1, 3]] = (xyxy[:, [1, 3]] - top) / ratio
-        detections = to_detections(xyxy, scores, cls, self.names, w, h)
-        return detections, (time.perf_counter() - started) * 1000.0
+        return to_detections(xyxy, scores, cls, self.names, w, h)
