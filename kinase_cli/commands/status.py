@@ -1,4 +1,4 @@
-"""`kinase status`: stacks, image, tasks, stream, queues and running cost on one screen."""
+"""`kinase status`: stacks, image, tasks, stream, fleet, queues and running cost on one screen."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from kinase_cli.local import runs as local_runs
 from kinase_cli.options import Env, Json, Local, Profile, Region, target
 from kinase_cli.ui import jsonout
 from kinase_cli.ui.console import out
-from kinase_cli.ui.text import plain
+from kinase_cli.ui.text import plain, visible
+from kinase_cli.workflows import fleet as fleet_workflow
 from kinase_cli.workflows.tasks import local_summary, task_summary
 from worker.contract import iso
 from worker.retry import error_code
@@ -26,10 +27,13 @@ Examples:
   kinase status --local
   kinase status --json | jq .data.queue
   kinase status --json | jq '.data.tasks[] | {task_id, exit_code}'
+  kinase status --json | jq '.data.fleet.workers[] | {worker_id, streams}'
 
 Tasks are the running ones and those ECS still remembers as stopped (about an hour), with exit codes
-and stop reasons; on the local stack, the local worker runs. The cost is an ESTIMATE (see
-`kinase run-task --help`).
+and stop reasons; on the local stack, the local worker runs. The fleet is `kinase fleet status`'s
+view: its workers with the streams each holds, how many of the environment's streams are leased,
+and on AWS the service's desired and running counts and autoscaling limits. The cost is an
+ESTIMATE (see `kinase run-task --help`).
 """
 
 
@@ -125,6 +129,15 @@ def _gaps(t, bucket: str, stream: str) -> list[dict]:
     return [g for g in record.get("gaps") or [] if isinstance(g, dict)] if isinstance(record, dict) else []
 
 
+def _fleet(t, outputs) -> dict | None:
+    """`kinase fleet status`'s view plus lease counts; None for a compute stack deployed before the fleet."""
+    if "FleetServiceName" not in outputs:
+        return None
+    fleet = fleet_workflow.status(t)
+    fleet["leased_streams"] = sum(1 for s in fleet["streams"] if s["owner"])
+    return fleet
+
+
 def _queue(t, url: str) -> dict:
     depth = queues.depth(t.client("sqs"), url)
     return {"url": url, "visible": depth.visible, "in_flight": depth.in_flight}
@@ -158,6 +171,7 @@ def gather(t) -> dict:
         "tasks": tasks,
         "stream": _stream(t, outputs["StreamName"]),
         "gaps": _gaps(t, outputs["FramesBucketName"], outputs["StreamName"]),
+        "fleet": _fleet(t, outputs),
         "queue": _queue(t, outputs["ResultsQueueUrl"]),
         "dead_letter_queue": _queue(t, outputs["DeadLetterQueueUrl"]),
         "dashboard_url": outputs.get("DashboardUrl"),  # absent from stacks deployed before the dashboard
@@ -218,6 +232,7 @@ def _render(data: dict) -> None:
                 "yellow",
             )
         )
+    _render_fleet(data["fleet"])
     queue, dlq = data["queue"], data["dead_letter_queue"]
     out.print(f"[bold]queue[/]  {queue['visible']} waiting, {queue['in_flight']} in flight", highlight=False)
     dlq_style = "bold red" if dlq["visible"] or dlq["in_flight"] else "green"
@@ -232,6 +247,35 @@ def _render(data: dict) -> None:
     )
 
 
+def _render_fleet(fleet: dict | None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if fleet is None:
+        return
+    line = Text.assemble(
+        ("\nfleet", "bold"),
+        f"  {len(fleet['workers'])} worker(s), {fleet['leased_streams']} of {len(fleet['streams'])} stream(s) leased",
+    )
+    scaling = fleet["scaling"]
+    if scaling:
+        line.append(
+            f"; service {visible(scaling['service'])}: desired {scaling['desired_count']}, running {scaling['running_count']}, "
+            f"autoscaling {scaling['min']}..{scaling['max']}"
+        )
+    out.print(line)
+    if not fleet["workers"]:
+        return
+    workers = Table(show_edge=False)
+    workers.add_column("worker", overflow="fold")
+    workers.add_column("pid" if fleet["local"] else "task", no_wrap=True)
+    workers.add_column("streams", overflow="fold")
+    for w in fleet["workers"]:
+        where = str(w.get("pid") or w.get("task_id") or ("(not listed)" if w.get("listed") is False else ""))
+        workers.add_row(plain(w.get("worker_id") or ""), where, plain(", ".join(w["streams"])))
+    out.print(workers)
+
+
 def status(
     json_out: Json = False,
     profile: Profile = None,
@@ -239,7 +283,7 @@ def status(
     local: Local = False,
     env: Env = naming.DEFAULT_ENV,
 ) -> None:
-    """Show stacks, image, tasks, stream, queue and DLQ depth, and the estimated running cost."""
+    """Show stacks, image, tasks, stream, fleet, queue and DLQ depth, and the estimated running cost."""
     data = gather(target(profile, region, local, env))
     if json_out:
         jsonout.emit("status", data)
