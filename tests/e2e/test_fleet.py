@@ -125,10 +125,13 @@ def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams
     assert Counter(m["stream_name"] for m in messages) == {s: FRAMES for s in streams}
     wait_for(lambda st: all(s["checkpoint_fragment"] for s in st["streams"]), "a checkpoint in every lease")
 
-    # 3. SIGTERM: the worker releases its leases (after its flush and checkpoint) and the others take them as free leases
-    leaving = next(iter(workers))
+    # 3. scale 3 -> 2: `fleet scale` SIGTERMs a worker (as ECS stops a task), which releases its leases after its
+    # flush and checkpoint; the others take them as free leases
+    scaled = run_json("fleet", "scale", "2", *LOCAL, command="fleet scale")
+    (stopped,) = scaled["stopped"]
+    assert not stopped["killed"] and len(scaled["workers"]) == 2
+    leaving = stopped["worker_id"]
     left_streams = sorted(s for s, o in held_by.items() if o == leaving)
-    os.kill(workers[leaving]["pid"], signal.SIGTERM)
     state = wait_for(lambda st: all(owners(st)[s] not in (None, leaving) for s in left_streams), "released streams taken")
     log = log_lines(workers[leaving])
     assert all(f"released {s}" in log for s in left_streams), log[-3000:]
@@ -141,7 +144,7 @@ def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams
     again = media.messages(queue, expect=FRAMES * len(left_streams), wait=300)
     assert len(again) == FRAMES * len(left_streams) and not set(frame_ids(again)) & set(ids), "nothing re-done after a release"
 
-    # 4. SIGKILL: no release; another worker takes the streams once it has seen their counters stand still
+    # 4. SIGKILL (2 -> 1): no release; another worker takes the streams once it has seen their counters stand still
     state = status()
     killed = next(w["worker_id"] for w in state["workers"] if w["worker_id"] != leaving and w["streams"])
     killed_streams = sorted(s for s, o in owners(state).items() if o == killed)
@@ -164,7 +167,8 @@ def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams
     new = run_json("stream", "create", "late", *LOCAL, command="stream create")["name"]
     state = wait_for(lambda st: owners(st).get(new) == survivor["worker_id"], "the new stream leased")
     media.put(new, clip)
-    assert len(media.messages(queue, expect=FRAMES, wait=300)) == FRAMES
+    late = frame_ids(media.messages(queue, expect=FRAMES, wait=300))
+    assert len(late) == FRAMES
     gone = created[0]
     holder = owners(state)[gone]
     removed = run_json("stream", "rm", gone, "--yes", *LOCAL, command="stream rm")
@@ -179,10 +183,39 @@ def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams
     listed = run_json("stream", "ls", *LOCAL, command="stream ls")["streams"]
     assert gone not in {s["name"] for s in listed} and all(s["owner"] == survivor["worker_id"] for s in listed)
 
-    # 6. scale up: the new worker asks for its share and gets it handed over; then down: every worker stops
+    # 6. scale 1 -> 2: the new worker asks for its share and gets it handed over (flush, checkpoint, release, take);
+    # video put while the leases change hands and after is delivered exactly once
+    seen = set(ids) | set(frame_ids(again)) | set(kill_ids) | set(late)
     scaled = run_json("fleet", "scale", "2", *LOCAL, command="fleet scale")
-    assert len(scaled["workers"]) == 2
-    wait_for(lambda st: sorted(len(w["streams"]) for w in st["workers"] if w.get("pid")) == [3, 3], "six streams rebalanced 3 + 3")
+    assert len(scaled["workers"]) == 2 and not scaled["stopped"]
+    newcomer = next(w for w in scaled["workers"] if w["worker_id"] != survivor["worker_id"])
+    current = sorted(owners(status()))
+    for stream in current:
+        media.put(stream, clip)
+    state = wait_for(lambda st: sorted(len(w["streams"]) for w in st["workers"] if w.get("pid")) == [3, 3], "six streams rebalanced 3 + 3")
+    handed = sorted(s for s, o in owners(state).items() if o == newcomer["worker_id"])
+    for stream in current:
+        media.put(stream, clip)
+    across = media.messages(queue, expect=2 * FRAMES * len(current), wait=300)
+    across_ids = frame_ids(across)
+    assert len(across_ids) == len(set(across_ids)) == 2 * FRAMES * len(current), Counter(across_ids).most_common(3)
+    assert Counter(m["stream_name"] for m in across) == {s: 2 * FRAMES for s in current}
+    assert not set(across_ids) & seen, "nothing re-done across the hand-over"
+    for stream in handed:
+        took = [line for line in log_lines(newcomer).splitlines() if f"took {stream}" in line]
+        assert took and "expired" not in took[-1], took
+
+    # 7. `kinase status` shows the fleet: its workers, the streams each holds, the leases
+    overview = run_json("status", *LOCAL, command="status")["fleet"]
+    assert {w["worker_id"]: sorted(w["streams"]) for w in overview["workers"]} == {
+        w["worker_id"]: sorted(w["streams"]) for w in state["workers"]
+    }
+    assert overview["leased_streams"] == len(current) and overview["scaling"] is None
+    shown = kinase("status", *LOCAL, check=True).stdout
+    assert f"2 worker(s), {len(current)} of {len(current)} stream(s) leased" in shown, shown
+    assert all(str(w["pid"]) in shown for w in scaled["workers"]), shown
+
+    # 8. down: every worker stops
     down = run_json("fleet", "down", *LOCAL, command="fleet down")
     assert down["stopped"] and not any(s["killed"] for s in down["stopped"])
     state = status()
