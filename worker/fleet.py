@@ -30,6 +30,7 @@ from collections import deque
 from worker import settings as settings_module
 from worker.batching import BatchingDetector
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
+from worker.main import quiet_libraries, stop_on_signals
 from worker.metrics import NAMESPACE
 from worker.retry import error_code
 
@@ -181,17 +182,8 @@ def main(env=None) -> int:
         log.error("error: %s", exc)
         return 2
     logging.getLogger().setLevel(base.log_level)
-    for noisy in ("botocore", "boto3", "urllib3", "libav"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("%s received: stopping every stream, checkpointing, releasing the leases", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    quiet_libraries()
+    stop = stop_on_signals(log, "stopping every stream, checkpointing, releasing the leases", signal.SIGTERM, signal.SIGINT)
 
     from worker import aws
     from worker import detector as detectors

@@ -17,6 +17,27 @@ from worker import settings as settings_module
 log = logging.getLogger("kinase.worker")
 
 
+def quiet_libraries() -> None:
+    """The AWS and video libraries log every retry and probe at INFO; the worker's own lines must stand out."""
+    for noisy in ("botocore", "boto3", "urllib3", "libav"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stop_on_signals(logger: logging.Logger, doing: str, *signums: signal.Signals) -> threading.Event:
+    """An event the first of `signums` sets: the loops check it and stop where they can flush and checkpoint.
+
+    A closed terminal (SIGHUP) stops as cleanly as SIGTERM where it is listed."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        logger.info("%s received: %s", signal.Signals(signum).name, doing)
+        stop.set()
+
+    for signum in signums:
+        signal.signal(signum, on_signal)
+    return stop
+
+
 def main(env=None) -> int:
     try:
         settings = settings_module.load(env)
@@ -25,18 +46,8 @@ def main(env=None) -> int:
         log.error("error: %s", exc)
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "boto3", "urllib3", "libav"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("%s received: stopping, flushing, checkpointing", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)  # a closed terminal: stop as cleanly as on SIGTERM
+    quiet_libraries()
+    stop = stop_on_signals(log, "stopping, flushing, checkpointing", signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     from worker.aws import FatalError
     from worker.detector import DetectorError
