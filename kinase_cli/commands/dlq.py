@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from infra.naming import DEFAULT_ENV
-from kinase_cli import options
 from kinase_cli.aws import outputs, queues
-from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
+from kinase_cli.aws.target import Target
+from kinase_cli.options import Json, Yes, with_target
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
@@ -23,20 +22,18 @@ dlq = typer.Typer(
 )
 
 
-def _queues(profile, region, local, env):
-    target = options.target(profile, region, local, env)
+def _queues(target: Target):
     out = outputs.read(target, required=("storage",))
-    return target, target.client("sqs"), out
+    return target.client("sqs"), out
 
 
 @dlq.command("ls", epilog="Examples:\n\n  kinase dlq ls\n\n  kinase dlq ls --json | jq '.data.messages[].reason'")
+@with_target
 def ls(
     json_: Json = False,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="Read at most this many messages.")] = 1000,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """List dead letters: id, first received, receive count and why each fails validation.
 
@@ -44,7 +41,7 @@ def ls(
     """
     from kinase_cli.ui.text import join, plain
 
-    _, sqs, out = _queues(profile, region, local, env)
+    sqs, out = _queues(target)
     url = out["DeadLetterQueueUrl"]
     letters = deadletter.peek(sqs, url, out.get("FramesBucketName"), limit)
     if json_:
@@ -71,21 +68,15 @@ def ls(
 
 
 @dlq.command("redrive", epilog="Examples:\n\n  kinase dlq redrive\n\n  kinase dlq redrive --local -y --json")
-def redrive(
-    yes: Yes = False,
-    json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
-) -> None:
+@with_target
+def redrive(yes: Yes = False, json_: Json = False, *, target: Target) -> None:
     """Move every dead letter back to the results queue (after fixing what made them fail).
 
     Each message is sent to the results queue before it is deleted from the DLQ, so nothing is lost.
     """
     from kinase_cli.ui.text import join, plain
 
-    _, sqs, out = _queues(profile, region, local, env)
+    sqs, out = _queues(target)
     source, destination = out["DeadLetterQueueUrl"], out["ResultsQueueUrl"]
     waiting = queues.depth(sqs, source).visible
     moved, problems = 0, []
@@ -104,16 +95,10 @@ def redrive(
 
 
 @dlq.command("purge", epilog="Examples:\n\n  kinase dlq purge --yes\n\n  kinase dlq purge --local --yes --json")
-def purge(
-    yes: Yes = False,
-    json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
-) -> None:
+@with_target
+def purge(yes: Yes = False, json_: Json = False, *, target: Target) -> None:
     """Delete every message in the dead-letter queue (asks first unless --yes)."""
-    _, sqs, out = _queues(profile, region, local, env)
+    sqs, out = _queues(target)
     url = out["DeadLetterQueueUrl"]
     waiting = queues.depth(sqs, url).visible
     confirm(f"Delete all {waiting} message(s) in the dead-letter queue? This cannot be undone.", yes)

@@ -11,10 +11,10 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from infra.naming import DEFAULT_ENV
-from kinase_cli import interrupts, options
+from kinase_cli import interrupts
 from kinase_cli.aws import kvs_put, outputs
-from kinase_cli.options import Env, Json, Local, Profile, Region, Yes
+from kinase_cli.aws.target import Target
+from kinase_cli.options import Json, Yes, with_target
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.text import visible
 from kinase_cli.workflows import streams as streams_workflow
@@ -40,6 +40,14 @@ def _stream_name(target, name: Optional[str]) -> str:
     return outputs.read(target, required=("stream",))["StreamName"]
 
 
+def _report(command: str, result: dict, json_: bool, line: str) -> None:
+    """create, adopt and rm: the JSON envelope, or one line naming the stream (as plain text: names are untrusted)."""
+    if json_:
+        jsonout.emit(f"stream {command}", result)
+    else:
+        console.out.print(Text(line))
+
+
 def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -56,6 +64,7 @@ def _size(n: float) -> str:
         "  kinase stream put clip.webm --stream my-stream --local --json"
     ),
 )
+@with_target
 def put(
     file: Annotated[
         Path, typer.Argument(help="Video file (mp4, mkv, webm, ...); H.264 is copied, other codecs re-encoded.", show_default=False)
@@ -65,10 +74,8 @@ def put(
     loops: Annotated[int, typer.Option("--loops", min=0, help="With --loop: stop after this many passes (0: until interrupted).")] = 0,
     realtime: Annotated[bool, typer.Option("--realtime", help="Send at the video's frame rate, like a camera.")] = False,
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Upload a video file to the Kinesis Video stream with PutMedia, one fragment per GOP.
 
@@ -78,7 +85,6 @@ def put(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     kvs_put.probe(file)
-    target = options.target(profile, region, local, env)
     name = _stream_name(target, stream_name)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: (interrupts.arm_watchdog(), stop.set())) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -126,28 +132,23 @@ def put(
         console.out.print(f"fragments {summary['first_fragment_number']} .. {summary['last_fragment_number']}", highlight=False)
 
 
-@stream.command(
-    "ls",
-    epilog="Examples:\n\n  kinase stream ls\n\n  kinase stream ls --all --json",
-)
+@stream.command("ls", epilog="Examples:\n\n  kinase stream ls\n\n  kinase stream ls --all --json")
+@with_target
 def ls(
     all_: Annotated[bool, typer.Option("--all", help="Every stream in the account and region, not only this environment's.")] = False,
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """List the environment's streams (named kinase-ENV-*, or adopted) with the fleet worker reading each, its lag and fps."""
     from rich.table import Table
 
-    target = options.target(profile, region, local, env)
     rows = streams_workflow.listing(target, all_)
     if json_:
         jsonout.emit("stream ls", {"streams": rows})
         return
     if not rows:
-        console.info(f"no streams of environment {env} (create one with `kinase stream create NAME{target.hint_flag()}`)")
+        console.info(f"no streams of environment {target.env} (create one with `kinase stream create NAME{target.hint_flag()}`)")
         return
     table = Table(title=f"{len(rows)} Kinesis Video stream(s)")
     table.add_column("name", overflow="fold")
@@ -172,87 +173,65 @@ def ls(
     "create",
     epilog="Examples:\n\n  kinase stream create cam1                 creates kinase-dev-cam1\n\n  kinase stream create lobby --retention-hours 48 --local",
 )
+@with_target
 def create(
     name: Annotated[str, typer.Argument(help="Stream name; the environment's prefix kinase-ENV- is added.", show_default=False)],
     retention_hours: Annotated[int, typer.Option("--retention-hours", min=1, help="Hours Kinesis Video keeps the media.")] = 24,
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Create a stream of this environment (its prefix and tag), with a lease the fleet picks up at once."""
-    target = options.target(profile, region, local, env)
     result = streams_workflow.create(target, name, retention_hours)
-    if json_:
-        jsonout.emit("stream create", result)
-        return
-    console.out.print(Text(f"created {visible(result['name'])}"))
-    console.info(f"next: kinase stream put VIDEO --stream {result['name']}{target.hint_flag()}")
+    _report("create", result, json_, f"created {visible(result['name'])}")
+    if not json_:
+        console.info(f"next: kinase stream put VIDEO --stream {result['name']}{target.hint_flag()}")
 
 
-@stream.command(
-    "adopt",
-    epilog="Examples:\n\n  kinase stream adopt lobby-camera-07",
-)
+@stream.command("adopt", epilog="Examples:\n\n  kinase stream adopt lobby-camera-07")
+@with_target
 def adopt(
     name: Annotated[str, typer.Argument(help="An existing stream whose name cannot change (used as is).", show_default=False)],
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Make an existing camera stream part of this environment: tag it kinase:env=ENV (the task role reads
     streams with that tag) and give it a lease, so the fleet reads it."""
-    target = options.target(profile, region, local, env)
     result = streams_workflow.adopt(target, name)
-    if json_:
-        jsonout.emit("stream adopt", result)
-        return
-    console.out.print(Text(f"adopted {visible(result['name'])} into environment {env}"))
+    _report("adopt", result, json_, f"adopted {visible(result['name'])} into environment {target.env}")
 
 
-@stream.command(
-    "rm",
-    epilog="Examples:\n\n  kinase stream rm cam1\n\n  kinase stream rm cam1 --yes --local",
-)
+@stream.command("rm", epilog="Examples:\n\n  kinase stream rm cam1\n\n  kinase stream rm cam1 --yes --local")
+@with_target
 def rm(
     name: Annotated[str, typer.Argument(help="Stream name (with or without the environment's prefix).", show_default=False)],
     yes: Yes = False,
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Delete a stream of this environment, its media and its lease (the fleet worker reading it stops).
     An adopted stream is not deleted: only its lease goes."""
     from kinase_cli.ui.confirm import confirm
 
-    target = options.target(profile, region, local, env)
-    confirm(f"Delete stream {name} of environment {env} and all its media? This cannot be undone.", yes)
+    confirm(f"Delete stream {name} of environment {target.env} and all its media? This cannot be undone.", yes)
     result = streams_workflow.remove(target, name)
-    if json_:
-        jsonout.emit("stream rm", result)
-        return
     what = "deleted" if result["deleted"] else "released (the adopted stream itself is kept)"
-    console.out.print(Text(f"{visible(result['name'])} {what}"))
+    _report("rm", result, json_, f"{visible(result['name'])} {what}")
 
 
 @stream.command("describe", epilog="Examples:\n\n  kinase stream describe\n\n  kinase stream describe my-stream --json")
+@with_target
 def describe(
     name: Annotated[Optional[str], typer.Argument(help="Stream name (default: the stack's stream).", show_default=False)] = None,
     json_: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Show one stream: ARN, status, retention, media type, and its media endpoints."""
     from rich.table import Table
 
-    target = options.target(profile, region, local, env)
     client = target.client("kinesisvideo")
     stream_name = _stream_name(target, name)
     info = streams_workflow.info(client.describe_stream(StreamName=stream_name)["StreamInfo"])
