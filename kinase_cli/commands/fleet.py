@@ -84,22 +84,14 @@ def scale(
 
 @fleet.command("down", epilog="Examples:\n\n  kinase fleet down\n\n  kinase fleet down --local --json")
 @with_target
-def down(
-    json_: Json = False,
-    *,
-    target: Target,
-) -> None:
+def down(json_: Json = False, *, target: Target) -> None:
     """Stop every worker: each flushes, checkpoints and releases its leases. Streams and checkpoints stay."""
     _report("down", fleet_workflow.down(target), json_)
 
 
 @fleet.command("status", epilog="Examples:\n\n  kinase fleet status\n\n  kinase fleet status --local --json")
 @with_target
-def status(
-    json_: Json = False,
-    *,
-    target: Target,
-) -> None:
+def status(json_: Json = False, *, target: Target) -> None:
     """Workers with the streams each holds; streams with owner, lag, fps and last checkpoint; scaling limits."""
     from rich.table import Table
 

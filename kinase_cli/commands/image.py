@@ -9,11 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from infra.naming import DEFAULT_ENV
 from kinase_cli import paths
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws import taskdef
-from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.aws.target import Target
+from kinase_cli.options import Json, with_target
 from kinase_cli.runners import proc
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError
@@ -133,6 +133,7 @@ def _push(docker: str, ref: str, on_progress: Callable[[str], None]) -> str:
     return digest[-1]
 
 
+@with_target
 def push_image(
     tag: Annotated[
         Optional[str],
@@ -157,28 +158,26 @@ def push_image(
         ),
     ] = "cpu",
     json_out: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Build the worker image, push it to the stack's ECR repository, and pin the task definition to it."""
-    t = target(profile, region, local, env)
     if variant not in VARIANTS:
         raise KinaseError(f"--variant {variant!r} is not one of {', '.join(VARIANTS)}", "e.g. `--variant gpu`", exit_code=2)
     docker = _check_docker()
-    outputs = stack_outputs.read(t, required=("registry", "compute"))
+    outputs = stack_outputs.read(target, required=("registry", "compute"))
     uri = outputs["RepositoryUri"]
     family = taskdef.family(outputs)
     if variant == "gpu":
         family = outputs.get("GpuTaskDefinitionFamily")
         if not family:
             raise KinaseError(
-                "this environment has no GPU workers to run a GPU image", f"deploy them first: `kinase deploy --gpu{t.hint_flag()}`"
+                "this environment has no GPU workers to run a GPU image", f"deploy them first: `kinase deploy --gpu{target.hint_flag()}`"
             )
     if no_build and not tag:
         raise KinaseError(
-            "--no-build needs --tag: the tag of the local image to push", f"e.g. `kinase push-image --no-build --tag v1.2.0{t.hint_flag()}`"
+            "--no-build needs --tag: the tag of the local image to push",
+            f"e.g. `kinase push-image --no-build --tag v1.2.0{target.hint_flag()}`",
         )
     tag = tag or _unique_tag() + ("-gpu" if variant == "gpu" else "")
     local_image = f"{LOCAL_NAME}:{tag}"
@@ -194,13 +193,13 @@ def push_image(
             cwd=paths.PROJECT_ROOT,
             on_line=_dim,
             what="docker build",
-            hint=f"fix the build error above, then rerun `kinase push-image{t.hint_flag()}`",
+            hint=f"fix the build error above, then rerun `kinase push-image{target.hint_flag()}`",
         )
     refs = [f"{uri}:{tag}"]
     for ref in refs:
         proc.run([docker, "tag", local_image, ref], what="docker tag")
     console.step(f"docker login {uri.split('/', 1)[0]}")
-    _registry_login(t, docker, uri)
+    _registry_login(target, docker, uri)
     try:
         digest = _push(docker, refs[0], _dim)
     except KinaseError as exc:
@@ -211,7 +210,7 @@ def push_image(
             ) from None
         raise
     try:
-        image = t.client("ecr").describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageDigest": digest}])[
+        image = target.client("ecr").describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageDigest": digest}])[
             "imageDetails"
         ][0]
     except Exception as exc:  # botocore ClientError
@@ -221,7 +220,7 @@ def push_image(
                 "check which registry `docker push` reached",
             ) from None
         raise
-    pinned = taskdef.register_pinned(t, outputs, f"{uri}@{digest}", family)
+    pinned = taskdef.register_pinned(target, outputs, f"{uri}@{digest}", family)
     data = {
         "repository": uri,
         "tags": [tag],

@@ -6,13 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from infra.naming import DEFAULT_ENV
 from kinase_cli import interrupts
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws import taskdef
 from kinase_cli.aws.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
+from kinase_cli.aws.target import Target
 from kinase_cli.local import runs as local_runs
-from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.options import Json, with_target
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import join, plain
@@ -31,31 +31,29 @@ Examples:
 """
 
 
+@with_target
 def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
     since: Annotated[str, typer.Option("--since", help="Start this long ago (30s, 10m, 2h, 1d) or at an ISO time.")] = "10m",
     task: Annotated[Optional[str], typer.Option("--task", help="Only this task id (or ARN).", show_default=False)] = None,
     json_out: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Show the worker's logs (CloudWatch Logs; with --local, the local worker runs' logs)."""
-    t = target(profile, region, local, env)
     start = since_time(since)
     task_id = task.rsplit("/", 1)[-1] if task else None
-    outputs = stack_outputs.read(t, required=("compute",))
-    if local:
+    outputs = stack_outputs.read(target, required=("compute",))
+    if target.local:
         if task_id and not local_runs.log_file(task_id).exists():
-            raise KinaseError(f"no local worker run {task_id}", f"list them with `kinase status{t.hint_flag()}`")
+            raise KinaseError(f"no local worker run {task_id}", f"list them with `kinase status{target.hint_flag()}`")
         tail = LocalTail(start, [task_id] if task_id else None)
     else:
         streams = None
         if task_id:
-            prefix = taskdef.log_stream_prefix(taskdef.current(t, outputs), outputs["ContainerName"])
+            prefix = taskdef.log_stream_prefix(taskdef.current(target, outputs), outputs["ContainerName"])
             streams = [f"{prefix}/{task_id}" if prefix else task_id]
-        tail = CloudWatchTail(t.client("logs", connect_timeout=5, read_timeout=10), outputs["LogGroupName"], start, streams)
+        tail = CloudWatchTail(target.client("logs", connect_timeout=5, read_timeout=10), outputs["LogGroupName"], start, streams)
     several = task_id is None
 
     def show() -> int:

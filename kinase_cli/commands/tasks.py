@@ -10,13 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from infra import naming
-from infra.naming import DEFAULT_ENV
 from kinase_cli import paths
 from kinase_cli.aws import cost, taskdef
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws.log_tail import CloudWatchTail, poll_seconds, since_time
+from kinase_cli.aws.target import Target
 from kinase_cli.local import runs as local_runs
-from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
+from kinase_cli.options import Json, Yes, with_target
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
@@ -69,6 +69,7 @@ def _check_stream(t, name: str, outputs) -> None:
         raise
 
 
+@with_target
 def run_task(
     stream: Annotated[
         Optional[str], typer.Option("--stream", help="Kinesis Video stream to read (default: the stack's stream).", show_default=False)
@@ -99,30 +100,27 @@ def run_task(
         ),
     ] = False,
     json_out: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Start worker tasks on the stack's Fargate cluster (or, with --local, a local worker process)."""
-    t = target(profile, region, local, env)
-    settings = overrides(stream, source, model, imgsz, conf, every, fps, env_vars or [], local)
-    if gpu and local:
+    settings = overrides(stream, source, model, imgsz, conf, every, fps, env_vars or [], target.local)
+    if gpu and target.local:
         settings.setdefault(WORKER_SETTINGS["device"].name, "cuda")
-    outputs = stack_outputs.read(t, required=("storage", "compute"))
+    outputs = stack_outputs.read(target, required=("storage", "compute"))
     if stream:
-        _check_stream(t, stream, outputs)
+        _check_stream(target, stream, outputs)
     source_name = WORKER_SETTINGS["source"].name
     if source and settings.get(source_name):
-        prepared = inputs.prepare(t, outputs, settings[source_name])
+        prepared = inputs.prepare(target, outputs, settings[source_name])
         if prepared != settings[source_name]:  # uploaded: messages and keys keep the file's own name
             settings.setdefault(WORKER_SETTINGS["stream_name"].name, Path(settings[source_name]).stem)
         settings[source_name] = prepared
-    refuse_one_off(t, settings, outputs, count)
-    if local:
-        code = _run_local(t, outputs, settings, count, cpu, memory, json_out)
+    refuse_one_off(target, settings, outputs, count)
+    if target.local:
+        code = _run_local(target, outputs, settings, count, cpu, memory, json_out)
     else:
-        code = _run_fargate(t, outputs, settings, count, cpu, memory, wait or follow, follow, json_out, gpu)
+        code = _run_fargate(target, outputs, settings, count, cpu, memory, wait or follow, follow, json_out, gpu)
     raise typer.Exit(code)
 
 
@@ -308,24 +306,22 @@ def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool)
         time.sleep(poll_seconds())
 
 
+@with_target
 def stop_task(
     task_ids: Annotated[Optional[list[str]], typer.Argument(metavar="TASK", help="Task ids or ARNs.", show_default=False)] = None,
     all_tasks: Annotated[bool, typer.Option("--all", help="Stop every running task on the stack's cluster.")] = False,
     yes: Yes = False,
     json_out: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Stop worker tasks (the worker gets SIGTERM, flushes, checkpoints and exits within 30 s)."""
-    t = target(profile, region, local, env)
-    if local:
+    if target.local:
         raise KinaseError("local workers run in the foreground of `kinase run-task --local`", "stop one with Ctrl-C in its terminal")
     if bool(task_ids) == all_tasks:
         raise KinaseError("give task ids or --all", "e.g. `kinase stop-task --all -y`")
-    outputs = stack_outputs.read(t, required=("compute",))
-    ecs = t.client("ecs")
+    outputs = stack_outputs.read(target, required=("compute",))
+    ecs = target.client("ecs")
     cluster = outputs["ClusterName"]
     if all_tasks:
         pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")

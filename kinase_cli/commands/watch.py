@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from infra.naming import DEFAULT_ENV
-from kinase_cli import options
 from kinase_cli.aws import outputs
-from kinase_cli.options import Env, Json, Local, Profile, Region
+from kinase_cli.aws.target import Target
+from kinase_cli.options import Json, with_target
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.watch.messages import Filter
@@ -37,6 +36,7 @@ Messages that break the contract, or that point at another bucket, are counted a
 """
 
 
+@with_target
 def watch(
     json_: Json = False,
     save: Annotated[
@@ -72,10 +72,8 @@ def watch(
         ),
     ] = WEB_HOST,
     open_: Annotated[bool, typer.Option("--open", help="Open the --web page in the default browser.")] = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = DEFAULT_ENV,
+    *,
+    target: Target,
 ) -> None:
     """Tail the pipeline's results: one row per frame, per-class totals, fps, latency, lag, queue depth.
 
@@ -83,7 +81,6 @@ def watch(
     """
     if not web and (port != WEB_PORT or host != WEB_HOST or open_):
         raise KinaseError("--port, --host and --open belong to the web view", "add --web")
-    target = options.target(profile, region, local, env)
     out = outputs.read(target, required=("storage",))
     resources = Resources(
         sqs=target.client("sqs"),
