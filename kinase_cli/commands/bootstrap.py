@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from infra import naming
 from kinase_cli.aws import placement
-from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.aws.target import Target
+from kinase_cli.options import Json, with_target
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console, jsonout
 
@@ -20,27 +20,21 @@ Runs the project-local `cdk bootstrap aws://ACCOUNT/REGION` (the account from ST
 """
 
 
-def bootstrap(
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = naming.DEFAULT_ENV,
-    json_out: Json = False,
-) -> None:
+@with_target
+def bootstrap(json_out: Json = False, *, target: Target) -> None:
     """Bootstrap the account and region for CDK (`cdk bootstrap aws://ACCOUNT/REGION`), once per account and region."""
     cdk.checked_executable()
-    tgt = target(profile, region, local, env)
-    region_name = tgt.region_name
-    if not local:
+    region_name = target.region_name
+    if not target.local:
         placement.check_services(region_name)
-    account = tgt.client("sts").get_caller_identity()["Account"]
+    account = target.client("sts").get_caller_identity()["Account"]
     console.step(f"cdk bootstrap aws://{account}/{region_name}")
-    cdk.bootstrap(tgt, account, region_name, on_line=lambda line: console.err.print(line.rstrip(), markup=False, highlight=False))
+    cdk.bootstrap(target, account, region_name, on_line=lambda line: console.err.print(line.rstrip(), markup=False, highlight=False))
     if json_out:
-        jsonout.emit("bootstrap", {"account": account, "region": region_name, "profile": tgt.profile, "local": local})
+        jsonout.emit("bootstrap", {"account": account, "region": region_name, "profile": target.profile, "local": target.local})
         return
     console.out.print(f"bootstrapped aws://{account}/{region_name}", highlight=False)
-    console.info(f"next: kinase deploy{tgt.hint_flag() if tgt.region else f'{tgt.hint_flag()} --region {region_name}'}")
+    console.info(f"next: kinase deploy{target.hint_flag() if target.region else f'{target.hint_flag()} --region {region_name}'}")
 
 
 def register(app: typer.Typer) -> None:

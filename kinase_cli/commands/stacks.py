@@ -11,7 +11,7 @@ import typer
 from infra import naming
 from kinase_cli.aws import outputs, placement
 from kinase_cli.aws.target import Target
-from kinase_cli.options import Env, Json, Local, Profile, Region, Yes, target
+from kinase_cli.options import Env, Json, Yes, with_target
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
@@ -42,22 +42,19 @@ def synth(
         console.out.print(f"  {Path(path).name}", highlight=False)
 
 
-def diff(
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = naming.DEFAULT_ENV,
-    json: Json = False,
-) -> None:
+@with_target
+def diff(json: Json = False, *, target: Target) -> None:
     """Show what `kinase deploy` would change in the deployed stacks."""
-    tgt = _checked_target(profile, region, local, env)
+    _check(target)
     # `cdk diff` compares every stack by default and has no --all (it warns "Unknown option(s)").
-    args = ["diff"] + (["--method=template"] if local else [])  # moto cannot create diff change sets
+    args = ["diff"] + (["--method=template"] if target.local else [])  # moto cannot create diff change sets
     lines: list[str] = []
     show = lines.append if json else (lambda line: console.out.print(line, markup=False, highlight=False))
-    cdk.run(tgt, args, on_line=show, what="cdk diff")
+    cdk.run(target, args, on_line=show, what="cdk diff")
     if json:
-        jsonout.emit("diff", {"env": env, "stacks": naming.stack_names(env), "differences": _differences(lines), "text": lines})
+        jsonout.emit(
+            "diff", {"env": target.env, "stacks": naming.stack_names(target.env), "differences": _differences(lines), "text": lines}
+        )
 
 
 def _differences(lines: list[str]) -> int | None:
@@ -69,11 +66,8 @@ def _differences(lines: list[str]) -> int | None:
     return None
 
 
+@with_target
 def deploy(
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = naming.DEFAULT_ENV,
     input_bucket: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -100,17 +94,19 @@ def deploy(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply broadening security changes without asking.")] = False,
     json: Json = False,
+    *,
+    target: Target,
 ) -> None:
     """Create or update all stacks (network, storage, stream, registry, compute) and show their outputs.
 
     On AWS, deploy first shows the security-relevant changes (IAM statements and security-group rules, old against new, from `cdk diff --security-only`) and the estimated running cost, and asks before applying changes that broaden access: those are the changes that can expose data or let the worker do more than it should. Without a terminal it refuses unless --yes. A first deploy creates every grant, so it asks too. Narrowing changes, other changes and --local never ask. Before anything is created, the region is checked for every service the stacks use.
     """
-    tgt = _checked_target(profile, region, local, env)
+    _check(target)
     values = deploy_workflow.deploy_stacks(
-        tgt, input_buckets=input_bucket, gpu_instance_type=_gpu_instance_type(tgt, gpu, instance_type), yes=yes
+        target, input_buckets=input_bucket, gpu_instance_type=_gpu_instance_type(target, gpu, instance_type), yes=yes
     )
     _show("deploy", values, json)
-    console.info(f"deployed. next: kinase status{tgt.hint_flag()}")
+    console.info(f"deployed. next: kinase status{target.hint_flag()}")
 
 
 def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional[str]) -> Optional[str]:
@@ -124,44 +120,31 @@ def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional
     return instance_type or placement.recorded(tgt.env, tgt.local).get("gpu_instance_type") or naming.DEFAULT_GPU_INSTANCE_TYPE
 
 
-def destroy(
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = naming.DEFAULT_ENV,
-    yes: Yes = False,
-    json: Json = False,
-) -> None:
+@with_target
+def destroy(yes: Yes = False, json: Json = False, *, target: Target) -> None:
     """Delete all stacks of the environment, with the frames bucket's objects and the stream's video."""
-    tgt = _checked_target(profile, region, local, env)
-    names = naming.stack_names(env)
+    _check(target)
+    names = naming.stack_names(target.env)
     confirm(f"Delete {', '.join(names)} and the frames, results and video they hold?", yes)
-    deploy_workflow.destroy_stacks(tgt)
+    deploy_workflow.destroy_stacks(target)
     if json:
-        jsonout.emit("destroy", {"env": env, "local": local, "destroyed": names})
+        jsonout.emit("destroy", {"env": target.env, "local": target.local, "destroyed": names})
         return
     console.info(f"destroyed {', '.join(names)}")
 
 
-def outputs_cmd(
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = naming.DEFAULT_ENV,
-    json: Json = False,
-) -> None:
+@with_target
+def outputs_cmd(json: Json = False, *, target: Target) -> None:
     """Show the stack outputs: queue URLs, bucket, stream, cluster, task definition, subnets, ..."""
-    values = outputs.read(target(profile, region, local, env), required=naming.CONCERNS)
+    values = outputs.read(target, required=naming.CONCERNS)
     _show("outputs", dict(values), json)
 
 
-def _checked_target(profile, region, local: bool, env: str):
-    """The target, after the checks that should fail before any progress output: cdk CLI, local stack."""
+def _check(target: Target) -> None:
+    """The checks that should fail before any progress output: cdk CLI, local stack."""
     cdk.checked_executable()
-    tgt = target(profile, region, local, env)
-    if local:
-        tgt.endpoints  # noqa: B018 (raises the one-line error)
-    return tgt
+    if target.local:
+        target.endpoints  # noqa: B018 (raises the one-line error)
 
 
 def _show(command: str, values: dict[str, str], as_json: bool) -> None:
