@@ -16,7 +16,7 @@ downloading frames, the free tier. Update a table's `as_of` when you touch it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 
 from infra import naming
@@ -334,13 +334,7 @@ class FargateHourly:
     estimate: bool = True
 
     def as_dict(self) -> dict:
-        return {
-            "usd_per_hour": self.usd_per_hour,
-            "region": self.region,
-            "priced_region": self.priced_region,
-            "prices_as_of": self.prices_as_of,
-            "estimate": self.estimate,
-        }
+        return asdict(self)
 
     def text(self) -> str:
         where = self.region if self.priced_region == self.region else f"{self.region}, priced as {self.priced_region}"

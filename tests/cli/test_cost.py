@@ -46,22 +46,27 @@ def _common_per_stream_hour() -> dict[str, float]:
     }
 
 
+def _workload_per_stream_hour(vcpu: float, memory_gb: float, puts: float, frame_bytes: float, messages: float, kvs_bytes: float) -> dict:
+    """The lines the workload flags change: the task's size, frames uploaded and kept 14 days, SQS calls
+    (send, receive, delete per message), and the stream's bytes into Kinesis Video, kept 24 h and read once."""
+    return {
+        "Fargate vCPU": vcpu * VCPU_H,
+        "Fargate memory": memory_gb * GB_H,
+        "S3 PUT (frames)": puts * PUT,
+        "S3 storage (14 days)": puts * frame_bytes / GB * S3_GB_MONTH * 14 / MONTH_DAYS,
+        "SQS requests (send, receive, delete)": 3 * messages * SQS_REQ,
+        "Kinesis Video ingestion": kvs_bytes / GB * KVS_IN,
+        "Kinesis Video storage (24 h)": kvs_bytes / GB * KVS_GB_MONTH * 24 / 730,
+        "Kinesis Video GetMedia (consumed)": kvs_bytes / GB * KVS_OUT,
+    }
+
+
 CASES = [
     pytest.param(
         [],
-        # 1 vCPU / 2 GB; 10 frames/s all uploaded: 36,000 PUTs an hour; 60 kB each kept 14 days;
-        # SQS batches of 1 + 10 x 0.1 = 2 messages, three calls per batch (send, receive, delete);
-        # 1000 kbit/s = 450,000,000 bytes an hour into Kinesis Video, kept 24 h, read once.
-        {
-            "Fargate vCPU": VCPU_H,
-            "Fargate memory": 2 * GB_H,
-            "S3 PUT (frames)": 36_000 * PUT,
-            "S3 storage (14 days)": 36_000 * 60_000 / GB * S3_GB_MONTH * 14 / MONTH_DAYS,
-            "SQS requests (send, receive, delete)": 3 * 36_000 / 2 * SQS_REQ,
-            "Kinesis Video ingestion": 450e6 / GB * KVS_IN,
-            "Kinesis Video storage (24 h)": 450e6 / GB * KVS_GB_MONTH * 24 / 730,
-            "Kinesis Video GetMedia (consumed)": 450e6 / GB * KVS_OUT,
-        },
+        # 1 vCPU / 2 GB; 10 frames/s all uploaded: 36,000 PUTs an hour; 60 kB each;
+        # SQS batches of 1 + 10 x 0.1 = 2 messages; 1000 kbit/s = 450,000,000 bytes an hour.
+        _workload_per_stream_hour(1, 2, 36_000, 60_000, 36_000 / 2, 450e6),
         1,
         24,
         id="defaults",
@@ -71,16 +76,7 @@ CASES = [
         + ["--cpu", "2048", "--memory", "4096", "--streams", "8", "--hours", "12", "--region", "us-east-2"],
         # 2 vCPU / 4 GB; 18,000 frames an hour, one in five uploaded: 3,600 PUTs of 40 kB;
         # SQS batches of 1 + 5 x 0.1 = 1.5 messages; 2000 kbit/s = 900,000,000 bytes an hour.
-        {
-            "Fargate vCPU": 2 * VCPU_H,
-            "Fargate memory": 4 * GB_H,
-            "S3 PUT (frames)": 3_600 * PUT,
-            "S3 storage (14 days)": 3_600 * 40_000 / GB * S3_GB_MONTH * 14 / MONTH_DAYS,
-            "SQS requests (send, receive, delete)": 3 * 18_000 / 1.5 * SQS_REQ,
-            "Kinesis Video ingestion": 900e6 / GB * KVS_IN,
-            "Kinesis Video storage (24 h)": 900e6 / GB * KVS_GB_MONTH * 24 / 730,
-            "Kinesis Video GetMedia (consumed)": 900e6 / GB * KVS_OUT,
-        },
+        _workload_per_stream_hour(2, 4, 3_600, 40_000, 18_000 / 1.5, 900e6),
         8,
         12,
         id="8-streams-12h-every-5th-frame",
