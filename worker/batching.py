@@ -100,6 +100,12 @@ class BatchingDetector:
             raise request.error
         return request.result
 
+    def warm(self, image) -> None:
+        """Run each batch size once before the streams start: a backend that compiles per input shape
+        (OpenVINO) would otherwise compile in the middle of a live stream, long enough to drop frames."""
+        for size in range(2, self.max_batch + 1):
+            self._detector.detect_batch([image] * size)
+
     def describe(self) -> str:
         """Network calls by batch size, for the worker's last log lines."""
         calls = sum(self.batches.values())

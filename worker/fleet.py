@@ -192,6 +192,8 @@ def main(env=None) -> int:
     try:
         detector = detectors.for_settings(base)
         detector = BatchingDetector(detector, base.batch, base.batch_wait / 1000.0) if base.batch > 1 else FairDetector(detector)
+        if isinstance(detector, BatchingDetector):
+            detector.warm(detectors.probe_image(base.imgsz))
     except DetectorError as exc:
         log.error("error: %s", exc)
         return 1

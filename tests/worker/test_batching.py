@@ -159,3 +159,10 @@ def test_every_frame_read_is_accounted_for_when_streams_share_batches(aws_env, d
         assert sum(totals[name] for name in OUTCOMES) == 20
         assert len(media.messages(target.queue_url, expect=20)) == 20
     assert max(shared.batches) > 1 and sum(size * n for size, n in shared.batches.items()) == 60
+
+
+def test_warm_up_runs_every_batch_size_once_before_the_streams_start():
+    inner = GatedBatches()
+    inner.gate.set()
+    BatchingDetector(inner, max_batch=3, max_wait=0.0).warm("probe")
+    assert inner.calls == [["probe", "probe"], ["probe", "probe", "probe"]]
