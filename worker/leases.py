@@ -43,6 +43,7 @@ from worker.contract import iso
 log = logging.getLogger("kinase.worker.leases")
 
 KEY = "stream"
+ALIASES = {"#o": "owner", "#c": "counter"}
 DEFAULT_LEASE_DURATION_S = 15.0
 
 
@@ -88,9 +89,22 @@ class LeaseTable:
     def __init__(self, client, table: str):
         self.client, self.table = client, table
 
-    def _conditional(self, **kwargs) -> dict | None:
+    def _update(self, stream: str, update: str, condition: str, values: dict, **extra) -> dict | None:
+        """One conditional write to a stream's lease; None when the condition fails (someone wrote it first).
+
+        `#o` and `#c` stand for owner and counter (reserved words); a name is passed only where used,
+        since DynamoDB refuses unused ExpressionAttributeNames."""
+        names = {alias: name for alias, name in ALIASES.items() if alias in update + condition}
         try:
-            return self.client.update_item(TableName=self.table, **kwargs)
+            return self.client.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": stream}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeNames": names} if names else {}),
+                **extra,
+            )
         except self.client.exceptions.ConditionalCheckFailedException:
             return None
 
@@ -126,13 +140,7 @@ class LeaseTable:
         values = {":c": {"N": str(counter)}, ":me": {"S": owner}, ":one": {"N": "1"}}
         if previous_owner is not None:
             values[":prev"] = {"S": previous_owner}
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="SET #o = :me, #c = #c + :one REMOVE wanted_by",
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#o": "owner", "#c": "counter"},
-            ExpressionAttributeValues=values,
-        )
+        done = self._update(stream, "SET #o = :me, #c = #c + :one REMOVE wanted_by", condition, values)
         return counter + 1 if done is not None else None
 
     def renew(self, stream: str, owner: str, counter: int, stats: dict | None = None) -> Lease | None:
@@ -146,46 +154,20 @@ class LeaseTable:
         if stats:
             sets.append("stats_at = :at")
             values[":at"] = {"S": iso(time.time())}
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression="#o = :me AND #c = :c",
-            ExpressionAttributeNames={"#o": "owner", "#c": "counter"},
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-        )
+        done = self._update(stream, "SET " + ", ".join(sets), "#o = :me AND #c = :c", values, ReturnValues="ALL_NEW")
         return Lease.from_item(done["Attributes"]) if done is not None else None
 
     def release(self, stream: str, owner: str) -> bool:
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="REMOVE #o SET #c = #c + :one",
-            ConditionExpression="#o = :me",
-            ExpressionAttributeNames={"#o": "owner", "#c": "counter"},
-            ExpressionAttributeValues={":me": {"S": owner}, ":one": {"N": "1"}},
-        )
-        return done is not None
+        return self._update(stream, "REMOVE #o SET #c = #c + :one", "#o = :me", {":me": {"S": owner}, ":one": {"N": "1"}}) is not None
 
     def request(self, stream: str, owner: str, requester: str) -> bool:
         """Ask the owner to hand this lease over; does not touch the counter, so it never looks renewed."""
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="SET wanted_by = :r",
-            ConditionExpression="#o = :o AND attribute_not_exists(wanted_by)",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues={":o": {"S": owner}, ":r": {"S": requester}},
-        )
-        return done is not None
+        condition = "#o = :o AND attribute_not_exists(wanted_by)"
+        return self._update(stream, "SET wanted_by = :r", condition, {":o": {"S": owner}, ":r": {"S": requester}}) is not None
 
     def withdraw(self, stream: str, requester: str) -> bool:
         """Take back a hand-over request (its requester's own, or one left standing by a worker that is gone)."""
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="REMOVE wanted_by",
-            ConditionExpression="wanted_by = :r",
-            ExpressionAttributeValues={":r": {"S": requester}},
-        )
-        return done is not None
+        return self._update(stream, "REMOVE wanted_by", "wanted_by = :r", {":r": {"S": requester}}) is not None
 
     def delete(self, stream: str, *, owner: str | None = None, counter: int | None = None) -> bool:
         """Remove the lease of a stream that no longer exists: ours, a free one, or one seen expired at `counter`."""
@@ -206,24 +188,12 @@ class LeaseTable:
 
     def set_aside(self, stream: str, owner: str) -> bool:
         """Move an unusable checkpoint to `checkpoint_set_aside`, kept for inspection."""
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="SET checkpoint_set_aside = checkpoint REMOVE checkpoint",
-            ConditionExpression="#o = :me AND attribute_exists(checkpoint)",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues={":me": {"S": owner}},
-        )
-        return done is not None
+        update, condition = "SET checkpoint_set_aside = checkpoint REMOVE checkpoint", "#o = :me AND attribute_exists(checkpoint)"
+        return self._update(stream, update, condition, {":me": {"S": owner}}) is not None
 
     def save_checkpoint(self, stream: str, owner: str, record: dict) -> bool:
-        done = self._conditional(
-            Key={KEY: {"S": stream}},
-            UpdateExpression="SET checkpoint = :cp",
-            ConditionExpression="#o = :me",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues={":me": {"S": owner}, ":cp": {"S": json.dumps(record, sort_keys=True)}},
-        )
-        return done is not None
+        values = {":me": {"S": owner}, ":cp": {"S": json.dumps(record, sort_keys=True)}}
+        return self._update(stream, "SET checkpoint = :cp", "#o = :me", values) is not None
 
 
 class LeaseCheckpointStore:
