@@ -27,6 +27,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def _ultralytics_args(args: argparse.Namespace, data: Path, work: Path) -> dict:
+    """What training and validation share, so the metrics are measured on the data, size and device it trained with."""
+    return dict(
+        data=str(data),
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device="cpu",
+        workers=0,
+        plots=False,
+        verbose=False,
+        project=str(work / "runs"),
+        exist_ok=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=600, help="training images")
@@ -61,21 +76,13 @@ def main() -> int:
         data = shapes_dataset(work / "data", train=args.train, val=args.val, imgsz=args.imgsz, seed=args.seed)
         model = YOLO("yolo11n.yaml")
         model.train(
-            data=str(data),
+            **_ultralytics_args(args, data, work),
+            name="shapes",
             epochs=args.epochs,
-            imgsz=args.imgsz,
-            batch=args.batch,
-            device="cpu",
-            workers=0,
             amp=False,
-            plots=False,
             pretrained=False,
             seed=args.seed,
             deterministic=True,
-            project=str(work / "runs"),
-            name="shapes",
-            exist_ok=True,
-            verbose=False,
             mosaic=1.0,
             close_mosaic=5,
             patience=100,
@@ -88,18 +95,7 @@ def main() -> int:
     planned = int((checkpoint.get("train_args") or {}).get("epochs", args.epochs))
     strip_optimizer(str(best))
     trained = YOLO(str(best))
-    metrics = trained.val(
-        data=str(data),
-        imgsz=args.imgsz,
-        batch=args.batch,
-        device="cpu",
-        workers=0,
-        plots=False,
-        verbose=False,
-        project=str(work / "runs"),
-        name="val",
-        exist_ok=True,
-    )
+    metrics = trained.val(**_ultralytics_args(args, data, work), name="val")
     per_class = {CLASSES[i]: round(float(v), 4) for i, v in enumerate(metrics.box.maps[: len(CLASSES)])}
     onnx_path = Path(trained.export(format="onnx", imgsz=args.imgsz, opset=17, simplify=True, dynamic=False))
     minutes = (time.time() - started) / 60
