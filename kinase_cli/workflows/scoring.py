@@ -10,6 +10,8 @@ from worker.contract import parse_iso
 
 def accuracy(messages: list[dict], truth: list[list[dict]], producer_start: float, fps: int) -> dict:
     """Match each frame's detections to the generated truth (same class, IoU >= 0.5)."""
+    from worker.detector.accuracy import iou  # the detector package loads numpy: not on `kinase --help`'s path
+
     truths = found = detections = correct = 0
     per_class: dict[str, dict[str, int]] = {}
     for message in messages:
@@ -36,15 +38,6 @@ def accuracy(messages: list[dict], truth: list[list[dict]], producer_start: floa
         "precision": round(correct / detections, 4) if detections else None,
         "per_class": per_class,
     }
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    """Intersection over union of two normalised [x_center, y_center, width, height] boxes."""
-    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-    w, h = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
-    union = a[2] * a[3] + b[2] * b[3] - w * h
-    return w * h / union if union > 0 else 0.0
 
 
 def contact_sheet(messages: list[dict], workdir: Path, tiles: int = 6) -> str | None:

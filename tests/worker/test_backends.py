@@ -17,6 +17,7 @@ from support.worker_stack import SHAPES_ONNX, SHAPES_PT
 from worker import detector as detectors
 from worker import settings as worker_settings
 from worker.detector import convert
+from worker.detector.calibration import Calibration, frames
 from worker.detector.ov import has_bf16
 
 pytestmark = pytest.mark.slow
@@ -128,18 +129,41 @@ def test_agreement_counts_moved_or_vanished_boxes_not_threshold_flicker():
 
 def test_an_int8_model_that_disagrees_with_fp32_is_refused_once_and_for_all(tmp_path):
     images, _ = load_split(shapes_dataset(tmp_path / "calibration", train=0, val=8, imgsz=IMGSZ, seed=303).parent)
+    unlabelled = Calibration(images, None)  # a video's frames: only the agreement check is possible
     cache = convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "cache")
 
     with pytest.raises(
         detectors.DetectorError,
-        match=r"onnxruntime-int8 for shapes-yolo11n.onnx at 320 refused: it agrees with fp32 at [01]\.\d+ < 1.5 on 2 held-out",
+        match=r"onnxruntime-int8 for shapes-yolo11n.onnx at 320 refused: agreement with fp32 [01]\.\d+ on 2 held-out calibration frames, under 1.5",
     ):
-        convert.int8(cache, "onnxruntime-int8", lambda: images, minimum=1.5)  # no model can pass: the refusal path
+        convert.int8(cache, "onnxruntime-int8", lambda: unlabelled, minimum=1.5)  # no model can pass: the refusal path
 
     assert cache.refused("onnxruntime-int8").exists() and not cache.path("onnxruntime-int8").exists()
     assert [p.name for p in cache.folder.iterdir()] == ["onnxruntime-int8.refused"]  # nothing half-written left
     with pytest.raises(detectors.DetectorError, match="refused"):
         convert.int8(cache, "onnxruntime-int8", lambda: pytest.fail("quantized again"))
-    assert "onnxruntime-int8" not in detectors.candidates(str(SHAPES_ONNX), cache, "cpu", lambda: images)
+    assert "onnxruntime-int8" not in detectors.candidates(str(SHAPES_ONNX), cache, "cpu", lambda: unlabelled)
     argv = [str(SHAPES_ONNX), "--imgsz", str(IMGSZ), "--backends", "onnxruntime-int8", "--cache", str(tmp_path / "cache")]
     assert convert.main(argv) == 0  # the image build goes on without it: the worker runs the other backends
+
+
+def test_with_labelled_frames_int8_is_held_to_its_map50_against_fp32(tmp_path):
+    """The model's validation images come with labels: the held-out check is then the mAP50 drop
+    the accuracy target bounds (0.01), not the coarser agreement."""
+    folder = shapes_dataset(tmp_path / "calibration", train=0, val=8, imgsz=IMGSZ, seed=303).parent / "images" / "val"
+    labelled = frames(folder)
+    assert labelled.truths is not None and len(labelled.truths) == len(labelled.images) == 8
+    assert all(t and {"class_id", "bbox"} <= set(t[0]) for t in labelled.truths)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for image in folder.iterdir():
+        (plain / image.name).write_bytes(image.read_bytes())
+    assert frames(plain).truths is None  # images without label files: agreement only
+
+    cache = convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "cache")
+    with pytest.raises(
+        convert.Refused,
+        match=r"refused: mAP50 [01]\.\d{4} against fp32's [01]\.\d{4} on 2 held-out labelled frames, a drop over -1",
+    ):
+        convert.int8(cache, "onnxruntime-int8", lambda: labelled, max_drop=-1)  # no model gains 1: the refusal path
+    assert convert.int8(convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "ok"), "onnxruntime-int8", lambda: labelled).exists()

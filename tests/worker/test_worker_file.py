@@ -8,15 +8,9 @@ import pytest
 
 from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import SHAPES_ONNX, SHAPES_PT, metrics_lines, run_worker, summary
+from worker.detector.accuracy import iou
 
 pytestmark = pytest.mark.slow
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def matches_truth(message: dict, truth: list[dict]) -> bool:
