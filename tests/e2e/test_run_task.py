@@ -289,12 +289,9 @@ def test_local_worker_exit_code_passes_through(deployed_stack, tmp_path):
     assert "exited with code 2" in proc.stderr
 
 
-def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
-    """Ctrl-C goes to the terminal's whole process group: the worker flushes and exits 0, and kinase
-    keeps showing its output until then and passes that exit code on. The interrupt comes once the
-    first result is on the queue, so the worker is mid-video."""
-    import os
-    import signal
+def _run_task_mid_video(deployed_stack, tmp_path):
+    """`kinase run-task --local` on a 600-frame video, in a session of its own, once the first result is on the
+    queue (so the worker is mid-video); the process and the results queue."""
     import subprocess
     import time
 
@@ -312,7 +309,7 @@ def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
+        start_new_session=True,  # a signal reaches kinase alone, or (killpg) kinase and the worker as a terminal's would
     )
     for line in proc.stderr:
         if "reading" in line:
@@ -322,11 +319,22 @@ def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
             "ApproximateNumberOfMessages"
         ]
     ):
-        assert proc.poll() is None, "the worker ended before it was interrupted"
+        assert proc.poll() is None, "the worker ended before it was signalled"
         time.sleep(0.1)
+    return proc, queue
+
+
+def test_ctrl_c_stops_the_local_worker_gracefully(deployed_stack, tmp_path):
+    """Ctrl-C goes to the terminal's whole process group: the worker flushes and exits 0, and kinase
+    keeps showing its output until then and passes that exit code on. The interrupt comes once the
+    first result is on the queue, so the worker is mid-video."""
+    import os
+    import signal
+
+    proc, queue = _run_task_mid_video(deployed_stack, tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     rest, errors = proc.communicate(timeout=300)
-    drain(deployed_stack["ResultsQueueUrl"])
+    drain(queue)
     assert proc.returncode == 0, errors
     assert "SIGINT received" in errors
     assert "exited with code 0" in errors and "Traceback" not in errors
@@ -340,35 +348,8 @@ def test_sigterm_and_sighup_to_kinase_stop_the_local_worker_gracefully(deployed_
     import os
     import re
     import signal
-    import subprocess
-    import time
 
-    from kinase_cli.workflows.samples import shapes_video
-    from support.cli import KINASE
-
-    video = tmp_path / "long.mp4"
-    shapes_video(video, frames=600, fps=30, size=(320, 240), seed=9)
-    sqs = local().client("sqs")
-    queue = deployed_stack["ResultsQueueUrl"]
-    drain(queue)
-    proc = subprocess.Popen(
-        [*KINASE, "run-task", "--local", "--source", str(video), "--model", str(SHAPES_MODEL), "--imgsz", "320"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # the signal goes to kinase only, not to a process group the worker is in
-    )
-    for line in proc.stderr:
-        if "reading" in line:
-            break
-    while not int(
-        sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
-            "ApproximateNumberOfMessages"
-        ]
-    ):
-        assert proc.poll() is None, "the worker ended before it was signalled"
-        time.sleep(0.1)
+    proc, queue = _run_task_mid_video(deployed_stack, tmp_path)
     os.kill(proc.pid, getattr(signal, signame))
     rest, errors = proc.communicate(timeout=300)
     assert proc.returncode == 0, errors
