@@ -7,16 +7,14 @@ shown exactly once, every invalid one still on the queue (none deleted unshown: 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
 
 from support import hostile
-from support.cli import KINASE, ROOT, kinase
+from support.cli import kinase
+from support.terminal import terminal
 from worker import contract
 
 pytestmark = pytest.mark.e2e
@@ -72,36 +70,11 @@ def test_plain_watch_shows_escapes_as_text_and_leaves_the_invalid(fresh):
 
 
 def test_live_table_shows_the_corpus_as_text_in_a_real_terminal(fresh, tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is needed for this test (apt-get install tmux)")
-    session = f"kinase-hostile-{tmp_path.name}"[:50]
-    command = f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=200 LINES=50 {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
-    # A private tmux server: a shared one may size new windows to another client's terminal.
-    tmux = ["tmux", "-L", session, "-f", "/dev/null"]
-    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50", command], check=True)
-    subprocess.run([*tmux, "set-option", "-t", session, "window-size", "manual"], check=True)
-    subprocess.run([*tmux, "resize-window", "-t", session, "-x", "200", "-y", "50"], check=True)
-
-    def screen() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def title() -> str:
-        return subprocess.run([*tmux, "display-message", "-p", "-t", session, "#{pane_title}"], capture_output=True, text=True).stdout
-
-    def wait_for(*fragments: str) -> str:
-        """The screen once it holds every fragment (a capture can land mid-redraw, so poll for all of them)."""
-        text = ""
-        for _ in range(600):
-            text = screen()
-            if all(re.search(f, text) for f in fragments):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{fragments!r} never all appeared on screen:\n{text}")
-
-    try:
-        wait_for(r"frames\s+0\b")
+    env = {"COLUMNS": "200", "LINES": "50"}
+    with terminal(f"kinase-hostile-{tmp_path.name}", "watch", "--local", size=(200, 50), env=env) as term:
+        term.wait_for(r"frames\s+0\b")
         valid, invalid = send_corpus(fresh)
-        shown = wait_for(
+        shown = term.wait_for(
             rf"frames\s+{len(valid)}\b",
             rf"invalid\s+{len(invalid)}\b",
             re.escape("cam\\x1b[2J\\x1b[H1"),
@@ -110,14 +83,12 @@ def test_live_table_shows_the_corpus_as_text_in_a_real_terminal(fresh, tmp_path)
             re.escape("wrong schema '[/bad]'"),
         )
         assert "time (UTC)" in shown  # the header was not wiped by a clear-screen sequence
-        assert "pwned-title" not in title()
-        subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
-        ended = wait_for(r"exit=\d+")
+        assert "pwned-title" not in term.title()
+        term.keys("C-c")
+        ended = term.wait_for(r"exit=\d+")
         assert f"watch ended (interrupted): {len(valid)} frames" in ended and "exit=0" in ended
         assert "Traceback" not in ended
-        assert "pwned-title" not in title()
-    finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        assert "pwned-title" not in term.title()
     assert_only_invalid_left(fresh, invalid)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,8 @@ from kinase_cli.watch.receiving import Budget, Receiver
 from kinase_cli.watch.saver import destination
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.watch.stats import Stats, percentile
-from support.cli import KINASE, ROOT, kinase, one_error_line
+from support.cli import ROOT, kinase, one_error_line
+from support.terminal import terminal
 from support.watch_stack import frame
 from worker import contract
 
@@ -222,43 +222,19 @@ def test_save_into_a_folder_that_cannot_be_written_fails_before_receiving(fresh,
 
 @pytest.mark.e2e
 def test_live_table_in_a_real_terminal_shows_updates_and_ends_on_ctrl_c(fresh, tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is needed for this test (apt-get install tmux)")
-    session = f"kinase-watch-{tmp_path.name}"[:50]
-    command = (
-        f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=160 LINES=40 {' '.join(KINASE)} watch --local; "
-        "echo exit=$?; sleep 600"
-    )
-    # A private tmux server: a shared one may size new windows to another client's terminal.
-    tmux = ["tmux", "-L", session, "-f", "/dev/null"]
-    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True)
-
-    def screen() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_for(pattern: str) -> str:
-        for _ in range(300):
-            text = screen()
-            if re.search(pattern, text):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} never appeared on screen:\n{text}")
-
-    try:
-        first = wait_for(r"frames\s+0\b")
+    with terminal(f"kinase-watch-{tmp_path.name}", "watch", "--local", size=(160, 40), env={"COLUMNS": "160", "LINES": "40"}) as term:
+        first = term.wait_for(r"frames\s+0\b")
         assert "detections" in first and "latency" in first
         fresh.send([contract.dumps(frame(fresh.bucket, i, ["person", "person", "car"])) for i in range(3)])
-        shown = wait_for(r"frames\s+3\b")
+        shown = term.wait_for(r"frames\s+3\b")
         assert "person×6 car×3" in shown
         assert len(re.findall(r"cam-1 .* person×2 car×1", shown)) == 3
         fresh.send([contract.dumps(frame(fresh.bucket, 3, ["bus"]))])
-        updated = wait_for(r"frames\s+4\b")
+        updated = term.wait_for(r"frames\s+4\b")
         assert "bus×1" in updated
-        subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
-        ended = wait_for(r"exit=\d+")
+        term.keys("C-c")
+        ended = term.wait_for(r"exit=\d+")
         assert "watch ended (interrupted): 4 frames" in ended and "exit=0" in ended
-    finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 # --- in process: the table as rendered, the receiver's retries ----------------------------------

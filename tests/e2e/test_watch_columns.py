@@ -5,15 +5,11 @@ Run at 80 columns, the width of a default terminal: the per-frame rows must keep
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import time
 
 import pytest
 
-from support.cli import KINASE, ROOT
+from support.terminal import terminal
 from support.watch_stack import frame
 from worker import contract
 
@@ -42,33 +38,13 @@ def row(screen: str, stream: str, header: str) -> dict[str, str]:
 
 
 def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is needed for this test (apt-get install tmux)")
-    session = f"kinase-columns-{tmp_path.name}"[:50]
-    command = (
-        f"cd {ROOT} && env KINASE_HOME={os.environ['KINASE_HOME']} COLUMNS=80 {' '.join(KINASE)} watch --local; echo exit=$?; sleep 600"
-    )
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "180", "-y", "45", command], check=True)
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_for(pattern: str) -> str:
-        text = ""
-        for _ in range(600):
-            text = screen()
-            if re.search(pattern, text):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} never appeared on screen:\n{text}")
-
-    try:
-        first = wait_for(r"frames\s+0\b")
+    with terminal(f"kinase-columns-{tmp_path.name}", "watch", "--local", size=(180, 45), env={"COLUMNS": "80"}) as term:
+        first = term.wait_for(r"frames\s+0\b")
         assert re.search(r"^worker\s+inference -\s+drops -\s+gaps -", first, re.M), first
         assert not re.search(r"^\s*streams", first, re.M)
 
         fresh.send([message(fresh.bucket, 1, "lobby-cam", 23.4, frames_dropped=2, gaps=0)])
-        one = wait_for(r"frames\s+1\b")
+        one = term.wait_for(r"frames\s+1\b")
         assert re.search(r"^worker\s+inference 23 ms\s+drops 2\s+gaps 0\s*$", one, re.M), one
         assert row(one, "lobby-cam", "time")["detections"] == "person×1"
         assert not re.search(r"^\s*streams", one, re.M), "one stream: no per-stream rows"
@@ -80,7 +56,7 @@ def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_p
                 message(fresh.bucket, 2, "dock-cam", 59.0),
             ]
         )
-        several = wait_for(r"frames\s+4\b")
+        several = term.wait_for(r"frames\s+4\b")
         assert re.search(r"^worker\s+inference (25|59|61) ms\s+drops 5\s+gaps 1\s*$", several, re.M), several
         assert re.search(r"^\s*streams", several, re.M), several
         # Per stream: frames, fps, inference (its newest frame's; SQS does not keep order within a batch), p50, p95, lag, drops (summed), gaps (summed); unknown shows as -.
@@ -88,8 +64,6 @@ def test_live_table_shows_inference_drops_gaps_and_a_row_per_stream(fresh, tmp_p
         assert (lobby["frames"], lobby["inference"], lobby["drops"], lobby["gaps"]) == ("2", "25 ms", "5", "1")
         assert (dock["frames"], dock["drops"], dock["gaps"]) == ("2", "-", "-") and dock["inference"] in ("59 ms", "61 ms")
         assert lobby["p50"] == dock["p95"] == "250 ms"
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
-        ended = wait_for(r"exit=\d+")
+        term.keys("C-c")
+        ended = term.wait_for(r"exit=\d+")
         assert "watch ended (interrupted): 4 frames" in ended and "exit=0" in ended
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
