@@ -24,7 +24,6 @@ log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")
 
 RETRY_CONFIG = Config(retries=BOTOCORE_RETRIES, connect_timeout=5, read_timeout=30, max_pool_connections=16)
-backoff = delay
 
 
 class FatalError(RuntimeError):

@@ -45,7 +45,7 @@ import av
 from worker import aws, mkv
 from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
-from worker.retry import error_code
+from worker.retry import delay, error_code
 from worker.sampling import Sampler
 from worker.settings import var
 from worker.sources import incarnation as incarnations
@@ -261,7 +261,7 @@ class KvsSource:
                 refresh = isinstance(exc, (aws.ClientError, aws.EndpointConnectionError))
                 self.metrics.count("Reconnects")
                 log.warning("GetMedia on %s interrupted (%s); reconnecting from %s", self.stream, aws.describe(exc), self.selector)
-                self.stop.wait(max(RETRY_MIN_WAIT, aws.backoff(attempt, base=0.5, cap=RETRY_MAX_WAIT)))
+                self.stop.wait(max(RETRY_MIN_WAIT, delay(attempt, base=0.5, cap=RETRY_MAX_WAIT)))
                 continue
             if self._idle_exit_due():
                 return
