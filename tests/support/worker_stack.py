@@ -151,11 +151,11 @@ def metrics_lines(stdout: str) -> list[dict]:
 
 
 class Background:
-    """A worker process that a test watches and signals while it runs."""
+    """A worker process (the one-off `worker`, or `worker.fleet`) that a test watches and signals while it runs."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, module: str = "worker"):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", module], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.stderr: list[str] = []
         self._seen = threading.Condition()
