@@ -64,6 +64,18 @@ class StreamStats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=STREAM_LATENCY_WINDOW))
     recent: deque = field(default_factory=deque)
 
+    def record(self, message: dict, frame_time: float, now: float) -> None:
+        """Count one shown frame of this stream; `now` is on the clock `fps` is later asked with."""
+        self.frames += 1
+        self.inference_ms = float(message["inference_ms"])
+        self.latencies.append(float(message["latency_ms"]))
+        self.recent.append(now)
+        self.newest_frame_time = max(frame_time, self.newest_frame_time or frame_time)
+        for attr, names in (("drops", DROP_FIELDS), ("gaps", GAP_FIELDS)):
+            value = accounted(message, names)
+            if value is not None:
+                setattr(self, attr, (getattr(self, attr) or 0) + value)
+
     def fps(self, now: float) -> float:
         while self.recent and self.recent[0] < now - RATE_WINDOW_S:
             self.recent.popleft()
@@ -137,16 +149,7 @@ class Stats:
         )
         with self.lock:
             self.inference_ms = row.inference_ms
-            per = self.streams.setdefault(row.stream, StreamStats())
-            per.frames += 1
-            per.inference_ms = row.inference_ms
-            per.latencies.append(row.latency_ms)
-            per.recent.append(now)
-            per.newest_frame_time = max(frame_time, per.newest_frame_time or frame_time)
-            if row.drops is not None:
-                per.drops = (per.drops or 0) + row.drops
-            if row.gaps is not None:
-                per.gaps = (per.gaps or 0) + row.gaps
+            self.streams.setdefault(row.stream, StreamStats()).record(message, frame_time, now)
             self.frames += 1
             self.classes.update(counts)
             self._latencies.append(row.latency_ms)

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from kinase_cli.ui.text import visible
-from kinase_cli.watch.stats import DROP_FIELDS, GAP_FIELDS, RATE_WINDOW_S, Stats, accounted, percentile
+from kinase_cli.watch.stats import Stats, StreamStats, percentile
 from kinase_cli.web.metrics import WINDOW_S
 
 CHART_WINDOW_S = 300  # the charts show the last five minutes, one point per second
@@ -30,28 +30,23 @@ class Second:
     lag_max: float = 0.0
 
 
-@dataclass
-class Tile:
+@dataclass(kw_only=True)
+class Tile(StreamStats):
+    """One stream's figures as the table's per-stream rows count them, plus what the page draws; on wall-clock time."""
+
     id: int
     stream: str
-    frames: int = 0
     classes: Counter = field(default_factory=Counter)
     latest: list = field(default_factory=list)
     frame_index: int | None = None
-    newest_frame_time: float | None = None
-    inference_ms: float | None = None
     latency_ms: float | None = None
     last_seen: float | None = None
-    drops: int | None = None
-    gaps: int | None = None
     pending_key: str | None = None
     image_key: str | None = None
     image: bytes | None = None
     image_version: int = 0
     image_error: str | None = None
     seconds: deque = field(default_factory=lambda: deque(maxlen=CHART_WINDOW_S))
-    recent: deque = field(default_factory=deque)
-    latencies: deque = field(default_factory=lambda: deque(maxlen=500))
 
 
 class Hub:
@@ -86,21 +81,13 @@ class Hub:
             if tile is None:
                 tile = self.tiles[message["stream_name"]] = Tile(id=len(self.tiles) + 1, stream=message["stream_name"])
                 self.new_stream.set()
-            tile.frames += 1
+            tile.record(message, frame_time, now)
             counts = Counter(d["class"] for d in detections)
             tile.classes.update(counts)
             tile.latest = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             tile.frame_index = message["frame_index"]
-            tile.newest_frame_time = max(frame_time, tile.newest_frame_time or frame_time)
-            tile.inference_ms = float(message["inference_ms"])
             tile.latency_ms = float(message["latency_ms"])
-            tile.latencies.append(tile.latency_ms)
             tile.last_seen = now
-            tile.recent.append(now)
-            for names, attr in ((DROP_FIELDS, "drops"), (GAP_FIELDS, "gaps")):
-                value = accounted(message, names)
-                if value is not None:
-                    setattr(tile, attr, (getattr(tile, attr) or 0) + value)
             second = int(now)
             if not tile.seconds or tile.seconds[-1].at != second:
                 tile.seconds.append(Second(at=second))
@@ -195,8 +182,6 @@ class Hub:
         return {"now": now, "window_s": CHART_WINDOW_S, **head, "streams": streams}
 
     def _tile(self, tile: Tile, now: float) -> dict:
-        while tile.recent and tile.recent[0] < now - RATE_WINDOW_S:
-            tile.recent.popleft()
         series = {"t": [], "fps": [], "latency_ms": [], "lag_s": []}
         for s in tile.seconds:
             if s.at >= now - CHART_WINDOW_S:
@@ -214,7 +199,7 @@ class Hub:
             "frame_index": tile.frame_index,
             "classes": [(visible(name), n) for name, n in sorted(tile.classes.items(), key=lambda kv: (-kv[1], kv[0]))],
             "latest": [(visible(name), n) for name, n in tile.latest],
-            "fps": round(len(tile.recent) / RATE_WINDOW_S, 2),
+            "fps": round(tile.fps(now), 2),
             "inference_ms": tile.inference_ms,
             "latency_ms": tile.latency_ms,
             "latency_p95_ms": p95,
