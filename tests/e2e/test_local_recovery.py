@@ -10,6 +10,7 @@ import os
 import signal
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,28 @@ pytestmark = pytest.mark.e2e
 
 def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/cmdline").read_bytes() != b""
+
+
+def _kill(send, *pids: int) -> None:
+    """SIGKILL each process with `send` (os.kill, or os.killpg for its group) and wait until none is alive."""
+    for pid in pids:
+        send(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not any(_alive(pid) for pid in pids):
+            return
+        time.sleep(0.1)
+
+
+@contextmanager
+def _own_stack(home: Path, port: int | None = None):
+    """`kinase local up` in its own KINASE_HOME on free ports, `local down` after; (its env, the port flags)."""
+    env = {"KINASE_HOME": str(home)}
+    args = ("--port", str(port or free_port()), "--kvs-port", str(free_port()))
+    try:
+        kinase("local", "up", *args, env=env, check=True, timeout=300)
+        yield env, args
+    finally:
+        kinase("local", "down", env=env, timeout=120)
 
 
 def _state(home: Path) -> dict:
@@ -43,11 +66,8 @@ def _time_wait_on(port: int) -> int:
 
 
 def test_down_and_up_back_to_back_while_old_sockets_are_in_time_wait(tmp_path):
-    home = {"KINASE_HOME": str(tmp_path)}
-    port, kvs_port = free_port(), free_port()
-    args = ("--port", str(port), "--kvs-port", str(kvs_port))
-    try:
-        kinase("local", "up", *args, env=home, check=True, timeout=300)
+    port = free_port()
+    with _own_stack(tmp_path, port) as (home, args):
         for _ in range(5):  # the server closes these connections first: its side ends in TIME_WAIT
             request = urllib.request.Request(f"http://localhost:{port}/moto-api/", headers={"Connection": "close"})
             urllib.request.urlopen(request, timeout=30).read()
@@ -58,22 +78,13 @@ def test_down_and_up_back_to_back_while_old_sockets_are_in_time_wait(tmp_path):
         assert up.returncode == 0, up.stderr
         report = json.loads(up.stdout)["data"]
         assert report["started"] == ["moto", "kvs"] and report["aws_endpoint"] == f"http://localhost:{port}"
-    finally:
-        kinase("local", "down", env=home, timeout=120)
 
 
 def test_a_dead_server_is_restarted_alone_and_what_was_deployed_is_deployed_again(tmp_path):
-    home = {"KINASE_HOME": str(tmp_path)}
-    args = ("--port", str(free_port()), "--kvs-port", str(free_port()))
-    try:
-        kinase("local", "up", *args, env=home, check=True, timeout=300)
+    with _own_stack(tmp_path) as (home, args):
         kinase("deploy", "--local", env=home, check=True, timeout=600)
         before = _state(tmp_path)
-        os.kill(before["moto"]["pid"], signal.SIGKILL)
-        for _ in range(100):
-            if not _alive(before["moto"]["pid"]):
-                break
-            time.sleep(0.1)
+        _kill(os.kill, before["moto"]["pid"])
 
         up = kinase("local", "up", "--json", *args, env=home, timeout=900)
 
@@ -91,11 +102,7 @@ def test_a_dead_server_is_restarted_alone_and_what_was_deployed_is_deployed_agai
         assert status["queue"]["url"] == outputs["ResultsQueueUrl"]
 
         # The Kinesis Video endpoint dies now; --no-redeploy says in one line what to run instead.
-        os.kill(after["kvs"]["pid"], signal.SIGKILL)
-        for _ in range(100):
-            if not _alive(after["kvs"]["pid"]):
-                break
-            time.sleep(0.1)
+        _kill(os.kill, after["kvs"]["pid"])
         skipped = kinase("local", "up", "--json", "--no-redeploy", *args, env=home, timeout=300)
         assert skipped.returncode == 0, skipped.stderr
         report = json.loads(skipped.stdout)["data"]
@@ -103,25 +110,13 @@ def test_a_dead_server_is_restarted_alone_and_what_was_deployed_is_deployed_agai
         warnings = [line for line in skipped.stderr.splitlines() if "came back empty" in line]
         assert len(warnings) == 1 and "kinase deploy --local" in warnings[0]
         assert _state(tmp_path)["moto"]["pid"] == after["moto"]["pid"]
-    finally:
-        kinase("local", "down", env=home, timeout=120)
 
 
 def test_up_when_nothing_runs_but_a_stale_record_remains(tmp_path):
     """A record of servers that are gone (a reboot): a fresh start, nothing deployed to redo."""
-    home = {"KINASE_HOME": str(tmp_path)}
-    args = ("--port", str(free_port()), "--kvs-port", str(free_port()))
-    try:
-        kinase("local", "up", *args, env=home, check=True, timeout=300)
+    with _own_stack(tmp_path) as (home, args):
         state = _state(tmp_path)
-        for name in ("moto", "kvs"):
-            os.killpg(state[name]["pid"], signal.SIGKILL)
-        for _ in range(100):
-            if not any(_alive(state[name]["pid"]) for name in ("moto", "kvs")):
-                break
-            time.sleep(0.1)
+        _kill(os.killpg, state["moto"]["pid"], state["kvs"]["pid"])
         up = kinase("local", "up", "--json", *args, env=home, timeout=300)
         assert up.returncode == 0, up.stderr
         assert json.loads(up.stdout)["data"]["started"] == ["moto", "kvs"]
-    finally:
-        kinase("local", "down", env=home, timeout=120)
