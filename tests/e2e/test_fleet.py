@@ -265,6 +265,8 @@ def test_fleet_on_aws_drives_the_ecs_service_and_its_autoscaling(fleet_env, medi
     assert state["scaling"]["desired_count"] == 2 and (state["scaling"]["min"], state["scaling"]["max"]) == (2, 10)
     assert aws_json("fleet", "scale", "4", command="fleet scale")["desired_count"] == 4
     assert aws_json("fleet", "status", command="fleet status")["scaling"]["min"] == 4
+    overview = aws_json("status", command="status")["fleet"]["scaling"]  # `kinase status` shows the scaling limits too
+    assert (overview["service"], overview["desired_count"], overview["min"], overview["max"]) == (fleet_env["FleetServiceName"], 4, 4, 10)
     assert aws_json("fleet", "down", command="fleet down")["desired_count"] == 0
     scaling = aws_json("fleet", "status", command="fleet status")["scaling"]
     assert (scaling["desired_count"], scaling["min"], scaling["max"]) == (0, 0, 0)
