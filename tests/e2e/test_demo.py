@@ -20,31 +20,31 @@ def port_is_free(port: int) -> bool:
         return s.connect_ex(("localhost", port)) != 0
 
 
+class Demo:
+    """`kinase demo` in a fresh KINASE_HOME, its local stack on free ports."""
+
+    def __init__(self, home):
+        self.home, self.port, self.kvs_port = home, free_port(), free_port()
+
+    def run(self, *args: str, env: dict | None = None, timeout: float):
+        ports = ("--port", str(self.port), "--kvs-port", str(self.kvs_port))
+        return kinase("demo", *args, *ports, env={"KINASE_HOME": str(self.home), **(env or {})}, timeout=timeout)
+
+    def assert_nothing_left_running(self) -> None:
+        assert not (self.home / "local" / "state.json").exists()
+        assert port_is_free(self.port) and port_is_free(self.kvs_port)
+
+
 @pytest.fixture
-def fresh_home(tmp_path):
+def demo(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    return {"KINASE_HOME": str(home)}, home
+    return Demo(home)
 
 
-def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(fresh_home, tmp_path):
-    env, home = fresh_home
-    port, kvs_port = free_port(), free_port()
+def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(demo, tmp_path):
     out = tmp_path / "demo-out"
-    proc = kinase(
-        "demo",
-        "--frames",
-        str(FRAMES),
-        "--save",
-        str(out),
-        "--port",
-        str(port),
-        "--kvs-port",
-        str(kvs_port),
-        "--json",
-        env=env,
-        timeout=900,
-    )
+    proc = demo.run("--frames", str(FRAMES), "--save", str(out), "--json", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for step in range(1, 7):
         assert f"[{step}/6]" in proc.stderr
@@ -72,30 +72,19 @@ def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(fresh_home, t
     assert "data:image/jpeg;base64," in report and "<svg" in report and "<th>recall</th>" in report
     assert re.search(r"^web view: http://127\.0\.0\.1:\d+/$", proc.stderr, re.M), proc.stderr[-3000:]
 
-    assert not (home / "local" / "state.json").exists()
-    assert port_is_free(port) and port_is_free(kvs_port)
+    demo.assert_nothing_left_running()
 
 
-def test_demo_names_the_step_that_breaks_and_leaves_nothing_running(fresh_home):
-    env, home = fresh_home
-    port, kvs_port = free_port(), free_port()
-    proc = kinase(
-        "demo", "--port", str(port), "--kvs-port", str(kvs_port), env={**env, "KINASE_CDK": str(home / "no-such-cdk")}, timeout=300
-    )
+def test_demo_names_the_step_that_breaks_and_leaves_nothing_running(demo):
+    proc = demo.run(env={"KINASE_CDK": str(demo.home / "no-such-cdk")}, timeout=300)
     error = one_error_line(proc)
     assert "demo step 1" in error and "cdk CLI was not found" in error, proc.stderr
-    assert not (home / "local" / "state.json").exists()
-    assert port_is_free(port) and port_is_free(kvs_port)
+    demo.assert_nothing_left_running()
 
 
-def test_demo_stops_as_soon_as_the_worker_fails_and_says_so(fresh_home):
-    env, home = fresh_home
-    port, kvs_port = free_port(), free_port()
-    proc = kinase(
-        "demo", "--frames", "15", "--port", str(port), "--kvs-port", str(kvs_port), env={**env, "KINASE_CONF": "not-a-number"}, timeout=600
-    )
+def test_demo_stops_as_soon_as_the_worker_fails_and_says_so(demo):
+    proc = demo.run("--frames", "15", env={"KINASE_CONF": "not-a-number"}, timeout=600)
     error = one_error_line(proc)
     assert "the worker exited with code 2" in error and "worker.log" in error, proc.stderr
     assert "idle for" not in proc.stderr
-    assert not (home / "local" / "state.json").exists()
-    assert port_is_free(port) and port_is_free(kvs_port)
+    demo.assert_nothing_left_running()
