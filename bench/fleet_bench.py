@@ -406,11 +406,13 @@ def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int 
 
 
 if __name__ == "__main__":
+    from worker.settings import var
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=15, help="seconds of video per stream")
     parser.add_argument("--streams", default="1,2,4,8", help="stream counts K")
-    parser.add_argument("--batch", type=int, default=4, help="KINASE_BATCH of the batched fleet runs (1: none)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: K = 1, 2 and 4 s of video")
+    parser.add_argument("--batch", type=int, default=4, help=f"{var('batch')} of the batched fleet runs (1: none)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: K = 1 and 2, 4 s of video each")
     args = parser.parse_args()
     if args.quick:
         main(seconds=4, streams=(1, 2), batch=args.batch, quick=True)
