@@ -77,7 +77,7 @@ class BatchingDetector:
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
         try:
             if len(batch) == 1:
-                results = [self._detector.detect(request.image)]
+                results = [self._detector.detect(batch[0].image)]
             else:
                 results = self._detector.detect_batch([r.image for r in batch])
         except BaseException as exc:  # every stream in the batch sees the failure its own call would have raised
