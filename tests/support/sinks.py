@@ -14,15 +14,18 @@ class Recording:
     required = True
     seen: list[tuple[str, str]] = []
 
-    def __init__(self, done: Callable[[Result], None]):
-        self.done = done
+    def __init__(self, ctx: Context, done: Callable[[Result], None]):
+        self.ctx, self.done = ctx, done
 
     @classmethod
     def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> Recording:
-        return cls(done)
+        return cls(ctx, done)
 
     def submit(self, result: Result) -> None:
         self.seen.append((self.name, result.frame_id))
+        self.deliver(result)
+
+    def deliver(self, result: Result) -> None:
         self.done(result)
 
     def close(self, deadline: float) -> bool:
@@ -33,22 +36,11 @@ class Second(Recording):
     name = "second"
 
 
-class Broken:
+class Broken(Recording):
     """An optional sink whose every delivery fails (a webhook that is down)."""
 
     name = "broken"
     required = False
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
-
-    @classmethod
-    def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> Broken:
-        return cls(ctx)
-
-    def submit(self, result: Result) -> None:
-        Recording.seen.append((self.name, result.frame_id))
+    def deliver(self, result: Result) -> None:
         self.ctx.fail(ConnectionError("webhook down"))
-
-    def close(self, deadline: float) -> bool:
-        return True
