@@ -140,15 +140,21 @@ def test_a_checkpoint_from_before_positions_is_set_aside(media, tmp_path):
     assert (counts["gaps"], counts["delivered"]) == (1, 15)
 
 
+def _stream_of_fragments(media, tmp_path, gop: int, seed: int):
+    """A fresh stream holding 180 frames (15 fps) put in fragments of `gop` frames: the target, the
+    fragment numbers, and every (fragment, frame in fragment) position a worker must deliver."""
+    video = tmp_path / "long.mp4"
+    shapes_video(video, frames=180, fps=15, size=(320, 240), gop=gop, seed=seed)
+    target = media.fresh(with_stream=True)
+    fragments = media.put(target.stream, video).acks.persisted
+    assert len(fragments) == 180 // gop
+    return target, fragments, {(f, i) for f in fragments for i in range(gop)}
+
+
 def test_sigkill_before_the_first_complete_fragment_loses_nothing(media, tmp_path):
     """Issue 11: without a checkpoint before the first complete fragment, a worker killed in that window and
     started again at NOW skipped everything put so far. The start checkpoint makes the restart resume there."""
-    video = tmp_path / "long.mp4"
-    shapes_video(video, frames=180, fps=15, size=(320, 240), gop=90, seed=25)
-    target = media.fresh(with_stream=True)
-    fragments = media.put(target.stream, video).acks.persisted
-    assert len(fragments) == 2
-    every = {(f, i) for f in fragments for i in range(90)}
+    target, fragments, every = _stream_of_fragments(media, tmp_path, gop=90, seed=25)
 
     # The fall detector (~5 frames/s here) keeps the worker inside the first 90-frame fragment for seconds.
     slow = media.worker_env(
@@ -215,12 +221,7 @@ def test_sendmessagebatch_retried_after_a_timeout_duplicates_with_the_same_frame
 @pytest.mark.parametrize("kill_after", [25, 100])
 def test_sigkill_at_any_point_loses_nothing_and_redoes_at_most_one_fragment(media, tmp_path, kill_after):
     """Issue 11: SIGKILL mid-stream (here after the 25th and the 100th delivered frame of four 45-frame fragments)."""
-    video = tmp_path / "long.mp4"
-    shapes_video(video, frames=180, fps=15, size=(320, 240), gop=45, seed=27)
-    target = media.fresh(with_stream=True)
-    fragments = media.put(target.stream, video).acks.persisted
-    assert len(fragments) == 4
-    every = {(f, i) for f in fragments for i in range(45)}
+    target, fragments, every = _stream_of_fragments(media, tmp_path, gop=45, seed=27)
     delivered = Counter()
 
     def nth_delivery(line: str) -> bool:
