@@ -6,7 +6,8 @@ Kinesis Video fragment a second), put into K streams of the local Kinesis Video 
 time (`put_file(realtime=True)`, as `kinase stream put --realtime` does: PutMedia, paced like a
 camera). Weights: models/shapes-yolo11n.pt, converted once as the image build converts it (a
 dynamic batch axis, so batching is possible); the backend `auto` picks on the measured cores is
-then forced on every run, so all of them run the same network.
+then forced on every run, so all of them run the same network (`--backend NAME` forces one for
+every run, so that runs on different days compare).
 
 For each K (1, 2, 4, 8), one run each, on the same streams' content:
 
@@ -32,7 +33,7 @@ detector alone: ms per frame for batch 1, 2, 4, 8 on the measured cores.
 Targets (issue 14): fleet throughput >= 0.9x the one-stream workers' at each K; the streams per
 vCPU up to which the fleet's p95 latency stays under 2 s is reported (drops beside it).
 
-Usage: python -m bench.fleet_bench [--seconds 15] [--streams 1,2,4,8] [--batch 4] [--quick]
+Usage: python -m bench.fleet_bench [--seconds 15] [--streams 1,2,4,8] [--batch 4] [--backend auto] [--quick]
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def chosen_backend(weights: Path, on: set[int]) -> tuple[str, dict]:
         os.sched_setaffinity(0, before)
 
 
-def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int = 4, quick: bool = False) -> dict:
+def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int = 4, quick: bool = False, backend: str = "auto") -> dict:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
     servers, measured = cores()
@@ -324,13 +325,15 @@ def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int 
             flush=True,
         )
         video, weights = prepare(work, seconds)
-        backend, timings = chosen_backend(weights, measured)
-        print(
-            f"backend (auto on CPU {sorted(measured)}): {backend}; warm-up ms { ({k: round(v, 1) for k, v in timings.items()}) }",
-            flush=True,
-        )
-        others = [name for name in ("onnxruntime", "onnxruntime-int8") if name != backend]
-        batches = batch_table(weights, [backend, *others], measured, runs=3 if quick else 5)
+        timings: dict[str, float] = {}
+        if backend == "auto":
+            backend, timings = chosen_backend(weights, measured)
+            print(
+                f"backend (auto on CPU {sorted(measured)}): {backend}; warm-up ms { ({k: round(v, 1) for k, v in timings.items()}) }",
+                flush=True,
+            )
+        names = list(dict.fromkeys([backend, *timings, "onnxruntime", "onnxruntime-int8"]))
+        batches = batch_table(weights, names, measured, runs=3 if quick else 5)
         moto, aws = start_moto(work, servers)
         kvs, kvs_url = start_kvs(work, servers)
         os.sched_setaffinity(0, servers)  # the PutMedia uploads stay off the workers' cores
@@ -412,9 +415,12 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=15, help="seconds of video per stream")
     parser.add_argument("--streams", default="1,2,4,8", help="stream counts K")
     parser.add_argument("--batch", type=int, default=4, help=f"{var('batch')} of the batched fleet runs (1: none)")
+    parser.add_argument(
+        "--backend", default="auto", help="auto (measured on the workers' cores, then forced) or one backend, for runs to compare"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: K = 1 and 2, 4 s of video each")
     args = parser.parse_args()
     if args.quick:
-        main(seconds=4, streams=(1, 2), batch=args.batch, quick=True)
+        main(seconds=4, streams=(1, 2), batch=args.batch, quick=True, backend=args.backend)
     else:
-        main(args.seconds, tuple(int(k) for k in args.streams.split(",")), args.batch)
+        main(args.seconds, tuple(int(k) for k in args.streams.split(",")), args.batch, backend=args.backend)
