@@ -8,11 +8,12 @@ one at a time, so a stream with a backlog (which asks again as soon as it is ans
 turn behind a live one instead of starving it.
 
 Settings are the one-off worker's (worker/settings.py) plus KINASE_LEASE_TABLE, KINASE_MAX_STREAMS,
-KINASE_LEASE_DURATION and KINASE_ENV; KINASE_SOURCE is set per stream. SIGTERM/SIGINT: every
-pipeline stops, flushes and checkpoints, and each lease is released as soon as its pipeline has
-stopped, so another worker takes it at once. Exit 0 after a clean stop, 2 on invalid settings.
-Besides the per-stream metric lines, the worker logs `StreamsPerWorker` (dimension `Environment`),
-the metric the fleet's ECS service scales on.
+KINASE_LEASE_DURATION, KINASE_ENV and KINASE_BATCH / KINASE_BATCH_WAIT (cross-stream batching,
+worker/batching.py, in place of `FairDetector` when KINASE_BATCH > 1); KINASE_SOURCE is set per
+stream. SIGTERM/SIGINT: every pipeline stops, flushes and checkpoints, and each lease is released
+as soon as its pipeline has stopped, so another worker takes it at once. Exit 0 after a clean
+stop, 2 on invalid settings. Besides the per-stream metric lines, the worker logs
+`StreamsPerWorker` (dimension `Environment`), the metric the fleet's ECS service scales on.
 """
 
 from __future__ import annotations
