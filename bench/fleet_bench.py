@@ -50,10 +50,9 @@ import tempfile
 import threading
 import time
 import types
-import urllib.request
 from pathlib import Path
 
-from bench.worker_bench import CREDENTIALS, PT, ROOT, _creds, cores, free_port, peak_rss_mb, ratio_row, start_moto
+from bench.worker_bench import CREDENTIALS, PT, ROOT, _creds, cores, free_port, peak_rss_mb, ratio_row, start_moto, start_server
 
 FPS = 5
 SIZE = (640, 480)
@@ -67,20 +66,9 @@ SUMMARY = re.compile(
 def start_kvs(work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://localhost:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kinase_cli.local.kvs_server", "--host", "localhost", "--port", str(port)],
-        cwd=ROOT,
-        stdout=open(work / "kvs.log", "w"),
-        stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.sched_setaffinity(0, on),
-    )
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("Kinesis Video endpoint did not start")
+    return start_server(
+        ["kinase_cli.local.kvs_server", "--host", "localhost", "--port", str(port)], work / "kvs.log", on, url + "/health"
+    ), url
 
 
 class Stack:

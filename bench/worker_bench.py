@@ -67,22 +67,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_moto(work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    endpoint = f"http://localhost:{port}"
+def start_server(argv: list[str], log: Path, on: set[int], health: str) -> subprocess.Popen:
+    """A local server pinned to the cores `on` (never the measured ones), once `health` answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(port)],
-        stdout=open(work / "moto.log", "w"),
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: os.sched_setaffinity(0, on),
     )
     for _ in range(300):
         try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            return proc, endpoint
+            urllib.request.urlopen(health, timeout=1)
+            return proc
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("moto server did not start")
+    proc.kill()
+    raise RuntimeError(f"{argv[0]} did not start: see {log}")
+
+
+def start_moto(work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    endpoint = f"http://localhost:{port}"
+    return start_server(["moto.server", "-H", "localhost", "-p", str(port)], work / "moto.log", on, endpoint + "/moto-api/"), endpoint
 
 
 def peak_rss_mb(pid: int) -> int:
