@@ -67,7 +67,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def target(profile: Optional[str], region: Optional[str], local: bool, env: str = naming.DEFAULT_ENV) -> Target:
+def _target(profile: Optional[str], region: Optional[str], local: bool, env: str = naming.DEFAULT_ENV) -> Target:
     """The one place a command's target is made; on AWS, flags not given come from the environment's last deploy."""
     if not local:
         profile, region = placement.resolve(check_env(env), profile, region)
@@ -99,7 +99,7 @@ def with_target(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def run(*, profile: Optional[str], region: Optional[str], local: bool, env: str, **kwargs):
-        return command(**kwargs, target=target(profile, region, local, env))
+        return command(**kwargs, target=_target(profile, region, local, env))
 
     run.__signature__ = signature.replace(parameters=parameters)
     run.__annotations__ = {p.name: p.annotation for p in parameters}

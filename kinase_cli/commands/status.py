@@ -8,8 +8,9 @@ from infra import naming
 from kinase_cli.aws import cost, queues, taskdef
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws.outputs import stack_status
+from kinase_cli.aws.target import Target
 from kinase_cli.local import runs as local_runs
-from kinase_cli.options import Env, Json, Local, Profile, Region, target
+from kinase_cli.options import Json, with_target
 from kinase_cli.ui import jsonout
 from kinase_cli.ui.console import out
 from kinase_cli.ui.text import plain, visible
@@ -276,15 +277,10 @@ def _render_fleet(fleet: dict | None) -> None:
     out.print(workers)
 
 
-def status(
-    json_out: Json = False,
-    profile: Profile = None,
-    region: Region = None,
-    local: Local = False,
-    env: Env = naming.DEFAULT_ENV,
-) -> None:
+@with_target
+def status(json_out: Json = False, *, target: Target) -> None:
     """Show stacks, image, tasks, stream, fleet, queue and DLQ depth, and the estimated running cost."""
-    data = gather(target(profile, region, local, env))
+    data = gather(target)
     if json_out:
         jsonout.emit("status", data)
     else:
