@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -14,6 +15,9 @@ from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.watch import deadletter
+from worker.retry import error_code
+
+PURGE_INTERVAL = 60  # seconds SQS requires between two purges of one queue
 
 dlq = typer.Typer(
     help="Inspect and drain the results dead-letter queue (messages `kinase watch` could not accept).",
@@ -102,11 +106,28 @@ def purge(yes: Yes = False, json_: Json = False, *, target: Target) -> None:
     url = out["DeadLetterQueueUrl"]
     waiting = queues.depth(sqs, url).visible
     confirm(f"Delete all {waiting} message(s) in the dead-letter queue? This cannot be undone.", yes)
-    sqs.purge_queue(QueueUrl=url)
+    _purge(sqs, url)
     if json_:
         jsonout.emit("dlq purge", {"queue_url": url, "purged": waiting})
         return
     console.info(f"purged {url.rsplit('/', 1)[-1]} ({waiting} message(s))")
+
+
+def _purge(sqs, url: str) -> None:
+    """PurgeQueue, waiting out SQS's one purge per queue per 60 seconds (PurgeQueueInProgress) rather than
+    failing a purge the operator confirmed."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + PURGE_INTERVAL + 10
+    while True:
+        try:
+            sqs.purge_queue(QueueUrl=url)
+            return
+        except ClientError as exc:
+            if not error_code(exc).endswith("PurgeQueueInProgress") or time.monotonic() > deadline:
+                raise
+            console.info(f"{url.rsplit('/', 1)[-1]} was purged less than {PURGE_INTERVAL} s ago (SQS allows one purge a minute): waiting")
+            time.sleep(5)
 
 
 def register(app: typer.Typer) -> None:
