@@ -224,10 +224,12 @@ def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams
 
 
 def test_stream_rm_asks_and_refuses_without_a_terminal(fleet_env):
-    proc = kinase("stream", "rm", "cam4", *LOCAL, input="")
+    run_json("stream", "create", "kept", *LOCAL, command="stream create")
+    proc = kinase("stream", "rm", "kept", *LOCAL, input="")
     assert proc.returncode != 0 and "not confirmed" in proc.stderr
     names = {s["name"] for s in run_json("stream", "ls", *LOCAL, command="stream ls")["streams"]}
-    assert f"kinase-{ENV}-cam4" in names
+    assert f"kinase-{ENV}-kept" in names
+    assert run_json("stream", "rm", "kept", "--yes", *LOCAL, command="stream rm")["deleted"]
 
 
 def test_adopted_stream_is_tagged_leased_and_kept_on_rm(fleet_env, media):
