@@ -89,7 +89,9 @@ def start_server(argv: list[str], log: Path, on: set[int], health: str) -> subpr
 def start_moto(work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     endpoint = f"http://localhost:{port}"
-    return start_server(["moto.server", "-H", "localhost", "-p", str(port)], work / "moto.log", on, endpoint + "/moto-api/"), endpoint
+    return start_server(
+        ["kinase_cli.local.moto_server", "-H", "localhost", "-p", str(port)], work / "moto.log", on, endpoint + "/moto-api/"
+    ), endpoint
 
 
 def peak_rss_mb(pid: int) -> int:

@@ -52,7 +52,7 @@ class Server:
         return paths.local_dir() / f"{self.name}.log"
 
 
-MOTO = Server("moto", "moto.server", "/moto-api/", "-H", "-p")
+MOTO = Server("moto", "kinase_cli.local.moto_server", "/moto-api/", "-H", "-p")
 KVS = Server("kvs", "kinase_cli.local.kvs_server", "/health", "--host", "--port")
 SERVERS = (MOTO, KVS)
 

@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from kinase_cli.local.moto_server import make_dynamodb_writes_atomic
 from support.cli import free_port
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.metrics import Metrics
@@ -24,6 +25,7 @@ from worker.sources.incarnation import Incarnation
 
 @pytest.fixture(scope="module")
 def dynamodb():
+    make_dynamodb_writes_atomic()  # as `kinase local up`'s moto does: DynamoDB's conditional writes are atomic
     port = free_port()
     server = ThreadedMotoServer(ip_address="localhost", port=port, verbose=False)
     server.start()
@@ -342,3 +344,42 @@ def test_lease_race_two_workers_never_both_hold_one_lease(table):
     for x in a:
         for y in b:
             assert x.end <= y.start or y.end <= x.start, f"both held cam-race: a {x} and b {y}"
+
+
+def test_of_racing_conditional_writes_exactly_one_succeeds(table, monkeypatch):
+    """DynamoDB applies a conditional write atomically (Expressions.ConditionExpressions in the DynamoDB
+    developer guide); the local stack's moto is made to as well (kinase_cli/local/moto_server.py).
+    Rounds of 8 threads take one free lease at once: one wins each round. moto's condition check is
+    slowed down here so that, without the lock, every thread passes it before any writes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import moto.dynamodb.models as moto_dynamodb
+
+    parser = moto_dynamodb.create_condition_expression_parser
+
+    def slow_parser(*args, **kwargs):
+        op = parser(*args, **kwargs).parse()
+        check = op.expr
+
+        def slow(item):
+            verdict = check(item)
+            time.sleep(0.02)
+            return verdict
+
+        op.expr = slow
+        return type("Parsed", (), {"parse": lambda self: op})()
+
+    monkeypatch.setattr(moto_dynamodb, "create_condition_expression_parser", slow_parser)
+
+    with ThreadPoolExecutor(8) as pool:
+        for round_ in range(15):
+            stream = f"cam-atomic-{round_}"
+            table.ensure(stream)
+            start = threading.Barrier(8)
+
+            def take(name, stream=stream, start=start):
+                start.wait()
+                return table.take(stream, name, 0, None)
+
+            won = [c for c in pool.map(take, [f"w{i}" for i in range(8)]) if c is not None]
+            assert won == [1], f"round {round_}: {len(won)} conditional writes on counter 0 succeeded"
