@@ -17,7 +17,9 @@ def kinase_home(tmp_path_factory):
     os.environ["KINASE_HOME"] = str(home)
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION"] = "20"
-    for var in ("AWS_PROFILE", "KINASE_LOCAL", "KINASE_ENV"):
+    # pytest-xdist's workers set COLUMNS=80 and LINES=24 as if they had a terminal; `kinase` and cdk would
+    # wrap their output to it. A test that wants a width passes one.
+    for var in ("AWS_PROFILE", "KINASE_LOCAL", "KINASE_ENV", "COLUMNS", "LINES"):
         os.environ.pop(var, None)
     return home
 

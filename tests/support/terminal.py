@@ -57,7 +57,7 @@ def terminal(session: str, *args: str, size: tuple[int, int], env: dict[str, str
         pytest.fail("tmux is needed for this test (apt-get install tmux)")
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"KINASE_HOME": os.environ["KINASE_HOME"], **env}.items())
     command = f"cd {shlex.quote(str(ROOT))} && env {assignments} {shlex.join([*KINASE, *args])}; echo exit=$?; sleep 600"
-    term = Terminal(session[:50])
+    term = Terminal(f"{session[:40]}-{os.getpid()}")  # the tmux socket is machine-wide: another test run may use the name
     width, height = str(size[0]), str(size[1])
     term.run("new-session", "-d", "-s", term.session, "-x", width, "-y", height, command)
     try:
