@@ -89,14 +89,19 @@ def test_other_error_tags_are_retried_with_backoff_then_the_worker_gives_up():
 
 def test_idle_reads_are_not_failures_and_calls_stay_within_five_a_second():
     """Silent connections for longer than the give-up window: no error; the connection is renewed, never more
-    often than GetMedia's 5 calls per second per stream."""
+    often than GetMedia's 5 calls per second per stream. A renewal does not start from NOW again, which would
+    skip media that arrived between two connections: it goes on from when the first connection was asked for."""
     source, media, _ = reader(lambda n: None, give_up_after=1, calls=12)
-    started = time.monotonic()
+    started, asked = time.monotonic(), time.time()
     assert list(source) == []
     assert time.monotonic() - started > 1  # past the give-up window, still reading
     gaps = [b[0] - a[0] for a, b in zip(media.calls, media.calls[1:])]
     assert min(gaps) >= kvs.MIN_CALL_INTERVAL * 0.99
-    assert all(selector == {"StartSelectorType": "NOW"} for _, selector in media.calls)
+    assert media.calls[0][1] == {"StartSelectorType": "NOW"}
+    renewals = [selector for _, selector in media.calls[1:]]
+    assert {s["StartSelectorType"] for s in renewals} == {"SERVER_TIMESTAMP"}
+    (since,) = {s["StartTimestamp"] for s in renewals}
+    assert asked - kvs.CLOCK_MARGIN <= since <= asked - kvs.CLOCK_MARGIN + 1
 
 
 def test_a_clean_end_of_the_body_reconnects_from_where_it_was_within_the_call_rate():

@@ -59,6 +59,7 @@ GIVE_UP_AFTER = 300.0  # seconds of failing GetMedia calls (errors, never idlene
 MAX_LAG = 30.0  # seconds a backlog read after a restart may be behind live before the reader jumps to the live edge
 BULK_PACE = 0.8  # fragments arriving faster than this fraction of their duration are an upload in bulk, not a live camera
 MIN_CALL_INTERVAL = 0.25  # GetMedia allows 5 calls per second per stream (API_dataplane_GetMedia): keep under it
+CLOCK_MARGIN = 2.0  # seconds our clock may run ahead of the service's (Fargate's is NTP-synced)
 RETRY_MIN_WAIT, RETRY_MAX_WAIT = 0.5, 15.0  # backoff between failing GetMedia calls
 FATAL_CODES = {"ResourceNotFoundException", "NotAuthorizedException", "AccessDeniedException", "InvalidArgumentException"}
 FRAGMENT_NOT_FOUND = "4000"  # GetMedia error tag: the requested fragment is not in the stream
@@ -198,8 +199,13 @@ class KvsSource:
             try:
                 media = self._media_client(refresh)
                 log.log(logging.DEBUG if self.idle_since is not None else logging.INFO, "GetMedia %s from %s", self.stream, self.selector)
+                asked_at = time.time()
                 self._body = media.get_media(StreamName=self.stream, StartSelector=self.selector)["Payload"]
                 in_body = True
+                if self.selector["StartSelectorType"] == "NOW":
+                    # A reconnect from NOW would skip what arrived while reconnecting (an idle stream's connection is
+                    # renewed every read timeout): it goes on from when this connection was asked for instead.
+                    self.selector = {"StartSelectorType": "SERVER_TIMESTAMP", "StartTimestamp": asked_at - CLOCK_MARGIN}
                 fragments = mkv.iter_fragments(self._body)
                 first = True
                 while True:
