@@ -145,13 +145,15 @@ def fill(sqs, queue_url: str, bucket: str, n: int) -> None:
     from worker import contract
 
     now = time.time()
+    sources = [{"type": "file", "uri": "bench.mp4", "frame_number": i} for i in range(n)]
     bodies = [
         contract.dumps(
             contract.build(
                 bucket=bucket,
                 stream_name="bench",
                 frame_index=i,
-                source={"type": "file", "uri": "bench.mp4", "frame_number": i},
+                source=sources[i],
+                frame_id=contract.frame_id("bench", sources[i]),
                 frame_time=now,
                 width=640,
                 height=480,
