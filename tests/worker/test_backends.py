@@ -163,7 +163,7 @@ def test_with_labelled_frames_int8_is_held_to_its_map50_against_fp32(tmp_path):
     cache = convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "cache")
     with pytest.raises(
         convert.Refused,
-        match=r"refused: mAP50 [01]\.\d{4} against fp32's [01]\.\d{4} on 2 held-out labelled frames, a drop over -1",
+        match=r"refused: mAP50 [01]\.\d{4} against fp32's [01]\.\d{4} on 4 held-out labelled frames, a drop over -1",
     ):
         convert.int8(cache, "onnxruntime-int8", lambda: labelled, max_drop=-1)  # no model gains 1: the refusal path
     assert convert.int8(convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "ok"), "onnxruntime-int8", lambda: labelled).exists()
