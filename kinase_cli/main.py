@@ -99,6 +99,9 @@ def main() -> None:
     interrupts.install()
     try:
         app()
+    except KeyboardInterrupt:  # before a command runs (Typer building the command line): as KinaseGroup does
+        typer.echo("interrupted", err=True)
+        raise SystemExit(interrupts.EXIT_CODE) from None
     except KinaseError as exc:  # raised outside a command (e.g. while parsing)
         typer.secho(f"error: {exc.line()}", err=True, fg="red")
         raise SystemExit(exc.exit_code) from None
