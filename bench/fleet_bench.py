@@ -52,7 +52,8 @@ import time
 import types
 from pathlib import Path
 
-from bench.worker_bench import CREDENTIALS, PT, ROOT, _creds, cores, free_port, peak_rss_mb, ratio_row, start_moto, start_server
+from bench.worker_bench import CREDENTIALS, PT, ROOT, _creds, cores, peak_rss_mb, ratio_row, start_server
+from kinase_cli.local.stack import KVS, MOTO
 
 FPS = 5
 SIZE = (640, 480)
@@ -61,14 +62,6 @@ LATENCY_TARGET_MS = 2000.0
 SUMMARY = re.compile(
     r"summary: (\S+): read (\d+) = delivered (\d+), sampled out (\d+), dropped (\d+), gapped (\d+), corrupt (\d+), unfinished (\d+)"
 )
-
-
-def start_kvs(work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://localhost:{port}"
-    return start_server(
-        ["kinase_cli.local.kvs_server", "--host", "localhost", "--port", str(port)], work / "kvs.log", on, url + "/health"
-    ), url
 
 
 class Stack:
@@ -322,8 +315,8 @@ def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int 
             )
         names = list(dict.fromkeys([backend, *timings, "onnxruntime", "onnxruntime-int8"]))
         batches = batch_table(weights, names, measured, runs=3 if quick else 5)
-        moto, aws = start_moto(work, servers)
-        kvs, kvs_url = start_kvs(work, servers)
+        moto, aws = start_server(MOTO, work, servers)
+        kvs, kvs_url = start_server(KVS, work, servers)
         os.sched_setaffinity(0, servers)  # the PutMedia uploads stay off the workers' cores
         try:
             stack = Stack(aws, kvs_url)

@@ -44,6 +44,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from kinase_cli.local.stack import MOTO
+
 ROOT = Path(__file__).resolve().parent.parent
 PT = ROOT / "models" / "shapes-yolo11n.pt"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -67,31 +69,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(argv: list[str], log: Path, on: set[int], health: str) -> subprocess.Popen:
-    """A local server pinned to the cores `on` (never the measured ones), once `health` answers."""
+def start_server(server, work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
+    """One of the local stack's servers (kinase_cli.local.stack.MOTO or KVS) on a free port, pinned to the
+    cores `on` (never the measured ones), once its health path answers; the process and its URL."""
+    port = free_port()
+    url = f"http://localhost:{port}"
+    log = work / f"{server.name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", *argv],
-        cwd=ROOT,
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.sched_setaffinity(0, on),
+        server.argv(port), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, on)
     )
     for _ in range(300):
         try:
-            urllib.request.urlopen(health, timeout=1)
-            return proc
+            urllib.request.urlopen(url + server.health_path, timeout=1)
+            return proc, url
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"{argv[0]} did not start: see {log}")
-
-
-def start_moto(work: Path, on: set[int]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    endpoint = f"http://localhost:{port}"
-    return start_server(
-        ["kinase_cli.local.moto_server", "-H", "localhost", "-p", str(port)], work / "moto.log", on, endpoint + "/moto-api/"
-    ), endpoint
+    raise RuntimeError(f"{server.module} did not start: see {log}")
 
 
 def peak_rss_mb(pid: int) -> int:
@@ -277,7 +271,7 @@ def main(frames: int = 150, imgsz: int = 640, runs: int = 2) -> dict:
             flush=True,
         )
         prep = prepare(work, frames, imgsz)
-        moto, endpoint = start_moto(work, servers)
+        moto, endpoint = start_server(MOTO, work, servers)
         samples: dict[str, list[dict]] = {"worker": [], "predict pt": [], "predict onnx": [], "loop": []}
         load = []
         try:
