@@ -1,8 +1,8 @@
 """Cross-stream batching for the fleet worker: frames of different streams in one network call.
 
 Each stream's pipeline asks for one frame at a time and waits for the answer, so a batch can only
-gather frames of different streams. Requests are served in arrival order (as `FairDetector`
-serves them one by one): the oldest waiting request leads the next batch, waits at most
+gather frames of different streams. Requests are served in arrival order, so a stream with a
+backlog cannot starve a live one: the oldest waiting request leads the next batch, waits at most
 KINASE_BATCH_WAIT milliseconds from its own arrival for the other active streams to ask too, then
 takes up to KINASE_BATCH of the oldest requests into one `detect_batch` call. Under load the wait
 costs nothing: requests queue up behind the running batch and the next one is full at once. With
@@ -10,7 +10,7 @@ one active stream there is nothing to wait for.
 
 Whether it pays depends on the backend and the hardware: a GPU gains from batches; on the CPU
 measured (docs/BENCHMARKS.md, `python -m bench.fleet_bench`) batch > 1 was slower per frame, so
-KINASE_BATCH defaults to 1 (off). A backend whose model has no dynamic batch axis runs a batch
+KINASE_BATCH defaults to 1: one frame a call, in arrival order. A backend whose model has no dynamic batch axis runs a batch
 frame by frame.
 """
 

@@ -3,13 +3,14 @@
 The lease coordinator (worker/leases.py) decides which streams this process reads; for each one
 `StreamPipelines` runs the one-stream worker (worker/pipeline.py) on its own thread, with its own
 reader, live policy, metrics (the `Stream` dimension) and checkpoint (kept in the lease), all
-sharing one detector. `FairDetector` serves the streams' inference requests in arrival order,
-one at a time, so a stream with a backlog (which asks again as soon as it is answered) waits its
-turn behind a live one instead of starving it.
+sharing one detector. `BatchingDetector` (worker/batching.py) serves the streams' inference requests
+in arrival order, so a stream with a backlog (which asks again as soon as it is answered) waits its
+turn behind a live one instead of starving it; with KINASE_BATCH > 1 it also gathers frames of
+several streams into one network call.
 
 Settings are the one-off worker's (worker/settings.py) plus KINASE_LEASE_TABLE, KINASE_MAX_STREAMS,
-KINASE_LEASE_DURATION, KINASE_ENV and KINASE_BATCH / KINASE_BATCH_WAIT (cross-stream batching,
-worker/batching.py, in place of `FairDetector` when KINASE_BATCH > 1); KINASE_SOURCE is set per
+KINASE_LEASE_DURATION, KINASE_ENV and KINASE_BATCH / KINASE_BATCH_WAIT (cross-stream batching);
+KINASE_SOURCE is set per
 stream. SIGTERM/SIGINT: every pipeline stops, flushes and checkpoints, and each lease is released
 as soon as its pipeline has stopped, so another worker takes it at once. Exit 0 after a clean
 stop, 2 on invalid settings. Besides the per-stream metric lines, the worker logs
@@ -26,7 +27,6 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 
 from worker import settings as settings_module
 from worker.batching import BatchingDetector
@@ -38,31 +38,6 @@ from worker.retry import error_code
 log = logging.getLogger("kinase.worker.fleet")
 PLACEHOLDER_STREAM = "fleet"  # validates the shared settings before any stream is known
 SHUTDOWN_TIMEOUT = 25.0  # Fargate kills 30 s after SIGTERM
-
-
-class FairDetector:
-    """One detector shared by every stream of the worker; callers are served first come, first served."""
-
-    def __init__(self, detector):
-        self._detector = detector
-        self._cond = threading.Condition()
-        self._waiting: deque[object] = deque()
-
-    def __getattr__(self, name):
-        return getattr(self._detector, name)
-
-    def detect(self, image):
-        ticket = object()
-        with self._cond:
-            self._waiting.append(ticket)
-            while self._waiting[0] is not ticket:
-                self._cond.wait()
-        try:
-            return self._detector.detect(image)
-        finally:
-            with self._cond:
-                self._waiting.popleft()
-                self._cond.notify_all()
 
 
 class _Run:
@@ -192,9 +167,8 @@ def main(env=None) -> int:
 
     try:
         detector = detectors.for_settings(base)
-        detector = BatchingDetector(detector, base.batch, base.batch_wait / 1000.0) if base.batch > 1 else FairDetector(detector)
-        if isinstance(detector, BatchingDetector):
-            detector.warm(detectors.probe_image(base.imgsz))
+        detector = BatchingDetector(detector, base.batch, base.batch_wait / 1000.0)
+        detector.warm(detectors.probe_image(base.imgsz))
     except DetectorError as exc:
         log.error("error: %s", exc)
         return 1
@@ -209,7 +183,7 @@ def main(env=None) -> int:
     emitter.start()
     coordinator.run(stop)
     coordinator.shutdown(SHUTDOWN_TIMEOUT)
-    if isinstance(detector, BatchingDetector):
+    if detector.max_batch > 1:
         log.info("batching: %s", detector.describe())
     log.info("fleet worker %s stopped", me)
     return 0

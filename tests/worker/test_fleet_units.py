@@ -6,7 +6,8 @@ import io
 import json
 import threading
 
-from worker.fleet import FairDetector, emit_share
+from worker.batching import BatchingDetector
+from worker.fleet import emit_share
 from worker.leases import LeaseCoordinator
 
 
@@ -31,7 +32,7 @@ class GatedDetector:
 def test_streams_are_served_in_the_order_they_asked():
     """A stream with a backlog asks again at once; first come, first served puts it behind the others."""
     inner = GatedDetector()
-    shared = FairDetector(inner)
+    shared = BatchingDetector(inner, max_batch=1, max_wait=0.0)  # KINASE_BATCH=1, the default
     assert shared.name == "gated"
     threads = [threading.Thread(target=shared.detect, args=("first",))]
     threads[0].start()
@@ -42,7 +43,7 @@ def test_streams_are_served_in_the_order_they_asked():
         thread = threading.Thread(target=shared.detect, args=(label,))
         thread.start()
         threads.append(thread)
-        while len(shared._waiting) < len(threads):  # this one is queued before the next asks
+        while len(shared._pending) < len(threads) - 1:  # this one is queued (behind the first, running) before the next asks
             threading.Event().wait(0.01)
     inner.gate.set()
     for thread in threads:
