@@ -22,7 +22,9 @@ PALETTE = (
 
 
 def annotate(image: np.ndarray, detections: list[dict]) -> np.ndarray:
-    out = image.copy()
+    """Draw on `image` itself and return it: the frame's pixels are not needed afterwards, and a copy of
+    a 640x480 frame costs about as much as the drawing (0.5 ms here, most of it page faults)."""
+    out = image
     h, w = out.shape[:2]
     thickness = max(1, round((h + w) / 600))
     scale = max(0.4, (h + w) / 2400)

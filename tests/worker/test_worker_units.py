@@ -472,3 +472,14 @@ def test_real_person_detector_finds_the_people_in_bus_jpg():
     centres = sorted(d["bbox"][0] for d in people)
     assert centres[0] < 0.25 and any(0.28 < c < 0.45 for c in centres) and centres[-1] > 0.85
     assert all(d["bbox"][3] > 0.3 for d in people)  # standing people: tall boxes
+
+
+def test_annotate_draws_on_the_frame_itself():
+    """The sink hands annotate a frame nothing else reads afterwards; drawing on it spares a copy per frame."""
+    from worker.annotate import PALETTE, annotate
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    out = annotate(image, [{"bbox": [0.5, 0.5, 0.25, 0.25], "class": "circle", "class_id": 1, "conf": 0.9}])
+    assert out is image
+    assert tuple(image[240, 240]) == PALETTE[1]  # on the left edge: x = (0.5 - 0.125) * 640, y in 180..300
+    assert not image[240, 320].any()  # inside the box stays untouched
