@@ -23,7 +23,6 @@ sent twice.
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -366,6 +365,8 @@ class PutMediaSession:
         return KinaseError(f"PutMedia failed{where}: error {err.get('ErrorId', '?')}{name}", ERROR_HINTS.get(err.get("ErrorId")))
 
     def _read_acks(self) -> None:
+        import http.client  # here, not at the top: it imports the email package, a tenth of `kinase --help`'s start-up
+
         response = http.client.HTTPResponse(self.sock)
         try:
             response.begin()

@@ -20,8 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +91,12 @@ def is_ours(record: dict) -> bool:
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
+    import urllib.request  # here, not at the top: it imports http.client and the email package, a tenth of `kinase --help`
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError):
+    except OSError:  # urllib.error.URLError included
         return False
 
 
