@@ -54,7 +54,12 @@ def test_pt_is_converted_once_and_cached_by_hash_size_and_backend(converted, cap
     cache, _ = converted
     folder = convert.Cache(SHAPES_PT, IMGSZ, cache).folder
     assert folder.name == f"shapes-yolo11n-{convert.digest(SHAPES_PT)}-{IMGSZ}"
-    assert sorted(p.name for p in folder.iterdir()) == ["fp32.onnx", "onnxruntime-int8.onnx", "openvino-int8.bin", "openvino-int8.xml"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fp32.onnx",
+        "onnxruntime-int8.check2.onnx",
+        "openvino-int8.check2.bin",
+        "openvino-int8.check2.xml",
+    ]
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     with caplog.at_level(logging.INFO, logger="kinase.worker.detector"):
         for backend in ("onnxruntime", *INT8):
@@ -139,12 +144,22 @@ def test_an_int8_model_that_disagrees_with_fp32_is_refused_once_and_for_all(tmp_
         convert.int8(cache, "onnxruntime-int8", lambda: unlabelled, minimum=1.5)  # no model can pass: the refusal path
 
     assert cache.refused("onnxruntime-int8").exists() and not cache.path("onnxruntime-int8").exists()
-    assert [p.name for p in cache.folder.iterdir()] == ["onnxruntime-int8.refused"]  # nothing half-written left
+    assert [p.name for p in cache.folder.iterdir()] == ["onnxruntime-int8.check2.refused"]  # nothing half-written left
     with pytest.raises(detectors.DetectorError, match="refused"):
         convert.int8(cache, "onnxruntime-int8", lambda: pytest.fail("quantized again"))
     assert "onnxruntime-int8" not in detectors.candidates(str(SHAPES_ONNX), cache, "cpu", lambda: unlabelled)
     argv = [str(SHAPES_ONNX), "--imgsz", str(IMGSZ), "--backends", "onnxruntime-int8", "--cache", str(tmp_path / "cache")]
     assert convert.main(argv) == 0  # the image build goes on without it: the worker runs the other backends
+
+
+def test_an_int8_model_left_by_an_older_check_is_not_used(tmp_path):
+    """A cache filled by an earlier kinase, whose check was weaker, must not skip today's check."""
+    cache = convert.Cache(SHAPES_ONNX, IMGSZ, tmp_path / "cache")
+    cache.folder.mkdir(parents=True)
+    (cache.folder / "onnxruntime-int8.onnx").write_bytes(b"quantized and passed by the 16-frame check")
+    with pytest.raises(detectors.DetectorError, match="has no quantized model for shapes-yolo11n.onnx at 320 yet"):
+        convert.int8(cache, "onnxruntime-int8", None)
+    assert "onnxruntime-int8" not in detectors.candidates(str(SHAPES_ONNX), cache, "cpu", None)
 
 
 def test_with_labelled_frames_int8_is_held_to_its_map50_against_fp32(tmp_path):
