@@ -33,6 +33,8 @@ FLEET_MAX_WORKERS = 10
 FLEET_STREAMS_PER_WORKER = 4
 FLEET_MAX_STREAMS_PER_WORKER = 8  # KINASE_MAX_STREAMS of the fleet's tasks: headroom above the scaling target
 FLEET_CONTAINER_NAME = "fleet"
+FLEET_ENTRY_POINT = ("python", "-m", "worker.fleet")
+GPU_MAX_INSTANCES = 2  # the GPU workers' Auto Scaling group (infra/stacks/gpu.py); a GPU task takes a whole instance
 # An environment's streams: named with its prefix (`stream_prefix`) or tagged ENV_TAG=<env> (adopted).
 ENV_TAG = "kinase:env"
 
@@ -64,9 +66,10 @@ OUTPUTS = {
     "DashboardUrl": "compute",  # the CloudWatch dashboard (infra/stacks/dashboard.py)
     "GpuTaskDefinitionFamily": "compute",  # only with `kinase deploy --gpu`
     "GpuCapacityProviderName": "compute",  # only with `kinase deploy --gpu`
+    "GpuFleetServiceName": "compute",  # only with `kinase deploy --gpu`: the fleet on the GPU instances
 }
 # Outputs a stack has only when its feature is deployed.
-OPTIONAL_OUTPUTS = frozenset({"GpuTaskDefinitionFamily", "GpuCapacityProviderName"})
+OPTIONAL_OUTPUTS = frozenset({"GpuTaskDefinitionFamily", "GpuCapacityProviderName", "GpuFleetServiceName"})
 
 
 def _name(*parts: str) -> Callable[[str], str]:
@@ -79,6 +82,7 @@ worker_family = _name("worker")  # the one-off task (infra/stacks/compute.py)
 repository_name = _name("worker")
 fleet_family = _name("fleet")
 gpu_family = _name("worker", "gpu")
+gpu_fleet_family = _name("fleet", "gpu")
 gpu_capacity_provider = _name("gpu")
 dashboard_name = _name()
 # Fixed (the storage stack's name + `-leases`), so the CLI finds the leases without reading stack outputs.

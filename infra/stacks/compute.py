@@ -21,7 +21,7 @@ from constructs import Construct
 
 from infra import naming
 from infra.stacks.dashboard import WorkerDashboard
-from infra.stacks.fleet import WorkerFleet, grant_streams
+from infra.stacks.fleet import WorkerFleet, fleet_environment, grant_streams
 from infra.stacks.gpu import GpuWorkers
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
@@ -157,6 +157,13 @@ class ComputeStack(cdk.Stack):
             "ecr:GetAuthorizationToken (added by CDK for the image pull) supports no resource-level permissions",
         )
 
+        fleet_settings = fleet_environment(
+            env_name=env_name,
+            bucket_name=bucket.bucket_name,
+            queue_url=queue.queue_url,
+            model=DEFAULT_MODEL,
+            lease_table_name=lease_table_name,
+        )
         fleet = WorkerFleet(
             self,
             "Fleet",
@@ -166,10 +173,7 @@ class ComputeStack(cdk.Stack):
             task_role=task_role,
             execution_role=execution_role,
             log_driver=ecs.LogDrivers.aws_logs(stream_prefix="fleet", log_group=log_group),
-            bucket_name=bucket.bucket_name,
-            queue_url=queue.queue_url,
-            model=DEFAULT_MODEL,
-            lease_table_name=lease_table_name,
+            environment=fleet_settings,
         )
         if gpu_instance_type:
             gpu = GpuWorkers(
@@ -186,9 +190,11 @@ class ComputeStack(cdk.Stack):
                 environment=environment(
                     source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
                 ),
+                fleet_environment=fleet_settings,
             )
             output(self, "GpuTaskDefinitionFamily", gpu.task.family)
             output(self, "GpuCapacityProviderName", gpu.capacity_provider.capacity_provider_name)
+            output(self, "GpuFleetServiceName", gpu.fleet_service.service_name)
         WorkerDashboard(
             self,
             "Dashboard",

@@ -88,6 +88,39 @@ def grant_streams(stack: cdk.Stack, role: iam.Role, env_name: str, table_name: s
         acknowledge(role, rule, reason)
 
 
+def fleet_environment(*, env_name: str, bucket_name: str, queue_url: str, model: str, lease_table_name: str) -> dict[str, str]:
+    """The fleet worker's settings, the same on Fargate and on the GPU instances (infra/stacks/gpu.py)."""
+    return settings.environment(
+        bucket=bucket_name,
+        queue_url=queue_url,
+        model=model,
+        lease_table=lease_table_name,
+        env=env_name,
+        max_streams=naming.FLEET_MAX_STREAMS_PER_WORKER,
+    )
+
+
+def scale_on_streams_per_worker(service: ecs.BaseService, env_name: str, max_capacity: int) -> None:
+    """Target tracking on the workers' own StreamsPerWorker, between 0 and `max_capacity` tasks.
+
+    Every fleet service of an environment tracks the same metric, so only one may have room to
+    scale: `kinase fleet up` gives the one it starts its limits and the other 0..0."""
+    scaling = service.auto_scale_task_count(min_capacity=0, max_capacity=max_capacity)
+    scaling.scale_to_track_custom_metric(
+        "StreamsPerWorker",
+        metric=cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name=SCALING_METRIC,
+            dimensions_map={"Environment": env_name},
+            statistic="Average",
+            period=cdk.Duration.minutes(1),
+        ),
+        target_value=naming.FLEET_STREAMS_PER_WORKER,
+        scale_in_cooldown=cdk.Duration.minutes(5),
+        scale_out_cooldown=cdk.Duration.minutes(1),
+    )
+
+
 class WorkerFleet(Construct):
     """The fleet task definition (same image and roles as the one-off task, fleet entry point) and its service."""
 
@@ -102,10 +135,7 @@ class WorkerFleet(Construct):
         task_role: iam.Role,
         execution_role: iam.Role,
         log_driver: ecs.LogDriver,
-        bucket_name: str,
-        queue_url: str,
-        model: str,
-        lease_table_name: str,
+        environment: dict[str, str],
     ) -> None:
         super().__init__(scope, id)
         self.task = ecs.FargateTaskDefinition(
@@ -121,18 +151,11 @@ class WorkerFleet(Construct):
             "Fleet",
             container_name=naming.FLEET_CONTAINER_NAME,
             image=image,
-            entry_point=["python", "-m", "worker.fleet"],
+            entry_point=list(naming.FLEET_ENTRY_POINT),
             cpu=naming.TASK_CPU,
             memory_limit_mib=naming.TASK_MEMORY_MIB,
             logging=log_driver,
-            environment=settings.environment(
-                bucket=bucket_name,
-                queue_url=queue_url,
-                model=model,
-                lease_table=lease_table_name,
-                env=env_name,
-                max_streams=naming.FLEET_MAX_STREAMS_PER_WORKER,
-            ),
+            environment=environment,
             stop_timeout=cdk.Duration.seconds(30),
         )
         acknowledge(self.task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
@@ -158,17 +181,4 @@ class WorkerFleet(Construct):
                 security_groups=[imported(env_name, "SecurityGroupId")],
             )
         )
-        scaling = self.service.auto_scale_task_count(min_capacity=0, max_capacity=naming.FLEET_MAX_WORKERS)
-        scaling.scale_to_track_custom_metric(
-            "StreamsPerWorker",
-            metric=cloudwatch.Metric(
-                namespace=NAMESPACE,
-                metric_name=SCALING_METRIC,
-                dimensions_map={"Environment": env_name},
-                statistic="Average",
-                period=cdk.Duration.minutes(1),
-            ),
-            target_value=naming.FLEET_STREAMS_PER_WORKER,
-            scale_in_cooldown=cdk.Duration.minutes(5),
-            scale_out_cooldown=cdk.Duration.minutes(1),
-        )
+        scale_on_streams_per_worker(self.service, env_name, naming.FLEET_MAX_WORKERS)

@@ -3,10 +3,14 @@
 An Auto Scaling group of GPU instances (the ECS GPU-optimized Amazon Linux 2 AMI, with the NVIDIA
 driver and container toolkit) is the cluster's capacity provider. The group starts and idles at
 zero instances: ECS managed scaling adds an instance when a task asks for a GPU
-(`kinase run-task --gpu`) and removes it when none is left, so an idle environment pays for no GPU.
+(`kinase run-task --gpu`, `kinase fleet up --gpu`) and removes it when none is left, so an idle
+environment pays for no GPU.
 
-The task definition asks for one GPU (resourceRequirements GPU 1) and runs the image `push-image
---variant gpu` builds (worker/Dockerfile with VARIANT=pt: the CUDA path), with KINASE_DEVICE=cuda.
+Two task definitions ask for one GPU each (resourceRequirements GPU 1) and run the image `push-image
+--variant gpu` builds (worker/Dockerfile with VARIANT=pt: the CUDA path), with KINASE_DEVICE=cuda:
+the one-off worker, and the fleet worker with its own ECS service on the GPU capacity provider,
+scaled like the Fargate fleet (infra/stacks/fleet.py) but created with no room to scale (0..0)
+until `kinase fleet up --gpu` gives it some, since both services track the same metric.
 Its network mode is bridge: the instances sit in the public subnets with public addresses (no NAT
 gateway), and an awsvpc task on EC2 gets no public address of its own, so it could not reach the
 AWS APIs. The instances admit nothing inbound (the network stack's worker security group) and require IMDSv2.
@@ -23,11 +27,11 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import naming
+from infra.stacks.fleet import scale_on_streams_per_worker
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import imported
 from worker.settings import environment as worker_environment
 
-MAX_INSTANCES = 2
 ROOT_VOLUME_GIB = 60  # the GPU AMI's root volume is 30 GiB; the CUDA image needs room to unpack
 # What a g4dn.xlarge (4 vCPU, 16 GiB) leaves a task after the ECS agent and the OS.
 TASK_CPU = 3584
@@ -49,8 +53,10 @@ class GpuWorkers(Construct):
         execution_role: iam.IRole,
         log_group: logs.ILogGroup,
         environment: dict[str, str],
+        fleet_environment: dict[str, str],
     ) -> None:
         super().__init__(scope, id)
+        self.image, self.log_group = image, log_group
         # The network stack's worker security group and public subnets, by their exports (no automatic
         # cross-stack references: the network stack's outputs stay the documented keys).
         security_group = ec2.SecurityGroup.from_security_group_id(self, "WorkerSecurityGroup", imported(env_name, "SecurityGroupId"))
@@ -77,7 +83,7 @@ class GpuWorkers(Construct):
             vpc_subnets=ec2.SubnetSelection(subnets=subnets),
             launch_template=template,
             min_capacity=0,
-            max_capacity=MAX_INSTANCES,
+            max_capacity=naming.GPU_MAX_INSTANCES,
         )
         self.capacity_provider = ecs.AsgCapacityProvider(
             self,
@@ -91,27 +97,34 @@ class GpuWorkers(Construct):
         )
         cluster.add_asg_capacity_provider(self.capacity_provider)
 
-        self.task = ecs.Ec2TaskDefinition(
+        self.task = self._task("Task", naming.gpu_family(env_name), task_role, execution_role)
+        self._container(self.task, "Worker", "worker", environment, stream_prefix="gpu")
+        self.fleet_task = self._task("FleetTask", naming.gpu_fleet_family(env_name), task_role, execution_role)
+        self._container(
+            self.fleet_task,
+            "Fleet",
+            naming.FLEET_CONTAINER_NAME,
+            fleet_environment,
+            stream_prefix="fleet-gpu",
+            entry_point=naming.FLEET_ENTRY_POINT,
+        )
+        self.fleet_service = ecs.Ec2Service(
             self,
-            "Task",
-            family=naming.gpu_family(env_name),
-            network_mode=ecs.NetworkMode.BRIDGE,
-            task_role=task_role,
-            execution_role=execution_role,
+            "FleetService",
+            cluster=cluster,
+            task_definition=self.fleet_task,
+            desired_count=0,
+            min_healthy_percent=0,
+            max_healthy_percent=100,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider=self.capacity_provider.capacity_provider_name, weight=1)
+            ],
         )
-        self.task.add_container(
-            "Worker",
-            container_name="worker",
-            image=image,
-            cpu=TASK_CPU,
-            memory_limit_mib=TASK_MEMORY_MIB,
-            gpu_count=1,
-            logging=ecs.LogDrivers.aws_logs(stream_prefix="gpu", log_group=log_group),
-            environment={**environment, **worker_environment(device="cuda")},
-            stop_timeout=cdk.Duration.seconds(30),
-        )
+        scale_on_streams_per_worker(self.fleet_service, env_name, 0)  # `fleet up --gpu --workers N` sets N..GPU_MAX_INSTANCES
 
-        acknowledge(self.task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
+        for task in (self.task, self.fleet_task):
+            acknowledge(task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
         acknowledge(
             self.group,
             "AwsSolutions-AS3",
@@ -129,3 +142,24 @@ class GpuWorkers(Construct):
             ),
         ):
             acknowledge(template.role, rule, reason)
+
+    def _task(self, id: str, family: str, task_role: iam.IRole, execution_role: iam.IRole) -> ecs.Ec2TaskDefinition:
+        return ecs.Ec2TaskDefinition(
+            self, id, family=family, network_mode=ecs.NetworkMode.BRIDGE, task_role=task_role, execution_role=execution_role
+        )
+
+    def _container(
+        self, task: ecs.Ec2TaskDefinition, id: str, name: str, environment: dict[str, str], *, stream_prefix: str, entry_point=None
+    ) -> None:
+        task.add_container(
+            id,
+            container_name=name,
+            image=self.image,
+            entry_point=list(entry_point) if entry_point else None,
+            cpu=TASK_CPU,
+            memory_limit_mib=TASK_MEMORY_MIB,
+            gpu_count=1,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=stream_prefix, log_group=self.log_group),
+            environment={**environment, **worker_environment(device="cuda")},
+            stop_timeout=cdk.Duration.seconds(30),
+        )

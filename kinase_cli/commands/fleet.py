@@ -21,7 +21,8 @@ fleet = typer.Typer(
         "Examples:\n\n  kinase stream create cam1 && kinase stream create cam2\n\n  kinase fleet up --workers 2\n\n"
         "  kinase fleet status\n\n  kinase fleet scale 4\n\n  kinase fleet down\n\n"
         "On AWS the fleet is the compute stack's ECS service (autoscaled on streams per worker between the count you ask "
-        "for and the stack's maximum); with --local, worker processes against the local stack."
+        "for and the stack's maximum), on Fargate or, with `fleet up --gpu`, on the GPU instances of `kinase deploy --gpu`; "
+        "with --local, worker processes against the local stack."
     ),
 )
 
@@ -40,7 +41,8 @@ def _report(command: str, result: dict, json_: bool) -> None:
     if json_:
         jsonout.emit(f"fleet {command}", result)
     elif not result["local"]:
-        console.out.print(Text(f"service {visible(result['service'])}: desired count {result['desired_count']}"))
+        where = " (GPU instances)" if result.get("gpu") else ""
+        console.out.print(Text(f"service {visible(result['service'])}{where}: desired count {result['desired_count']}"))
     elif "workers" in result:
         for w in result["workers"]:
             what = f"worker {w['worker_id']} (pid {w['pid']})" if "pid" in w else f"worker {w.get('worker_id')}"
@@ -50,7 +52,9 @@ def _report(command: str, result: dict, json_: bool) -> None:
 
 
 @fleet.command(
-    "up", epilog="Examples:\n\n  kinase fleet up --workers 3\n\n  kinase fleet up --workers 2 --max-streams-per-worker 4 --local"
+    "up",
+    epilog="Examples:\n\n  kinase fleet up --workers 3\n\n  kinase fleet up --gpu --workers 2\n\n"
+    "  kinase fleet up --workers 2 --max-streams-per-worker 4 --local",
 )
 @with_target
 def up(
@@ -60,12 +64,20 @@ def up(
     ] = None,
     model: ModelOpt = None,
     env_vars: EnvVars = None,
+    gpu: Annotated[
+        bool,
+        typer.Option(
+            "--gpu",
+            help="Run the workers on the GPU instances (`kinase deploy --gpu`; one worker per instance) instead of Fargate; "
+            "the workers move over by lease hand-over. --local: the workers use CUDA.",
+        ),
+    ] = False,
     json_: Json = False,
     *,
     target: Target,
 ) -> None:
     """Start the fleet: N workers take the leases of the environment's streams and balance them."""
-    _report("up", fleet_workflow.up(target, workers, max_streams, model, env_vars or []), json_)
+    _report("up", fleet_workflow.up(target, workers, max_streams, model, env_vars or [], gpu), json_)
     if not json_:
         console.info(f"next: kinase fleet status{target.hint_flag()}")
 
@@ -78,7 +90,7 @@ def scale(
     *,
     target: Target,
 ) -> None:
-    """Change the number of workers; stopped workers release their leases and the others take them."""
+    """Change the number of workers of the fleet that is up (Fargate or GPU); stopped workers release their leases and the others take them."""
     _report("scale", fleet_workflow.scale(target, workers), json_)
 
 
@@ -101,12 +113,7 @@ def status(json_: Json = False, *, target: Target) -> None:
         return
     scaling = result["scaling"]
     if scaling:
-        console.out.print(
-            Text(
-                f"service {visible(scaling['service'])}: desired {scaling['desired_count']}, running {scaling['running_count']}, "
-                f"autoscaling {scaling['min']}..{scaling['max']}"
-            )
-        )
+        console.out.print(Text(fleet_workflow.scaling_text(scaling)))
     workers = Table(title=f"{len(result['workers'])} worker(s)")
     workers.add_column("worker", overflow="fold")
     workers.add_column("pid" if result["local"] else "task", no_wrap=True)

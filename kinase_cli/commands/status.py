@@ -13,7 +13,7 @@ from kinase_cli.local import runs as local_runs
 from kinase_cli.options import Json, with_target
 from kinase_cli.ui import jsonout
 from kinase_cli.ui.console import out
-from kinase_cli.ui.text import plain, visible
+from kinase_cli.ui.text import plain
 from kinase_cli.workflows import fleet as fleet_workflow
 from kinase_cli.workflows.tasks import local_summary, task_summary
 from worker.contract import iso
@@ -260,10 +260,7 @@ def _render_fleet(fleet: dict | None) -> None:
     )
     scaling = fleet["scaling"]
     if scaling:
-        line.append(
-            f"; service {visible(scaling['service'])}: desired {scaling['desired_count']}, running {scaling['running_count']}, "
-            f"autoscaling {scaling['min']}..{scaling['max']}"
-        )
+        line.append("; " + fleet_workflow.scaling_text(scaling))
     out.print(line)
     if not fleet["workers"]:
         return

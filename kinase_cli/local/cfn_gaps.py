@@ -5,10 +5,10 @@ on delete it neither detaches the internet gateway nor deletes route tables or f
 VPC (and the network stack) could never be deleted. It also drops the VPC's EnableDnsHostnames
 (moto's ECS RunTask in awsvpc mode fails without it) and registers the task definition with only
 its family, containers and memory (no cpu, awsvpc network mode, FARGATE compatibility or roles), so
-a complete revision is registered from the deployed template. It creates the fleet's ECS service
-without network or deployment configuration (launch type EC2) and skips Application Auto Scaling's
-scalable target and policy; the service is created again as the template says and its scaling
-registered through the API.
+a complete revision is registered from the deployed template. It creates the Fargate fleet's ECS
+service without network or deployment configuration (launch type EC2), and skips Application Auto
+Scaling's scalable targets and policies; the service is created again as the template says, and
+the scaling of both fleet services (the GPU one with `deploy --gpu`) is registered through the API.
 """
 
 from __future__ import annotations
@@ -55,18 +55,20 @@ def _complete_task_definition(target: Target, values: dict[str, str]) -> None:
             taskRoleArn=values["TaskRoleArn"],
             executionRoleArn=values["ExecutionRoleArn"],
         )
-    if values.get("FleetServiceName"):
-        _complete_fleet_service(target, values, template)
+    services = {r["Properties"].get("LaunchType", "GPU"): k for k, r in template["Resources"].items() if r["Type"] == "AWS::ECS::Service"}
+    if values.get("FleetServiceName") and _complete_fleet_service(target, values, template["Resources"][services["FARGATE"]]["Properties"]):
+        _register_scaling(target, values["ClusterName"], values["FleetServiceName"], services["FARGATE"], template["Resources"])
+    if values.get("GpuFleetServiceName") and not _scaling_registered(target, values["ClusterName"], values["GpuFleetServiceName"]):
+        _register_scaling(target, values["ClusterName"], values["GpuFleetServiceName"], services["GPU"], template["Resources"])
 
 
-def _complete_fleet_service(target: Target, values: dict[str, str], template: dict) -> None:
-    """moto creates the service without its network and deployment configuration and skips its autoscaling."""
+def _complete_fleet_service(target: Target, values: dict[str, str], props: dict) -> bool:
+    """moto creates the service without its network and deployment configuration; True if it had to be created again."""
     ecs = target.client("ecs")
     cluster, name = values["ClusterName"], values["FleetServiceName"]
     (service,) = ecs.describe_services(cluster=cluster, services=[name])["services"]
     if service.get("status") == "ACTIVE" and service.get("networkConfiguration"):
-        return
-    props = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::Service")
+        return False
     deployment = props["DeploymentConfiguration"]
     ecs.delete_service(cluster=cluster, service=name, force=True)
     ecs.create_service(
@@ -91,9 +93,30 @@ def _complete_fleet_service(target: Target, values: dict[str, str], template: di
             "minimumHealthyPercent": deployment["MinimumHealthyPercent"],
         },
     )
+    return True
+
+
+def _scaling_registered(target: Target, cluster: str, name: str) -> bool:
+    return bool(
+        target.client("application-autoscaling").describe_scalable_targets(
+            ServiceNamespace="ecs", ResourceIds=[f"service/{cluster}/{name}"], ScalableDimension="ecs:service:DesiredCount"
+        )["ScalableTargets"]
+    )
+
+
+def _register_scaling(target: Target, cluster: str, name: str, service_id: str, resources: dict) -> None:
+    """The scalable target and policies the template gives the service `service_id` (its logical id)."""
+    import json
+
     scaling = target.client("application-autoscaling")
     resource_id = f"service/{cluster}/{name}"
-    limits = next(r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget")
+    (target_id,) = [
+        k
+        for k, r in resources.items()
+        if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"
+        and f'["{service_id}", "Name"]' in json.dumps(r["Properties"]["ResourceId"])
+    ]
+    limits = resources[target_id]["Properties"]
     scaling.register_scalable_target(
         ServiceNamespace="ecs",
         ResourceId=resource_id,
@@ -101,15 +124,16 @@ def _complete_fleet_service(target: Target, values: dict[str, str], template: di
         MinCapacity=limits["MinCapacity"],
         MaxCapacity=limits["MaxCapacity"],
     )
-    for policy in (r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"):
-        config = policy["TargetTrackingScalingPolicyConfiguration"]
+    for policy in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"):
+        if policy.get("ScalingTargetId") != {"Ref": target_id}:
+            continue
         scaling.put_scaling_policy(
             PolicyName=policy["PolicyName"],
             ServiceNamespace="ecs",
             ResourceId=resource_id,
             ScalableDimension="ecs:service:DesiredCount",
             PolicyType=policy["PolicyType"],
-            TargetTrackingScalingPolicyConfiguration=config,
+            TargetTrackingScalingPolicyConfiguration=policy["TargetTrackingScalingPolicyConfiguration"],
         )
 
 

@@ -151,9 +151,9 @@ def stop_workers(tgt: Target, values: dict[str, str]) -> None:
 def _stop_tasks(tgt: Target, values: dict[str, str]) -> None:
     ecs = tgt.client("ecs")
     cluster = values["ClusterName"]
-    if values.get("FleetServiceName"):
+    for service in [values[k] for k in ("FleetServiceName", "GpuFleetServiceName") if values.get(k)]:
         try:
-            ecs.update_service(cluster=cluster, service=values["FleetServiceName"], desiredCount=0)
+            ecs.update_service(cluster=cluster, service=service, desiredCount=0)
         except Exception as exc:  # botocore ClientError
             if error_code(exc) not in ("ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"):
                 raise

@@ -1,7 +1,10 @@
 """The worker fleet: workers that share the environment's streams through one lease per stream.
 
-On AWS the fleet is the compute stack's ECS service: `up` and `scale` set its desired count and
-the autoscaling limits (minimum = the count asked for), `down` sets both to 0. With `--local` the
+On AWS the fleet is one of the compute stack's two ECS services: the Fargate one, or with
+`kinase deploy --gpu` the one on the GPU instances (`up --gpu`). `up` and `scale` set its desired
+count and autoscaling limits (minimum = the count asked for); `up` also stops the other service
+and leaves it no room to scale, since both track the same metric (infra/stacks/fleet.py), so the
+workers move over by lease hand-over. `scale` acts on the service that is up, `down` stops both. With `--local` the
 workers are `python -m worker.fleet` processes against the local stack, started in the
 background and recorded (pid and command line, like the local stack's servers) in
 `<KINASE_HOME>/local/fleet-<env>.json`; only processes whose pid AND command line match a record
@@ -67,9 +70,13 @@ def _local_workers(env: str) -> list[dict]:
     return workers
 
 
-def _fleet_environment(target: Target, outputs, max_streams: int | None, model: str | None, env_vars: list[str]) -> dict[str, str]:
+def _fleet_environment(
+    target: Target, outputs, max_streams: int | None, model: str | None, env_vars: list[str], gpu: bool
+) -> dict[str, str]:
     definition = target.client("ecs").describe_task_definition(taskDefinition=naming.fleet_family(target.env))["taskDefinition"]
-    overrides = worker_settings.environment(max_streams=max_streams, model=str(Path(model).resolve()) if model else None)
+    overrides = worker_settings.environment(
+        max_streams=max_streams, model=str(Path(model).resolve()) if model else None, device="cuda" if gpu else None
+    )
     for item in env_vars:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -109,8 +116,26 @@ def _stop_local(records: list[dict], timeout: float = STOP_TIMEOUT_S) -> list[di
     return [{"pid": r["pid"], "worker_id": r["worker_id"], "killed": r in stuck} for r in records]
 
 
-def _service(target: Target, outputs) -> tuple[str, str]:
-    return outputs["ClusterName"], outputs["FleetServiceName"]
+def _services(outputs) -> dict[bool, str]:
+    """The fleet's ECS services by placement: False the Fargate one, True the GPU one (only with `deploy --gpu`)."""
+    found = {False: outputs["FleetServiceName"]}
+    if outputs.get("GpuFleetServiceName"):
+        found[True] = outputs["GpuFleetServiceName"]
+    return found
+
+
+def _max_workers(gpu: bool) -> int:
+    return naming.GPU_MAX_INSTANCES if gpu else naming.FLEET_MAX_WORKERS
+
+
+def _up_on_gpu(target: Target, outputs) -> bool:
+    """Whether the fleet that is up is the GPU one: `up --gpu` gave its service room to scale (or tasks)."""
+    service = _services(outputs).get(True)
+    if service is None:
+        return False
+    cluster = outputs["ClusterName"]
+    described = target.client("ecs").describe_services(cluster=cluster, services=[service])["services"]
+    return bool(_limits(target, cluster, service)["max"] or (described and described[0].get("desiredCount")))
 
 
 def _set_limits(target: Target, cluster: str, service: str, minimum: int, maximum: int) -> None:
@@ -130,10 +155,10 @@ def _limits(target: Target, cluster: str, service: str) -> dict:
     return {"min": found[0]["MinCapacity"], "max": found[0]["MaxCapacity"]} if found else {"min": None, "max": None}
 
 
-def _with_max_streams(target: Target, max_streams: int) -> str:
-    """A revision of the fleet's task definition whose KINASE_MAX_STREAMS is `max_streams`; its ARN."""
+def _with_max_streams(target: Target, family: str, max_streams: int) -> str:
+    """A revision of the fleet's task definition `family` whose KINASE_MAX_STREAMS is `max_streams`; its ARN."""
     ecs = target.client("ecs")
-    definition = ecs.describe_task_definition(taskDefinition=naming.fleet_family(target.env))["taskDefinition"]
+    definition = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
     taskdef.container(definition, naming.FLEET_CONTAINER_NAME)
     name = worker_settings.BY_FIELD["max_streams"].name
     request = {k: definition[k] for k in taskdef.REGISTER_KEYS if definition.get(k) not in (None, [], {})}
@@ -147,10 +172,20 @@ def _with_max_streams(target: Target, max_streams: int) -> str:
     return ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
 
 
-def up(target: Target, workers: int, max_streams: int | None, model: str | None = None, env_vars: list[str] = ()) -> dict:
+def up(
+    target: Target, workers: int, max_streams: int | None, model: str | None = None, env_vars: list[str] = (), gpu: bool = False
+) -> dict:
     """Start the workers; every stream named with the environment's prefix gets a lease first (the
     stack's own stream, and any created outside `kinase stream create`)."""
     outputs = stack_outputs.read(target, required=("storage", "compute"))
+    services = _services(outputs)
+    if gpu and not target.local and True not in services:
+        raise KinaseError("this environment has no GPU workers", f"deploy them first: `kinase deploy --gpu{target.hint_flag()}`")
+    if gpu and not target.local and workers > naming.GPU_MAX_INSTANCES:
+        raise KinaseError(
+            f"--workers {workers}: the GPU workers' Auto Scaling group has at most {naming.GPU_MAX_INSTANCES} instances, one worker each",
+            f"--workers {naming.GPU_MAX_INSTANCES} or fewer; each GPU worker reads up to {naming.FLEET_MAX_STREAMS_PER_WORKER} streams",
+        )
     streams_workflow.lease_prefixed(target)
     if target.local:
         running = _local_workers(target.env)
@@ -158,19 +193,30 @@ def up(target: Target, workers: int, max_streams: int | None, model: str | None 
             raise KinaseError(
                 f"the local fleet of {target.env} runs already ({len(running)} workers)", "use `kinase fleet scale N --local`"
             )
-        environment = _fleet_environment(target, outputs, max_streams, model, list(env_vars))
+        environment = _fleet_environment(target, outputs, max_streams, model, list(env_vars), gpu)
         started = [_start_local(target, environment) for _ in range(workers)]
         _save(target.env, started)
-        return {"local": True, "workers": [_public(w) for w in started]}
+        return {"local": True, "gpu": gpu, "workers": [_public(w) for w in started]}
     if model or env_vars:
         raise KinaseError("--model and --env-var apply to local workers", "on AWS the fleet runs its task definition's settings")
-    cluster, service = _service(target, outputs)
+    cluster, service = outputs["ClusterName"], services[gpu]
     request = {"cluster": cluster, "service": service, "desiredCount": workers}
     if max_streams:
-        request["taskDefinition"] = _with_max_streams(target, max_streams)
-    _set_limits(target, cluster, service, workers, max(workers, naming.FLEET_MAX_WORKERS))
-    answer = target.client("ecs").update_service(**request)["service"]
-    return {"local": False, "service": service, "desired_count": answer["desiredCount"], "task_definition": answer["taskDefinition"]}
+        family = naming.gpu_fleet_family(target.env) if gpu else naming.fleet_family(target.env)
+        request["taskDefinition"] = _with_max_streams(target, family, max_streams)
+    ecs = target.client("ecs")
+    for other in [name for placement, name in services.items() if placement != gpu]:
+        _set_limits(target, cluster, other, 0, 0)
+        ecs.update_service(cluster=cluster, service=other, desiredCount=0)
+    _set_limits(target, cluster, service, workers, max(workers, _max_workers(gpu)))
+    answer = ecs.update_service(**request)["service"]
+    return {
+        "local": False,
+        "gpu": gpu,
+        "service": service,
+        "desired_count": answer["desiredCount"],
+        "task_definition": answer["taskDefinition"],
+    }
 
 
 def scale(target: Target, workers: int) -> dict:
@@ -188,11 +234,17 @@ def scale(target: Target, workers: int) -> dict:
             running = running[:workers]
         _save(target.env, running)
         return {"local": True, "workers": [_public(w) for w in running], "stopped": stopped}
-    cluster, service = _service(target, outputs)
+    gpu = _up_on_gpu(target, outputs)
+    cluster, service = outputs["ClusterName"], _services(outputs)[gpu]
+    if gpu and workers > naming.GPU_MAX_INSTANCES:
+        raise KinaseError(
+            f"the fleet runs on the GPU workers, at most {naming.GPU_MAX_INSTANCES} (one per GPU instance)",
+            f"`kinase fleet scale {naming.GPU_MAX_INSTANCES}`, or move it to Fargate: `kinase fleet up --workers {workers}`",
+        )
     limits = _limits(target, cluster, service)
-    _set_limits(target, cluster, service, workers, max(workers, limits["max"] or naming.FLEET_MAX_WORKERS))
+    _set_limits(target, cluster, service, workers, max(workers, limits["max"] or _max_workers(gpu)))
     answer = target.client("ecs").update_service(cluster=cluster, service=service, desiredCount=workers)["service"]
-    return {"local": False, "service": service, "desired_count": answer["desiredCount"]}
+    return {"local": False, "gpu": gpu, "service": service, "desired_count": answer["desiredCount"]}
 
 
 def down(target: Target) -> dict:
@@ -201,10 +253,11 @@ def down(target: Target) -> dict:
         stopped = _stop_local(_local_workers(target.env))
         _save(target.env, [])
         return {"local": True, "stopped": stopped}
-    cluster, service = _service(target, outputs)
-    _set_limits(target, cluster, service, 0, 0)
-    answer = target.client("ecs").update_service(cluster=cluster, service=service, desiredCount=0)["service"]
-    return {"local": False, "service": service, "desired_count": answer["desiredCount"]}
+    cluster, ecs = outputs["ClusterName"], target.client("ecs")
+    for service in _services(outputs).values():
+        _set_limits(target, cluster, service, 0, 0)
+        ecs.update_service(cluster=cluster, service=service, desiredCount=0)
+    return {"local": False, "service": outputs["FleetServiceName"], "services": list(_services(outputs).values()), "desired_count": 0}
 
 
 def stop_every_local_fleet() -> list[str]:
@@ -232,7 +285,8 @@ def status(target: Target) -> dict:
         workers = [{**_public(w), "streams": sorted(held.pop(w["worker_id"], []))} for w in _local_workers(target.env)]
         scaling = None
     else:
-        cluster, service = _service(target, outputs)
+        gpu = _up_on_gpu(target, outputs)
+        cluster, service = outputs["ClusterName"], _services(outputs)[gpu]
         ecs = target.client("ecs")
         described = ecs.describe_services(cluster=cluster, services=[service])["services"]
         arns = ecs.list_tasks(cluster=cluster, serviceName=service)["taskArns"]
@@ -246,6 +300,7 @@ def status(target: Target) -> dict:
         service_info = described[0] if described else {}
         scaling = {
             "service": service,
+            "gpu": gpu,
             "desired_count": service_info.get("desiredCount"),
             "running_count": service_info.get("runningCount"),
             **_limits(target, cluster, service),
@@ -263,12 +318,27 @@ def status(target: Target) -> dict:
     }
 
 
+def scaling_text(scaling: dict) -> str:
+    """The AWS fleet's service in one line (`fleet status`, `status`); the service name is shown through visible()."""
+    from kinase_cli.ui.text import visible
+
+    where = " (GPU instances)" if scaling.get("gpu") else ""
+    return (
+        f"service {visible(scaling['service'])}{where}: desired {scaling['desired_count']}, running {scaling['running_count']}, "
+        f"autoscaling {scaling['min']}..{scaling['max']}"
+    )
+
+
 def _task_host(task: dict) -> str | None:
-    """A Fargate task's hostname (`ip-10-0-1-23`), which begins the fleet worker's id."""
+    """The hostname that begins a fleet worker's id: a Fargate task's (`ip-10-0-1-23`), or on the GPU
+    instances (bridge network) its container's, which Docker sets to the container id's first 12 digits."""
     for attachment in task.get("attachments", []):
         for detail in attachment.get("details", []):
             if detail.get("name") == "privateIPv4Address":
                 return "ip-" + detail["value"].replace(".", "-")
+    for container in task.get("containers", []):
+        if container.get("name") == naming.FLEET_CONTAINER_NAME and container.get("runtimeId"):
+            return container["runtimeId"][:12]
     return None
 
 

@@ -38,3 +38,15 @@ def test_aws_fleet_shows_the_service_and_its_limits_and_no_table_without_workers
 
 def test_no_fleet_section_for_a_stack_without_the_fleet(monkeypatch):
     assert render(monkeypatch, None) == ""
+
+
+def test_lease_owners_are_matched_to_fargate_and_gpu_tasks_by_hostname():
+    """A fleet worker's id begins with its hostname: a Fargate task's is its private address, a GPU task's
+    (bridge network on EC2) its container's, the first 12 digits of the Docker container id ECS reports."""
+    from kinase_cli.workflows.fleet import _task_host
+
+    fargate = {"attachments": [{"details": [{"name": "privateIPv4Address", "value": "10.0.1.23"}]}], "containers": []}
+    gpu = {"attachments": [], "containers": [{"name": "fleet", "runtimeId": "3f2a9c41b7d0e5f6a7b8c9d0e1f2a3b4c5d6e7f8"}]}
+    assert _task_host(fargate) == "ip-10-0-1-23"
+    assert _task_host(gpu) == "3f2a9c41b7d0"
+    assert _task_host({"attachments": [], "containers": [{"name": "fleet"}]}) is None  # not started yet: no container id

@@ -1,7 +1,8 @@
 """The fleet on the local stack: `kinase stream create/rm`, `kinase fleet up/scale/status/down --local`
 (worker processes holding one DynamoDB lease per stream), and the AWS path against moto's ECS.
 
-The environment is the test's own (`--env fleete2e`, deployed once for the module), so its streams,
+The environment is the test's own (`--env fleete2e`, deployed once for the module, with the GPU
+workers of `deploy --gpu`, so the fleet has its Fargate and its GPU service), so its streams,
 lease table and results queue hold nothing from other tests. Leases last 3 s (KINASE_LEASE_DURATION)
 so an expiry takes seconds; every wait is on a condition with a generous deadline, never a sleep
 that a loaded machine could outrun.
@@ -21,7 +22,7 @@ import pytest
 from kinase_cli.workflows.samples import shapes_video
 from support.cli import assert_one_line_error, kinase
 from support.json_contract import envelope
-from support.ops import aws_env
+from support.ops import aws_env, local
 from support.worker_stack import SHAPES_ONNX, frame_ids
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +71,7 @@ def owners(state: dict) -> dict[str, str | None]:
 
 @pytest.fixture(scope="module")
 def fleet_env(local_stack):
-    proc = kinase("deploy", *LOCAL, timeout=900)
+    proc = kinase("deploy", *LOCAL, "--gpu", timeout=900)  # with the GPU workers: the fleet has two services
     assert proc.returncode == 0, proc.stderr[-3000:]
     outputs = json.loads(kinase("outputs", *LOCAL, "--json", check=True).stdout)["data"]
     yield outputs
@@ -273,6 +274,68 @@ def test_fleet_on_aws_drives_the_ecs_service_and_its_autoscaling(fleet_env, medi
     assert aws_json("fleet", "down", command="fleet down")["desired_count"] == 0
     scaling = aws_json("fleet", "status", command="fleet status")["scaling"]
     assert (scaling["desired_count"], scaling["min"], scaling["max"]) == (0, 0, 0)
+
+
+def test_fleet_up_gpu_moves_the_fleet_to_the_gpu_service_and_back(fleet_env):
+    """`fleet up --gpu` starts the GPU service and gives the Fargate one no room (both track the same metric);
+    `scale` follows the fleet that is up; `fleet up` without --gpu moves it back; `down` stops both."""
+    from infra import naming
+
+    env = aws_env()
+
+    def aws_json(*args, command):
+        proc = kinase(*args, "--env", ENV, "--json", env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return envelope(proc.stdout, command)
+
+    def service(name: str) -> tuple[int, int | None, int | None]:
+        (described,) = ecs.describe_services(cluster=cluster, services=[name])["services"]
+        found = scaling.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[f"service/{cluster}/{name}"])["ScalableTargets"]
+        return described["desiredCount"], found[0]["MinCapacity"], found[0]["MaxCapacity"]
+
+    ecs, scaling = local().client("ecs"), local().client("application-autoscaling")
+    cluster, cpu, gpu = fleet_env["ClusterName"], fleet_env["FleetServiceName"], fleet_env["GpuFleetServiceName"]
+    assert service(gpu) == (0, 0, 0)  # deployed with no room to scale
+    too_many = kinase("fleet", "up", "--gpu", "--workers", str(naming.GPU_MAX_INSTANCES + 1), "--env", ENV, env=env)
+    assert_one_line_error(too_many, f"at most {naming.GPU_MAX_INSTANCES} instances")
+    try:
+        aws_json("fleet", "up", "--workers", "1", command="fleet up")
+        up = aws_json("fleet", "up", "--gpu", "--workers", "2", "--max-streams-per-worker", "3", command="fleet up")
+        assert (up["gpu"], up["service"], up["desired_count"]) == (True, gpu, 2)
+        assert service(gpu) == (2, 2, naming.GPU_MAX_INSTANCES) and service(cpu) == (0, 0, 0)
+        definition = ecs.describe_task_definition(taskDefinition=up["task_definition"])["taskDefinition"]
+        assert definition["family"] == naming.gpu_fleet_family(ENV)
+        (container,) = definition["containerDefinitions"]
+        settings = {e["name"]: e["value"] for e in container["environment"]}
+        assert (settings["KINASE_MAX_STREAMS"], settings["KINASE_DEVICE"]) == ("3", "cuda")
+        state = aws_json("fleet", "status", command="fleet status")["scaling"]
+        assert (state["gpu"], state["service"], state["desired_count"]) == (True, gpu, 2)
+        scaled = aws_json("fleet", "scale", "1", command="fleet scale")
+        assert (scaled["gpu"], scaled["service"]) == (True, gpu) and service(gpu)[:2] == (1, 1)
+        assert_one_line_error(
+            kinase("fleet", "scale", str(naming.GPU_MAX_INSTANCES + 1), "--env", ENV, env=env), "the fleet runs on the GPU workers"
+        )
+        back = aws_json("fleet", "up", "--workers", "2", command="fleet up")
+        assert (back["gpu"], back["service"]) == (False, cpu)
+        assert service(gpu) == (0, 0, 0) and service(cpu) == (2, 2, 10)
+    finally:
+        down = aws_json("fleet", "down", command="fleet down")
+    assert sorted(down["services"]) == sorted([cpu, gpu])
+    assert service(gpu) == (0, 0, 0) and service(cpu) == (0, 0, 0)
+
+
+def test_fleet_up_gpu_locally_gives_the_workers_cuda(fleet_env, fleet_down):
+    up = run_json("fleet", "up", "--gpu", "--model", str(SHAPES_ONNX), *WORKER_SETTINGS, *LOCAL, command="fleet up")
+    (worker,) = up["workers"]
+    assert up["gpu"] is True
+    deadline = time.monotonic() + 120
+    while "error: KINASE_BACKEND=cuda but" not in log_lines(worker) and time.monotonic() < deadline:  # this machine has no GPU
+        time.sleep(0.5)
+    assert "error: KINASE_BACKEND=cuda but this onnxruntime has no CUDA provider" in log_lines(worker)
+
+
+def test_fleet_up_gpu_needs_gpu_workers(deployed_stack):
+    assert_one_line_error(kinase("fleet", "up", "--gpu", env=aws_env()), "this environment has no GPU workers")
 
 
 def test_run_task_refuses_a_fleet_stream_and_several_tasks_on_one_stream(fleet_env, fleet_down):

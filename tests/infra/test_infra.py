@@ -316,6 +316,38 @@ def test_gpu_task_definition_asks_for_one_gpu_and_runs_the_gpu_image(gpu_synthes
     assert set(network["Outputs"]) == {k for k, c in naming.OUTPUTS.items() if c == "network"}
 
 
+def test_gpu_fleet_is_a_service_on_the_gpu_capacity_provider_with_no_room_until_fleet_up(gpu_synthesized):
+    """`kinase fleet up --gpu` runs the fleet worker on the GPU instances: its own ECS service, created at 0 tasks
+    with autoscaling limits 0..0, since it tracks the same StreamsPerWorker metric as the Fargate fleet."""
+    templates, _, _ = gpu_synthesized
+    compute = templates[naming.stack_name(ENV, "compute")]
+    services = {k: r["Properties"] for k, r in compute["Resources"].items() if r["Type"] == "AWS::ECS::Service"}
+    (gpu_id,) = [k for k, s in services.items() if "CapacityProviderStrategy" in s]
+    service = services[gpu_id]
+    provider_id = next(k for k, r in compute["Resources"].items() if r["Type"] == "AWS::ECS::CapacityProvider")
+    assert service["CapacityProviderStrategy"] == [{"CapacityProvider": {"Ref": provider_id}, "Weight": 1}]
+    assert "LaunchType" not in service and "NetworkConfiguration" not in service  # bridge mode, like the one-off GPU task
+    assert service["DesiredCount"] == 0
+    deployment = service["DeploymentConfiguration"]
+    assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (0, 100)
+    task = compute["Resources"][service["TaskDefinition"]["Ref"]]["Properties"]
+    assert task["Family"] == naming.gpu_fleet_family(ENV) and task["RequiresCompatibilities"] == ["EC2"]
+    (container,) = task["ContainerDefinitions"]
+    assert container["Name"] == naming.FLEET_CONTAINER_NAME and container["EntryPoint"] == list(naming.FLEET_ENTRY_POINT)
+    assert container["ResourceRequirements"] == [{"Type": "GPU", "Value": "1"}]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["KINASE_DEVICE"] == "cuda" and env["KINASE_ENV"] == ENV and "KINASE_SOURCE" not in env
+    assert json.dumps(container["Image"]).endswith(f'"@{DIGEST}"]]}}')
+    targets = resources(compute, "AWS::ApplicationAutoScaling::ScalableTarget")
+    (gpu_target,) = [t for t in targets if gpu_id in json.dumps(t["ResourceId"])]
+    assert (gpu_target["MinCapacity"], gpu_target["MaxCapacity"]) == (0, 0)
+    assert sorted(t["MaxCapacity"] for t in targets) == [0, naming.FLEET_MAX_WORKERS]  # only the Fargate fleet has room
+    policies = resources(compute, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    metrics = {json.dumps(p["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]) for p in policies}
+    assert len(policies) == 2 and len(metrics) == 1  # both track the same metric
+    assert compute["Outputs"]["GpuFleetServiceName"]["Value"] == {"Fn::GetAtt": [gpu_id, "Name"]}
+
+
 def test_gpu_templates_are_cdk_nag_and_cfn_lint_clean(gpu_synthesized):
     _, nag, outdir = gpu_synthesized
     assert nag["violations"] == [], [v["ruleName"] for v in nag["violations"]]
