@@ -13,10 +13,16 @@ So:
 - `Stop` is for long-running loops (`logs --follow`, `watch`): inside it a signal only sets an
   event that the loop checks between steps, so no exception lands inside a library call; the
   watchdog still bounds the wait for the step in progress.
+- An interrupt kinase handled ends with status 130, never by a signal: CPython 3.11 marks a
+  KeyboardInterrupt raised inside code run by `exec()` of a string (dataclasses and namedtuple
+  build their methods that way while modules import) as unhandled even when it is caught, and
+  then ends the process by SIGINT after the cleanup (bpo-1054041's exit-by-SIGINT, for uncaught
+  ^C). `install()` registers an exit hook that clears that mark after a signal kinase received.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -61,6 +67,20 @@ def install() -> None:
         return
     for sig in SIGNALS:
         signal.signal(sig, _raise)
+    atexit.unregister(_exit_with_status)
+    atexit.register(_exit_with_status)
+
+
+def _exit_with_status() -> None:
+    """At exit, after a signal: the status kinase chose (130 when it handled the interrupt), not death by SIGINT."""
+    if not _armed.is_set():
+        return
+    import ctypes
+
+    try:
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except ValueError:  # an interpreter without the mark (it moved in 3.12)
+        pass
 
 
 class Stop:
