@@ -100,6 +100,18 @@ def fleet_environment(*, env_name: str, bucket_name: str, queue_url: str, model:
     )
 
 
+def service_rules() -> dict:
+    """What every fleet service is created with: no task until `kinase fleet up`, and deployments that
+    stop old tasks before starting new ones (a stream's lease is released, then taken, never read
+    twice), rolled back by the circuit breaker."""
+    return {
+        "desired_count": 0,
+        "min_healthy_percent": 0,
+        "max_healthy_percent": 100,
+        "circuit_breaker": ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+    }
+
+
 def scale_on_streams_per_worker(service: ecs.BaseService, env_name: str, max_capacity: int) -> None:
     """Target tracking on the workers' own StreamsPerWorker, between 0 and `max_capacity` tasks.
 
@@ -164,12 +176,9 @@ class WorkerFleet(Construct):
             "Service",
             cluster=cluster,
             task_definition=self.task,
-            desired_count=0,
-            min_healthy_percent=0,
-            max_healthy_percent=100,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             assign_public_ip=True,
             security_groups=[ec2.SecurityGroup.from_security_group_id(self, "WorkerSecurityGroup", imported(env_name, "SecurityGroupId"))],
+            **service_rules(),
         )
         # The network stack's public subnets (no NAT gateway), by their exported ids like the other
         # imports, so the network stack's outputs stay the documented keys.

@@ -27,7 +27,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import naming
-from infra.stacks.fleet import scale_on_streams_per_worker
+from infra.stacks.fleet import scale_on_streams_per_worker, service_rules
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import imported
 from worker.settings import environment as worker_environment
@@ -113,13 +113,10 @@ class GpuWorkers(Construct):
             "FleetService",
             cluster=cluster,
             task_definition=self.fleet_task,
-            desired_count=0,
-            min_healthy_percent=0,
-            max_healthy_percent=100,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             capacity_provider_strategies=[
                 ecs.CapacityProviderStrategy(capacity_provider=self.capacity_provider.capacity_provider_name, weight=1)
             ],
+            **service_rules(),
         )
         scale_on_streams_per_worker(self.fleet_service, env_name, 0)  # `fleet up --gpu --workers N` sets N..GPU_MAX_INSTANCES
 
