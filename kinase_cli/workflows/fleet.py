@@ -128,14 +128,15 @@ def _max_workers(gpu: bool) -> int:
     return naming.GPU_MAX_INSTANCES if gpu else naming.FLEET_MAX_WORKERS
 
 
-def _up_on_gpu(target: Target, outputs) -> bool:
-    """Whether the fleet that is up is the GPU one: `up --gpu` gave its service room to scale (or tasks)."""
-    service = _services(outputs).get(True)
-    if service is None:
-        return False
-    cluster = outputs["ClusterName"]
-    described = target.client("ecs").describe_services(cluster=cluster, services=[service])["services"]
-    return bool(_limits(target, cluster, service)["max"] or (described and described[0].get("desiredCount")))
+def _fleet_that_is_up(target: Target, outputs) -> tuple[bool, str, dict]:
+    """(on GPU instances, service, its autoscaling limits): the GPU service when `up --gpu` gave it room to
+    scale, otherwise the Fargate one (also after `down`, which leaves both at 0..0)."""
+    cluster, services = outputs["ClusterName"], _services(outputs)
+    if True in services:
+        limits = _limits(target, cluster, services[True])
+        if limits["max"]:
+            return True, services[True], limits
+    return False, services[False], _limits(target, cluster, services[False])
 
 
 def _set_limits(target: Target, cluster: str, service: str, minimum: int, maximum: int) -> None:
@@ -181,7 +182,7 @@ def up(
     services = _services(outputs)
     if gpu and not target.local and True not in services:
         raise KinaseError("this environment has no GPU workers", f"deploy them first: `kinase deploy --gpu{target.hint_flag()}`")
-    if gpu and not target.local and workers > naming.GPU_MAX_INSTANCES:
+    if gpu and not target.local and workers > naming.GPU_MAX_INSTANCES:  # ECS would leave the extra tasks unplaced
         raise KinaseError(
             f"--workers {workers}: the GPU workers' Auto Scaling group has at most {naming.GPU_MAX_INSTANCES} instances, one worker each",
             f"--workers {naming.GPU_MAX_INSTANCES} or fewer; each GPU worker reads up to {naming.FLEET_MAX_STREAMS_PER_WORKER} streams",
@@ -234,14 +235,13 @@ def scale(target: Target, workers: int) -> dict:
             running = running[:workers]
         _save(target.env, running)
         return {"local": True, "workers": [_public(w) for w in running], "stopped": stopped}
-    gpu = _up_on_gpu(target, outputs)
-    cluster, service = outputs["ClusterName"], _services(outputs)[gpu]
+    gpu, service, limits = _fleet_that_is_up(target, outputs)
+    cluster = outputs["ClusterName"]
     if gpu and workers > naming.GPU_MAX_INSTANCES:
         raise KinaseError(
             f"the fleet runs on the GPU workers, at most {naming.GPU_MAX_INSTANCES} (one per GPU instance)",
             f"`kinase fleet scale {naming.GPU_MAX_INSTANCES}`, or move it to Fargate: `kinase fleet up --workers {workers}`",
         )
-    limits = _limits(target, cluster, service)
     _set_limits(target, cluster, service, workers, max(workers, limits["max"] or _max_workers(gpu)))
     answer = target.client("ecs").update_service(cluster=cluster, service=service, desiredCount=workers)["service"]
     return {"local": False, "gpu": gpu, "service": service, "desired_count": answer["desiredCount"]}
@@ -253,11 +253,11 @@ def down(target: Target) -> dict:
         stopped = _stop_local(_local_workers(target.env))
         _save(target.env, [])
         return {"local": True, "stopped": stopped}
-    cluster, ecs = outputs["ClusterName"], target.client("ecs")
-    for service in _services(outputs).values():
+    cluster, ecs, services = outputs["ClusterName"], target.client("ecs"), list(_services(outputs).values())
+    for service in services:
         _set_limits(target, cluster, service, 0, 0)
         ecs.update_service(cluster=cluster, service=service, desiredCount=0)
-    return {"local": False, "service": outputs["FleetServiceName"], "services": list(_services(outputs).values()), "desired_count": 0}
+    return {"local": False, "service": outputs["FleetServiceName"], "services": services, "desired_count": 0}
 
 
 def stop_every_local_fleet() -> list[str]:
@@ -285,9 +285,8 @@ def status(target: Target) -> dict:
         workers = [{**_public(w), "streams": sorted(held.pop(w["worker_id"], []))} for w in _local_workers(target.env)]
         scaling = None
     else:
-        gpu = _up_on_gpu(target, outputs)
-        cluster, service = outputs["ClusterName"], _services(outputs)[gpu]
-        ecs = target.client("ecs")
+        gpu, service, limits = _fleet_that_is_up(target, outputs)
+        cluster, ecs = outputs["ClusterName"], target.client("ecs")
         described = ecs.describe_services(cluster=cluster, services=[service])["services"]
         arns = ecs.list_tasks(cluster=cluster, serviceName=service)["taskArns"]
         tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
@@ -303,7 +302,7 @@ def status(target: Target) -> dict:
             "gpu": gpu,
             "desired_count": service_info.get("desiredCount"),
             "running_count": service_info.get("runningCount"),
-            **_limits(target, cluster, service),
+            **limits,
         }
     # Owners not among the workers listed: workers being replaced, or ones whose lease has not expired yet.
     workers += [{"worker_id": owner, "streams": sorted(names), "listed": False} for owner, names in sorted(held.items())]
