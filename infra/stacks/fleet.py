@@ -2,9 +2,10 @@
 
 One lease per stream of the environment lives in a DynamoDB table (worker/leases.py); the pool is
 an ECS service, so ECS replaces failed tasks and Application Auto Scaling sets the count. The
-service starts at 0 tasks (`kinase fleet up` starts it). A deployment stops old tasks before it
-starts new ones (minimum healthy 0 %, maximum 100 %): a stream's lease is released by the old task
-on SIGTERM and taken by a new one, never read by both.
+service starts at 0 tasks (`kinase fleet up` starts it). A deployment starts the new tasks before it
+stops the old ones (minimum healthy 100 %, maximum 200 %): the leases keep any stream from being
+read twice, so the new tasks wait for hand-overs, and each old task, stopped with SIGTERM,
+checkpoints and releases its leases for a new one to take at once. No camera has a gap.
 """
 
 from __future__ import annotations
@@ -101,13 +102,14 @@ def fleet_environment(*, env_name: str, bucket_name: str, queue_url: str, model:
 
 
 def service_rules() -> dict:
-    """What every fleet service is created with: no task until `kinase fleet up`, and deployments that
-    stop old tasks before starting new ones (a stream's lease is released, then taken, never read
+    """What every fleet service is created with: no task until `kinase fleet up`, and rolling
+    deployments that start the new tasks before stopping the old ones (minimum healthy 0 % would stop
+    every task first and cost every camera a gap; the leases already keep a stream from being read
     twice), rolled back by the circuit breaker."""
     return {
         "desired_count": 0,
-        "min_healthy_percent": 0,
-        "max_healthy_percent": 100,
+        "min_healthy_percent": 100,
+        "max_healthy_percent": 200,
         "circuit_breaker": ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
     }
 

@@ -39,12 +39,12 @@ def test_lease_table_on_demand_encrypted_with_point_in_time_recovery(templates):
     assert output["Export"]["Name"] == f"{naming.stack_name(ENV, 'storage')}:LeaseTableName"
 
 
-def test_service_starts_at_zero_with_circuit_breaker_and_no_overlap(templates):
+def test_service_starts_at_zero_and_rolls_new_tasks_in_before_old_ones_stop(templates):
     (service,) = of_type(templates["compute"], "AWS::ECS::Service").values()
     assert service["DesiredCount"] == 0
     deployment = service["DeploymentConfiguration"]
     assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
-    assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (0, 100)
+    assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)  # no gap on a deployment
     assert service["LaunchType"] == "FARGATE"
     network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "ENABLED"

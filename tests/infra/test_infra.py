@@ -329,7 +329,7 @@ def test_gpu_fleet_is_a_service_on_the_gpu_capacity_provider_with_no_room_until_
     assert "LaunchType" not in service and "NetworkConfiguration" not in service  # bridge mode, like the one-off GPU task
     assert service["DesiredCount"] == 0
     deployment = service["DeploymentConfiguration"]
-    assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (0, 100)
+    assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)  # rolls like the Fargate fleet
     task = compute["Resources"][service["TaskDefinition"]["Ref"]]["Properties"]
     assert task["Family"] == naming.gpu_fleet_family(ENV) and task["RequiresCompatibilities"] == ["EC2"]
     (container,) = task["ContainerDefinitions"]
