@@ -2,6 +2,16 @@
 
 Every value the CLI needs comes from a stack output; these are their keys. Stack names carry the
 environment name so that several environments can live in one account.
+
+Environments never overlap. Every name is `kinase-<env>-<part>` and an environment name has no `-`
+(`[a-z][a-z0-9]*`, checked once by kinase_cli/options.py for every command), so the `-` after the
+environment ends it: `kinase-prod-` begins no name of environment `prodeu` or any other, and the
+stack, lease table, repository, family and stream names of two environments never collide
+(tests/cli/test_env_names.py checks it over names). Before this rule `prod-eu` was a valid name and
+`kinase-prod-` the prefix of its streams; such streams still exist, so a stream is the environment's
+only when it also carries the tag ENV_TAG=<env> (`kinase stream create` sets it, CloudFormation
+gives the stack's own stream the stacks' tags, `kinase stream adopt` tags camera streams): stream
+listing, removal, `fleet up`'s leasing and the task role's IAM statements all require it.
 """
 
 from __future__ import annotations
@@ -35,7 +45,13 @@ FLEET_MAX_STREAMS_PER_WORKER = 8  # KINASE_MAX_STREAMS of the fleet's tasks: hea
 FLEET_CONTAINER_NAME = "fleet"
 FLEET_ENTRY_POINT = ("python", "-m", "worker.fleet")
 GPU_MAX_INSTANCES = 2  # the GPU workers' Auto Scaling group (infra/stacks/gpu.py); a GPU task takes a whole instance
-# An environment's streams: named with its prefix (`stream_prefix`) or tagged ENV_TAG=<env> (adopted).
+# A GPU task's size (infra/stacks/gpu.py): what a g4dn.xlarge (4 vCPU, 16 GiB) leaves after the ECS agent and the OS,
+# which keep GPU_HOST_CPU and GPU_HOST_MEMORY_MIB of any instance (`deploy --gpu` refuses a type too small for the rest).
+GPU_TASK_CPU = 3584
+GPU_TASK_MEMORY_MIB = 14336
+GPU_HOST_CPU = 512
+GPU_HOST_MEMORY_MIB = 2048
+# An environment's streams carry ENV_TAG=<env>: created ones are also named with its prefix (`stream_prefix`).
 ENV_TAG = "kinase:env"
 
 # Deploy order; destroy runs it backwards.

@@ -36,6 +36,13 @@ TASK_MEMORY_MIB = naming.TASK_MEMORY_MIB
 UNPUSHED_TAG = "latest"
 
 
+def region_environment() -> dict[str, str]:
+    """The stack's region for every container: the worker's boto3 finds no region otherwise on EC2 (bridge-mode
+    containers get AWS_REGION only from ECS agents newer than amazon-ecs-agent PR #4946, and IMDSv2 with hop
+    limit 1 keeps them from the instance metadata). botocore reads AWS_DEFAULT_REGION, other SDKs AWS_REGION."""
+    return {"AWS_REGION": cdk.Aws.REGION, "AWS_DEFAULT_REGION": cdk.Aws.REGION}
+
+
 class ComputeStack(cdk.Stack):
     def __init__(
         self,
@@ -145,9 +152,10 @@ class ComputeStack(cdk.Stack):
             cpu=TASK_CPU,
             memory_limit_mib=TASK_MEMORY_MIB,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=log_group),
-            environment=environment(
-                source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
-            ),
+            environment={
+                **environment(source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL),
+                **region_environment(),
+            },
             stop_timeout=cdk.Duration.seconds(30),
         )
         acknowledge(task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")
@@ -157,13 +165,16 @@ class ComputeStack(cdk.Stack):
             "ecr:GetAuthorizationToken (added by CDK for the image pull) supports no resource-level permissions",
         )
 
-        fleet_settings = fleet_environment(
-            env_name=env_name,
-            bucket_name=bucket.bucket_name,
-            queue_url=queue.queue_url,
-            model=DEFAULT_MODEL,
-            lease_table_name=lease_table_name,
-        )
+        fleet_settings = {
+            **fleet_environment(
+                env_name=env_name,
+                bucket_name=bucket.bucket_name,
+                queue_url=queue.queue_url,
+                model=DEFAULT_MODEL,
+                lease_table_name=lease_table_name,
+            ),
+            **region_environment(),
+        }
         fleet = WorkerFleet(
             self,
             "Fleet",
@@ -187,9 +198,12 @@ class ComputeStack(cdk.Stack):
                 task_role=task_role,
                 execution_role=execution_role,
                 log_group=log_group,
-                environment=environment(
-                    source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
-                ),
+                environment={
+                    **environment(
+                        source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
+                    ),
+                    **region_environment(),
+                },
                 fleet_environment=fleet_settings,
             )
             output(self, "GpuTaskDefinitionFamily", gpu.task.family)

@@ -1,7 +1,8 @@
 """GPU workers (`kinase deploy --gpu`): Fargate has no GPUs, so these run on ECS on EC2.
 
-An Auto Scaling group of GPU instances (the ECS GPU-optimized Amazon Linux 2 AMI, with the NVIDIA
-driver and container toolkit) is the cluster's capacity provider. The group starts and idles at
+An Auto Scaling group of GPU instances (the ECS GPU-optimized Amazon Linux 2023 AMI, with the NVIDIA
+driver and container toolkit; Amazon Linux 2 is past its end of standard support) is the cluster's
+capacity provider. The group starts and idles at
 zero instances: ECS managed scaling adds an instance when a task asks for a GPU
 (`kinase run-task --gpu`, `kinase fleet up --gpu`) and removes it when none is left, so an idle
 environment pays for no GPU.
@@ -13,7 +14,12 @@ scaled like the Fargate fleet (infra/stacks/fleet.py) but created with no room t
 until `kinase fleet up --gpu` gives it some, since both services track the same metric.
 Its network mode is bridge: the instances sit in the public subnets with public addresses (no NAT
 gateway), and an awsvpc task on EC2 gets no public address of its own, so it could not reach the
-AWS APIs. The instances admit nothing inbound (the network stack's worker security group) and require IMDSv2.
+AWS APIs. The instances admit nothing inbound (the network stack's worker security group) and require IMDSv2
+(hop limit 1, so a bridge-mode container cannot read the instance's metadata, its region included: the
+containers get AWS_REGION from their environment, infra/stacks/compute.py).
+
+`kinase deploy --gpu` checks the instance type, its zones and the account's GPU quota before any
+of this is created (kinase_cli/aws/gpu_capacity.py).
 """
 
 from __future__ import annotations
@@ -33,9 +39,6 @@ from infra.stacks.outputs import imported
 from worker.settings import environment as worker_environment
 
 ROOT_VOLUME_GIB = 60  # the GPU AMI's root volume is 30 GiB; the CUDA image needs room to unpack
-# What a g4dn.xlarge (4 vCPU, 16 GiB) leaves a task after the ECS agent and the OS.
-TASK_CPU = 3584
-TASK_MEMORY_MIB = 14336
 
 
 class GpuWorkers(Construct):
@@ -66,7 +69,7 @@ class GpuWorkers(Construct):
             self,
             "LaunchTemplate",
             instance_type=ec2.InstanceType(instance_type),
-            machine_image=ecs.EcsOptimizedImage.amazon_linux2(ecs.AmiHardwareType.GPU),
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
             require_imdsv2=True,
             associate_public_ip_address=True,
             security_group=security_group,
@@ -153,8 +156,8 @@ class GpuWorkers(Construct):
             container_name=name,
             image=self.image,
             entry_point=list(entry_point) if entry_point else None,
-            cpu=TASK_CPU,
-            memory_limit_mib=TASK_MEMORY_MIB,
+            cpu=naming.GPU_TASK_CPU,
+            memory_limit_mib=naming.GPU_TASK_MEMORY_MIB,
             gpu_count=1,
             logging=ecs.LogDrivers.aws_logs(stream_prefix=stream_prefix, log_group=self.log_group),
             environment={**environment, **worker_environment(device="cuda")},

@@ -290,7 +290,8 @@ def test_gpu_workers_scale_from_zero_on_gpu_instances(gpu_synthesized):
     assert nic["AssociatePublicIpAddress"] is True
     assert nic["Groups"] == [{"Fn::ImportValue": f"{naming.stack_name(ENV, 'network')}:SecurityGroupId"}]
     ami = compute["Parameters"][data["ImageId"]["Ref"]]
-    assert ami["Default"] == "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+    # Amazon Linux 2 is past its end of standard support; the AL2023 ECS GPU image carries the NVIDIA driver.
+    assert ami["Default"] == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
     provider = one(compute, "AWS::ECS::CapacityProvider")
     assert provider["Name"] == naming.gpu_capacity_provider(ENV)
     asg = provider["AutoScalingGroupProvider"]
@@ -346,6 +347,17 @@ def test_gpu_fleet_is_a_service_on_the_gpu_capacity_provider_with_no_room_until_
     metrics = {json.dumps(p["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]) for p in policies}
     assert len(policies) == 2 and len(metrics) == 1  # both track the same metric
     assert compute["Outputs"]["GpuFleetServiceName"]["Value"] == {"Fn::GetAtt": [gpu_id, "Name"]}
+
+
+def test_every_container_gets_the_stack_region(gpu_synthesized):
+    """A bridge-mode container on EC2 gets AWS_REGION only from ECS agents newer than amazon-ecs-agent PR #4946,
+    and IMDSv2 with hop limit 1 hides the instance's metadata: without these the GPU worker's boto3 has no region."""
+    compute = gpu_synthesized[0][naming.stack_name(ENV, "compute")]
+    containers = [c for t in resources(compute, "AWS::ECS::TaskDefinition") for c in t["ContainerDefinitions"]]
+    assert len(containers) == 4  # the one-off worker and the fleet, on Fargate and on the GPU instances
+    for container in containers:
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == {"Ref": "AWS::Region"}, container["Name"]
 
 
 def test_gpu_templates_are_cdk_nag_and_cfn_lint_clean(gpu_synthesized):
