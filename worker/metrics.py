@@ -1,8 +1,10 @@
 """Worker metrics as CloudWatch embedded-metric-format (EMF) lines on stdout.
 
 On Fargate stdout goes to CloudWatch Logs, where EMF lines become metrics without any metrics API
-call or extra permission. Each line carries the counts of its interval and the averages and maxima
-of the timings; `summary()` is the one human line logged at exit.
+call or extra permission. Each line carries the counts of its interval, the average and maximum
+inference time, and every frame latency of the interval as an EMF array (at most EMF_MAX_VALUES per
+line; the rest on further lines that carry only latencies), so the dashboard's p95 is a percentile
+of frame latencies; `summary()` is the one human line logged at exit.
 
 Accounting: every frame read (`FramesRead`) ends in exactly one of the OUTCOMES, so
 `FramesRead == sum(OUTCOMES)` once the worker has stopped (`balance()` is the difference, 0 when
@@ -46,6 +48,10 @@ COUNTERS = {
     "Checkpoints": "Count",
 }
 TIMINGS = {"InferenceMs": "Milliseconds", "LatencyMs": "Milliseconds"}
+# Timings emitted as every value of the interval (an EMF array), not as mean and max: CloudWatch's
+# percentiles of LatencyMs are then percentiles of frame latencies, not of 10-second means.
+EVERY_VALUE = ("LatencyMs",)
+EMF_MAX_VALUES = 100  # values one EMF metric may carry in one line; more go on further lines
 GAUGES = {"MillisBehindNow": "Milliseconds"}
 
 
@@ -140,11 +146,16 @@ class Metrics:
         definitions = [{"Name": k, "Unit": u} for k, u in COUNTERS.items()]
         record["ProcessedFps"] = round(window["FramesProcessed"] / seconds, 3)
         definitions.append({"Name": "ProcessedFps", "Unit": "Count/Second"})
+        every = {name: [round(v, 3) for v in timings.pop(name)] for name in EVERY_VALUE}
         for name, values in timings.items():
             if values:
                 record[name] = round(sum(values) / len(values), 3)
                 record[name + "Max"] = round(max(values), 3)
                 definitions += [{"Name": name, "Unit": TIMINGS[name]}, {"Name": name + "Max", "Unit": TIMINGS[name]}]
+        for name, values in every.items():
+            if values:
+                record[name] = values[:EMF_MAX_VALUES]
+                definitions.append({"Name": name, "Unit": TIMINGS[name]})
         for name, value in gauges.items():
             record[name] = value
             definitions.append({"Name": name, "Unit": GAUGES[name]})
@@ -152,9 +163,27 @@ class Metrics:
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Stream"]], "Metrics": definitions}],
         }
-        self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        lines = [record] + [
+            self._values_line(name, values[start : start + EMF_MAX_VALUES])
+            for name, values in every.items()
+            for start in range(EMF_MAX_VALUES, len(values), EMF_MAX_VALUES)
+        ]
+        self.out.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
         self.out.flush()
         return record
+
+    def _values_line(self, name: str, values: list[float]) -> dict:
+        """An EMF line with only further values of one metric (an interval with more than EMF_MAX_VALUES frames)."""
+        return {
+            "Stream": self.stream,
+            name: values,
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {"Namespace": NAMESPACE, "Dimensions": [["Stream"]], "Metrics": [{"Name": name, "Unit": TIMINGS[name]}]}
+                ],
+            },
+        }
 
     def mean(self, name: str) -> float:
         total, n = self._all_timings[name]

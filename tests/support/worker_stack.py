@@ -147,7 +147,9 @@ def frame_ids(messages: list[dict]) -> list[str]:
 
 
 def metrics_lines(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{") and '"_aws"' in line]
+    """The worker's interval records: EMF lines with the counters (not the further lines of an interval's latencies)."""
+    records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{") and '"_aws"' in line]
+    return [r for r in records if "FramesRead" in r]
 
 
 class Background:
