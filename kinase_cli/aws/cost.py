@@ -1,16 +1,23 @@
 """An ESTIMATE of what an environment costs, from dated price tables kept in code.
 
-Not a bill: on-demand list prices, no free tier, no Savings Plans or Spot, no tax. A stream costs
-its worker task (Fargate bills the requested vCPU and memory per second, whatever the container
-uses), its public IPv4 address, one S3 PUT per uploaded frame and that frame's storage until the
-lifecycle rule expires it, the SQS requests that carry one message per processed frame (sent and
-received in batches), Kinesis Video ingestion, storage for the retention period and consumption
-(GetMedia), and the worker's CloudWatch Logs and embedded metrics. At 10 frames/s with every frame
-uploaded the S3 PUTs alone are about $4.3 a day, more than the 1 vCPU / 2 GB task (about $1.2):
-the upload policy (`--upload`, the worker's KINASE_UPLOAD) is the biggest lever.
+Not a bill: on-demand list prices, no free tier, no Savings Plans or Spot, no tax. Streams run on
+the fleet as it packs them: ceil(streams / streams per worker) Fargate tasks (the fleet's scaling
+target, `naming.FLEET_STREAMS_PER_WORKER`), each billed for its requested vCPU and memory and its
+public IPv4 address; or, for one-off workers (`running`), one task per stream. A stream costs one
+S3 PUT per uploaded frame, that frame's storage until the lifecycle rule expires it and the access
+log record of each request to the frames bucket, the SQS requests that carry one message per
+processed frame (in batches), Kinesis Video ingestion, storage and consumption (GetMedia), its
+checkpoints and lease renewals (DynamoDB on-demand writes, and each worker's consistent scans of
+the lease table; S3 PUTs for a one-off worker), the worker's CloudWatch Logs and embedded metrics,
+and its share of Container Insights (enabled on the cluster: its metrics are custom metrics).
+`kinase watch --save` and the web view download frames: internet data transfer and S3 GETs.
+At 10 frames/s with every frame uploaded the S3 PUTs alone are about $4.3 a day, more than the
+1 vCPU / 2 GB task (about $1.2): the upload policy (`--upload`, the worker's KINASE_UPLOAD) is the
+biggest lever.
 
-Not counted: Container Insights, VPC flow logs, data transfer to the internet, `kinase watch`
-downloading frames, the free tier. Update a table's `as_of` when you touch it.
+Not counted: VPC flow logs, GPU instances, message bodies `kinase watch` receives over the
+internet, the lease table's storage and backups (kilobytes), the free tier. Update a table's
+`as_of` when you touch it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,20 @@ LOG_BYTES_PER_HOUR = 600_000  # the worker's log lines besides its metrics (star
 # The worker's SQS batching (worker/sinks/sqs_results.py BATCH_SIZE, BATCH_WAIT; a test keeps them equal).
 SQS_BATCH_SIZE = 10
 SQS_BATCH_WAIT = 0.1
+LEASE_ITEM_BYTES = 1024  # a lease item with its checkpoint: one write request unit (1 KB) per write
+READ_UNIT_BYTES = 4096  # a strongly consistent read request unit reads up to 4 KB (the fleet scans consistently)
+ACCESS_LOG_RECORD_BYTES = 500  # one S3 server access log record (one request to the frames bucket)
+ACCESS_LOGS_EXPIRE_DAYS = 90  # infra/stacks/storage.py's lifecycle rule (a test keeps them equal)
+# Container Insights (enabled on the cluster) publishes custom metrics per dimension set: the page
+# "Amazon ECS Container Insights metrics" (CloudWatch User Guide) lists 11 with {ClusterName}, 13 with
+# {ServiceName, ClusterName} and 8 with {TaskDefinitionFamily, ClusterName}.
+INSIGHTS_CLUSTER_METRICS = 11
+INSIGHTS_SERVICE_METRICS = 13
+INSIGHTS_FAMILY_METRICS = 8
+# ...and performance log events: one Task and one Container event per task a minute, about 1 kB each
+# ("Container Insights performance log events for Amazon ECS").
+INSIGHTS_LOG_BYTES_PER_TASK_HOUR = 2 * 60 * 1000
+LATENCY_SAMPLE_MS = 123.456  # a frame latency as the worker's metrics line writes it (3 decimals)
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,11 @@ class Prices:
     logs_ingest_gb: float
     logs_gb_month: float
     metric_month: float
+    ddb_write_per_million: float  # on-demand write request units
+    ddb_read_per_million: float  # on-demand read request units
+    s3_get_per_1000: float
+    transfer_out_gb: float  # data transfer out to the internet (first 10 TB a month)
+    metrics_requested_per_1000: float  # GetMetricData, per 1,000 metrics requested
 
 
 _US = Prices(
@@ -62,7 +88,8 @@ _US = Prices(
     source=(
         "https://aws.amazon.com/fargate/pricing/ https://aws.amazon.com/s3/pricing/ https://aws.amazon.com/sqs/pricing/ "
         "https://aws.amazon.com/kinesis/video-streams/pricing/ https://aws.amazon.com/vpc/pricing/ (public IPv4) "
-        "https://aws.amazon.com/cloudwatch/pricing/"
+        "https://aws.amazon.com/cloudwatch/pricing/ https://aws.amazon.com/dynamodb/pricing/on-demand/ "
+        "https://aws.amazon.com/ec2/pricing/on-demand/ (data transfer)"
     ),
     fargate_vcpu_hour=0.04048,
     fargate_gb_hour=0.004445,
@@ -76,6 +103,11 @@ _US = Prices(
     logs_ingest_gb=0.50,
     logs_gb_month=0.03,
     metric_month=0.30,
+    ddb_write_per_million=0.625,
+    ddb_read_per_million=0.125,
+    s3_get_per_1000=0.0004,
+    transfer_out_gb=0.09,
+    metrics_requested_per_1000=0.01,
 )
 
 # region -> its table. Regions not here are priced as FALLBACK_REGION, and every estimate says so.
@@ -136,6 +168,7 @@ class Workload:
     bitrate_kbps: float = DEFAULT_BITRATE_KBPS
     cpu: int = naming.TASK_CPU
     memory: int = naming.TASK_MEMORY_MIB
+    streams_per_worker: int = naming.FLEET_STREAMS_PER_WORKER  # how the fleet packs streams (its scaling target)
     frames_expire_days: int = naming.FRAMES_EXPIRE_DAYS
     stream_retention_hours: int = naming.STREAM_RETENTION_HOURS
     log_retention_days: int = naming.LOG_RETENTION_DAYS
@@ -158,6 +191,10 @@ class Estimate:
     workload: Workload
     streams: int
     hours_per_day: float
+    workers: int  # Fargate tasks the streams run on
+    fleet: bool  # packed on fleet workers (leases in DynamoDB); False: one-off workers, one task per stream
+    save: bool = False  # `kinase watch --save` downloads every uploaded frame
+    web: bool = False  # the web view (`watch --web`) downloads the frames it shows
     lines: list[Line] = field(default_factory=list)
 
     @property
@@ -181,6 +218,11 @@ class Estimate:
             "prices_source": self.prices.source,
             "streams": self.streams,
             "hours_per_day": self.hours_per_day,
+            "workers": self.workers,
+            "fleet": self.fleet,
+            "streams_per_worker": self.workload.streams_per_worker if self.fleet else 1,
+            "save": self.save,
+            "web": self.web,
             "workload": {
                 "fps": self.workload.fps,
                 "upload": self.workload.upload,
@@ -213,7 +255,7 @@ class Estimate:
         """One line: the figure a command shows before it asks or after it starts something."""
         return (
             f"~${self.usd_per_stream_hour:.3f} per stream-hour, ~${self.usd_per_day:.2f}/day, ~${self.usd_per_month:.0f}/month "
-            f"for {self.streams} stream(s) x {self.hours_per_day:g} h/day at {self.workload.fps:g} frames/s, upload={self.workload.upload} "
+            f"for {self.streams} stream(s) on {self.workers} worker task(s) x {self.hours_per_day:g} h/day at {self.workload.fps:g} frames/s, upload={self.workload.upload} "
             f"(ESTIMATE, {self.where()}, prices as of {self.prices.as_of}; `kinase cost` shows the lines)"
         )
 
@@ -223,25 +265,40 @@ def _round(value: float) -> float:
 
 
 @cache
-def worker_metrics() -> tuple[int, int]:
-    """(custom metrics per stream, bytes per metrics line) of the worker's EMF record with every field set.
+def worker_metrics(frames_per_interval: int = 1) -> tuple[int, int]:
+    """(custom metrics per stream, bytes of metrics lines per interval) of the worker's EMF record with every field set.
 
-    Each metric the record defines is one CloudWatch custom metric per Stream dimension value.
+    Each metric the record defines is one CloudWatch custom metric per Stream dimension value. The
+    record carries each frame latency of its interval (further lines past EMF_MAX_VALUES), so its
+    size grows with the frames an interval delivers.
     """
     import io
-    import json
 
     from worker.metrics import Metrics
 
     out = io.StringIO()
     metrics = Metrics("kinase-env-video", out=out)
-    for name in ("InferenceMs", "LatencyMs"):
-        metrics.time(name, 12.5)
+    metrics.time("InferenceMs", 12.5)
+    for _ in range(max(frames_per_interval, 1)):
+        metrics.time("LatencyMs", LATENCY_SAMPLE_MS)
     metrics.gauge("MillisBehindNow", 1500.0)
-    metrics.emit()
-    line = out.getvalue()
-    record = json.loads(line)
-    return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(line.encode())
+    record = metrics.emit()
+    return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(out.getvalue().encode())
+
+
+def _lease_cycles_per_hour() -> float:
+    """A fleet worker's lease cycles an hour (worker/leases.py): every third of the lease duration (worker/settings.py),
+    each renewing every lease the worker holds and scanning the whole table once."""
+    from worker.settings import BY_FIELD
+
+    return 3600 / (float(BY_FIELD["lease_duration"].default) / 3)
+
+
+def _web_metrics_per_hour() -> float:
+    """Metrics the web view asks CloudWatch for per stream an hour (kinase_cli/web/metrics.py)."""
+    from kinase_cli.web.metrics import EVERY_S, FIGURES
+
+    return len(FIGURES) * 3600 / EVERY_S
 
 
 def estimate(
@@ -251,71 +308,92 @@ def estimate(
     streams: int = 1,
     hours_per_day: float = 24.0,
     metrics_interval: float = 10.0,
+    fleet: bool = True,
+    save: bool = False,
+    web: bool = False,
 ) -> Estimate:
-    """The cost of `streams` streams, each with its own worker task, running `hours_per_day` hours a day."""
+    """The cost of `streams` streams running `hours_per_day` hours a day, on the fleet as it packs them
+    (ceil(streams / streams_per_worker) tasks) or, with fleet=False, on one-off workers (a task each).
+
+    Every line is per stream-hour: what the environment costs an hour while the streams run, divided
+    by the streams (by 1 when there are none, so the figures stay those of one stream).
+    """
     w = workload or Workload()
     problem = invalid_size(w.cpu, w.memory)
     if problem:
         raise ValueError(problem)
     p, priced = prices_for(region)
+    n = max(streams, 1)
+    workers = math.ceil(n / w.streams_per_worker) if fleet else n
+    share = workers / n  # worker tasks per stream
     frames = w.fps * 3600
     uploaded = frames * upload_share(w.upload, w.detected_share)
     frame_gb = w.frame_kb * 1000 / GB
     video_gb = w.bitrate_kbps * 1000 / 8 * 3600 / GB
     batch = min(SQS_BATCH_SIZE, 1 + w.fps * SQS_BATCH_WAIT)  # messages per SendMessageBatch at this rate
-    metric_count, metrics_line_bytes = worker_metrics()
-    log_gb = (3600 / metrics_interval * metrics_line_bytes + LOG_BYTES_PER_HOUR) / GB
+    metric_count, metrics_bytes = worker_metrics(round(w.fps * metrics_interval))
+    log_gb = (3600 / metrics_interval * metrics_bytes + LOG_BYTES_PER_HOUR) / GB
+    fragments = 3600 / FRAGMENT_SECONDS  # one checkpoint per fragment
+    downloads = uploaded * (int(save) + int(web))  # S3 GETs of frames by watch --save and the web view
+    insights_metrics = INSIGHTS_CLUSTER_METRICS + INSIGHTS_FAMILY_METRICS + (INSIGHTS_SERVICE_METRICS if fleet else 0)
+
+    def line(item: str, quantity: float, unit: str, unit_usd: float) -> Line:
+        return Line(item, quantity, unit, unit_usd, quantity * unit_usd)
+
     lines = [
-        Line("Fargate vCPU", w.cpu / 1024, "vCPU-hour", p.fargate_vcpu_hour, w.cpu / 1024 * p.fargate_vcpu_hour),
-        Line("Fargate memory", w.memory / 1024, "GB-hour", p.fargate_gb_hour, w.memory / 1024 * p.fargate_gb_hour),
-        Line("public IPv4 address", 1, "IP-hour", p.ipv4_hour, p.ipv4_hour),
-        Line("S3 PUT (frames)", uploaded, "request", p.s3_put_per_1000 / 1000, uploaded * p.s3_put_per_1000 / 1000),
-        Line(
-            "S3 PUT (checkpoints)",
-            3600 / FRAGMENT_SECONDS,
-            "request",
-            p.s3_put_per_1000 / 1000,
-            3600 / FRAGMENT_SECONDS * p.s3_put_per_1000 / 1000,
-        ),
-        Line(
-            f"S3 storage ({w.frames_expire_days} days)",
-            uploaded * frame_gb,
+        line("Fargate vCPU", share * w.cpu / 1024, "vCPU-hour", p.fargate_vcpu_hour),
+        line("Fargate memory", share * w.memory / 1024, "GB-hour", p.fargate_gb_hour),
+        line("public IPv4 address", share, "IP-hour", p.ipv4_hour),
+        line("S3 PUT (frames)", uploaded, "request", p.s3_put_per_1000 / 1000),
+    ]
+    if fleet:
+        scans = workers * _lease_cycles_per_hour()
+        scan_units = max(1, math.ceil(n * LEASE_ITEM_BYTES / READ_UNIT_BYTES))
+        lines += [
+            line("DynamoDB writes (checkpoints)", fragments, "write unit", p.ddb_write_per_million / 1e6),
+            line("DynamoDB writes (lease renewals)", _lease_cycles_per_hour(), "write unit", p.ddb_write_per_million / 1e6),
+            line("DynamoDB reads (lease table scans)", scans * scan_units / n, "read unit", p.ddb_read_per_million / 1e6),
+        ]
+    else:
+        lines.append(line("S3 PUT (checkpoints)", fragments, "request", p.s3_put_per_1000 / 1000))
+    bucket_requests = uploaded + downloads + (0 if fleet else fragments)
+    lines += [
+        line(f"S3 storage ({w.frames_expire_days} days)", uploaded * frame_gb, "GB", p.s3_gb_month * w.frames_expire_days / DAYS_PER_MONTH),
+        line(
+            f"S3 access logs ({ACCESS_LOGS_EXPIRE_DAYS} days)",
+            bucket_requests * ACCESS_LOG_RECORD_BYTES / GB,
             "GB",
-            p.s3_gb_month * w.frames_expire_days / DAYS_PER_MONTH,
-            uploaded * frame_gb * p.s3_gb_month * w.frames_expire_days / DAYS_PER_MONTH,
+            p.s3_gb_month * ACCESS_LOGS_EXPIRE_DAYS / DAYS_PER_MONTH,
         ),
-        Line(
-            "SQS requests (send, receive, delete)",
-            3 * frames / batch,
-            "request",
-            p.sqs_per_million / 1e6,
-            3 * frames / batch * p.sqs_per_million / 1e6,
-        ),
-        Line("Kinesis Video ingestion", video_gb, "GB", p.kvs_ingest_gb, video_gb * p.kvs_ingest_gb),
-        Line(
+        line("SQS requests (send, receive, delete)", 3 * frames / batch, "request", p.sqs_per_million / 1e6),
+        line("Kinesis Video ingestion", video_gb, "GB", p.kvs_ingest_gb),
+        line(
             f"Kinesis Video storage ({w.stream_retention_hours} h)",
             video_gb,
             "GB",
             p.kvs_gb_month * w.stream_retention_hours / HOURS_PER_MONTH,
-            video_gb * p.kvs_gb_month * w.stream_retention_hours / HOURS_PER_MONTH,
         ),
-        Line("Kinesis Video GetMedia (consumed)", video_gb, "GB", p.kvs_consume_gb, video_gb * p.kvs_consume_gb),
-        Line(
+        line("Kinesis Video GetMedia (consumed)", video_gb, "GB", p.kvs_consume_gb),
+        line(
             f"CloudWatch Logs (ingested, kept {w.log_retention_days} days)",
             log_gb,
             "GB",
             p.logs_ingest_gb + p.logs_gb_month * w.log_retention_days / DAYS_PER_MONTH,
-            log_gb * (p.logs_ingest_gb + p.logs_gb_month * w.log_retention_days / DAYS_PER_MONTH),
         ),
-        Line(
-            "CloudWatch custom metrics",
-            metric_count / HOURS_PER_MONTH,
-            "metric-month",
-            p.metric_month,
-            metric_count / HOURS_PER_MONTH * p.metric_month,
-        ),
+        line("CloudWatch custom metrics", metric_count / HOURS_PER_MONTH, "metric-month", p.metric_month),
+        line("Container Insights metrics", insights_metrics / n / HOURS_PER_MONTH, "metric-month", p.metric_month),
+        line("Container Insights performance logs", share * INSIGHTS_LOG_BYTES_PER_TASK_HOUR / GB, "GB", p.logs_ingest_gb),
     ]
-    return Estimate(region, priced, p, w, streams, hours_per_day, lines)
+    for used, who in ((save, "watch --save"), (web, "web view")):
+        if used:
+            lines += [
+                line(f"S3 GET ({who})", uploaded, "request", p.s3_get_per_1000 / 1000),
+                line(f"data transfer out ({who})", uploaded * frame_gb, "GB", p.transfer_out_gb),
+            ]
+    if web:
+        lines.append(line("CloudWatch GetMetricData (web view)", _web_metrics_per_hour(), "metric", p.metrics_requested_per_1000 / 1000))
+    running = math.ceil(streams / w.streams_per_worker) if fleet else streams
+    return Estimate(region, priced, p, w, streams, hours_per_day, workers=running, fleet=fleet, save=save, web=web, lines=lines)
 
 
 def fargate_hourly(cpu_units: int, memory_mib: int, region: str, count: int = 1) -> FargateHourly:
@@ -342,17 +420,17 @@ class FargateHourly:
 
 
 def running(region: str, tasks: list[dict], workload: Workload | None = None) -> Estimate:
-    """The estimate for what is running: one stream per task, sized as each task is, 24 h a day.
+    """The estimate for what is running: one stream per task (one-off workers), sized as each task is, 24 h a day.
 
     Tasks of different sizes are averaged into one workload: the figure is per the tasks counted.
     """
     w = workload or Workload()
     sized = [(int(t["cpu"]), int(t["memory"])) for t in tasks if t.get("cpu") and t.get("memory")]
     if not sized:
-        return estimate(region, w, streams=0)
+        return estimate(region, w, streams=0, fleet=False)
     cpu = math.fsum(c for c, _ in sized) / len(sized)
     memory = math.fsum(m for _, m in sized) / len(sized)
-    base = estimate(region, w, streams=len(sized))
+    base = estimate(region, w, streams=len(sized), fleet=False)
     scaled = [
         replace(line, quantity=cpu / 1024, usd_per_stream_hour=cpu / 1024 * line.unit_usd)
         if line.item == "Fargate vCPU"

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from infra import naming
 from kinase_cli.aws import cost as costs
 from kinase_cli.options import Json, Region
 from kinase_cli.ui import console, jsonout
@@ -16,16 +17,27 @@ EPILOG = f"""\
 Examples:
 
   kinase cost                                   one stream, 10 frames/s, every frame uploaded
+  kinase cost --streams 9                       9 streams on 3 fleet workers (4 streams a worker)
   kinase cost --streams 8 --hours 12 --upload every:10
   kinase cost --fps 5 --upload detections --detected-share 0.1 --json
+  kinase cost --save --web                      and an operator downloading every frame twice
 
-Every figure is an ESTIMATE from on-demand list prices kept in kinase (dated, with their source, per region; other regions are priced as {costs.FALLBACK_REGION} and say so): no free tier, no Savings Plans, no tax. Each stream has its own worker task. Not counted: Container Insights, VPC flow logs, data transfer to the internet, frames `kinase watch` downloads. The S3 PUTs of uploaded frames are usually the largest line: `--upload` is the worker's {var("upload")} policy.
+Every figure is an ESTIMATE from on-demand list prices kept in kinase (dated, with their source, per region; other regions are priced as {costs.FALLBACK_REGION} and say so): no free tier, no Savings Plans, no tax. The streams run on the fleet as it packs them: ceil(streams / streams per worker) worker tasks. Not counted: VPC flow logs, GPU instances, message bodies `kinase watch` receives. The S3 PUTs of uploaded frames are usually the largest line: `--upload` is the worker's {var("upload")} policy.
 """
 
 
 def cost(
     fps: Annotated[float, typer.Option("--fps", min=0.0, help="Frames each worker processes per second.")] = costs.DEFAULT_FPS,
-    streams: Annotated[int, typer.Option("--streams", min=0, help="Streams, each with its own worker task.")] = 1,
+    streams: Annotated[int, typer.Option("--streams", min=0, help="Streams, packed on fleet worker tasks (--streams-per-worker).")] = 1,
+    streams_per_worker: Annotated[
+        int,
+        typer.Option(
+            "--streams-per-worker",
+            min=1,
+            max=naming.FLEET_MAX_STREAMS_PER_WORKER,
+            help="Streams one fleet worker task reads (the fleet's scaling target by default).",
+        ),
+    ] = naming.FLEET_STREAMS_PER_WORKER,
     hours: Annotated[float, typer.Option("--hours", min=0.0, max=24.0, help="Hours a day the streams run.")] = 24.0,
     upload: Annotated[
         str,
@@ -40,6 +52,12 @@ def cost(
     ] = costs.DEFAULT_BITRATE_KBPS,
     cpu: Annotated[int, typer.Option("--cpu", help="Task CPU units (1024 = 1 vCPU).")] = costs.Workload.cpu,
     memory: Annotated[int, typer.Option("--memory", help="Task memory in MiB (a valid Fargate pair with --cpu).")] = costs.Workload.memory,
+    save: Annotated[
+        bool, typer.Option("--save", help="`kinase watch --save` runs: every uploaded frame downloaded over the internet.")
+    ] = False,
+    web: Annotated[
+        bool, typer.Option("--web", help="The web view (`watch --web`) runs: the frames it shows downloaded, metrics read.")
+    ] = False,
     region: Region = None,
     json_out: Json = False,
 ) -> None:
@@ -47,9 +65,16 @@ def cost(
     try:
         costs.upload_share(upload, detected_share)
         workload = costs.Workload(
-            fps=fps, upload=upload, detected_share=detected_share, frame_kb=frame_kb, bitrate_kbps=bitrate_kbps, cpu=cpu, memory=memory
+            fps=fps,
+            upload=upload,
+            detected_share=detected_share,
+            frame_kb=frame_kb,
+            bitrate_kbps=bitrate_kbps,
+            cpu=cpu,
+            memory=memory,
+            streams_per_worker=streams_per_worker,
         )
-        estimate = costs.estimate(region or costs.FALLBACK_REGION, workload, streams=streams, hours_per_day=hours)
+        estimate = costs.estimate(region or costs.FALLBACK_REGION, workload, streams=streams, hours_per_day=hours, save=save, web=web)
     except ValueError as exc:
         raise KinaseError(str(exc), "see `kinase cost --help`") from None
     if json_out:
