@@ -186,6 +186,7 @@ class ComputeStack(cdk.Stack):
             log_driver=ecs.LogDrivers.aws_logs(stream_prefix="fleet", log_group=log_group),
             environment=fleet_settings,
         )
+        services = {"fleet": fleet.service.service_name}
         if gpu_instance_type:
             gpu = GpuWorkers(
                 self,
@@ -209,12 +210,14 @@ class ComputeStack(cdk.Stack):
             output(self, "GpuTaskDefinitionFamily", gpu.task.family)
             output(self, "GpuCapacityProviderName", gpu.capacity_provider.capacity_provider_name)
             output(self, "GpuFleetServiceName", gpu.fleet_service.service_name)
+            services["fleet (GPU)"] = gpu.fleet_service.service_name
         WorkerDashboard(
             self,
             "Dashboard",
             env_name=env_name,
             streams=[stream_name],
             cluster_name=cluster.cluster_name,
+            services=services,
             queue_name=queue.queue_name,
             dead_letter_queue_name=cdk.Fn.select(4, cdk.Fn.split("/", imported(env_name, "DeadLetterQueueUrl"))),
         )

@@ -4,11 +4,17 @@ One row per configured stream (processed fps, inference ms, latency p50/p95, lag
 gaps), then the queue, the dead-letter queue and the running tasks. Streams added later (a fleet
 picks them up without a deploy) appear in the "all streams" row, drawn by SEARCH expressions.
 Its name is fixed (`naming.dashboard_name`) so the URL output needs no attribute of the resource.
+
+Latency percentiles are of frames: the worker's metrics line carries every frame latency of its
+interval (worker/metrics.py). Running tasks come from Container Insights (enabled on the cluster),
+which publishes RunningTaskCount per {ClusterName, ServiceName} and TaskCount per {ClusterName} only
+("Amazon ECS Container Insights metrics", CloudWatch User Guide): one line per fleet service, and the
+one-off workers (`kinase run-task`) as the cluster's tasks less the services' tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cw
@@ -20,6 +26,7 @@ from infra.stacks.outputs import output
 from worker.metrics import NAMESPACE
 
 PERIOD = cdk.Duration.minutes(1)
+INSIGHTS_NAMESPACE = "ECS/ContainerInsights"
 WIDTH = 24
 STREAM_WIDGETS = 6
 
@@ -80,9 +87,11 @@ class WorkerDashboard(Construct):
         env_name: str,
         streams: Sequence[str],
         cluster_name: str,
+        services: Mapping[str, str],
         queue_name: str,
         dead_letter_queue_name: str,
     ) -> None:
+        """`services`: the cluster's ECS services by the label their running tasks get (the fleet's)."""
         super().__init__(scope, id)
         name = naming.dashboard_name(env_name)
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=name, default_interval=cdk.Duration.hours(3))
@@ -128,24 +137,34 @@ class WorkerDashboard(Construct):
                 "messages",
                 width=8,
             ),
-            _graph(
-                "running worker tasks",
-                [
-                    cw.Metric(
-                        namespace="ECS/ContainerInsights",
-                        metric_name="RunningTaskCount",
-                        dimensions_map={"ClusterName": cluster_name},
-                        statistic="Maximum",
-                        label="running",
-                        period=PERIOD,
-                    )
-                ],
-                "tasks",
-                width=8,
-            ),
+            _graph("running worker tasks", running_tasks(cluster_name, services), "tasks", width=8),
         )
         self.dashboard.add_widgets(*fleet_widgets(env_name))
         output(cdk.Stack.of(self), "DashboardUrl", dashboard_url(name))
+
+
+def _insights(metric: str, dimensions: dict[str, str], label: str) -> cw.Metric:
+    return cw.Metric(
+        namespace=INSIGHTS_NAMESPACE, metric_name=metric, dimensions_map=dimensions, statistic="Maximum", label=label, period=PERIOD
+    )
+
+
+def running_tasks(cluster_name: str, services: Mapping[str, str]) -> list[cw.IMetric]:
+    """Running tasks of each service, and the one-off workers: the cluster's tasks less the services'.
+
+    A service with no running task publishes no point, hence FILL(..., 0)."""
+    per_service = {
+        f"s{i}": _insights("RunningTaskCount", {"ClusterName": cluster_name, "ServiceName": name}, label)
+        for i, (label, name) in enumerate(services.items())
+    }
+    tasks = _insights("TaskCount", {"ClusterName": cluster_name}, "all tasks")
+    one_off = cw.MathExpression(
+        expression=" - ".join(["FILL(tasks, 0)", *(f"FILL({ident}, 0)" for ident in per_service)]),
+        using_metrics={"tasks": tasks, **per_service},
+        label="one-off workers (run-task)",
+        period=PERIOD,
+    )
+    return [*per_service.values(), one_off]
 
 
 def fleet_widgets(env_name: str) -> list[cw.IWidget]:

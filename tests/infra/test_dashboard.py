@@ -25,14 +25,44 @@ STREAM_METRICS = {
 }
 
 
-def body(template: dict) -> dict:
-    """The dashboard body with every CloudFormation token replaced by a readable placeholder."""
+def body(template: dict, *, refs: bool = False) -> dict:
+    """The dashboard body with every CloudFormation token replaced by "TOKEN", or with `refs` by the
+    resource it names ("<LogicalId>" for a Ref, "<LogicalId.Attribute>" for a GetAtt)."""
     (resource,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     value = resource["Properties"]["DashboardBody"]
     if isinstance(value, dict):
         _, parts = value["Fn::Join"]
-        value = "".join(p if isinstance(p, str) else "TOKEN" for p in parts)
+        value = "".join(p if isinstance(p, str) else _named(p) if refs else "TOKEN" for p in parts)
     return json.loads(value)
+
+
+def _named(token: dict) -> str:
+    if "Ref" in token:
+        return f"<{token['Ref']}>"
+    if "Fn::GetAtt" in token:
+        return "<{}.{}>".format(*token["Fn::GetAtt"])
+    return "TOKEN"
+
+
+# What Container Insights publishes for ECS, by metric: its dimension sets ("Amazon ECS Container
+# Insights metrics", CloudWatch User Guide). A widget drawing another combination draws nothing.
+INSIGHTS_DIMENSIONS = {
+    "RunningTaskCount": {("ClusterName", "ServiceName")},
+    "DesiredTaskCount": {("ClusterName", "ServiceName")},
+    "PendingTaskCount": {("ClusterName", "ServiceName")},
+    "TaskCount": {("ClusterName",)},
+    "ServiceCount": {("ClusterName",)},
+}
+
+
+def insights_rows(widget: dict) -> list[tuple[str, dict, dict]]:
+    """(metric, {dimension: value}, options) of each Container Insights metric the widget draws or uses."""
+    found = []
+    for row in metric_rows(widget):
+        if row[0] == "ECS/ContainerInsights":
+            names = row[2:-1] if isinstance(row[-1], dict) else row[2:]
+            found.append((row[1], dict(zip(names[::2], names[1::2])), row[-1] if isinstance(row[-1], dict) else {}))
+    return found
 
 
 def metric_rows(widget: dict) -> list[list]:
@@ -81,9 +111,64 @@ def test_queue_dlq_running_tasks_and_streams_added_later(compute_template):
     assert ("ApproximateNumberOfMessagesNotVisible", ("QueueName", "TOKEN")) in sqs
     dlq = next(w for w in widgets if w["properties"].get("title") == "dead-letter queue depth")
     assert metric_rows(dlq)[0][:3] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName"]
-    assert any(row[:3] == ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName"] for row in rows)
     searches = [row[0]["expression"] for row in rows if isinstance(row[0], dict)]
     assert f"SEARCH('{{{metrics.NAMESPACE},Stream}} MetricName=\"ProcessedFps\"', 'Average', 60)" in searches
+
+
+def test_running_tasks_per_fleet_service_and_one_off_workers_on_metrics_container_insights_publishes(compute_template):
+    widgets = body(compute_template, refs=True)["widgets"]
+    running = next(w for w in widgets if w["properties"].get("title") == "running worker tasks")
+    rows = insights_rows(running)
+    for metric, dimensions, _ in rows:
+        assert tuple(sorted(dimensions)) in INSIGHTS_DIMENSIONS[metric], (metric, dimensions)
+    resources = compute_template["Resources"]
+    (cluster_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::ECS::Cluster"]
+    (service_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::ECS::Service"]
+    assert [(m, d) for m, d, _ in rows] == [
+        ("RunningTaskCount", {"ClusterName": f"<{cluster_id}>", "ServiceName": f"<{service_id}.Name>"}),
+        ("TaskCount", {"ClusterName": f"<{cluster_id}>"}),
+    ]
+    assert [o.get("label") for _, _, o in rows] == ["fleet", "all tasks"]
+    (expression,) = [row[0] for row in metric_rows(running) if isinstance(row[0], dict)]
+    assert expression["expression"] == "FILL(tasks, 0) - FILL(s0, 0)"
+    # Container Insights metrics exist only for a cluster that has it enabled.
+    assert {"Name": "containerInsights", "Value": "enabled"} in resources[cluster_id]["Properties"]["ClusterSettings"]
+
+
+def test_a_gpu_fleet_service_gets_its_own_running_line():
+    app = new_app()
+    stack = cdk.Stack(app, "Dash")
+    services = {"fleet": "kinase-test-fleet", "fleet (GPU)": "kinase-test-fleet-gpu"}
+    WorkerDashboard(stack, "D", env_name=ENV, streams=[], cluster_name="c", services=services, queue_name="q", dead_letter_queue_name="dlq")
+    widgets = body(app.synth().get_stack_by_name("Dash").template)["widgets"]
+    running = next(w for w in widgets if w["properties"].get("title") == "running worker tasks")
+    rows = insights_rows(running)
+    assert [(m, d.get("ServiceName"), o["label"]) for m, d, o in rows] == [
+        ("RunningTaskCount", "kinase-test-fleet", "fleet"),
+        ("RunningTaskCount", "kinase-test-fleet-gpu", "fleet (GPU)"),
+        ("TaskCount", None, "all tasks"),
+    ]
+    (expression,) = [row[0] for row in metric_rows(running) if isinstance(row[0], dict)]
+    assert expression["expression"] == "FILL(tasks, 0) - FILL(s0, 0) - FILL(s1, 0)"
+
+
+def test_latency_percentiles_are_over_the_frame_latencies_the_worker_emits(compute_template):
+    """The p95 the dashboard draws is CloudWatch's percentile of the values of LatencyMs, which the worker
+    emits as every frame latency of its interval (an EMF array), not as a mean per interval."""
+    import io
+
+    out = io.StringIO()
+    worker = metrics.Metrics("cam", out=out)
+    for ms in (10.0, 20.0, 900.0):
+        worker.time("LatencyMs", ms)
+    assert worker.emit()["LatencyMs"] == [10.0, 20.0, 900.0]
+    widgets = body(compute_template)["widgets"]
+    stream = naming.stream_name(ENV)
+    latency = next(w for w in widgets if w["properties"].get("title") == f"{stream}: latency p50/p95")
+    assert [(row[1], row[-1].get("stat")) for row in metric_rows(latency)] == [("LatencyMs", "p50"), ("LatencyMs", "p95")]
+    every = next(w for w in widgets if w["properties"].get("title") == "all streams: latency p95")
+    (search,) = [row[0]["expression"] for row in metric_rows(every)]
+    assert search == f"SEARCH('{{{metrics.NAMESPACE},Stream}} MetricName=\"LatencyMs\"', 'p95', 60)"
 
 
 def test_its_url_is_a_compute_output_listed_by_the_cli(compute_template):
@@ -101,7 +186,9 @@ def test_every_stream_gets_its_own_row():
     app = new_app()
     stack = cdk.Stack(app, "Dash")
     streams = ["lobby-cam", "dock-cam", "yard-cam"]
-    WorkerDashboard(stack, "D", env_name=ENV, streams=streams, cluster_name="c", queue_name="q", dead_letter_queue_name="dlq")
+    WorkerDashboard(
+        stack, "D", env_name=ENV, streams=streams, cluster_name="c", services={"fleet": "s"}, queue_name="q", dead_letter_queue_name="dlq"
+    )
     template = app.synth().get_stack_by_name("Dash").template
     widgets = body(template)["widgets"]
     for stream in streams:
