@@ -35,6 +35,9 @@ SEEK_HEAD = 0x114D9B74
 INFO = 0x1549A966
 TIMECODE_SCALE = 0x2AD7B1
 TRACKS = 0x1654AE6B
+TRACK_ENTRY = 0xAE
+TRACK_NUMBER = 0xD7
+TRACK_TYPE = 0x83
 CLUSTER = 0x1F43B675
 TIMECODE = 0xE7
 SIMPLE_BLOCK = 0xA3
@@ -55,6 +58,7 @@ LEVEL1 = frozenset({SEEK_HEAD, INFO, TRACKS, CLUSTER, CUES, CHAPTERS, ATTACHMENT
 TOP_LEVEL = frozenset({EBML, SEGMENT})
 UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 DEFAULT_TIMECODE_SCALE = 1_000_000  # ns per timecode tick: timecodes in ms
+VIDEO_TRACK_TYPE = 1  # TrackType values: 1 video, 2 audio, 0x11 subtitle, 0x21 metadata...
 
 TAG_PREFIX = "AWS_KINESISVIDEO_"
 FRAGMENT_NUMBER = "AWS_KINESISVIDEO_FRAGMENT_NUMBER"
@@ -197,18 +201,34 @@ def cluster_timecode(cluster_payload: bytes) -> int:
     raise MkvError("cluster without a Timecode")
 
 
-def block_timecodes(cluster_payload: bytes) -> list[int]:
-    """Each block's timecode relative to its cluster, in ticks, in stored order."""
+def video_track(tracks_payload: bytes) -> int | None:
+    """The track number of the first video track in a Tracks payload; None when it has none.
+
+    A camera with a microphone (the Kinesis Video producer SDK, kvssink) sends AAC blocks beside the
+    H.264 ones in the same clusters: only the video track's blocks are frames."""
+    for element_id, entry in iter_children(tracks_payload):
+        if element_id != TRACK_ENTRY:
+            continue
+        kind, number = child(entry, TRACK_TYPE), child(entry, TRACK_NUMBER)
+        if kind is not None and number is not None and read_uint(kind) == VIDEO_TRACK_TYPE:
+            return read_uint(number)
+    return None
+
+
+def block_timecodes(cluster_payload: bytes, track: int | None = None) -> list[int]:
+    """Each block's timecode relative to its cluster, in ticks, in stored order: of every track, or
+    of `track` only (the blocks of other tracks, audio or metadata, are left out)."""
     found = []
     for element_id, body in iter_children(cluster_payload):
         if element_id == BLOCK_GROUP:
             body = child(body, BLOCK) or b""
         elif element_id != SIMPLE_BLOCK:
             continue
-        _, track_len = read_vint(body, 0)
+        number, track_len = read_vint(body, 0)
         if len(body) < track_len + 2:
             raise MkvError("truncated block")
-        found.append(int.from_bytes(body[track_len : track_len + 2], "big", signed=True))
+        if track is None or number == track:
+            found.append(int.from_bytes(body[track_len : track_len + 2], "big", signed=True))
     return found
 
 
@@ -347,7 +367,7 @@ class Fragment:
     data: bytes
     tags: dict[str, str] = field(default_factory=dict)
     cluster_timecode: int | None = None  # ms
-    block_timecodes: list[int] = field(default_factory=list)  # ms, relative to the cluster
+    block_timecodes: list[int] = field(default_factory=list)  # ms, relative to the cluster: the video track's blocks (frames) only
 
     @property
     def fragment_number(self) -> str | None:
@@ -387,11 +407,13 @@ def iter_fragments(readable: BinaryIO) -> Iterator[Fragment]:
     """Split a GetMedia body into fragments, each yielded as soon as its trailing Tags arrive.
 
     A fragment whose tags carry an error code (the service's way to end a session on an error) is
-    yielded as it is; the caller checks `fragment.error_code`.
+    yielded as it is; the caller checks `fragment.error_code`. Its `block_timecodes` are those of
+    the video track named in its Tracks (every block when Tracks names no video track).
     """
     parts: list[bytes] = []
     tags: dict[str, str] = {}
     scale = DEFAULT_TIMECODE_SCALE
+    video: int | None = None
     timecode = None
     blocks: list[int] = []
 
@@ -417,9 +439,11 @@ def iter_fragments(readable: BinaryIO) -> Iterator[Fragment]:
         parts.append(el.raw)
         if el.id == INFO:
             scale = timecode_scale(el.body)
+        elif el.id == TRACKS:
+            video = video_track(el.body)
         elif el.id == CLUSTER:
             timecode = cluster_timecode(el.body)
-            blocks = block_timecodes(el.body)
+            blocks = block_timecodes(el.body, video)
         elif el.id == TAGS:
             tags.update({k: v for k, v in parse_tags(el.body).items() if k.startswith(TAG_PREFIX)})
             if timecode is not None or ERROR_CODE in tags:

@@ -8,7 +8,9 @@ chunked transfer encoding on a raw connection, while a thread reads the acknowle
 The Matroska is written by PyAV's muxer with `live=1` (no seeking on the network sink) and `dash=1`
 (one Cluster per key frame, i.e. one fragment per GOP; without it a live muxer cuts small clusters
 that do not start on key frames). H.264 is copied; anything else is re-encoded to H.264 with a
-one-second GOP. Uploads never exceed PutMedia's five fragments per second per stream.
+one-second GOP. A camera file's audio goes along (copied, in the same clusters, as the producer
+SDK sends a microphone's AAC) when Kinesis Video takes its codec; consumers read the video track's
+blocks as frames. Uploads never exceed PutMedia's five fragments per second per stream.
 
 Honest timestamps: the service refuses fragments stamped in the future (PutMedia error 4007), so a
 fragment is never sent before its producer time. `--realtime` stamps the first frame now and paces
@@ -37,6 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kinase_cli.ui.errors import KinaseError
+from worker import callrecord
 from worker.contract import iso
 
 LIVE_MKV_OPTIONS = {
@@ -45,6 +48,7 @@ LIVE_MKV_OPTIONS = {
     "cluster_size_limit": str(50 * 1024 * 1024),  # the PutMedia fragment limit
     "cluster_time_limit": "10000",  # ms; the PutMedia fragment duration limit
 }
+AUDIO_CODECS = ("aac", "pcm_alaw", "pcm_mulaw")  # what Kinesis Video's consumers take beside H.264 (GetClip: AAC or G.711)
 ACK_WAIT_SECONDS = 60.0
 SESSION_SECONDS = 40 * 60.0  # a PutMedia connection is renewed after this long (the service ends them after ~45 min)
 MAX_FRAGMENTS_PER_SECOND = 5  # the PutMedia limit per stream; faster uploads are throttled
@@ -72,6 +76,9 @@ class RemuxStats:
     media_seconds: float = 0.0
     passes: int = 0
     done: bool = False  # the muxer is closed: every cluster has been written
+    audio: str | None = None  # codec of the audio track sent beside the video
+    audio_packets: int = 0
+    audio_dropped: str | None = None  # the file's audio track that was not sent: its codec, or "--no-audio"
 
     @property
     def clusters_written(self) -> int:
@@ -135,6 +142,12 @@ def media_seconds(path: Path) -> float:
     return last + 1 / fps
 
 
+def _audio_stream(container):
+    """The file's first audio track when Kinesis Video takes its codec as it is, else None."""
+    heard = container.streams.audio[0] if container.streams.audio else None
+    return heard if heard is not None and heard.codec_context.name in AUDIO_CODECS else None
+
+
 def _needs_reencode(stream) -> bool:
     extradata = stream.codec_context.extradata or b""
     return stream.codec_context.name != "h264" or not extradata or extradata[0] != 1  # not AVCC
@@ -149,8 +162,12 @@ def remux(
     stop: threading.Event | None = None,
     on_frame: Callable[[RemuxStats], None] | None = None,
     max_fragment_rate: float | None = None,
+    audio: bool = True,
 ) -> RemuxStats:
     """Write `path` as one live Matroska stream to `send`; `loops` passes (0: until `stop`).
+
+    `audio`: the file's first audio track goes along, copied, when Kinesis Video takes its codec
+    (AUDIO_CODECS); another codec's track is left out and named in `stats.audio_dropped`.
 
     `clock_start` (epoch seconds of media time 0): no frame is written before its time on the wall
     clock. `max_fragment_rate` (fragments per second) holds back each key frame, which is what
@@ -164,6 +181,9 @@ def remux(
     source = first.streams.video[0]
     stats.codec = source.codec_context.name
     stats.reencoded = _needs_reencode(source)
+    sound = _audio_stream(first) if audio else None
+    if first.streams.audio and sound is None:
+        stats.audio_dropped = first.streams.audio[0].codec_context.name if audio else "--no-audio"
     fps = float(source.average_rate or source.guessed_rate or 25)
     width, height = source.codec_context.width, source.codec_context.height
 
@@ -171,7 +191,9 @@ def remux(
         stats.bytes += len(data)
         send(data)
 
-    out = av.open(_Sink(write), "w", format="matroska", options=LIVE_MKV_OPTIONS)
+    # dash mode takes one track only: with audio, the muxer cuts a cluster at a video key frame once it holds 4 kB
+    options = {k: v for k, v in LIVE_MKV_OPTIONS.items() if k != "dash"} if sound is not None else LIVE_MKV_OPTIONS
+    out = av.open(_Sink(write), "w", format="matroska", options=options)
     if stats.reencoded:
         target = out.add_stream("libx264", rate=round(fps) or 25)
         target.width, target.height = width - width % 2, height - height % 2
@@ -181,6 +203,10 @@ def remux(
         target.options = {"g": gop, "keyint_min": gop, "x264-params": "scenecut=0", "bf": "0", "preset": "veryfast", "crf": "23"}
     else:
         target = out.add_stream_from_template(source)
+    audio_target = None
+    if sound is not None:
+        stats.audio = sound.codec_context.name
+        audio_target = out.add_stream_from_template(sound)
     first.close()
 
     offset = 0.0  # seconds added to this pass's timestamps, so they keep increasing across passes
@@ -194,7 +220,7 @@ def remux(
                 stop.wait(delay)
 
     def mux(packet) -> None:
-        if packet.is_keyframe:
+        if packet.is_keyframe and packet.stream.type == "video":  # a video key frame starts a cluster (audio packets all are key frames)
             if max_fragment_rate and stats.key_frames:
                 delay = last_key[0] + 1 / max_fragment_rate - time.monotonic()
                 if delay > 0:
@@ -203,48 +229,66 @@ def remux(
             stats.key_frames += 1
         out.mux(packet)
 
+    def copy(packet, into, start: int, tb) -> float:
+        """Mux a packet as it is, shifted by this pass's offset; its time in seconds."""
+        t = float((packet.pts - start) * tb) + offset
+        pace(t)
+        shift = round(offset / tb) - start
+        packet.pts += shift
+        packet.dts = (packet.dts if packet.dts is not None else packet.pts - shift) + shift
+        packet.stream = into
+        mux(packet)
+        return t
+
+    heard_until = [None]  # the last audio packet's time: a pass's audio may outlast its video (and AAC starts early)
+
+    def copy_audio(packet, heard) -> None:
+        t = float((packet.pts - (heard.start_time or 0)) * heard.time_base) + offset
+        if heard_until[0] is not None and t <= heard_until[0]:
+            return
+        heard_until[0] = t
+        copy(packet, audio_target, heard.start_time or 0, heard.time_base)
+        stats.audio_packets += 1
+
     try:
         while not stop.is_set() and (loops == 0 or stats.passes < loops):
             container = _open(path)
             stream = container.streams.video[0]
             tb = stream.time_base
             start = stream.start_time or 0
+            heard = container.streams.audio[0] if audio_target is not None else None
             pass_end = 0.0
             try:
-                if stats.reencoded:
-                    for frame in container.decode(stream):
-                        if stop.is_set():
-                            break
-                        if frame.pts is None:
-                            continue
-                        t = float((frame.pts - start) * tb) + offset
-                        pace(t)
-                        image = frame.reformat(width=target.width, height=target.height, format="yuv420p")
-                        image.pts, image.time_base = round(t * 1000), Fraction(1, 1000)
-                        image.pict_type = 0  # not the source's I-frames: the encoder's own one-second GOP
-                        for packet in target.encode(image):
-                            mux(packet)
-                        stats.frames += 1
-                        pass_end = max(pass_end, t - offset + 1 / fps)
-                        if on_frame:
-                            on_frame(stats)
-                else:
-                    for packet in container.demux(stream):
-                        if stop.is_set():
-                            break
-                        if packet.pts is None or packet.size == 0:
-                            continue
-                        t = float((packet.pts - start) * tb) + offset
-                        pace(t)
-                        shift = round(offset / tb) - start
-                        packet.pts += shift
-                        packet.dts = (packet.dts if packet.dts is not None else packet.pts - shift) + shift
-                        packet.stream = target
-                        mux(packet)
-                        stats.frames += 1
-                        pass_end = max(pass_end, t - offset + 1 / fps)
-                        if on_frame:
-                            on_frame(stats)
+                for packet in container.demux(*([stream, heard] if heard is not None else [stream])):
+                    if stop.is_set():
+                        break
+                    if packet.stream is heard:
+                        if packet.pts is not None and packet.size:
+                            copy_audio(packet, heard)
+                        continue
+                    if stats.reencoded:
+                        for frame in packet.decode():
+                            if frame.pts is None:
+                                continue
+                            t = float((frame.pts - start) * tb) + offset
+                            pace(t)
+                            image = frame.reformat(width=target.width, height=target.height, format="yuv420p")
+                            image.pts, image.time_base = round(t * 1000), Fraction(1, 1000)
+                            image.pict_type = 0  # not the source's I-frames: the encoder's own one-second GOP
+                            for encoded in target.encode(image):
+                                mux(encoded)
+                            stats.frames += 1
+                            pass_end = max(pass_end, t - offset + 1 / fps)
+                            if on_frame:
+                                on_frame(stats)
+                        continue
+                    if packet.pts is None or packet.size == 0:
+                        continue
+                    t = copy(packet, target, start, tb)
+                    stats.frames += 1
+                    pass_end = max(pass_end, t - offset + 1 / fps)
+                    if on_frame:
+                        on_frame(stats)
             except av.error.FFmpegError as exc:
                 raise KinaseError(f"cannot read video {path}: {exc.strerror or exc}") from None
             finally:
@@ -307,6 +351,7 @@ class PutMediaSession:
             },
         )
         SigV4Auth(credentials, "kinesisvideo", region).add_auth(request)
+        callrecord.record_call("cli", "kinesisvideo", "PutMedia", region, {"StreamName": stream_name})
         head = [f"POST {parts.path} HTTP/1.1"]
         head += [f"{name}: {value}" for name, value in request.headers.items()]
         head += ["Transfer-Encoding: chunked", "Connection: close", "", ""]
@@ -416,6 +461,7 @@ class PutResult:
     producer_start_timestamp: float
     elapsed_seconds: float
     sessions: int = 1
+    fragments: int = 0  # clusters sent (one per GOP; with audio, a GOP under 4 kB shares the next one's)
 
     def summary(self) -> dict:
         persisted = self.acks.persisted
@@ -426,7 +472,9 @@ class PutResult:
             "reencoded": self.remux.reencoded,
             "passes": self.remux.passes,
             "frames": self.remux.frames,
-            "fragments": self.remux.key_frames,
+            "fragments": self.fragments,
+            "audio": self.remux.audio,
+            "audio_dropped": self.remux.audio_dropped,
             "persisted": len(persisted),
             "acks": dict(sorted(self.acks.events.items())),
             "bytes": self.remux.bytes,
@@ -494,6 +542,7 @@ class _Uploader:
         self.sessions = 1
         self.header = b""
         self.sent = 0  # clusters sent on the current session
+        self.total = 0  # clusters sent, all sessions together: the fragments the service must persist
         self.clusters = _Clusters(self._header, self._cluster)
 
     def _header(self, header: bytes) -> None:
@@ -513,6 +562,7 @@ class _Uploader:
             self.session.send(self.header)
         self.session.send(cluster)
         self.sent += 1
+        self.total += 1
 
     def finish(self) -> AckStats:
         if self.clusters.buf:
@@ -538,6 +588,7 @@ def put_file(
     realtime: bool = False,
     stop: threading.Event | None = None,
     on_progress: Callable[[RemuxStats, AckStats], None] | None = None,
+    audio: bool = True,
 ) -> PutResult:
     """Upload `path` to `stream_name` with PutMedia; raise KinaseError unless every fragment persisted.
 
@@ -569,14 +620,15 @@ def put_file(
         clock_start=producer_start,
         stop=stop,
         max_fragment_rate=MAX_FRAGMENTS_PER_SECOND,
+        audio=audio,
         on_frame=(lambda s: on_progress(s, uploader.acks)) if on_progress else None,
     )
     acks = uploader.finish()
     if on_progress:
         on_progress(stats, acks)
-    if len(acks.persisted) < stats.key_frames:
+    if len(acks.persisted) < uploader.total:
         raise KinaseError(
-            f"only {len(acks.persisted)} of {stats.key_frames} fragments were acknowledged PERSISTED",
+            f"only {len(acks.persisted)} of {uploader.total} fragments were acknowledged PERSISTED",
             "check the stream with `kinase stream describe`",
         )
-    return PutResult(stream_name, str(path), stats, acks, producer_start, time.monotonic() - started, uploader.sessions)
+    return PutResult(stream_name, str(path), stats, acks, producer_start, time.monotonic() - started, uploader.sessions, uploader.total)

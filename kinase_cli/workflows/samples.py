@@ -101,11 +101,13 @@ def shapes_video(
     codec: str = "h264",
     shapes: int = 2,
     gop: int | None = None,
+    audio: bool = False,
 ) -> list[list[dict]]:
     """Write a video of `shapes` moving shapes; returns the ground truth of every frame.
 
     `gop` sets the key-frame interval (default: one per second), which is the Kinesis Video
-    fragment length after `kinase stream put`.
+    fragment length after `kinase stream put`. `audio` adds an AAC track (a tone) beside the video,
+    as a camera with a microphone sends it.
     """
     import av
 
@@ -120,7 +122,10 @@ def shapes_video(
         stream.pix_fmt = "yuv420p"
         if codec in ("h264", "libx264"):
             stream.options = {"g": str(gop or fps), "bf": "0", "preset": "veryfast", "crf": "23"}
-        for _ in range(frames):
+        tone = _Tone(container) if audio else None
+        for index in range(frames):
+            if tone:
+                tone.until((index + 1) / fps)
             img = bg.copy()
             for s in scene:
                 draw(img, s)
@@ -137,7 +142,36 @@ def shapes_video(
                     s.vy, s.y = -s.vy, min(max(s.y, s.r), height - s.r)
         for packet in stream.encode():
             container.mux(packet)
+        if tone:
+            tone.close()
     return result
+
+
+class _Tone:
+    """An AAC track of a 440 Hz tone, encoded in the encoder's own frame size as the video advances."""
+
+    RATE = 16000
+
+    def __init__(self, container):
+        self.container = container
+        self.stream = container.add_stream("aac", rate=self.RATE, layout="mono")
+        self.samples = 0
+
+    def until(self, seconds: float) -> None:
+        import av
+
+        size = self.stream.codec_context.frame_size or 1024
+        while self.samples < seconds * self.RATE:
+            t = (self.samples + np.arange(size)) / self.RATE
+            frame = av.AudioFrame.from_ndarray(
+                (0.2 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)[None, :], format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = self.RATE, self.samples
+            self.container.mux(self.stream.encode(frame))
+            self.samples += size
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode(None))
 
 
 def shapes_dataset(root: str | Path, *, train: int = 300, val: int = 60, imgsz: int = 320, seed: int = 0) -> Path:

@@ -24,6 +24,18 @@ def live_mkv(tmp_path_factory) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.fixture(scope="module")
+def camera_with_microphone(tmp_path_factory) -> bytes:
+    """What the Kinesis Video producer SDK sends for a camera with a microphone: AAC blocks beside the H.264
+    ones in the same clusters (30 video frames, GOP 15, and a 16 kHz AAC track), remuxed by `kinase stream put`."""
+    path = tmp_path_factory.mktemp("mkv") / "camera.mp4"
+    shapes_video(path, frames=30, fps=15, size=(320, 240), gop=15, audio=True)
+    chunks: list[bytes] = []
+    stats = kvs_put.remux(path, chunks.append)
+    assert (stats.audio, stats.frames) == ("aac", 30) and stats.audio_packets > 0
+    return b"".join(chunks)
+
+
 def getmedia_body(stream: bytes, start_number: int = 1000, producer_start: float = 1700000000.0) -> bytes:
     """What GetMedia returns for `stream`: per cluster, a standalone file with the Kinesis tags."""
     header, clusters = b"", []
@@ -185,3 +197,25 @@ def test_error_tags_end_a_fragment():
 def test_garbage_raises_mkv_error(garbage):
     with pytest.raises(mkv.MkvError):
         list(mkv.iter_fragments(io.BytesIO(garbage)))
+
+
+def test_only_the_video_tracks_blocks_are_frames(camera_with_microphone):
+    """The audio track's blocks share the clusters; a fragment's blocks (its frame positions) are the video ones."""
+    level1 = list(mkv.iter_level1(io.BytesIO(camera_with_microphone)))
+    tracks = next(el for el in level1 if el.id == mkv.TRACKS)
+    video = mkv.video_track(tracks.body)
+    clusters = [el for el in level1 if el.id == mkv.CLUSTER]
+    assert len(clusters) == 2
+    assert all(len(mkv.block_timecodes(c.body)) > len(mkv.block_timecodes(c.body, video)) == 15 for c in clusters)
+    fragments = list(mkv.iter_fragments(io.BytesIO(getmedia_body(camera_with_microphone))))
+    assert [len(f.block_timecodes) for f in fragments] == [15, 15]
+    for fragment in fragments:
+        pts = decode_pts(fragment.data)
+        assert [fragment.cluster_timecode + b for b in fragment.block_timecodes] == pts  # block i is video frame i
+
+
+def test_a_track_list_without_video_names_no_video_track():
+    entry = mkv.element(mkv.TRACK_ENTRY, mkv.uint_element(mkv.TRACK_NUMBER, 1) + mkv.uint_element(mkv.TRACK_TYPE, 2))
+    assert mkv.video_track(entry) is None
+    video = mkv.element(mkv.TRACK_ENTRY, mkv.uint_element(mkv.TRACK_NUMBER, 2) + mkv.uint_element(mkv.TRACK_TYPE, 1))
+    assert mkv.video_track(entry + video) == 2

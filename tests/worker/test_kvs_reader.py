@@ -141,6 +141,54 @@ def test_access_errors_stop_the_worker_at_once():
     assert "NotAuthorizedException" in str(err.value) and len(media.calls) == 1
 
 
+class Reset(io.RawIOBase):
+    """A connection that delivers `data` and is then reset by the network (a middlebox, a session's end cut short)."""
+
+    def __init__(self, data: bytes = b""):
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, n: int = -1) -> bytes:
+        if self.data:
+            chunk, self.data = self.data[:n], self.data[n:]
+            return chunk
+        raise urllib3.exceptions.ProtocolError("Connection broken", ConnectionResetError(104, "Connection reset by peer"))
+
+    read = read1
+
+
+def test_connections_reset_after_they_were_open_are_not_failures():
+    """A night-time camera behind a middlebox that resets idle connections sooner than the read timeout: every
+    GetMedia succeeds and its connection is then reset. That is idleness, not a failing call: the reader keeps
+    reconnecting (within the call rate) past its give-up window; only consecutive failed calls count (below)."""
+    source, media, metrics = reader(lambda n: b"", give_up_after=0.5, calls=12)
+    media.answers = lambda n: None
+    media.get_media = lambda StreamName, StartSelector: (Media.get_media(media, StreamName, StartSelector), {"Payload": Reset()})[1]
+    assert list(source) == []  # twelve calls at least MIN_CALL_INTERVAL apart: over five times the give-up window
+    assert len(media.calls) == 12
+    assert metrics.totals["Reconnects"] >= 11
+    gaps = [b[0] - a[0] for a, b in zip(media.calls, media.calls[1:])]
+    assert min(gaps) >= kvs.MIN_CALL_INTERVAL * 0.99
+
+
+def test_failing_calls_still_give_up_between_connections_that_were_reset():
+    """Consecutive GetMedia calls that fail (no connection) count towards giving up, as before."""
+    from botocore.exceptions import EndpointConnectionError
+
+    source, media, _ = reader(lambda n: b"", give_up_after=1)
+
+    def refused(StreamName, StartSelector):
+        media.calls.append((time.monotonic(), StartSelector))
+        raise EndpointConnectionError(endpoint_url="http://media")
+
+    media.get_media = refused
+    with pytest.raises(SourceError) as err:
+        list(source)
+    assert "failing for 1s" in str(err.value) and len(media.calls) >= 2
+
+
 def fragment(number: int, arrived: float, shot: float) -> mkv.Fragment:
     """A one-second fragment (ten frames) the service received at `arrived`, shot at `shot` by the producer's clock."""
     tags = {mkv.FRAGMENT_NUMBER: str(number), mkv.SERVER_TIMESTAMP: f"{arrived:.3f}", mkv.PRODUCER_TIMESTAMP: f"{shot:.3f}"}

@@ -79,6 +79,15 @@ def is_read_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or any(cls.__name__ == "ReadTimeoutError" for cls in type(exc).__mro__)
 
 
+def is_connection_end(exc: BaseException) -> bool:
+    """The connection of a body being read was reset or cut (urllib3's ProtocolError, botocore's
+    ResponseStreamingError, a socket error), as opposed to what the service said (error tags) or sent (media)."""
+    if isinstance(exc, (ErrorTag, mkv.MkvError)):
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return isinstance(exc, OSError) or bool(names & {"ProtocolError", "ResponseStreamingError", "IncompleteRead", "HTTPException"})
+
+
 def _duration(fragment: mkv.Fragment) -> float:
     """A fragment's duration in seconds, from its block timecodes (one frame interval past the last)."""
     blocks = fragment.block_timecodes
@@ -196,6 +205,7 @@ class KvsSource:
         while not self.stop.is_set():
             self._pace_calls()
             in_body = False
+            connected_at = time.monotonic()
             try:
                 media = self._media_client(refresh)
                 log.log(logging.DEBUG if self.idle_since is not None else logging.INFO, "GetMedia %s from %s", self.stream, self.selector)
@@ -246,6 +256,23 @@ class KvsSource:
                 if in_body and is_read_timeout(exc):
                     failing_since, attempt = None, 0  # the service held the connection: idle, not failing
                     self._went_idle()
+                    if self._idle_exit_due():
+                        return
+                    continue
+                if in_body and is_connection_end(exc):
+                    # The call succeeded and its connection was then reset or cut (a middlebox resetting idle
+                    # connections, a session the service ended): reconnect from the position reached, not a failure.
+                    failing_since, attempt = None, 0
+                    self.metrics.count("Reconnects")
+                    if self.last_media < connected_at:
+                        self._went_idle()
+                        log.debug(
+                            "idle GetMedia connection on %s ended (%s); reconnecting from %s", self.stream, aws.describe(exc), self.selector
+                        )
+                    else:
+                        log.info(
+                            "GetMedia connection on %s ended (%s); reconnecting from %s", self.stream, aws.describe(exc), self.selector
+                        )
                     if self._idle_exit_due():
                         return
                     continue
