@@ -18,6 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError  # noqa: F401 (used by the sources)
 
+from worker import callrecord
 from worker.retry import BOTOCORE_RETRIES, delay, error_code, is_transient
 
 log = logging.getLogger("kinase.worker.aws")
@@ -36,7 +37,9 @@ def session() -> boto3.session.Session:
 
 def client(sess: boto3.session.Session, service: str, **kwargs):
     config = kwargs.pop("config", None)
-    return sess.client(service, config=RETRY_CONFIG.merge(config) if config else RETRY_CONFIG, **kwargs)
+    made = sess.client(service, config=RETRY_CONFIG.merge(config) if config else RETRY_CONFIG, **kwargs)
+    callrecord.install(made.meta.events, "worker")
+    return made
 
 
 def describe(exc: BaseException) -> str:

@@ -80,15 +80,19 @@ class Target:
     def session(self):
         import boto3
 
+        from worker import callrecord
+
         if self.local:
-            return boto3.Session(
+            session = boto3.Session(
                 aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                 region_name=self.region or LOCAL_REGION,
             )
-        session = boto3.Session(profile_name=self.profile, region_name=self.region)
-        if not session.region_name:
-            raise KinaseError("no AWS region configured", "pass --region or set AWS_REGION")
+        else:
+            session = boto3.Session(profile_name=self.profile, region_name=self.region)
+            if not session.region_name:
+                raise KinaseError("no AWS region configured", "pass --region or set AWS_REGION")
+        callrecord.install(session.events, "cli")
         return session
 
     @property

@@ -16,8 +16,10 @@ from __future__ import annotations
 from infra import naming
 from kinase_cli.aws.target import Target
 from kinase_cli.ui import console
+from worker import callrecord
 
 
+@callrecord.standing_in()
 def after_deploy(target: Target, values: dict[str, str]) -> None:
     kvs = target.client("kinesisvideo")
     name = values.get("StreamName") or naming.stream_name(target.env)
@@ -137,6 +139,7 @@ def _register_scaling(target: Target, cluster: str, name: str, service_id: str, 
         )
 
 
+@callrecord.standing_in()
 def before_destroy(target: Target, values: dict[str, str]) -> None:
     kvs = target.client("kinesisvideo")
     try:
