@@ -79,6 +79,14 @@ def test_cost():
     estimate = run_json("cost", "--region", "eu-west-1", command="cost")
     assert estimate["usd_per_month"] > 0
 
+    assert set(estimate) == {  # as docs/OPERATIONS.md ("Machine output") lists them
+        *("estimate", "region", "priced_region", "prices_as_of", "prices_source", "streams", "hours_per_day", "workers", "fleet"),
+        *("streams_per_worker", "save", "web", "workload", "usd_per_stream_hour", "usd_per_day", "usd_per_month", "lines"),
+    }
+    packing = {key: estimate[key] for key in ("workers", "fleet", "streams_per_worker", "save", "web")}
+    assert packing == {"workers": 3, "fleet": True, "streams_per_worker": 4, "save": True, "web": True}
+    line_keys = {"item", "quantity_per_stream_hour", "unit", "unit_usd", "usd_per_stream_hour", "usd_per_day"}
+    assert all(set(line) == line_keys for line in estimate["lines"])
 
 def test_status_and_local_status(deployed_stack, local_stack, tmp_path):
     status = run_json("status", "--local", command="status")
