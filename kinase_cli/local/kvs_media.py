@@ -15,6 +15,11 @@ Tracks, Tags (fragment number, server and producer timestamps), the Cluster, Tag
 now, continuation token). Cluster timecodes are absolute producer time in ms, as the service
 returns them. Once caught up the response waits for new fragments and, like the service, holds
 an idle connection open sending nothing (boto3 issue 3532) unless `media_idle_seconds` is set.
+Like the service, it ends a GetMedia session after `max_session_seconds` (about 45 minutes; the
+limits page has the stream token renewed every 45 minutes), at a fragment boundary, with the end of
+the chunked body: a reader goes on with the last continuation token. `idle_reset_seconds` plays a
+middlebox (NAT gateway, load balancer, firewall) that resets a connection idle for that long: the
+connection is closed with a TCP RST, which the reader sees as "Connection reset by peer".
 At most `getmedia_connections` (3, the limits page) are open per stream; more get
 ConnectionLimitExceededException; more than `getmedia_calls_per_second` (5) calls in a second on a
 stream get ClientLimitExceededException. A start the stream no longer holds (a fragment number or
@@ -32,6 +37,7 @@ import json
 import logging
 import select
 import socket
+import struct
 import time
 import uuid
 from collections import deque
@@ -52,6 +58,8 @@ API_NAMES = (
     "GET_IMAGES",
 )
 IDLE_SECONDS = 0.0  # GetMedia: end the response after this long without a new fragment (0: never, as the service)
+MAX_SESSION_SECONDS = 45 * 60.0  # GetMedia sessions end after about 45 minutes (limits page: renew the stream token every 45 min)
+IDLE_RESET_SECONDS = 0.0  # reset (TCP RST) a GetMedia connection that sent nothing for this long, as middleboxes do (0: never)
 GETMEDIA_CONNECTIONS = 3  # concurrent GetMedia connections per stream (limits page)
 GETMEDIA_CALLS_PER_SECOND = 5  # GetMedia calls per second per stream (API_dataplane_GetMedia)
 PUT_FRAGMENTS_PER_SECOND = 5  # PutMedia: fragments per second per stream (API_dataplane_PutMedia); faster is throttled
@@ -355,38 +363,71 @@ def get_media(handler, params: dict) -> None:
 
 def _stream_media(handler, store: Store, stream, batch: list[Fragment], cursor: str) -> None:
     out = ChunkedWriter(handler, "video/webm")
-    idle = handler.server.limits.media_idle_seconds
+    limits = handler.server.limits
+    session_end = time.monotonic() + limits.max_session_seconds if limits.max_session_seconds else None
     try:
         while True:
             for fragment in batch:
                 out.write(_fragment_bytes(fragment))
                 cursor = fragment.number
-            if stream.deleted:
+                if session_end is not None and time.monotonic() >= session_end:
+                    break
+            if stream.deleted or (session_end is not None and time.monotonic() >= session_end):
                 break
-            batch = _wait(handler, store, stream, cursor, idle)
+            batch = _wait(handler, store, stream, cursor, limits.media_idle_seconds, limits.idle_reset_seconds, session_end)
             if batch is None:
                 handler.close_connection = True
                 return
+            if batch is RESET:
+                _reset(handler, stream)
+                return
             if not batch:
                 break
+        if session_end is not None and time.monotonic() >= session_end:
+            log.info("GetMedia session on %s ended after %gs", stream.name, limits.max_session_seconds)
         out.close()
     except OSError as exc:
         log.info("GetMedia reader of %s went away: %s", stream.name, exc)
         handler.close_connection = True
 
 
-def _wait(handler, store: Store, stream, cursor: str, idle: float) -> list[Fragment] | None:
+RESET: list[Fragment] = []  # `_wait`'s answer when the connection was idle for `idle_reset_seconds`
+
+
+def _wait(
+    handler, store: Store, stream, cursor: str, idle: float, reset: float = 0.0, session_end: float | None = None
+) -> list[Fragment] | None:
     """New fragments; [] once `idle` seconds passed without one (idle 0: wait for ever, sending
-    nothing, as the service does); None when the reader has closed its connection meanwhile."""
-    deadline = time.monotonic() + idle if idle else None
+    nothing, as the service does) or the session is over; RESET once `reset` seconds passed without
+    one; None when the reader has closed its connection meanwhile. Several fragments in one batch
+    leave the session's end to the caller, which stops at a fragment boundary."""
+    now = time.monotonic()
+    deadlines = [d for d in (now + idle if idle else None, session_end) if d is not None]
+    deadline = min(deadlines) if deadlines else None
+    reset_at = now + reset if reset else None
     while True:
-        step = 1.0 if deadline is None else min(1.0, max(deadline - time.monotonic(), 0.0))
+        now = time.monotonic()
+        step = min([1.0] + [max(d - now, 0.0) for d in (deadline, reset_at) if d is not None])
         batch = store.wait_after(stream, cursor, step)
         if batch or stream.deleted or (deadline is not None and time.monotonic() >= deadline):
             return batch
+        if reset_at is not None and time.monotonic() >= reset_at:
+            return RESET
         if _peer_closed(handler.connection):
             log.info("GetMedia reader of %s closed its idle connection", stream.name)
             return None
+
+
+def _reset(handler, stream) -> None:
+    """Close the connection with a TCP RST (SO_LINGER 0), as a middlebox resets an idle connection."""
+    log.info("GetMedia connection of %s idle for %gs: reset", stream.name, handler.server.limits.idle_reset_seconds)
+    handler.close_connection = True
+    sock = handler.connection
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
 
 
 def _peer_closed(sock: socket.socket) -> bool:

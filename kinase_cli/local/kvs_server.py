@@ -35,6 +35,7 @@ CONTROL_CALLS = {
     "/deleteStream": "delete_stream",
     "/getDataEndpoint": "get_data_endpoint",
     "/tagStream": "tag_stream",
+    "/untagStream": "untag_stream",
     "/listTagsForStream": "list_tags_for_stream",
 }
 
@@ -152,6 +153,13 @@ class Handler(BaseHTTPRequestHandler):
         self.server.tags.setdefault(stream.arn, {}).update(params.get("Tags") or {})
         return {}
 
+    def untag_stream(self, params: dict) -> dict:
+        """`kinase stream rm` of an adopted stream releases it: the environment's tag goes."""
+        stream = self.server.store.get(params.get("StreamName"), params.get("StreamARN"))
+        for key in params.get("TagKeyList") or []:
+            self.server.tags.get(stream.arn, {}).pop(key, None)
+        return {}
+
     def list_tags_for_stream(self, params: dict) -> dict:
         stream = self.server.store.get(params.get("StreamName"), params.get("StreamARN"))
         return {"Tags": dict(self.server.tags.get(stream.arn, {}))}
@@ -173,6 +181,8 @@ class Limits:
     put_max_seconds: float = kvs_media.PUT_MAX_SECONDS
     put_fragments_per_second: int = kvs_media.PUT_FRAGMENTS_PER_SECOND
     max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS
+    max_session_seconds: float = kvs_media.MAX_SESSION_SECONDS
+    idle_reset_seconds: float = kvs_media.IDLE_RESET_SECONDS
 
 
 LIMIT_HELP = {
@@ -182,6 +192,8 @@ LIMIT_HELP = {
     "put_max_seconds": "PutMedia maximum connection duration; a fragment after it gets error 4003",
     "put_fragments_per_second": "PutMedia fragments per second per stream; a faster producer is throttled",
     "max_future_seconds": "producer timestamps further ahead of this server's clock get error 4007",
+    "max_session_seconds": "end a GetMedia session after this long, at a fragment boundary (the service: about 45 minutes)",
+    "idle_reset_seconds": "reset (TCP RST) a GetMedia connection that sent nothing for this long, as a middlebox does (default 0: never)",
 }
 
 

@@ -365,6 +365,48 @@ def test_idle_getmedia_holds_the_connection_open_and_sends_nothing(kvs_endpoint,
     reader.join(10)
 
 
+def test_getmedia_sessions_end_after_the_maximum_duration_at_a_fragment_boundary(tmp_path, live_stream):
+    """The limits page: the service ends GetMedia sessions (about every 45 minutes; the stream token is renewed
+    every 45 minutes), here after 1 s (--max-session-seconds). Each body ends cleanly after whole fragments; a
+    GetMedia with the last continuation token goes on with the next fragment: nothing lost, nothing twice.
+    PutMedia takes five fragments a second, so the six fragments put take over one session."""
+    with endpoint(tmp_path / "kvs", "--max-session-seconds", "1") as kvs:
+        kvs.create("sessions")
+        selector = {"StartSelectorType": "EARLIEST"}
+        putting = threading.Thread(target=lambda: acks.append(put(kvs, "sessions", live_stream)[0]), daemon=True)
+        acks: list = []
+        sessions: list[list[mkv.Fragment]] = []
+        deadline = time.monotonic() + 120
+        while sum(map(len, sessions)) < FRAMES // GOP and time.monotonic() < deadline:
+            payload = kvs.get_media("sessions", read_timeout=30, **selector)
+            if not sessions:
+                putting.start()  # once the first GetMedia is open
+            sessions.append(list(mkv.iter_fragments(payload)))  # ends by itself: no read timeout, no error
+            if sessions[-1]:
+                selector = {"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": sessions[-1][-1].continuation_token}
+        putting.join(60)
+        got = [f.fragment_number for session in sessions for f in session]
+        assert got == acks[0].persisted
+        assert len([s for s in sessions if s]) >= 2
+        assert "GetMedia session on sessions ended after 1s" in kvs.log.read_text()
+
+
+def test_an_idle_getmedia_connection_behind_a_middlebox_is_reset(tmp_path, live_stream):
+    """What a NAT gateway, load balancer or firewall that drops idle connections does to GetMedia on a silent stream
+    (boto3 issue 3532: the service sends nothing): --idle-reset-seconds closes the connection with a TCP RST,
+    which the consumer reads as "Connection reset by peer", not as a read timeout or a clean end."""
+    import urllib3
+
+    with endpoint(tmp_path / "kvs", "--idle-reset-seconds", "1") as kvs:
+        kvs.create("middlebox")
+        put(kvs, "middlebox", live_stream)
+        payload = kvs.get_media("middlebox", read_timeout=30, StartSelectorType="NOW")
+        with pytest.raises(urllib3.exceptions.ProtocolError) as err:
+            list(mkv.iter_fragments(payload))
+        assert "reset" in str(err.value).lower()
+        assert "GetMedia connection of middlebox idle for 1s: reset" in kvs.log.read_text()
+
+
 def test_getmedia_connections_per_stream_are_limited_to_three(kvs_endpoint, live_stream):
     """The limits page (Media API, GetMedia: 3 connections per stream): a fourth concurrent GetMedia gets
     ConnectionLimitExceededException; a connection the consumer closes frees its place."""
