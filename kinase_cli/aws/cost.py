@@ -22,6 +22,7 @@ internet, the lease table's storage and backups (kilobytes), the free tier. Upda
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
@@ -286,6 +287,26 @@ def worker_metrics(frames_per_interval: int = 1) -> tuple[int, int]:
     return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(out.getvalue().encode())
 
 
+@cache
+def fleet_metrics() -> tuple[int, int]:
+    """(custom metrics per environment, bytes per line) of the line each fleet worker logs every interval:
+    the fleet's scaling metric and its leases (worker/fleet.py `emit_share`, dimension Environment)."""
+    import io
+
+    from worker.fleet import emit_share
+
+    class Coordinator:
+        share = float(naming.FLEET_STREAMS_PER_WORKER)
+
+        def streams(self) -> list[str]:
+            return [f"kinase-env-video-{i}" for i in range(naming.FLEET_STREAMS_PER_WORKER)]
+
+    out = io.StringIO()
+    emit_share(Coordinator(), "kinase-env", out=out)
+    record = json.loads(out.getvalue())
+    return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(out.getvalue().encode())
+
+
 def _lease_cycles_per_hour() -> float:
     """A fleet worker's lease cycles an hour (worker/leases.py): every third of the lease duration (worker/settings.py),
     each renewing every lease the worker holds and scanning the whole table once."""
@@ -332,7 +353,8 @@ def estimate(
     video_gb = w.bitrate_kbps * 1000 / 8 * 3600 / GB
     batch = min(SQS_BATCH_SIZE, 1 + w.fps * SQS_BATCH_WAIT)  # messages per SendMessageBatch at this rate
     metric_count, metrics_bytes = worker_metrics(round(w.fps * metrics_interval))
-    log_gb = (3600 / metrics_interval * metrics_bytes + LOG_BYTES_PER_HOUR) / GB
+    fleet_count, fleet_bytes = fleet_metrics() if fleet else (0, 0)
+    log_gb = (3600 / metrics_interval * (metrics_bytes + share * fleet_bytes) + LOG_BYTES_PER_HOUR) / GB
     fragments = 3600 / FRAGMENT_SECONDS  # one checkpoint per fragment
     downloads = uploaded * (int(save) + int(web))  # S3 GETs of frames by watch --save and the web view
     insights_metrics = INSIGHTS_CLUSTER_METRICS + INSIGHTS_FAMILY_METRICS + (INSIGHTS_SERVICE_METRICS if fleet else 0)
@@ -380,7 +402,7 @@ def estimate(
             "GB",
             p.logs_ingest_gb + p.logs_gb_month * w.log_retention_days / DAYS_PER_MONTH,
         ),
-        line("CloudWatch custom metrics", metric_count / HOURS_PER_MONTH, "metric-month", p.metric_month),
+        line("CloudWatch custom metrics", (metric_count + fleet_count / n) / HOURS_PER_MONTH, "metric-month", p.metric_month),
         line("Container Insights metrics", insights_metrics / n / HOURS_PER_MONTH, "metric-month", p.metric_month),
         line("Container Insights performance logs", share * INSIGHTS_LOG_BYTES_PER_TASK_HOUR / GB, "GB", p.logs_ingest_gb),
     ]

@@ -32,6 +32,22 @@ def _worker_metrics_lines(latencies: int) -> str:
     return out.getvalue()
 
 
+def _fleet_metrics_line() -> str:
+    """The line each fleet worker logs every 10 s: its environment's scaling metric and leases, 4 streams held."""
+    from worker.fleet import emit_share
+
+    class Coordinator:
+        share = 4.0
+
+        def streams(self):
+            return [f"kinase-env-video-{i}" for i in range(4)]
+
+    out = io.StringIO()
+    emit_share(Coordinator(), "kinase-env", out=out)
+    assert len(json.loads(out.getvalue())["_aws"]["CloudWatchMetrics"][0]["Metrics"]) == 2
+    return out.getvalue()
+
+
 def _common_per_stream_hour(fps: float, workers: int, streams: int) -> dict[str, float]:
     """Lines the upload flags do not change: lease table, logs, metrics, Container Insights, IPv4.
 
@@ -39,20 +55,21 @@ def _common_per_stream_hour(fps: float, workers: int, streams: int) -> dict[str,
     1 kB items) every 5 s (a third of the 15 s lease); it checkpoints each 2 s fragment in the lease.
     The worker logs one metrics record every 10 s (360 an hour) carrying each frame latency, and
     ~600 kB of other lines an hour; each metric its EMF record defines is one custom metric for the
-    stream. Container Insights: 11 cluster, 13 service and 8 task family metrics; 120 kB of
+    stream. Each fleet worker adds its line of the environment's 2 fleet metrics every 10 s. Container Insights: 11 cluster, 13 service and 8 task family metrics; 120 kB of
     performance log events per task-hour.
     """
     text = _worker_metrics_lines(round(fps * 10))
     metric_count = len(json.loads(text.splitlines()[0])["_aws"]["CloudWatchMetrics"][0]["Metrics"])
     assert metric_count >= 17
-    log_gb = (360 * len(text.encode()) + 600_000) / GB
+    fleet_line = _fleet_metrics_line()
+    log_gb = (360 * (len(text.encode()) + workers / streams * len(fleet_line.encode())) + 600_000) / GB
     scan_units = max(1, -(-streams * 1024 // 4096))
     return {
         "DynamoDB writes (checkpoints)": 1800 * DDB_WRITE,
         "DynamoDB writes (lease renewals)": 720 * DDB_WRITE,
         "DynamoDB reads (lease table scans)": workers * 720 * scan_units / streams * DDB_READ,
         "CloudWatch Logs (ingested, kept 14 days)": log_gb * (LOGS_GB + LOGS_GB_MONTH * 14 / MONTH_DAYS),
-        "CloudWatch custom metrics": metric_count / 730 * METRIC_MONTH,
+        "CloudWatch custom metrics": (metric_count + 2 / streams) / 730 * METRIC_MONTH,  # + StreamsPerWorker, LeasedStreams
         "Container Insights metrics": (11 + 13 + 8) / streams / 730 * METRIC_MONTH,
         "Container Insights performance logs": workers / streams * 120_000 / GB * LOGS_GB,
         "public IPv4 address": workers / streams * IPV4_H,
