@@ -275,14 +275,15 @@ def worker_metrics(frames_per_interval: int = 1) -> tuple[int, int]:
     """
     import io
 
-    from worker.metrics import Metrics
+    from worker.metrics import GAUGES, Metrics
 
     out = io.StringIO()
     metrics = Metrics("kinase-env-video", out=out)
     metrics.time("InferenceMs", 12.5)
     for _ in range(max(frames_per_interval, 1)):
         metrics.time("LatencyMs", LATENCY_SAMPLE_MS)
-    metrics.gauge("MillisBehindNow", 1500.0)
+    for name in GAUGES:
+        metrics.gauge(name, 1500.0)
     record = metrics.emit()
     return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(out.getvalue().encode())
 

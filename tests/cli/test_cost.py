@@ -20,14 +20,15 @@ DDB_WRITE, DDB_READ, GET, TRANSFER_GB, METRIC_REQUESTED = 0.625 / 1e6, 0.125 / 1
 
 def _worker_metrics_lines(latencies: int) -> str:
     """What the worker writes for one interval that delivered `latencies` frames (each latency xxx.xxx ms)."""
-    from worker.metrics import Metrics
+    from worker.metrics import GAUGES, Metrics
 
     out = io.StringIO()
     metrics = Metrics("kinase-env-video", out=out)
     metrics.time("InferenceMs", 12.5)
     for _ in range(latencies):
         metrics.time("LatencyMs", 123.456)
-    metrics.gauge("MillisBehindNow", 1500.0)
+    for name in GAUGES:  # every gauge the worker reports
+        metrics.gauge(name, 1500.0)
     metrics.emit()
     return out.getvalue()
 
