@@ -18,20 +18,31 @@ from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import visible
 
 ENV_MAX = 32
-# Lowercase letters and digits in hyphen-separated words: valid inside a CloudFormation stack name
-# ([A-Za-z][-A-Za-z0-9]*, at most 128), an ECR repository name (lowercase, no doubled separators),
-# a Kinesis Video stream name, and a single folder name under KINASE_HOME (no `/`, no `..`).
-_ENV = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# Lowercase letters and digits, starting with a letter: valid inside a CloudFormation stack name, an ECR
+# repository name, a Kinesis Video stream name and a single folder name under KINASE_HOME. No `-`, the
+# separator of `kinase-<env>-<part>`: so one environment's prefix never begins another's names
+# (infra/naming.py says why).
+_ENV = re.compile(r"[a-z][a-z0-9]*")
+_OLD_ENV = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")  # the rule before: names an environment deployed then may have
 
 
 def check_env(value: str) -> str:
-    if len(value) > ENV_MAX or not _ENV.fullmatch(value):
-        raise KinaseError(
-            f"environment name '{visible(value, limit=60)}' is not valid",
-            f"use lowercase letters, digits and single hyphens, starting with a letter, at most {ENV_MAX} characters",
-            exit_code=2,
-        )
-    return value
+    if len(value) <= ENV_MAX and _ENV.fullmatch(value):
+        return value
+    spelled = _suggestion(value)
+    rule = f"lowercase letters and digits, starting with a letter, at most {ENV_MAX} characters"
+    hint = f"use '{spelled}': {rule}" if spelled else f"use {rule}"
+    if "-" in value and _OLD_ENV.fullmatch(value) and len(value) <= ENV_MAX:
+        hint += f", no '-', so no environment's names start with another's; an environment deployed as '{value}': docs/OPERATIONS.md §8"
+    raise KinaseError(f"environment name '{visible(value, limit=60)}' is not valid", hint, exit_code=2)
+
+
+def _suggestion(value: str) -> str | None:
+    """The hyphen-free, lowercase spelling of a name made of letters, digits and hyphens (`prod-eu` -> `prodeu`)."""
+    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        return None
+    spelled = value.replace("-", "").lower()
+    return spelled if len(spelled) <= ENV_MAX and _ENV.fullmatch(spelled) else None
 
 
 def check_source(value: str) -> str:

@@ -46,25 +46,20 @@ def lease_table(scope: Construct) -> dynamodb.Table:
 
 
 def grant_streams(stack: cdk.Stack, role: iam.Role, env_name: str, table_name: str) -> None:
-    """The environment's streams (name prefix, or the environment tag for adopted ones) and the lease table.
+    """The environment's streams and the lease table.
 
-    No ListStreams (it has no resource-level permission): the lease table is the list of the
-    environment's streams (`kinase stream create` / `adopt` write it), and a stream that is gone
-    shows in DescribeStream.
+    A stream is the environment's when it is tagged `kinase:env=<env>` (infra/naming.py): the name
+    prefix alone would also match a stream of an environment named before names lost their `-`
+    (`kinase-prod-` begins `kinase-prod-eu-cam1`), so the statement asks for the tag
+    (`aws:ResourceTag`, which the Service Authorization Reference lists for Kinesis Video's `stream`
+    resource) on every stream, created or adopted. No ListStreams (it has no resource-level
+    permission): the lease table is the list of the environment's streams (`kinase stream create` /
+    `adopt` write it), and a stream that is gone shows in DescribeStream.
     """
-    prefix = naming.stream_prefix(env_name)
-    read = ["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia", "kinesisvideo:DescribeStream"]
     role.add_to_policy(
         iam.PolicyStatement(
             sid="ReadEnvironmentStreams",
-            actions=read,
-            resources=[stack.format_arn(service="kinesisvideo", resource="stream", resource_name=f"{prefix}*/*")],
-        )
-    )
-    role.add_to_policy(
-        iam.PolicyStatement(
-            sid="ReadAdoptedStreams",
-            actions=read,
+            actions=["kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia", "kinesisvideo:DescribeStream"],
             resources=[stack.format_arn(service="kinesisvideo", resource="stream", resource_name="*/*")],
             conditions={"StringEquals": {f"aws:ResourceTag/{naming.ENV_TAG}": env_name}},
         )
@@ -76,17 +71,11 @@ def grant_streams(stack: cdk.Stack, role: iam.Role, env_name: str, table_name: s
             resources=[stack.format_arn(service="dynamodb", resource="table", resource_name=table_name)],
         )
     )
-    for rule, reason in (
-        (
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/{prefix}*/*]",
-            "the environment's streams are those named with its prefix; the ARN also ends in the stream's creation time",
-        ),
-        (
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/*/*]",
-            f"adopted camera streams: only those tagged {naming.ENV_TAG}={env_name} (aws:ResourceTag condition)",
-        ),
-    ):
-        acknowledge(role, rule, reason)
+    acknowledge(
+        role,
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kinesisvideo:<AWS::Region>:<AWS::AccountId>:stream/*/*]",
+        f"the environment's streams: only those tagged {naming.ENV_TAG}={env_name} (aws:ResourceTag condition)",
+    )
 
 
 def fleet_environment(*, env_name: str, bucket_name: str, queue_url: str, model: str, lease_table_name: str) -> dict[str, str]:

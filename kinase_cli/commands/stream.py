@@ -224,17 +224,20 @@ def rm(
 @stream.command("describe", epilog="Examples:\n\n  kinase stream describe\n\n  kinase stream describe my-stream --json")
 @with_target
 def describe(
-    name: Annotated[Optional[str], typer.Argument(help="Stream name (default: the stack's stream).", show_default=False)] = None,
+    name: Annotated[
+        Optional[str], typer.Argument(help="One of the environment's streams (default: the stack's).", show_default=False)
+    ] = None,
     json_: Json = False,
     *,
     target: Target,
 ) -> None:
-    """Show one stream: ARN, status, retention, media type, and its media endpoints."""
+    """Show one of the environment's streams: ARN, status, retention, media type, and its media endpoints.
+    Another environment's stream is refused (its name may even start with this environment's prefix)."""
     from rich.table import Table
 
     client = target.client("kinesisvideo")
     stream_name = _stream_name(target, name)
-    info = streams_workflow.info(client.describe_stream(StreamName=stream_name)["StreamInfo"])
+    info = streams_workflow.info(streams_workflow.owned(target, client, stream_name))
     info["endpoints"] = {api.lower(): kvs_put.data_endpoint(client, stream_name, api) for api in ("PUT_MEDIA", "GET_MEDIA")}
     if json_:
         jsonout.emit("stream describe", info)

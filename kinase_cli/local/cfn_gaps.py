@@ -1,6 +1,7 @@
 """What moto's CloudFormation leaves undone, done through the APIs so the local stack looks like AWS.
 
-moto skips `AWS::KinesisVideo::Stream` (the stream lives on the local Kinesis Video endpoint), and
+moto skips `AWS::KinesisVideo::Stream` (the stream lives on the local Kinesis Video endpoint, tagged
+with the environment as CloudFormation tags it with the stacks' tags), and
 on delete it neither detaches the internet gateway nor deletes route tables or flow logs, so the
 VPC (and the network stack) could never be deleted. It also drops the VPC's EnableDnsHostnames
 (moto's ECS RunTask in awsvpc mode fails without it) and registers the task definition with only
@@ -24,7 +25,12 @@ def after_deploy(target: Target, values: dict[str, str]) -> None:
     kvs = target.client("kinesisvideo")
     name = values.get("StreamName") or naming.stream_name(target.env)
     try:
-        kvs.create_stream(StreamName=name, DataRetentionInHours=int(values.get("StreamRetentionHours", "24")), MediaType="video/h264")
+        kvs.create_stream(
+            StreamName=name,
+            DataRetentionInHours=int(values.get("StreamRetentionHours", "24")),
+            MediaType="video/h264",
+            Tags={naming.ENV_TAG: target.env},  # on AWS the stream has the stacks' tags
+        )
         console.info(f"created Kinesis Video stream {name} on the local endpoint")
     except kvs.exceptions.ResourceInUseException:
         pass

@@ -1,10 +1,12 @@
 """An environment's Kinesis Video streams: created with its name prefix and tag, adopted by tag, listed with their leases.
 
-A stream belongs to environment ENV when its name starts with `kinase-ENV-` (`kinase stream create`
-adds the prefix) or, for a camera stream whose name cannot change, when it carries the tag
-`kinase:env=ENV` (`kinase stream adopt`). The fleet's task role may read exactly those (IAM by
-name prefix, and by the tag for adopted ones). The lease table of the storage stack is the fleet's
-list of streams: create and adopt write a free lease, rm deletes it, and `ls` shows each
+A stream belongs to environment ENV when it carries the tag `kinase:env=ENV`: `kinase stream
+create` names it `kinase-ENV-NAME` and tags it, `kinase stream adopt` tags a camera stream whose
+name cannot change. The prefix alone is not enough: a stream named `kinase-ENV-...` whose tag names
+another environment (one named before environment names lost their `-`, see infra/naming.py) or no
+environment is not this one's to list, lease, describe or delete. The fleet's task role may read
+exactly the tagged ones (an `aws:ResourceTag` condition). The lease table of the storage stack is
+the fleet's list of streams: create and adopt write a free lease, rm deletes it, and `ls` shows each
 stream's owner, lag and processed frames per second from it (blank when no fleet runs).
 """
 
@@ -14,6 +16,7 @@ from infra import naming
 from kinase_cli.aws.target import Target
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
+from kinase_cli.ui.text import visible
 from worker.contract import iso
 from worker.retry import error_code
 
@@ -24,6 +27,37 @@ def full_name(env: str, name: str) -> str:
     """NAME with the environment's prefix (added once: `cam1` and `kinase-dev-cam1` are the same stream)."""
     prefix = naming.stream_prefix(env)
     return name if name.startswith(prefix) else prefix + name
+
+
+def env_of(client, arn: str) -> str | None:
+    """The environment a stream belongs to: its `kinase:env` tag (None: no environment's)."""
+    return client.list_tags_for_stream(StreamARN=arn).get("Tags", {}).get(naming.ENV_TAG)
+
+
+def _find(client, name: str) -> dict | None:
+    try:
+        return client.describe_stream(StreamName=name)["StreamInfo"]
+    except client.exceptions.ResourceNotFoundException:
+        return None
+
+
+def owned(target: Target, client, name: str) -> dict:
+    """NAME's StreamInfo when it is one of the environment's streams; otherwise one line saying whose it is."""
+    stream = _find(client, name)
+    if stream is None:
+        raise KinaseError(f"no stream {name} in environment {target.env}", f"see `kinase stream ls{target.hint_flag()}`")
+    owner = env_of(client, stream["StreamARN"])
+    if owner == target.env:
+        return stream
+    if owner is None:
+        raise KinaseError(
+            f"stream {name} is not a stream of environment {target.env} (it has no {naming.ENV_TAG} tag)",
+            f"`kinase stream adopt {name}{target.hint_flag()}` makes it one",
+        )
+    raise KinaseError(
+        f"stream {name} belongs to environment {visible(owner, limit=60)}, not {target.env}",
+        "run the command with that environment's --env if it is yours",
+    )
 
 
 def lease_table(target: Target):
@@ -93,12 +127,18 @@ def create(target: Target, name: str, retention_hours: int) -> dict:
 
 
 def adopt(target: Target, name: str) -> dict:
-    """Tag an existing stream with the environment (IAM then lets the fleet read it) and give it a lease."""
+    """Tag an existing stream with the environment (IAM then lets the fleet read it) and give it a lease.
+    Another environment's stream is refused: re-tagging it would take it from that environment's fleet."""
     client = target.client("kinesisvideo")
-    try:
-        stream = client.describe_stream(StreamName=name)["StreamInfo"]
-    except client.exceptions.ResourceNotFoundException:
-        raise KinaseError(f"no stream {name}", f"see `kinase stream ls --all{target.hint_flag()}`") from None
+    stream = _find(client, name)
+    if stream is None:
+        raise KinaseError(f"no stream {name}", f"see `kinase stream ls --all{target.hint_flag()}`")
+    owner = env_of(client, stream["StreamARN"])
+    if owner not in (None, target.env):
+        raise KinaseError(
+            f"stream {name} belongs to environment {visible(owner, limit=60)}",
+            "if that environment adopted it, `kinase stream rm` there releases it first",
+        )
     client.tag_stream(StreamARN=stream["StreamARN"], Tags={naming.ENV_TAG: target.env})
     table = lease_table(target)
     if table is None:
@@ -109,47 +149,74 @@ def adopt(target: Target, name: str) -> dict:
 
 def remove(target: Target, name: str) -> dict:
     """Delete one of the environment's streams and its lease (its fleet worker stops reading it at its
-    next renewal). An adopted stream is not the environment's to delete: only its lease goes."""
+    next renewal). An adopted stream is not the environment's to delete: its lease and tag go. Another
+    environment's stream, even one named with this environment's prefix, is refused."""
     client = target.client("kinesisvideo")
     table = lease_table(target)
     lease = table.get(name) if table is not None else None
-    if lease is not None and lease.adopted:
-        table.client.delete_item(TableName=table.table, Key={"stream": {"S": name}})
-        return {"name": name, "deleted": False, "lease_deleted": True}
     stream = full_name(target.env, name)
-    try:
-        arn = client.describe_stream(StreamName=stream)["StreamInfo"]["StreamARN"]
-    except client.exceptions.ResourceNotFoundException:
-        raise KinaseError(f"no stream {stream} in environment {target.env}", f"see `kinase stream ls{target.hint_flag()}`") from None
+    adopted = lease is not None and lease.adopted
+    if not adopted and stream != name and _find(client, stream) is None and _find(client, name) is not None:
+        owned(target, client, name)  # refuses another environment's stream
+        adopted = True  # the environment's by its tag alone, without a prefix: adopted (its lease lost)
+    if adopted:
+        if table is not None:
+            table.client.delete_item(TableName=table.table, Key={"stream": {"S": name}})
+        _untag(target, client, name)
+        return {"name": name, "deleted": False, "lease_deleted": lease is not None}
+    arn = owned(target, client, stream)["StreamARN"]
     client.delete_stream(StreamARN=arn)
     if table is not None:
         table.client.delete_item(TableName=table.table, Key={"stream": {"S": stream}})
     return {"name": stream, "arn": arn, "deleted": True, "lease_deleted": table is not None}
 
 
+def _untag(target: Target, client, name: str) -> None:
+    """Release an adopted stream that still exists and is still tagged ours: the task role stops reading it and
+    another environment may adopt it."""
+    stream = _find(client, name)
+    if stream is not None and env_of(client, stream["StreamARN"]) == target.env:
+        client.untag_stream(StreamARN=stream["StreamARN"], TagKeyList=[naming.ENV_TAG])
+
+
 def lease_prefixed(target: Target) -> list[str]:
-    """Give every stream named with the environment's prefix a lease if it has none; the names leased now."""
+    """Give every stream of the environment named with its prefix a lease if it has none; the names leased now.
+    A prefixed stream that is not the environment's (tagged for another, or not at all) gets none, and a warning."""
     table = lease_table(target)
     if table is None:
         raise KinaseError("the environment has no lease table", f"run `kinase deploy{target.hint_flag()}` first")
-    names = [s["StreamName"] for s in all_streams(target.client("kinesisvideo"), naming.stream_prefix(target.env))]
+    client = target.client("kinesisvideo")
+    names = []
+    for stream in all_streams(client, naming.stream_prefix(target.env)):
+        owner = env_of(client, stream["StreamARN"])
+        if owner == target.env:
+            names.append(stream["StreamName"])
+        else:
+            name = stream["StreamName"]
+            why = (
+                f"belongs to environment {visible(owner, limit=60)}"
+                if owner
+                else f"has no {naming.ENV_TAG} tag (`kinase stream adopt {name}{target.hint_flag()}` makes it this environment's)"
+            )
+            console.warn(f"not leasing {name}: it has the environment's prefix but {why}")
     return [name for name in names if table.ensure(name)]
 
 
 def listing(target: Target, all_: bool = False) -> list[dict]:
-    """The environment's streams (prefix, and adopted ones) with their lease: owner, lag, fps, checkpoint.
+    """The environment's streams (those tagged with it) with their lease: owner, lag, fps, checkpoint.
 
     Without a lease table the lease columns stay blank."""
     client = target.client("kinesisvideo")
     table = lease_table(target)
     leases = {lease.stream: lease for lease in table.scan()} if table is not None else {}
     streams = {s["StreamName"]: s for s in all_streams(client, None if all_ else naming.stream_prefix(target.env))}
+    if not all_:
+        streams = {name: s for name, s in streams.items() if env_of(client, s["StreamARN"]) == target.env}
     for name, lease in leases.items():
         if lease.adopted and name not in streams:
-            try:
-                streams[name] = client.describe_stream(StreamName=name)["StreamInfo"]
-            except client.exceptions.ResourceNotFoundException:
-                continue
+            stream = _find(client, name)
+            if stream is not None and (all_ or env_of(client, stream["StreamARN"]) == target.env):
+                streams[name] = stream
     rows = []
     for name in sorted(streams):
         lease = leases.get(name)

@@ -18,7 +18,7 @@ def test_bad_environment_names_are_one_line_and_write_nothing(env, command, tmp_
     home = tmp_path / "home"
     proc = kinase(*command, "--env", env, env={"KINASE_HOME": str(home)}, timeout=120)
     line = one_error_line(proc, only=True)
-    assert "environment name" in line and "lowercase letters, digits and single hyphens" in line
+    assert "environment name" in line and "lowercase letters and digits" in line
     assert "\x1b" not in proc.stderr
     assert not home.exists() or not any(home.rglob("cdk.out"))
     assert not (tmp_path / "kinase-escape").exists()
@@ -29,7 +29,7 @@ def test_bad_environment_name_from_the_environment_variable(tmp_path):
     assert "environment name '../up' is not valid" in line
 
 
-@pytest.mark.parametrize("env", ["dev", "ci", "prod-eu-1", "e" * 32])
+@pytest.mark.parametrize("env", ["dev", "ci", "prodeu1", "e" * 32])
 def test_good_environment_names_pass_validation(env):
     from kinase_cli.options import check_env
 

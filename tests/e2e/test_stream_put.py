@@ -229,11 +229,11 @@ def test_unknown_stream_is_resource_not_found(kvs_endpoint, h264_file):
     line = one_error_line(kinase("stream", "put", str(h264_file), "--stream", "no-such-stream", "--local", env=kvs_endpoint.env), only=True)
     assert "ResourceNotFoundException" in line
     line = one_error_line(kinase("stream", "describe", "no-such-stream", "--local", env=kvs_endpoint.env), only=True)
-    assert "ResourceNotFoundException" in line
+    assert "no stream no-such-stream in environment dev" in line
 
 
 def test_ls_and_describe(kvs_endpoint):
-    kvs_endpoint.create("kinase-dev-video", retention_hours=24)
+    kvs_endpoint.create("kinase-dev-video", retention_hours=24, env="dev")
     kvs_endpoint.create("someone-else")
     mine = json.loads(kinase("stream", "ls", "--local", "--json", env=kvs_endpoint.env, check=True).stdout)
     assert mine["command"] == "stream ls"

@@ -84,17 +84,21 @@ def _task_role_statements(compute: dict) -> dict[str, dict]:
 
 def test_task_role_reads_exactly_the_environments_streams_and_the_lease_table(templates):
     statements = _task_role_statements(templates["compute"])
-    prefixed = json.dumps(statements["ReadEnvironmentStreams"]["Resource"])
-    assert f":stream/{naming.stream_prefix(ENV)}*/*" in prefixed
-    adopted = statements["ReadAdoptedStreams"]
-    assert adopted["Condition"] == {"StringEquals": {f"aws:ResourceTag/{naming.ENV_TAG}": ENV}}
-    assert json.dumps(adopted["Resource"]).endswith(':stream/*/*"]]}')
+    streams = statements["ReadEnvironmentStreams"]  # created and adopted alike: by the tag, never by the prefix alone
+    assert streams["Condition"] == {"StringEquals": {f"aws:ResourceTag/{naming.ENV_TAG}": ENV}}
+    assert json.dumps(streams["Resource"]).endswith(':stream/*/*"]]}')
     leases = statements["Leases"]
     assert json.dumps(leases["Resource"]).count("LeaseTableName") == 1 and ":table/" in json.dumps(leases["Resource"])
     for statement in statements.values():
         assert statement["Resource"] != "*", statement["Sid"]
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert "kinesisvideo:ListStreams" not in actions
+
+
+def test_the_stacks_own_stream_carries_the_environment_tag(templates):
+    """The task role reads streams by their kinase:env tag: the stack's stream gets it from the stacks' tags."""
+    (stream,) = of_type(templates["stream"], "AWS::KinesisVideo::Stream").values()
+    assert {"Key": naming.ENV_TAG, "Value": ENV} in stream["Tags"]
 
 
 def test_fleet_is_cdk_nag_clean(synthesized):

@@ -24,6 +24,7 @@ import urllib3
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 
+from infra import naming
 from support.cli import ROOT, free_port
 from worker import mkv
 
@@ -67,8 +68,10 @@ class KvsEndpoint:
             payload.close()
         return got
 
-    def create(self, stream: str, retention_hours: int = 1) -> None:
-        self.control().create_stream(StreamName=stream, DataRetentionInHours=retention_hours)
+    def create(self, stream: str, retention_hours: int = 1, env: str | None = None) -> None:
+        """A stream; with `env`, one of that environment's (tagged kinase:env=ENV, as `kinase stream create` does)."""
+        tags = {"Tags": {naming.ENV_TAG: env}} if env else {}
+        self.control().create_stream(StreamName=stream, DataRetentionInHours=retention_hours, **tags)
 
 
 @contextlib.contextmanager
