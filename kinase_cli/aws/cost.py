@@ -308,12 +308,17 @@ def fleet_metrics() -> tuple[int, int]:
     return sum(len(d["Metrics"]) for d in record["_aws"]["CloudWatchMetrics"]), len(out.getvalue().encode())
 
 
-def _lease_cycles_per_hour() -> float:
-    """A fleet worker's lease cycles an hour (worker/leases.py): every third of the lease duration (worker/settings.py),
-    each renewing every lease the worker holds and scanning the whole table once."""
+def _worker_default(field: str) -> float:
+    """A worker setting's default (worker/settings.py), which the stacks' task definitions keep."""
     from worker.settings import BY_FIELD
 
-    return 3600 / (float(BY_FIELD["lease_duration"].default) / 3)
+    return float(BY_FIELD[field].default)
+
+
+def _lease_cycles_per_hour() -> float:
+    """A fleet worker's lease cycles an hour (worker/leases.py): every third of the lease duration,
+    each renewing every lease the worker holds and scanning the whole table once."""
+    return 3600 / (_worker_default("lease_duration") / 3)
 
 
 def _web_metrics_per_hour() -> float:
@@ -329,7 +334,6 @@ def estimate(
     *,
     streams: int = 1,
     hours_per_day: float = 24.0,
-    metrics_interval: float = 10.0,
     fleet: bool = True,
     save: bool = False,
     web: bool = False,
@@ -353,6 +357,7 @@ def estimate(
     frame_gb = w.frame_kb * 1000 / GB
     video_gb = w.bitrate_kbps * 1000 / 8 * 3600 / GB
     batch = min(SQS_BATCH_SIZE, 1 + w.fps * SQS_BATCH_WAIT)  # messages per SendMessageBatch at this rate
+    metrics_interval = _worker_default("metrics_interval")  # seconds between the worker's metrics lines
     metric_count, metrics_bytes = worker_metrics(round(w.fps * metrics_interval))
     fleet_count, fleet_bytes = fleet_metrics() if fleet else (0, 0)
     log_gb = (3600 / metrics_interval * (metrics_bytes + share * fleet_bytes) + LOG_BYTES_PER_HOUR) / GB

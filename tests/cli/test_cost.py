@@ -237,4 +237,5 @@ def test_assumptions_are_the_stacks_and_the_workers():
 
     assert cost.ACCESS_LOGS_EXPIRE_DAYS == storage.ACCESS_LOGS_EXPIRE_DAYS
     assert float(BY_FIELD["lease_duration"].default) == DEFAULT_LEASE_DURATION_S == 15
+    assert float(BY_FIELD["metrics_interval"].default) == 10  # the hand computations' 360 metrics records an hour
     assert (len(web_metrics.FIGURES), web_metrics.EVERY_S) == (3, 60)
