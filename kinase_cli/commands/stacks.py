@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,6 +17,7 @@ from kinase_cli.runners import cdk
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.confirm import confirm
 from kinase_cli.ui.errors import KinaseError
+from kinase_cli.ui.text import plain
 from kinase_cli.workflows import deploy as deploy_workflow
 
 OutDir = Annotated[
@@ -122,15 +124,33 @@ def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional
 
 @with_target
 def destroy(yes: Yes = False, json: Json = False, *, target: Target) -> None:
-    """Delete all stacks of the environment, with the frames bucket's objects and the stream's video."""
+    """Delete all stacks of the environment, with the frames bucket's objects and the stream's video, the streams `kinase stream create` made, and every task-definition revision of its families.
+
+    Adopted camera streams are untagged, never deleted. The question lists the streams to delete and to untag; the summary says what was removed and what was kept.
+    """
     _check(target)
     names = naming.stack_names(target.env)
-    confirm(f"Delete {', '.join(names)} and the frames, results and video they hold?", yes)
-    deploy_workflow.destroy_stacks(target)
+    plan = functools.cache(lambda: deploy_workflow.destroy_plan(target))
+    confirm(lambda: plan().question(names), yes)
+    summary = deploy_workflow.destroy_stacks(target, plan())
     if json:
-        jsonout.emit("destroy", {"env": target.env, "local": target.local, "destroyed": names})
+        jsonout.emit("destroy", {"env": target.env, "local": target.local, "destroyed": names, **summary})
         return
     console.info(f"destroyed {', '.join(names)}")
+    _show_summary(summary)
+
+
+def _show_summary(summary: dict) -> None:
+    """What destroy removed and kept, one line each, on stdout (the command's result)."""
+    removed, kept = summary["removed"], summary["kept"]
+    parts = [f"{len(removed['stacks'])} stacks"]
+    if removed["streams"]:
+        parts.append(f"stream(s) {', '.join(removed['streams'])}")
+    parts.append(f"{removed['task_definition_revisions']} task-definition revision(s) of {', '.join(removed['task_definition_families'])}")
+    console.out.print(plain(f"removed: {'; '.join(parts)}"), highlight=False, soft_wrap=True)
+    things = [f"stream {s['name']} ({s['why']})" for s in kept["streams"]]
+    things += [f"s3://{b['name']} ({b['why']}; remove it with `{b['remove_with']}`)" for b in kept["buckets"]]
+    console.out.print(plain(f"kept: {'; '.join(things) or 'nothing'}"), highlight=False, soft_wrap=True)
 
 
 @with_target

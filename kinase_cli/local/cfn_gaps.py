@@ -3,7 +3,7 @@
 moto skips `AWS::KinesisVideo::Stream` (the stream lives on the local Kinesis Video endpoint, tagged
 with the environment as CloudFormation tags it with the stacks' tags), and
 on delete it neither detaches the internet gateway nor deletes route tables or flow logs, so the
-VPC (and the network stack) could never be deleted. It also drops the VPC's EnableDnsHostnames
+VPC (and the network stack) could never be deleted, nor empties the ECR repository (EmptyOnDelete). It also drops the VPC's EnableDnsHostnames
 (moto's ECS RunTask in awsvpc mode fails without it) and registers the task definition with only
 its family, containers and memory (no cpu, awsvpc network mode, FARGATE compatibility or roles), so
 a complete revision is registered from the deployed template. It creates the Fargate fleet's ECS
@@ -153,8 +153,22 @@ def before_destroy(target: Target, values: dict[str, str]) -> None:
         kvs.delete_stream(StreamARN=arn)
     except kvs.exceptions.ResourceNotFoundException:
         pass
+    if values.get("RepositoryName"):
+        _empty_repository(target, values["RepositoryName"])
     if values.get("VpcId"):
         _release_vpc(target, values["VpcId"])
+
+
+def _empty_repository(target: Target, name: str) -> None:
+    """The repository's EmptyOnDelete, which moto's CloudFormation ignores: it refuses to delete a repository
+    that holds images (`push-image --local` puts some), and the registry stack's deletion fails."""
+    ecr = target.client("ecr")
+    try:
+        ids = [i for page in ecr.get_paginator("list_images").paginate(repositoryName=name) for i in page["imageIds"]]
+    except ecr.exceptions.RepositoryNotFoundException:
+        return
+    for start in range(0, len(ids), 100):
+        ecr.batch_delete_image(repositoryName=name, imageIds=ids[start : start + 100])
 
 
 def _release_vpc(target: Target, vpc: str) -> None:

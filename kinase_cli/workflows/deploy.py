@@ -3,15 +3,18 @@
 `kinase deploy`, `kinase destroy` and `kinase demo` share these; the commands only parse flags,
 confirm and print.
 
-Deploy on AWS: the region is checked for every service the stacks use, broadening security
+Deploy with GPU workers first checks the instance type against the region's zones and the account's
+GPU quota (aws/gpu_capacity.py). Deploy on AWS: the region is checked for every service the stacks use, broadening security
 changes are shown with the running cost and asked about (workflows/approval.py), and afterwards
 the account, region, profile and allowed input buckets are recorded (aws/placement.py). The image
 `kinase push-image` pinned is passed back in, so a redeploy keeps running it.
 
 Destroy stops what runs first (ECS tasks, the fleet service, local workers of the environment)
 and waits, so nothing writes into the bucket being emptied and ECS does not refuse to delete a
-cluster with tasks; then the stacks go; then the task-definition revisions `push-image`
-registered outside CloudFormation are deregistered. What stays is said, with how to remove it.
+cluster with tasks; then the streams `kinase stream create` made are deleted and adopted camera
+streams untagged (never deleted); then the stacks go; then every revision of the task-definition
+families (the GPU ones included) is deregistered, since CloudFormation deletes only the revision it
+registered. The summary says what was removed and what was kept, with how to remove it.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra import naming
 from kinase_cli import paths
-from kinase_cli.aws import cost, outputs, placement
+from kinase_cli.aws import cost, gpu_capacity, outputs, placement
 from kinase_cli.aws.target import LOCAL_ACCOUNT, Target
 from kinase_cli.local import cfn_gaps
 from kinase_cli.local import runs as local_runs
@@ -33,7 +37,7 @@ from kinase_cli.runners import cdk
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import plain
-from kinase_cli.workflows import approval
+from kinase_cli.workflows import approval, streams
 from worker.retry import error_code
 from worker.settings import BY_FIELD as WORKER_SETTINGS
 
@@ -57,6 +61,8 @@ def deploy_stacks(
     last = placement.recorded(env, local)
     buckets = sorted(set(last.get("input_buckets", []) if input_buckets is None else input_buckets))
     gpu = (last.get("gpu_instance_type") if gpu_instance_type is None else gpu_instance_type) or None
+    if gpu:
+        gpu_capacity.preflight(tgt, gpu)
     context = deploy_context(tgt, buckets, gpu)
     if not local:
         approval.approve(tgt, context, yes=yes, cost_line=cost.estimate(tgt.region_name).text())
@@ -111,11 +117,41 @@ def pinned_digest(tgt: Target, family: str) -> str | None:
     return None
 
 
-def destroy_stacks(tgt: Target) -> list[str]:
-    """Stop what runs, then delete every stack of `tgt`'s environment; returns the stack names."""
+@dataclass(frozen=True)
+class DestroyPlan:
+    """The environment's streams besides the stack's own, known before the operator is asked: those
+    `kinase stream create` made are deleted; adopted camera streams are untagged and kept."""
+
+    streams: list[str]
+    adopted: list[str]
+
+    def question(self, stack_names: Sequence[str]) -> str:
+        lines = [f"Delete {', '.join(stack_names)} and the frames, results and video they hold?"]
+        if self.streams:
+            lines.append(f"  streams to delete ({len(self.streams)}): {', '.join(self.streams)}")
+        if self.adopted:
+            lines.append(f"  adopted streams to untag and keep ({len(self.adopted)}): {', '.join(self.adopted)}")
+        return "\n".join(lines)
+
+
+def destroy_plan(tgt: Target) -> DestroyPlan:
+    """The streams of the environment (workflows/streams.py decides which are): created ones, named with
+    its prefix and not adopted, to delete; adopted ones to untag. The stack's own stream goes with its stack."""
+    rows = streams.listing(tgt)
+    prefix, own = naming.stream_prefix(tgt.env), naming.stream_name(tgt.env)
+    adopted = [r["name"] for r in rows if r["adopted"] or not r["name"].startswith(prefix)]
+    return DestroyPlan(streams=[r["name"] for r in rows if r["name"] not in adopted and r["name"] != own], adopted=adopted)
+
+
+def destroy_stacks(tgt: Target, plan: DestroyPlan | None = None) -> dict:
+    """Stop what runs, delete the created streams and untag the adopted ones (`plan`, default: as they are
+    now), delete every stack of `tgt`'s environment and the task-definition revisions left behind;
+    returns the summary: what was removed and what was kept."""
     env, local = tgt.env, tgt.local
+    plan = plan or destroy_plan(tgt)
     values = outputs.read(tgt)
     stop_workers(tgt, values)
+    deleted, untagged = _release_streams(tgt, plan)
     kept = retained_buckets(tgt)
     if values.get("FramesBucketName"):
         empty_bucket(tgt, values["FramesBucketName"])
@@ -125,20 +161,45 @@ def destroy_stacks(tgt: Target) -> list[str]:
     with Progress(f"cdk destroy ({env})", cdk.log_file(tgt, "destroy")) as on_line:
         cdk.run(tgt, args, on_line=on_line, what="cdk destroy")
     (paths.env_dir(env, local) / "outputs.json").unlink(missing_ok=True)
-    families = [naming.worker_family(env), naming.fleet_family(env), naming.gpu_family(env)]
+    # CloudFormation deletes the revision it registered; `push-image` and `fleet up` registered others.
+    families = [naming.worker_family(env), naming.fleet_family(env), naming.gpu_family(env), naming.gpu_fleet_family(env)]
     deregistered = deregister_revisions(tgt, families)
-    if deregistered:
-        console.info(f"deregistered {deregistered} task-definition revision(s) of {', '.join(families)}")
     flags = tgt.hint_flag().replace(" --local", "").replace(f" --env {env}", "")
-    for bucket in kept:
-        console.err.print(
-            f"kept s3://{bucket}: the frames bucket's access logs, retained so the audit trail outlives the stacks "
-            f"(objects expire after 90 days); remove it with `aws s3 rb s3://{bucket} --force{flags}`",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-    return naming.stack_names(env)
+    return {
+        "removed": {
+            "stacks": naming.stack_names(env),
+            "streams": deleted,
+            "task_definition_revisions": deregistered,
+            "task_definition_families": families,
+        },
+        "kept": {
+            "streams": [{"name": name, "why": "adopted: untagged, never deleted"} for name in untagged],
+            "buckets": [
+                {
+                    "name": bucket,
+                    "why": "the frames bucket's access logs, retained so the audit trail outlives the stacks (objects expire after 90 days)",
+                    "remove_with": f"aws s3 rb s3://{bucket} --force{flags}",
+                }
+                for bucket in kept
+            ],
+        },
+    }
+
+
+def _release_streams(tgt: Target, plan: DestroyPlan) -> tuple[list[str], list[str]]:
+    """Delete the created streams, untag the adopted ones (workflows/streams.py's `remove`, which also drops
+    their leases); the names deleted and untagged. One gone already is skipped with a warning."""
+    deleted, untagged = [], []
+    for name in plan.streams + plan.adopted:
+        try:
+            result = streams.remove(tgt, name)
+        except KinaseError as exc:
+            console.warn(f"stream {name}: {exc.line()}")
+            continue
+        (deleted if result["deleted"] else untagged).append(result["name"])
+    if deleted or untagged:
+        console.info(f"deleted {len(deleted)} stream(s), untagged {len(untagged)} adopted stream(s)")
+    return deleted, untagged
 
 
 def stop_workers(tgt: Target, values: dict[str, str]) -> None:

@@ -89,7 +89,8 @@ def test_second_environment_deploys_and_destroys_cleanly(local_stack):
     assert kinase("outputs", "--local", "--env", env, check=True).returncode == 0
 
     destroyed = json_contract.envelope(kinase("destroy", "--local", "--env", env, "--yes", "--json", check=True).stdout, "destroy")
-    assert destroyed == {"env": env, "local": True, "destroyed": naming.stack_names(env)}
+    assert {k: destroyed[k] for k in ("env", "local", "destroyed")} == {"env": env, "local": True, "destroyed": naming.stack_names(env)}
+    assert destroyed["removed"]["stacks"] == naming.stack_names(env) and destroyed["removed"]["streams"] == []
     from kinase_cli.aws.outputs import stack_status
 
     for concern in naming.CONCERNS:
