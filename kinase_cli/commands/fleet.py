@@ -101,6 +101,29 @@ def down(json_: Json = False, *, target: Target) -> None:
     _report("down", fleet_workflow.down(target), json_)
 
 
+@fleet.command("roll", epilog="Examples:\n\n  kinase fleet roll\n\n  kinase fleet roll --local --json")
+@with_target
+def roll(json_: Json = False, *, target: Target) -> None:
+    """Move the running fleet to the newest revision of its task definition (after `kinase push-image`, or new
+    settings) without a gap: new workers start first, then the old ones checkpoint and hand their streams over."""
+    from kinase_cli.aws import outputs as stack_outputs
+
+    result = fleet_workflow.roll(target, stack_outputs.read(target, required=("storage", "compute")))
+    if json_:
+        jsonout.emit("fleet roll", result)
+        return
+    revision = visible(result["task_definition"].rsplit("/", 1)[-1])
+    if not result["rolled"]:
+        console.out.print(Text(f"nothing to roll: the fleet runs {revision} already" if result.get("workers") != [] else "no worker runs"))
+    elif result["local"]:
+        console.out.print(Text(f"rolled {len(result['workers'])} local worker(s) to {revision}"))
+        if result["untaken"]:
+            console.warn(f"not yet taken by the new workers: {', '.join(result['untaken'])}; see `kinase fleet status{target.hint_flag()}`")
+    else:
+        console.out.print(Text(f"service {visible(result['service'])}: rolling {result['desired_count']} task(s) to {revision}"))
+        console.info("ECS starts the new tasks before it stops the old ones; follow it with `kinase fleet status`")
+
+
 @fleet.command("status", epilog="Examples:\n\n  kinase fleet status\n\n  kinase fleet status --local --json")
 @with_target
 def status(json_: Json = False, *, target: Target) -> None:

@@ -83,15 +83,13 @@ def status(json: Json = False) -> None:
 @local_app.command("down", epilog="Examples:\n\n  kinase local down\n\n  kinase local down --json")
 def down(json: Json = False) -> None:
     """Stop the local servers that `kinase local up` started (and only those); their state is lost."""
-    from kinase_cli.local import stack
     from kinase_cli.ui import jsonout
-    from kinase_cli.workflows.fleet import stop_every_local_fleet
 
-    stopped = stop_every_local_fleet() + stack.stop()
-    forgotten = stack.forget_deployments()
+    report = local_workflow.stop()
     if json:
-        jsonout.emit("local down", {"stopped": stopped, "environments_lost": forgotten})
+        jsonout.emit("local down", report)
         return
+    stopped = report["stopped"]
     console.info(f"stopped {', '.join(stopped)}" if stopped else "the local stack was not running")
 
 

@@ -2,7 +2,9 @@
 
 `state.json` in `paths.local_dir()` records what was started (pid, command line, port, log) and the
 endpoints `Target` reads. Only processes whose pid AND command line match the record are ever
-stopped, so a recycled pid is never killed.
+stopped, so a recycled pid is never killed. A damaged state file (cut short, not JSON) is reported
+in one warning and rebuilt from the servers that really run (`recover`): a server of this
+KINASE_HOME is a process with a server's command line whose output goes to that server's log here.
 
 `ensure` brings the stack back after a crash: a server that is healthy is left alone, one that is
 down is started again on its recorded port (so the endpoints other processes know stay valid).
@@ -60,10 +62,55 @@ def state_file() -> Path:
 
 
 def load() -> dict | None:
+    """The recorded state; None when nothing is recorded. A damaged record is rebuilt by `recover`."""
     try:
-        return json.loads(state_file().read_text())
-    except (FileNotFoundError, ValueError):
+        state = json.loads(state_file().read_text())
+        if isinstance(state, dict):
+            return state
+    except FileNotFoundError:
         return None
+    except ValueError:
+        pass
+    return recover()
+
+
+def damaged(path: Path, found: str) -> None:
+    """The one warning line for a state file that cannot be read, and what was found running instead."""
+    from kinase_cli.ui import console
+    from kinase_cli.ui.text import join
+
+    message = f"{path} is damaged (not a readable state file); rebuilt from the processes that run: {found}"
+    console.err.print(join(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
+
+
+def recover() -> dict | None:
+    """The state rebuilt from the servers of this KINASE_HOME that really run, saved; None (and no file) when none runs.
+
+    The rebuilt state is not marked bootstrapped, so the next `local up` bootstraps cdk again (that is idempotent).
+    """
+    state: dict = {}
+    for pid, argv, _ in processes_logging_to(paths.local_dir()):
+        for server in SERVERS:
+            if argv[:-1] == server.argv(0)[:-1] and argv[-1].isdigit() and server.name not in state:
+                port = int(argv[-1])
+                state[server.name] = {
+                    "pid": pid,
+                    "argv": argv,
+                    "port": port,
+                    "endpoint": f"http://{HOST}:{port}",
+                    "log": str(server.log_file()),
+                }
+    found = ", ".join(f"{name} (pid {state[name]['pid']})" for name in sorted(state)) or "none"
+    damaged(state_file(), found)
+    if not state:
+        state_file().unlink(missing_ok=True)
+        return None
+    if all(server.name in state for server in SERVERS):
+        state["aws_endpoint"] = state[MOTO.name]["endpoint"]
+        state["kinesis_video_endpoint"] = state[KVS.name]["endpoint"]
+    state["bootstrapped"] = False
+    save(state)
+    return state
 
 
 def save(state: dict) -> None:
@@ -83,6 +130,36 @@ def cmdline(pid: int) -> str | None:
         return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part) or None
     result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
     return result.stdout.strip() or None
+
+
+def processes_logging_to(directory: Path) -> list[tuple[int, list[str], Path]]:
+    """(pid, argv, log file) of the live processes of this user whose output goes to a file in `directory`:
+    what this KINASE_HOME started (the servers, fleet workers), whatever its records say. Linux (/proc) only."""
+    found = []
+    proc_dir, directory = Path("/proc"), directory.resolve()
+    if not proc_dir.is_dir():
+        return found
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            log = Path(os.readlink(entry / "fd" / "1"))
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        if log.parent == directory:
+            found.append((int(entry.name), [part.decode(errors="replace") for part in raw.split(b"\0") if part], log))
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment a live process was started with (Linux /proc); empty when it cannot be read."""
+    try:
+        raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (part.decode(errors="replace").partition("=") for part in raw.split(b"\0") if part)
+    return {key: value for key, _, value in pairs}
 
 
 def is_ours(record: dict) -> bool:

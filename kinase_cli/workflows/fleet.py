@@ -14,8 +14,10 @@ and each stream's owner, lag, fps and checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -28,6 +30,7 @@ from kinase_cli import paths
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws import taskdef
 from kinase_cli.aws.target import Target
+from kinase_cli.local import lock
 from kinase_cli.runners import proc
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows import streams as streams_workflow
@@ -37,24 +40,72 @@ from worker.contract import iso
 
 STOP_TIMEOUT_S = 60  # a worker flushes and checkpoints every stream, then releases its leases (Fargate allows 30 s)
 FLEET_ENTRY = "worker.fleet"
+READY_TIMEOUT_S = 300  # a new worker loads and warms its model before its first lease cycle
+TAKE_TIMEOUT_S = 120  # released leases are taken at the new workers' next cycle (a third of the lease duration)
 
 
 def state_file(env: str) -> Path:
     return paths.local_dir() / f"fleet-{env}.json"
 
 
-def _load(env: str) -> list[dict]:
+def _log_dir() -> Path:
+    return paths.local_dir() / "fleet-logs"  # not worker-logs: `kinase logs --local` reads those as timestamped run logs
+
+
+def _load_state(env: str) -> dict:
+    """`{"workers": [...], "up": {what fleet up was given}}`; a damaged file is reported and rebuilt by `_recover`."""
     try:
-        return json.loads(state_file(env).read_text())["workers"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return []
+        state = json.loads(state_file(env).read_text())
+        if isinstance(state, dict) and isinstance(state.get("workers"), list):
+            return state
+    except FileNotFoundError:
+        return {"workers": []}
+    except ValueError:
+        pass
+    return _recover(env)
 
 
-def _save(env: str, workers: list[dict]) -> None:
+def _load(env: str) -> list[dict]:
+    return _load_state(env)["workers"]
+
+
+def _save(env: str, workers: list[dict], up_settings: dict | None = None) -> None:
+    """Record the workers (and what `fleet up` was given, kept from the record when None)."""
     path = state_file(env)
+    if up_settings is None:
+        try:
+            up_settings = json.loads(path.read_text()).get("up")
+        except (FileNotFoundError, ValueError, AttributeError):
+            up_settings = None
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"workers": workers}, indent=2))
+    tmp.write_text(json.dumps({"workers": workers, "up": up_settings}, indent=2))
     tmp.replace(path)
+
+
+def _recover(env: str) -> dict:
+    """The fleet of `env` rebuilt from the workers that really run, and saved: a `python -m worker.fleet`
+    whose output goes to one of this environment's fleet logs here. What `fleet up` was given is lost:
+    a later `fleet roll` starts its workers with the task definition's settings only."""
+    from kinase_cli.local.stack import damaged, environ, processes_logging_to
+
+    argv = [sys.executable, "-m", FLEET_ENTRY]
+    name = re.compile(rf"fleet-{re.escape(env)}-[0-9a-f]{{12}}\.log")
+    workers = [
+        {
+            "pid": pid,
+            "argv": argv,
+            "log": str(log),
+            "worker_id": f"{socket.gethostname()}-{pid}",
+            "started_at": None,
+            "environment": environ(pid),
+            "task_definition": None,
+        }
+        for pid, found, log in processes_logging_to(_log_dir())
+        if found == argv and name.fullmatch(log.name)
+    ]
+    damaged(state_file(env), ", ".join(f"fleet worker pid {w['pid']}" for w in workers) or "no worker")
+    _save(env, workers, {})
+    return {"workers": workers, "up": {}}
 
 
 def _alive(record: dict) -> bool:
@@ -63,17 +114,39 @@ def _alive(record: dict) -> bool:
     return cmdline(record["pid"]) == " ".join(record["argv"])
 
 
+def _running(env: str) -> list[dict]:
+    """The recorded local workers still running; read only, so `status` never races a command that records."""
+    return [w for w in _load(env) if _alive(w)]
+
+
 def _local_workers(env: str) -> list[dict]:
-    """The recorded local workers still running (dead ones are dropped from the record)."""
-    workers = [w for w in _load(env) if _alive(w)]
+    """The recorded local workers still running, dead ones dropped from the record (under the fleet's lock)."""
+    workers = _running(env)
     _save(env, workers)
     return workers
 
 
+def _what(env: str) -> str:
+    return f"environment {env}'s fleet"
+
+
+def _changes_local_fleet(function):
+    """`function(target, ...)` changes the target's fleet: on the local stack it runs holding that fleet's lock
+    (kinase_cli/local/lock.py), so two commands never both start a fleet. On AWS, ECS orders the updates."""
+
+    @functools.wraps(function)
+    def locked(target: Target, *args, **kwargs):
+        if not target.local:
+            return function(target, *args, **kwargs)
+        with lock.exclusive(lock.fleet(target.env), _what(target.env)):
+            return function(target, *args, **kwargs)
+
+    return locked
+
+
 def _fleet_environment(
-    target: Target, outputs, max_streams: int | None, model: str | None, env_vars: list[str], gpu: bool
+    target: Target, definition: dict, max_streams: int | None, model: str | None, env_vars: list[str], gpu: bool
 ) -> dict[str, str]:
-    definition = target.client("ecs").describe_task_definition(taskDefinition=naming.fleet_family(target.env))["taskDefinition"]
     overrides = worker_settings.environment(
         max_streams=max_streams, model=str(Path(model).resolve()) if model else None, device="cuda" if gpu else None
     )
@@ -86,8 +159,8 @@ def _fleet_environment(
     return {**target.child_env(), **base, **overrides}
 
 
-def _start_local(target: Target, environment: dict[str, str]) -> dict:
-    log_dir = paths.local_dir() / "fleet-logs"  # not worker-logs: `kinase logs --local` reads those as timestamped run logs
+def _start_local(target: Target, environment: dict[str, str], task_definition: str | None) -> dict:
+    log_dir = _log_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", FLEET_ENTRY]
     log = log_dir / f"fleet-{target.env}-{uuid.uuid4().hex[:12]}.log"
@@ -99,6 +172,7 @@ def _start_local(target: Target, environment: dict[str, str]) -> dict:
         "worker_id": f"{socket.gethostname()}-{child.pid}",
         "started_at": iso(time.time()),
         "environment": environment,
+        "task_definition": task_definition,  # the revision whose settings it runs
     }
 
 
@@ -173,6 +247,7 @@ def _with_max_streams(target: Target, family: str, max_streams: int) -> str:
     return ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
 
 
+@_changes_local_fleet
 def up(
     target: Target, workers: int, max_streams: int | None, model: str | None = None, env_vars: list[str] = (), gpu: bool = False
 ) -> dict:
@@ -187,23 +262,28 @@ def up(
             f"--workers {workers}: the GPU workers' Auto Scaling group has at most {naming.GPU_MAX_INSTANCES} instances, one worker each",
             f"--workers {naming.GPU_MAX_INSTANCES} or fewer; each GPU worker reads up to {naming.FLEET_MAX_STREAMS_PER_WORKER} streams",
         )
+    # The revision the workers start.
+    family = naming.gpu_fleet_family(target.env) if gpu and not target.local else naming.fleet_family(target.env)
+    definition = taskdef.current(target, outputs, family)
     streams_workflow.lease_prefixed(target)
     if target.local:
         running = _local_workers(target.env)
         if running:
             raise KinaseError(
-                f"the local fleet of {target.env} runs already ({len(running)} workers)", "use `kinase fleet scale N --local`"
+                f"the local fleet of {target.env} runs already ({len(running)} workers)",
+                "use `kinase fleet scale N --local`, or `kinase fleet roll --local` to move it to the newest revision",
             )
-        environment = _fleet_environment(target, outputs, max_streams, model, list(env_vars), gpu)
-        started = [_start_local(target, environment) for _ in range(workers)]
-        _save(target.env, started)
+        environment = _fleet_environment(target, definition, max_streams, model, list(env_vars), gpu)
+        started = [_start_local(target, environment, definition["taskDefinitionArn"]) for _ in range(workers)]
+        model = str(Path(model).resolve()) if model else None
+        _save(target.env, started, {"max_streams": max_streams, "model": model, "env_vars": list(env_vars), "gpu": gpu})
         return {"local": True, "gpu": gpu, "workers": [_public(w) for w in started]}
     if model or env_vars:
         raise KinaseError("--model and --env-var apply to local workers", "on AWS the fleet runs its task definition's settings")
     cluster, service = outputs["ClusterName"], services[gpu]
-    request = {"cluster": cluster, "service": service, "desiredCount": workers}
+    # The newest revision (push-image pins it), not the one the service was created with.
+    request = {"cluster": cluster, "service": service, "desiredCount": workers, "taskDefinition": definition["taskDefinitionArn"]}
     if max_streams:
-        family = naming.gpu_fleet_family(target.env) if gpu else naming.fleet_family(target.env)
         request["taskDefinition"] = _with_max_streams(target, family, max_streams)
     ecs = target.client("ecs")
     for other in [name for placement, name in services.items() if placement != gpu]:
@@ -220,6 +300,7 @@ def up(
     }
 
 
+@_changes_local_fleet
 def scale(target: Target, workers: int) -> dict:
     outputs = stack_outputs.read(target, required=("storage", "compute"))
     if target.local:
@@ -228,7 +309,7 @@ def scale(target: Target, workers: int) -> dict:
             raise KinaseError(f"the local fleet of {target.env} is not running", "start it with `kinase fleet up --local`")
         if workers > len(running):
             environment = running[0]["environment"]
-            running += [_start_local(target, environment) for _ in range(workers - len(running))]
+            running += [_start_local(target, environment, running[0].get("task_definition")) for _ in range(workers - len(running))]
             stopped = []
         else:
             stopped = _stop_local(running[workers:])
@@ -247,6 +328,7 @@ def scale(target: Target, workers: int) -> dict:
     return {"local": False, "gpu": gpu, "service": service, "desired_count": answer["desiredCount"]}
 
 
+@_changes_local_fleet
 def down(target: Target) -> dict:
     outputs = stack_outputs.read(target, required=("storage", "compute"))
     if target.local:
@@ -260,18 +342,107 @@ def down(target: Target) -> dict:
     return {"local": False, "service": outputs["FleetServiceName"], "services": services, "desired_count": 0}
 
 
+@_changes_local_fleet
+def roll(target: Target, outputs) -> dict:
+    """Move the running fleet to its task family's newest revision (a new image, new settings) without a gap.
+
+    On AWS: UpdateService with that revision on the fleet service that is up (Fargate or GPU). Its
+    deployment rules (minimum healthy 100 %, maximum 200 %, infra/stacks/fleet.py) make ECS start the
+    new tasks first; they take leases handed over to them, and the old tasks, stopped with SIGTERM,
+    checkpoint and release theirs, which the new ones take. Locally the same, step by step: as many new
+    workers as run, on the new revision's settings; once each is ready, SIGTERM to the old ones
+    (checkpoint, release); then wait until the leases they held are held by the new ones. Frames put
+    meanwhile wait in the stream and are read from the released checkpoints: none is lost or read twice.
+    `rolled` is False when the fleet runs that revision already or no worker runs.
+    """
+    definition = taskdef.current(target, outputs, naming.fleet_family(target.env))
+    if target.local:
+        return _roll_local(target, outputs, definition)
+    gpu, service, _ = _fleet_that_is_up(target, outputs)
+    if gpu:
+        definition = taskdef.current(target, outputs, naming.gpu_fleet_family(target.env))
+    newest, cluster, ecs = definition["taskDefinitionArn"], outputs["ClusterName"], target.client("ecs")
+    (described,) = ecs.describe_services(cluster=cluster, services=[service])["services"]
+    result = {"local": False, "gpu": gpu, "service": service, "task_definition": newest, "rolled": False}
+    result |= {"previous_task_definition": described["taskDefinition"], "desired_count": described["desiredCount"]}
+    if described["taskDefinition"] == newest:
+        return result
+    answer = ecs.update_service(cluster=cluster, service=service, taskDefinition=newest)["service"]
+    return {**result, "rolled": True, "desired_count": answer["desiredCount"]}
+
+
+def _roll_local(target: Target, outputs, definition: dict) -> dict:
+    state = _load_state(target.env)
+    old = [w for w in state["workers"] if _alive(w)]
+    newest = definition["taskDefinitionArn"]
+    previous = sorted({w.get("task_definition") or "unknown" for w in old})
+    result = {"local": True, "task_definition": newest, "previous_task_definitions": previous, "rolled": False, "stopped": []}
+    if not old or previous == [newest]:
+        _save(target.env, old)
+        return {**result, "workers": [_public(w) for w in old], "untaken": []}
+    given = state.get("up") or {}
+    environment = _fleet_environment(
+        target, definition, given.get("max_streams"), given.get("model"), given.get("env_vars") or [], bool(given.get("gpu"))
+    )
+    new: list[dict] = []
+    try:
+        for _ in old:
+            new.append(_start_local(target, environment, newest))
+            _save(target.env, old + new)
+        _wait_ready(new)
+    except BaseException:
+        _stop_local(new)
+        _save(target.env, old)
+        raise
+    table = streams_workflow.lease_table(target)
+    leaving = {w["worker_id"] for w in old}
+    handed = sorted(lease.stream for lease in table.scan() if lease.owner in leaving) if table else []
+    stopped = _stop_local(old)
+    _save(target.env, new)
+    untaken = _wait_taken(table, handed, {w["worker_id"] for w in new}) if table else []
+    return {**result, "rolled": True, "workers": [_public(w) for w in new], "stopped": stopped, "untaken": untaken}
+
+
+def _wait_ready(records: list[dict], timeout: float = READY_TIMEOUT_S) -> None:
+    """Until each new worker has its detector warm and starts its lease cycle: it logs
+    `fleet worker <id>: leases in ...` (worker/fleet.py main()); one that exits first is an error."""
+    waiting = list(records)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        record = waiting[0]
+        if f"fleet worker {record['worker_id']}: leases in" in Path(record["log"]).read_text(errors="replace"):
+            waiting.pop(0)
+            continue
+        if not _alive(record) or time.monotonic() > deadline:
+            why = "exited" if not _alive(record) else f"was not ready within {timeout:.0f}s"
+            raise KinaseError(f"new fleet worker pid {record['pid']} {why}; the fleet stays on its revision", f"see {record['log']}")
+        time.sleep(0.2)
+
+
+def _wait_taken(table, streams: list[str], takers: set[str], timeout: float = TAKE_TIMEOUT_S) -> list[str]:
+    """Until the new workers hold the streams the old ones released; those still untaken at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owners = {lease.stream: lease.owner for lease in table.scan()}
+        untaken = [s for s in streams if s in owners and owners[s] not in takers]
+        if not untaken or time.monotonic() > deadline:
+            return untaken
+        time.sleep(0.5)
+
+
 def stop_every_local_fleet() -> list[str]:
     """`kinase local down`: the local fleets' workers stop first (they release their leases while the stack still answers)."""
     stopped = []
     for path in sorted(paths.local_dir().glob("fleet-*.json")):
         env = path.stem[len("fleet-") :]
-        stopped += [f"fleet worker {w['worker_id']} (pid {w['pid']})" for w in _stop_local(_local_workers(env))]
-        path.unlink(missing_ok=True)
+        with lock.exclusive(lock.fleet(env), _what(env)):
+            stopped += [f"fleet worker {w['worker_id']} (pid {w['pid']})" for w in _stop_local(_local_workers(env))]
+            path.unlink(missing_ok=True)
     return stopped
 
 
 def _public(record: dict) -> dict:
-    return {k: record[k] for k in ("pid", "worker_id", "log", "started_at")}
+    return {**{k: record[k] for k in ("pid", "worker_id", "log", "started_at")}, "task_definition": record.get("task_definition")}
 
 
 def status(target: Target) -> dict:
@@ -282,7 +453,7 @@ def status(target: Target) -> dict:
         if s["owner"]:
             held.setdefault(s["owner"], []).append(s["name"])
     if target.local:
-        workers = [{**_public(w), "streams": sorted(held.pop(w["worker_id"], []))} for w in _local_workers(target.env)]
+        workers = [{**_public(w), "streams": sorted(held.pop(w["worker_id"], []))} for w in _running(target.env)]
         scaling = None
     else:
         gpu, service, limits = _fleet_that_is_up(target, outputs)

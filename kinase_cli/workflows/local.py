@@ -1,15 +1,16 @@
-"""Starting the local stack: `kinase local up` and `kinase demo` start it the same way.
+"""Starting and stopping the local stack: `kinase local up` and `kinase demo` start it the same way.
 
 Starting is also recovering: a server that died is started again (only that one), and since both
 keep everything in memory, the environments that were deployed into the stack are deployed again
-(unless `redeploy` is off, in which case one line says what to run).
+(unless `redeploy` is off, in which case one line says what to run). Starting and stopping hold
+the local stack's lock (kinase_cli/local/lock.py), so two of them never interleave.
 """
 
 from __future__ import annotations
 
 from infra.naming import DEFAULT_ENV
 from kinase_cli.aws.target import LOCAL_ACCOUNT, LOCAL_REGION, Target
-from kinase_cli.local import stack
+from kinase_cli.local import lock, stack
 from kinase_cli.runners import cdk
 from kinase_cli.ui import console
 from kinase_cli.ui.text import join
@@ -22,6 +23,21 @@ def start(port: int, kvs_port: int, redeploy: bool = True) -> dict:
     The report: endpoints, `started` (servers started now), `already_running`, `redeployed` and
     `not_redeployed` (environments).
     """
+    with lock.exclusive(lock.STACK, "the local stack"):
+        return _start(port, kvs_port, redeploy)
+
+
+def stop() -> dict:
+    """`kinase local down`: the local fleets' workers first (they release their leases while the stack still
+    answers), then the servers; the deployments are forgotten. The report: `stopped`, `environments_lost`."""
+    from kinase_cli.workflows.fleet import stop_every_local_fleet
+
+    with lock.exclusive(lock.STACK, "the local stack"):
+        stopped = stop_every_local_fleet() + stack.stop()
+        return {"stopped": stopped, "environments_lost": stack.forget_deployments()}
+
+
+def _start(port: int, kvs_port: int, redeploy: bool) -> dict:
     had_state = stack.load() is not None
     state, started = stack.ensure(port, kvs_port)
     report = {

@@ -51,6 +51,7 @@ COVERED_ELSEWHERE = {
         "tests/e2e/test_fleet.py::test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams",
     ),
     "stream adopt": "tests/e2e/test_fleet.py::test_adopted_stream_is_tagged_leased_and_kept_on_rm",
+    "fleet roll": "tests/e2e/test_fleet_roll.py::test_a_fleet_rolled_while_video_is_put_delivers_every_frame_once_without_a_gap",
     "destroy": "tests/e2e/test_local_e2e.py::test_second_environment_deploys_and_destroys_cleanly",
     "demo": "tests/e2e/test_demo.py::test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth",
 }
