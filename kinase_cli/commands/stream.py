@@ -73,6 +73,9 @@ def put(
     loop: Annotated[bool, typer.Option("--loop", help="Repeat the file; timestamps keep increasing.")] = False,
     loops: Annotated[int, typer.Option("--loops", min=0, help="With --loop: stop after this many passes (0: until interrupted).")] = 0,
     realtime: Annotated[bool, typer.Option("--realtime", help="Send at the video's frame rate, like a camera.")] = False,
+    audio: Annotated[
+        bool, typer.Option("--audio/--no-audio", help="Send the file's audio track beside the video (AAC or G.711, copied).")
+    ] = True,
     json_: Json = False,
     *,
     target: Target,
@@ -113,6 +116,7 @@ def put(
                 realtime=realtime,
                 stop=stop,
                 on_progress=show,
+                audio=audio,
             )
     finally:
         for sig, handler in previous.items():
@@ -122,6 +126,12 @@ def put(
         jsonout.emit("stream put", summary)
         return
     what = "re-encoded to H.264" if summary["reencoded"] else "H.264 copied"
+    if summary["audio"]:
+        what += f", {summary['audio']} audio copied"
+    if summary["audio_dropped"] and summary["audio_dropped"] != "--no-audio":
+        console.err.print(
+            f"note: the {summary['audio_dropped']} audio track was not sent (Kinesis Video takes AAC or G.711)", highlight=False
+        )
     console.out.print(
         f"put {summary['frames']} frames ({summary['media_seconds']:.1f} s, {what}) to {name} in "
         f"{summary['fragments']} fragments, {summary['persisted']} persisted, {_size(summary['bytes'])} "

@@ -62,8 +62,8 @@ class KvsEndpoint:
         got: list[mkv.Fragment] = []
         try:
             got.extend(mkv.iter_fragments(payload))
-        except (urllib3.exceptions.ReadTimeoutError, ReadTimeoutError, TimeoutError):
-            pass
+        except (urllib3.exceptions.ReadTimeoutError, ReadTimeoutError, TimeoutError, urllib3.exceptions.ProtocolError):
+            pass  # idle (or, behind --idle-reset-seconds, reset while idle)
         finally:
             payload.close()
         return got
@@ -111,6 +111,23 @@ def endpoint(home: Path, *flags: str) -> Iterator[KvsEndpoint]:
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def video_positions(kvs: KvsEndpoint, stream: str) -> list[tuple[str, int]]:
+    """The truth a worker is checked against: every video frame the stream holds, as its position (fragment
+    number, offset among the fragment's video frames), decoded with PyAV from GetMedia from EARLIEST on and
+    across ended sessions with the continuation token."""
+    import av
+
+    positions: list[tuple[str, int]] = []
+    selector = {"StartSelectorType": "EARLIEST"}
+    while fragments := kvs.fragments(stream, **selector):
+        for fragment in fragments:
+            with av.open(io.BytesIO(fragment.data)) as container:
+                frames = sum(1 for frame in container.decode(video=0) if frame.pts is not None)
+            positions += [(fragment.fragment_number, offset) for offset in range(frames)]
+        selector = {"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": fragments[-1].continuation_token}
+    return positions
 
 
 def decode(fragments: list[mkv.Fragment]) -> list[tuple[float, object]]:
