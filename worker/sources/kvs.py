@@ -27,8 +27,14 @@ in the fragment), never by producer time, so a frame at a position already handl
 again (counted as FramesDeduplicated) whether the start is inclusive or exclusive, and frames
 whose producer clock jumped back are still processed.
 
+Idle is not failure: a connection that was open and then sent nothing until the read timeout, was
+reset (a middlebox dropping idle connections) or ended (the service ends GetMedia sessions) is
+renewed from the position reached; only consecutive GetMedia calls that fail count towards
+giving up.
+
 Accounting: every frame read here ends as sampled out or corrupt, or goes on to the pipeline as a
-Frame (see worker.metrics.OUTCOMES).
+Frame (see worker.metrics.OUTCOMES). Frames are the video track's blocks only: a camera's audio
+blocks in the same clusters are neither read nor counted, and positions count video frames.
 """
 
 from __future__ import annotations
