@@ -67,7 +67,8 @@ def grant_streams(stack: cdk.Stack, role: iam.Role, env_name: str, table_name: s
     role.add_to_policy(
         iam.PolicyStatement(
             sid="Leases",
-            actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Scan"],
+            # no PutItem: the CLI writes new leases (`stream create/adopt`, `fleet up`); workers only update and delete them
+            actions=["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Scan"],
             resources=[stack.format_arn(service="dynamodb", resource="table", resource_name=table_name)],
         )
     )

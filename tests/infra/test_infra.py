@@ -183,7 +183,7 @@ def test_task_role_grants_exactly_the_workers_calls(templates):
         "ReadInputBuckets": ["s3:GetObject"],
         # the fleet's (tests/infra/test_fleet_infra.py)
         "ReadEnvironmentStreams": ["kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
-        "Leases": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
+        "Leases": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
     }
     rendered = json.dumps(statements)
     assert f"stream/{naming.stream_name(ENV)}/*" in rendered
