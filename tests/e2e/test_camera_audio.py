@@ -7,6 +7,7 @@ frames read back from the stream.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def put_with_audio(media, stream: str, clip: Path) -> list[tuple[str, int]]:
     """`kinase stream put` of the clip (its audio goes along); the stream's video frames, by position."""
     put = json.loads(kinase("stream", "put", str(clip), "--stream", stream, "--local", "--json", check=True, timeout=300).stdout)["data"]
     assert (put["audio"], put["frames"], put["persisted"]) == ("aac", FRAMES, put["fragments"])
+    assert tracks(media, stream) == ["video", "audio"]
     truth = video_positions(KvsEndpoint(url=media.kvs_endpoint, home=Path()), stream)
     assert len(truth) == FRAMES
     return truth
@@ -67,3 +69,20 @@ def test_frame_index_counts_video_frames_when_sampling_skips_whole_fragments(med
     assert len(messages) == counts["delivered"] >= 2
     for m in messages:
         assert m["frame_index"] == truth.index((m["source"]["fragment_number"], m["source"]["frame_in_fragment"]))
+
+
+def tracks(media, stream: str) -> list[str]:
+    """The track types of the stream's first fragment, as GetMedia returns it."""
+    import av
+
+    first = KvsEndpoint(url=media.kvs_endpoint, home=Path()).fragments(stream, StartSelectorType="EARLIEST")[0]
+    with av.open(io.BytesIO(first.data)) as container:
+        return [s.type for s in container.streams]
+
+
+def test_no_audio_sends_the_video_track_only(media, camera_clip):
+    target = media.fresh(with_stream=True)
+    args = ("stream", "put", str(camera_clip), "--stream", target.stream, "--no-audio", "--local", "--json")
+    put = json.loads(kinase(*args, check=True, timeout=300).stdout)["data"]
+    assert (put["audio"], put["audio_dropped"], put["frames"], put["fragments"]) == (None, "--no-audio", FRAMES, FRAMES // GOP)
+    assert tracks(media, target.stream) == ["video"]
