@@ -2,15 +2,16 @@
 
 The worker ships without kinase_cli, so it builds its own clients. Endpoints come from the standard
 variables (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS_VIDEO), which boto3 honours by itself.
-botocore's standard retry mode absorbs short bursts of throttling; `retry` keeps going with backoff
-for a longer outage (S3 SlowDown for a minute must not lose frames) and gives up on errors that
-retrying cannot fix.
+botocore's standard retry mode absorbs short bursts of throttling; `retry` keeps a read going with
+backoff for a while and gives up on errors that retrying cannot fix; writes follow the write policy
+(worker/retry.py `WritePolicy`). Read timeouts are short (`READ_TIMEOUT`, KINASE_CALL_TIMEOUT for S3 and SQS): an S3, SQS or DynamoDB call
+answers in well under a second, so a call with no answer is noticed in seconds and sent again,
+instead of blocking its thread for minutes (GetMedia sets its own, for idle streams).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,16 +20,16 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError  # noqa: F401 (used by the sources)
 
 from worker import callrecord
-from worker.retry import BOTOCORE_RETRIES, delay, error_code, is_transient
+from worker.retry import BOTOCORE_RETRIES, FatalError, describe, keep_trying
+
+__all__ = ["FatalError", "describe"]  # the worker's names for them
 
 log = logging.getLogger("kinase.worker.aws")
 T = TypeVar("T")
 
-RETRY_CONFIG = Config(retries=BOTOCORE_RETRIES, connect_timeout=5, read_timeout=30, max_pool_connections=16)
-
-
-class FatalError(RuntimeError):
-    """An error retrying cannot fix (missing bucket, denied access); the worker exits 1 with this line."""
+READ_TIMEOUT = 10  # seconds a call may send back nothing before botocore drops the connection and tries again (KINASE_CALL_TIMEOUT)
+CONNECT_TIMEOUT = 5
+RETRY_CONFIG = Config(retries=BOTOCORE_RETRIES, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, max_pool_connections=16)
 
 
 def session() -> boto3.session.Session:
@@ -42,27 +43,12 @@ def client(sess: boto3.session.Session, service: str, **kwargs):
     return made
 
 
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        message = exc.response.get("Error", {}).get("Message", "")
-        return f"{error_code(exc) or 'Error'}: {message}".strip().rstrip(":")
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
 def retry(fn: Callable[[], T], *, what: str, give_up_after: float = 300.0, on_retry: Callable[[], None] | None = None) -> T:
-    """Call `fn` until it succeeds, retrying transient errors with jittered backoff for `give_up_after` seconds."""
-    started = time.monotonic()
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise FatalError(f"{what} failed: {describe(exc)}") from exc
-            if time.monotonic() - started > give_up_after:
-                raise FatalError(f"{what} still failing after {give_up_after:.0f}s: {describe(exc)}") from exc
-            attempt += 1
-            if on_retry:
-                on_retry()
-            log.warning("%s failed (%s), retry %d", what, describe(exc), attempt)
-            time.sleep(delay(attempt))
+    """Call `fn` (a read) until it succeeds, retrying transient errors with jittered backoff for `give_up_after` seconds."""
+
+    def failed(exc: BaseException, attempt: int) -> None:
+        if on_retry:
+            on_retry()
+        log.warning("%s failed (%s), retry %d", what, describe(exc), attempt)
+
+    return keep_trying(fn, what=what, patience=give_up_after, on_failure=failed)

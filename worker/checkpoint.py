@@ -29,7 +29,7 @@ from worker import aws
 from worker.contract import iso
 from worker.frames import FragmentEnd, Frame, fragment_order
 from worker.metrics import Metrics
-from worker.retry import error_code
+from worker.retry import WritePolicy, error_code
 from worker.sources.incarnation import Incarnation
 
 log = logging.getLogger("kinase.worker.checkpoint")
@@ -66,18 +66,30 @@ def record(stream: str, source: str, incarnation: Incarnation, position: dict, *
 
 
 class CheckpointStore:
-    def __init__(self, s3, bucket: str, key: str, stream: str, source: str, incarnation: Incarnation, metrics: Metrics):
+    """The checkpoint in S3. Every call follows the write policy (`writes`): a checkpoint outlasts an outage as frames do."""
+
+    def __init__(
+        self,
+        s3,
+        bucket: str,
+        key: str,
+        stream: str,
+        source: str,
+        incarnation: Incarnation,
+        metrics: Metrics,
+        writes: WritePolicy | None = None,
+    ):
         self.s3, self.bucket, self.key, self.stream, self.source = s3, bucket, key, stream, source
         self.incarnation, self.metrics = incarnation, metrics
+        self.writes = writes or WritePolicy()
         self.earlier_gaps: list[dict] = []  # gaps recorded by earlier runs
 
     def load(self) -> dict | None:
         """The checkpoint of this stream incarnation, or None (after setting aside one that is not)."""
         try:
-            body = aws.retry(
+            body = self.writes.write(
                 lambda: self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read(),
-                what=f"read checkpoint s3://{self.bucket}/{self.key}",
-                give_up_after=60,
+                what=f"S3 read checkpoint s3://{self.bucket}/{self.key}",
             )
         except aws.FatalError as exc:
             if error_code(exc.__cause__) in ("NoSuchKey", "404"):
@@ -100,10 +112,9 @@ class CheckpointStore:
     def set_aside(self, body: bytes, data: dict | None, why: str) -> None:
         """Keep an unusable checkpoint beside the real one, warn, and report the gap it leaves."""
         aside = self.key.removesuffix(".json") + f".set-aside-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        aws.retry(
+        self.writes.write(
             lambda: self.s3.put_object(Bucket=self.bucket, Key=aside, Body=body, ContentType="application/json"),
-            what=f"set aside checkpoint s3://{self.bucket}/{aside}",
-            give_up_after=60,
+            what=f"S3 set aside checkpoint s3://{self.bucket}/{aside}",
         )
         log.warning("checkpoint s3://%s/%s set aside as %s: %s; the start policy applies", self.bucket, self.key, aside, why)
         start = str((data or {}).get("fragment_number") or "")
@@ -113,11 +124,10 @@ class CheckpointStore:
         gaps = (self.earlier_gaps + [gap.record() for gap in self.metrics.gaps])[-GAPS_KEPT:]  # shown by `kinase status`
         written = record(self.stream, self.source, self.incarnation, position, gaps=gaps)
         body = json.dumps(written, sort_keys=True).encode()
-        aws.retry(
+        self.writes.write(
             lambda: self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"),
-            what=f"write checkpoint s3://{self.bucket}/{self.key}",
-            give_up_after=60,
-            on_retry=lambda: self.metrics.count("Retries"),
+            what=f"S3 write checkpoint s3://{self.bucket}/{self.key}",
+            on_retry=lambda _exc: self.metrics.count("Retries"),
         )
         return written
 

@@ -61,8 +61,8 @@ class StreamPipelines:
         s = settings_module.load({**self.env, **settings_module.environment(source=settings_module.kvs_source(stream), stream_name=stream)})
         stop = threading.Event()
 
-        def checkpoints(incarnation, metrics):
-            return LeaseCheckpointStore(self.table, stream, self.worker_id, s.source, incarnation, metrics)
+        def checkpoints(incarnation, metrics, writes):
+            return LeaseCheckpointStore(self.table, stream, self.worker_id, s.source, incarnation, metrics, writes)
 
         session = self.session_factory() if self.session_factory else None
         worker = Worker(s, session=session, stop=stop, detector=self.detector, checkpoints=checkpoints)

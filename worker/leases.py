@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from worker.contract import iso
+from worker.retry import WritePolicy
 
 log = logging.getLogger("kinase.worker.leases")
 
@@ -202,24 +203,26 @@ class LeaseCheckpointStore:
     The same rules as the S3 store: a checkpoint of another stream incarnation, source or format is
     set aside (kept in the item as `checkpoint_set_aside`) with a warning and a reported gap. A save
     from a worker that no longer owns the lease is refused and logged: the new owner's checkpoint
-    stands.
+    stands. Every call follows the write policy (`writes`, worker/retry.py): a DynamoDB throttle or
+    outage during a checkpoint is retried as long as a frame upload would be.
     """
 
-    def __init__(self, table: LeaseTable, stream: str, owner: str, source: str, incarnation, metrics):
+    def __init__(self, table: LeaseTable, stream: str, owner: str, source: str, incarnation, metrics, writes: WritePolicy | None = None):
         self.table, self.stream, self.owner, self.source = table, stream, owner, source
         self.incarnation, self.metrics = incarnation, metrics
+        self.writes = writes or WritePolicy()
 
     def load(self) -> dict | None:
         from worker.checkpoint import unusable
 
-        lease = self.table.get(self.stream)
+        lease = self.writes.write(lambda: self.table.get(self.stream), what=f"DynamoDB read the checkpoint of {self.stream}")
         data = lease.checkpoint if lease else None
         if not data:
             return None
         why = unusable(data, self.source, self.incarnation)
         if not why:
             return data
-        self.table.set_aside(self.stream, self.owner)
+        self.writes.write(lambda: self.table.set_aside(self.stream, self.owner), what=f"DynamoDB set aside the checkpoint of {self.stream}")
         log.warning("checkpoint in the lease of %s set aside: %s; the start policy applies", self.stream, why)
         self.metrics.gap(str(data.get("fragment_number") or ""), "", reason=f"checkpoint set aside ({why})")
         return None
@@ -228,7 +231,12 @@ class LeaseCheckpointStore:
         from worker.checkpoint import record as checkpoint_record
 
         record = checkpoint_record(self.stream, self.source, self.incarnation, position)
-        if not self.table.save_checkpoint(self.stream, self.owner, record):
+        saved = self.writes.write(
+            lambda: self.table.save_checkpoint(self.stream, self.owner, record),
+            what=f"DynamoDB write the checkpoint of {self.stream}",
+            on_retry=lambda _exc: self.metrics.count("Retries"),
+        )
+        if not saved:
             log.warning("checkpoint for %s not written: the lease is no longer ours", self.stream)
         return record
 

@@ -52,7 +52,10 @@ TIMINGS = {"InferenceMs": "Milliseconds", "LatencyMs": "Milliseconds"}
 # percentiles of LatencyMs are then percentiles of frame latencies, not of 10-second means.
 EVERY_VALUE = ("LatencyMs",)
 EMF_MAX_VALUES = 100  # values one EMF metric may carry in one line; more go on further lines
-GAUGES = {"MillisBehindNow": "Milliseconds"}
+GAUGES = {
+    "MillisBehindNow": "Milliseconds",
+    "DeliveryLagMs": "Milliseconds",  # how long the oldest frame in delivery has waited since it was read (0: none waits)
+}
 
 
 @dataclass(frozen=True)

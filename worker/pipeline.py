@@ -26,7 +26,7 @@ from worker import detector as detectors
 from worker.checkpoint import CheckpointStore, Ledger
 from worker.frames import FragmentEnd, Frame
 from worker.metrics import Metrics
-from worker.retry import count_retries
+from worker.retry import WritePolicy, count_retries
 from worker.settings import BY_FIELD, Settings
 from worker.sinks import Delivery
 from worker.sources import SourceError, open_source
@@ -114,20 +114,54 @@ class Worker:
     def __init__(
         self, settings: Settings, *, session=None, stop: threading.Event | None = None, metrics_out=None, detector=None, checkpoints=None
     ):
-        """`detector` and `checkpoints` (incarnation, metrics -> store) let the fleet (worker/fleet.py) share
+        """`detector` and `checkpoints` (incarnation, metrics, write policy -> store) let the fleet (worker/fleet.py) share
         one detector between its streams and keep checkpoints in the stream's lease."""
         self.settings = settings
         self.detector, self.checkpoints = detector, checkpoints
         self.stop = stop or threading.Event()
         self.metrics = Metrics(settings.stream_name, out=metrics_out)
+        self.writes = WritePolicy(settings.write_patience, settings.write_warn_after)
         self.session = session or aws.session()
         count_retries(self.session.events, lambda _operation: self.metrics.count("Retries"))
         self.error: str | None = None
+        self._delivery: Delivery | None = None
+        self._ticking = threading.Event()  # set: the metrics timer stops
+        self._ticker = threading.Thread(target=self._tick, name="metrics", daemon=True)
 
     def run(self) -> int:
+        self._ticker.start()
+        try:
+            return self._run()
+        finally:
+            self._stop_ticking()
+
+    def _stop_ticking(self) -> None:
+        self._ticking.set()
+        self._ticker.join()
+
+    def _tick(self) -> None:
+        """Metrics on a timer, apart from the inference loop: while delivery blocks it (an S3 or SQS outage), the
+        metric lines go on saying 0 fps and a growing DeliveryLagMs, and writes pending too long are warned about."""
+        interval = self.settings.metrics_interval
+        step = min(1.0, interval, self.writes.warn_after / 2)
+        next_emit = time.monotonic() + interval
+        while not self._ticking.wait(step):
+            self.writes.check()
+            if time.monotonic() >= next_emit:
+                self._emit()
+                log.info("metrics: %s", self.metrics.summary())
+                next_emit = time.monotonic() + interval
+
+    def _emit(self) -> None:
+        if self._delivery is not None:
+            self.metrics.gauge("DeliveryLagMs", self._delivery.waiting_ms())
+        self.metrics.emit()
+
+    def _run(self) -> int:
         s = self.settings
-        s3 = aws.client(self.session, "s3")
-        sqs = aws.client(self.session, "sqs")
+        calls = aws.Config(read_timeout=s.call_timeout, connect_timeout=min(s.call_timeout, aws.CONNECT_TIMEOUT))
+        s3 = aws.client(self.session, "s3", config=calls)
+        sqs = aws.client(self.session, "sqs", config=calls)
         detector = self.detector or detectors.for_settings(s)
         log.info("model %s (%s, %d classes, imgsz %d)", detector.name, detector.runtime, len(detector.names), detector.imgsz)
         store = None
@@ -138,9 +172,9 @@ class Worker:
             log.info("stream %s", incarnation)
         if incarnation is not None and s.checkpoint:
             store = (
-                self.checkpoints(incarnation, self.metrics)
+                self.checkpoints(incarnation, self.metrics, self.writes)
                 if self.checkpoints
-                else CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source, incarnation, self.metrics)
+                else CheckpointStore(s3, s.bucket, s.checkpoint_key, s.stream_name, s.source, incarnation, self.metrics, self.writes)
             )
             resume = store.load()
             if resume:
@@ -162,6 +196,7 @@ class Worker:
             model=detector.name,
             ledger=ledger,
             metrics=self.metrics,
+            writes=self.writes,
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
         )
@@ -169,11 +204,14 @@ class Worker:
         reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)
         log.info("reading %s", s.source)
         reader.start()
+        self._delivery = delivery
         try:
             self._infer(detector, frames, delivery, ledger)
         finally:
             self.stop.set()
             source.close()
+            budget = threading.Timer(SHUTDOWN_BUDGET, self.writes.abandon)  # writes still failing then are given up
+            budget.start()
             delivered = delivery.close(SHUTDOWN_BUDGET)
             if delivery.error is not None:
                 self.error = self.error or str(delivery.error)
@@ -184,9 +222,12 @@ class Worker:
                     self.error = self.error or str(exc)
             else:
                 self.error = self.error or f"could not deliver the frames in flight within {SHUTDOWN_BUDGET:.0f}s"
+            budget.cancel()
+            self.writes.abandon()
             reader.join(2.0)
             frames.discard()
-            self.metrics.emit()
+            self._stop_ticking()
+            self._emit()
             log.info("summary: %s", self.metrics.summary())
             if self.metrics.balance() and not reader.is_alive():
                 log.warning("accounting: %d frames read are not accounted for", self.metrics.balance())
@@ -218,11 +259,7 @@ class Worker:
 
     def _infer(self, detector, frames: FrameQueue, delivery: Delivery, ledger: Ledger) -> None:
         processed = 0
-        next_emit = time.monotonic() + self.settings.metrics_interval
         while not self.stop.is_set() and not delivery.failed.is_set():
-            if time.monotonic() >= next_emit:
-                self.metrics.emit()
-                next_emit = time.monotonic() + self.settings.metrics_interval
             item = frames.get(timeout=0.2)
             if item is None:
                 continue

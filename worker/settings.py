@@ -127,6 +127,29 @@ SETTINGS: tuple[Setting, ...] = (
         "give_up_after", "float", "300", "seconds of failing GetMedia calls (errors, not idleness) before the worker exits 1", minimum=1.0
     ),
     Setting(
+        "write_patience",
+        "float",
+        "0",
+        "seconds a write (frame upload, message send, checkpoint) keeps failing before the worker exits 1 (0 = keep trying "
+        "until it succeeds or the worker is stopped: an S3, SQS or DynamoDB outage costs no worker its life)",
+        minimum=0.0,
+    ),
+    Setting(
+        "call_timeout",
+        "float",
+        "10",
+        "seconds an S3 or SQS call may send back nothing before it is dropped and sent again (a call with no answer is "
+        "noticed in seconds, then retried by botocore and the write policy)",
+        minimum=0.1,
+    ),
+    Setting(
+        "write_warn_after",
+        "float",
+        "30",
+        "seconds a write may stay pending before it logs a WARNING (again each time its wait doubles; its recovery logs one line)",
+        minimum=0.1,
+    ),
+    Setting(
         "lease_table",
         "str",
         "",
@@ -195,6 +218,9 @@ class Settings:
     max_lag: float = 30.0
     read_timeout: float = 60.0
     give_up_after: float = 300.0
+    call_timeout: float = 10.0
+    write_patience: float = 0.0
+    write_warn_after: float = 30.0
     lease_table: str = ""
     max_streams: int = 8
     lease_duration: float = 15.0

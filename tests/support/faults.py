@@ -7,6 +7,7 @@ Usage (in a test):
         proxy.fail("s3", "503", seconds=20)            # every S3 request answers 503 SlowDown for 20 s
         proxy.fail("sqs", "hang")                      # SQS accepts and never answers, until cleared
         proxy.fail("kinesisvideo", "reset", 5)         # connections reset (RST), the open ones at once
+        proxy.fail("dynamodb", "503", count=6, code="ThrottlingException", status=400)  # the next 6 requests
         proxy.clear("sqs")                             # or proxy.clear() for every service
         proxy.injected[("s3", "503")]                  # how many requests a fault answered
         proxy.forwarded["s3"]                          # how many it let through
@@ -53,9 +54,15 @@ class Fault:
     until: float | None  # time.monotonic() when it ends; None: until cleared
     code: str | None = None
     status: int = 503
+    left: int | None = None  # requests it still answers; None: no limit
+
+    def over(self) -> bool:
+        """Its time is up (a hung request is then let go)."""
+        return self.until is not None and time.monotonic() >= self.until
 
     def active(self) -> bool:
-        return self.until is None or time.monotonic() < self.until
+        """It answers the next request."""
+        return not self.over() and self.left != 0
 
 
 class _Reader:
@@ -201,11 +208,14 @@ class FaultProxy:
             _close(conn.client)
             _close(conn.upstream)
 
-    def fail(self, service: str, mode: str, seconds: float | None = None, *, code: str | None = None, status: int = 503) -> None:
-        """Fault every request for `service` in `mode` ("503", "reset", "hang") for `seconds` (None: until cleared)."""
+    def fail(
+        self, service: str, mode: str, seconds: float | None = None, *, count: int | None = None, code: str | None = None, status: int = 503
+    ) -> None:
+        """Fault every request for `service` in `mode` ("503", "reset", "hang") for `seconds` and at most `count`
+        requests (None: until cleared)."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: one of {MODES}")
-        fault = Fault(mode, None if seconds is None else time.monotonic() + seconds, code, status)
+        fault = Fault(mode, None if seconds is None else time.monotonic() + seconds, code, status, count)
         with self._lock:
             self._faults[service] = fault
             victims = [c for c in self._conns if c.service == service] if mode == "reset" else []
@@ -228,6 +238,16 @@ class FaultProxy:
             fault = self._faults.get(service)
         return fault if fault is not None and fault.active() else None
 
+    def _take(self, service: str) -> Fault | None:
+        """The fault that answers this request, if any (one of its `count`)."""
+        with self._lock:
+            fault = self._faults.get(service)
+            if fault is None or not fault.active():
+                return None
+            if fault.left is not None:
+                fault.left -= 1
+            return fault
+
     def _accept(self) -> None:
         while not self._stopped.is_set():
             try:
@@ -249,7 +269,7 @@ class FaultProxy:
                     return
                 request_line, headers = _headers(head)
                 conn.service = service = service_of(request_line, headers)
-                fault = self.fault(service)
+                fault = self._take(service)
                 if fault is not None:
                     self._inject(conn, reader, service, headers, fault)
                     return
@@ -274,7 +294,7 @@ class FaultProxy:
         if fault.mode == "reset":
             _reset(conn.client)
         elif fault.mode == "hang":
-            while fault.active() and self.fault(service) is fault and not self._stopped.is_set():
+            while self._faults.get(service) is fault and not fault.over() and not self._stopped.is_set():
                 time.sleep(0.05)
         else:
             if "100-continue" not in headers.get("expect", "").lower():

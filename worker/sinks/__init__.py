@@ -18,6 +18,7 @@ import importlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -26,6 +27,7 @@ from worker import contract
 from worker.checkpoint import Ledger
 from worker.frames import Frame
 from worker.metrics import Metrics
+from worker.retry import WritePolicy
 
 log = logging.getLogger("kinase.worker.sinks")
 
@@ -49,7 +51,7 @@ class Result:
 
 @dataclass
 class Context:
-    """What a sink may use: clients, where to deliver, the metrics, and how to stop the worker."""
+    """What a sink may use: clients, where to deliver, the metrics, the write policy, and how to stop the worker."""
 
     s3: object
     sqs: object
@@ -60,7 +62,7 @@ class Context:
     metrics: Metrics
     fail: Callable[[BaseException], None]
     failed: threading.Event
-    give_up_after: float = 300.0
+    writes: WritePolicy = field(default_factory=WritePolicy)
     options: dict = field(default_factory=dict)
 
 
@@ -94,14 +96,26 @@ def _load(path: str):
 class Delivery:
     """The sinks of `SINKS` composed in order, feeding the checkpoint ledger."""
 
-    def __init__(self, s3, sqs, *, bucket: str, queue_url: str, stream_name: str, model: str, ledger: Ledger, metrics: Metrics, **options):
+    def __init__(
+        self,
+        s3,
+        sqs,
+        *,
+        bucket: str,
+        queue_url: str,
+        stream_name: str,
+        model: str,
+        ledger: Ledger,
+        metrics: Metrics,
+        writes: WritePolicy | None = None,
+        **options,
+    ):
         self.ledger, self.metrics, self.stream_name = ledger, metrics, stream_name
         self.error: BaseException | None = None
         self.failed = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight = 0
-        give_up_after = options.pop("give_up_after", 300.0)
-        ctx = Context(s3, sqs, bucket, queue_url, stream_name, model, metrics, self._fail, self.failed, give_up_after, options)
+        self._in_flight: OrderedDict[str, float] = OrderedDict()  # frame id -> when it was read (time.monotonic())
+        ctx = Context(s3, sqs, bucket, queue_url, stream_name, model, metrics, self._fail, self.failed, writes or WritePolicy(), options)
         self.sinks: list[Sink] = []
         done = self._delivered
         for path in reversed(SINKS):
@@ -121,12 +135,12 @@ class Delivery:
         frame_id = contract.frame_id(self.stream_name, frame.source)
         result = Result(frame, detections, inference_ms, frame_id=frame_id, key=contract.frame_key(frame_id))
         with self._lock:
-            self._in_flight += 1
+            self._in_flight[frame_id] = frame.read_at
         self._head(result)
 
     def _delivered(self, result: Result) -> None:
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight.pop(result.frame_id, None)
         self.metrics.count("FramesDelivered")
         if result.message is not None:
             self.metrics.time("LatencyMs", result.message["latency_ms"])
@@ -141,10 +155,18 @@ class Delivery:
         deadline = time.monotonic() + timeout
         finished = all([sink.close(deadline) for sink in self.sinks])
         with self._lock:
-            left, self._in_flight = self._in_flight, 0
+            left = len(self._in_flight)
+            self._in_flight.clear()
         if left:
             self.metrics.count("FramesUnfinished", left)
         return finished and not self.failed.is_set()
+
+    def waiting_ms(self) -> float:
+        """How long the oldest frame handed to delivery has waited since it was read (0 when none waits):
+        it grows while a sink is blocked, when no frame is delivered and so no latency is measured."""
+        with self._lock:
+            oldest = next(iter(self._in_flight.values()), None)
+        return 0.0 if oldest is None else round((time.monotonic() - oldest) * 1000, 1)
 
     def _optional_failed(self, name: str) -> Callable[[BaseException], None]:
         def failed(exc: BaseException) -> None:

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker import aws
 from worker.annotate import annotate, jpeg
+from worker.retry import Abandoned
 from worker.sinks import Context, Result
 from worker.sinks.threads import STOP, put_until
 from worker.upload import parse as parse_upload
@@ -83,12 +83,13 @@ class S3FrameSink:
                     continue
                 body = jpeg(annotate(result.frame.image, result.detections), self.jpeg_quality)
                 result.frame.image = None  # the pixels are not needed any more; free them while the message waits
-                aws.retry(
+                ctx.writes.write(
                     lambda: ctx.s3.put_object(Bucket=ctx.bucket, Key=result.key, Body=body, ContentType="image/jpeg"),
-                    what=f"PutObject s3://{ctx.bucket}/{result.key}",
-                    give_up_after=ctx.give_up_after,
-                    on_retry=lambda: ctx.metrics.count("Retries"),
+                    what=f"S3 PutObject for stream {ctx.stream_name} (s3://{ctx.bucket}/{result.key})",
+                    on_retry=lambda _exc: ctx.metrics.count("Retries"),
                 )
                 self._hand_on(seq, result)
+            except Abandoned:  # stopped during an outage: the frame stays unfinished, redone after a restart
+                return
             except Exception as exc:  # any failure here is fatal for the worker: a frame would be lost
                 ctx.fail(exc)

@@ -1,8 +1,8 @@
 """One message per frame (contract v1) to SQS, in SendMessageBatch calls of up to 10.
 
-Throttling and 5xx are retried (botocore's standard mode, then `aws.retry`); entries a batch
-reports as failed are resent, which botocore does not do; errors retrying cannot fix stop the
-worker. A batch never spans two Kinesis Video fragments: a fragment's checkpoint is then written
+Throttling, 5xx, resets and calls with no answer are retried (botocore's standard mode, then the
+write policy, worker/retry.py `WritePolicy`); entries a batch reports as failed are resent under
+the same policy, which botocore does not do; errors retrying cannot fix stop the worker. A batch never spans two Kinesis Video fragments: a fragment's checkpoint is then written
 before any message of the next one is sent, so a SIGKILL makes a restart redo at most one fragment. A batch sent again after a timeout may already be in the queue: delivery is at least once,
 each message carries its frame id so consumers deduplicate, and such resends are counted
 (MessagesResent).
@@ -10,18 +10,15 @@ each message carries its frame id so consumers deduplicate, and such resends are
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 
 from worker import aws, contract
-from worker.retry import delay
+from worker.retry import Abandoned, Incomplete
 from worker.sinks import Context, Result
 from worker.sinks.threads import STOP, put_until
-
-log = logging.getLogger("kinase.worker.sinks")
 
 BATCH_SIZE = 10
 BATCH_WAIT = 0.1  # seconds the first message of a batch waits for company
@@ -81,6 +78,8 @@ class SqsResultSink:
         """Send one batch; False (the worker failing) if that cannot be done."""
         try:
             self._send(batch)
+        except Abandoned:  # stopped during an outage: the frames stay unfinished, redone after a restart
+            return False
         except Exception as exc:  # fatal: a frame would be lost
             self.ctx.fail(exc)
             return False
@@ -107,38 +106,38 @@ class SqsResultSink:
                 uploaded=r.key is not None,
             )
         pending = {str(i): r for i, r in enumerate(batch)}
-        started = time.monotonic()
-        attempt = 0
-        while pending:
-            entries, size = [], 0
-            for i, r in pending.items():
-                body = contract.dumps(r.message)
-                if entries and size + len(body) > contract.MAX_BODY_BYTES:
-                    break
-                entries.append({"Id": i, "MessageBody": body})
-                size += len(body)
 
-            self._attempts = 0
-            try:
-                response = aws.retry(
-                    lambda: ctx.sqs.send_message_batch(QueueUrl=ctx.queue_url, Entries=entries),
-                    what="SendMessageBatch",
-                    give_up_after=ctx.give_up_after,
-                    on_retry=lambda: ctx.metrics.count("Retries"),
-                )
-            finally:
-                ctx.metrics.count("MessagesResent", len(entries) * max(0, self._attempts - 1))
-            for ok in response.get("Successful", []):
-                self.done(pending.pop(ok["Id"]))
-            failed = [f for f in response.get("Failed", []) if f.get("Id") in pending]
-            if not failed:
-                continue
-            fatal = [f for f in failed if f.get("SenderFault")]
-            if fatal:
-                raise aws.FatalError(f"SendMessageBatch rejected a message: {fatal[0].get('Code')}: {fatal[0].get('Message', '')}")
-            if time.monotonic() - started > ctx.give_up_after:
-                raise aws.FatalError(f"SendMessageBatch: {len(failed)} entries still failing after {ctx.give_up_after:.0f}s")
-            attempt += 1
-            ctx.metrics.count("Retries", len(failed))
-            log.warning("SendMessageBatch: %d of %d entries failed (%s); resending them", len(failed), len(entries), failed[0].get("Code"))
-            time.sleep(delay(attempt))
+        def send() -> None:
+            """Send what is pending, as many calls as it takes; Incomplete when entries failed and wait to be resent."""
+            while pending:
+                entries, size = [], 0
+                for i, r in pending.items():
+                    body = contract.dumps(r.message)
+                    if entries and size + len(body) > contract.MAX_BODY_BYTES:
+                        break
+                    entries.append({"Id": i, "MessageBody": body})
+                    size += len(body)
+                self._attempts = 0
+                try:
+                    response = ctx.sqs.send_message_batch(QueueUrl=ctx.queue_url, Entries=entries)
+                finally:
+                    ctx.metrics.count("MessagesResent", len(entries) * max(0, self._attempts - 1))
+                for ok in response.get("Successful", []):
+                    self.done(pending.pop(ok["Id"]))
+                failed = [f for f in response.get("Failed", []) if f.get("Id") in pending]
+                fatal = [f for f in failed if f.get("SenderFault")]
+                if fatal:
+                    raise aws.FatalError(f"SendMessageBatch rejected a message: {fatal[0].get('Code')}: {fatal[0].get('Message', '')}")
+                if failed:
+                    ctx.metrics.count("Retries", len(failed))  # each failed entry is sent again
+                    raise Incomplete(f"{len(failed)} of {len(entries)} entries failed ({failed[0].get('Code')})")
+
+        ctx.writes.write(
+            send,
+            what=f"SQS SendMessageBatch for stream {ctx.stream_name} ({len(batch)} messages)",
+            on_retry=self._retrying,
+        )
+
+    def _retrying(self, exc: BaseException) -> None:
+        if not isinstance(exc, Incomplete):  # failed entries are counted as they fail
+            self.ctx.metrics.count("Retries")
