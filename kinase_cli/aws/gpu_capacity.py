@@ -172,7 +172,7 @@ def failed_activities(tgt: Target, capacity_provider: str, now: datetime | None 
             break
         if activity["StatusCode"] in ("Failed", "Cancelled"):
             report["failed_activities"].append(
-                {"status": activity["StatusCode"], "at": iso(activity["StartTime"]), "cause": short_cause(activity)}
+                {"status": activity["StatusCode"], "started_at": iso(activity["StartTime"]), "cause": short_cause(activity)}
             )
     return report
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from infra import naming
-from kinase_cli.aws import cost, queues, taskdef
+from kinase_cli.aws import cost, gpu_capacity, queues, taskdef
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws.outputs import stack_status
 from kinase_cli.aws.target import Target
@@ -33,8 +33,10 @@ Examples:
 Tasks are the running ones and those ECS still remembers as stopped (about an hour), with exit codes
 and stop reasons; on the local stack, the local worker runs. The fleet is `kinase fleet status`'s
 view: its workers with the streams each holds, how many of the environment's streams are leased,
-and on AWS the service's desired and running counts and autoscaling limits. The cost is an
-ESTIMATE (see `kinase run-task --help`).
+and on AWS the service's desired and running counts and autoscaling limits. With `deploy --gpu`,
+the GPU instances' failed launches of the last hour (the Auto Scaling group's activity: no capacity
+for the type in a zone, a vCPU quota too small) say why GPU tasks wait in PROVISIONING. The cost is
+an ESTIMATE (see `kinase run-task --help`).
 """
 
 
@@ -139,6 +141,12 @@ def _fleet(t, outputs) -> dict | None:
     return fleet
 
 
+def _gpu(t, outputs) -> dict | None:
+    """The GPU capacity provider's group and its recent failed launches; None without `deploy --gpu`."""
+    name = outputs.get("GpuCapacityProviderName")
+    return gpu_capacity.failed_activities(t, name) if name else None
+
+
 def _queue(t, url: str) -> dict:
     depth = queues.depth(t.client("sqs"), url)
     return {"url": url, "visible": depth.visible, "in_flight": depth.in_flight}
@@ -173,6 +181,7 @@ def gather(t) -> dict:
         "stream": _stream(t, outputs["StreamName"]),
         "gaps": _gaps(t, outputs["FramesBucketName"], outputs["StreamName"]),
         "fleet": _fleet(t, outputs),
+        "gpu": _gpu(t, outputs),
         "queue": _queue(t, outputs["ResultsQueueUrl"]),
         "dead_letter_queue": _queue(t, outputs["DeadLetterQueueUrl"]),
         "dashboard_url": outputs.get("DashboardUrl"),  # absent from stacks deployed before the dashboard
@@ -234,6 +243,7 @@ def _render(data: dict) -> None:
             )
         )
     _render_fleet(data["fleet"])
+    _render_gpu(data["gpu"])
     queue, dlq = data["queue"], data["dead_letter_queue"]
     out.print(f"[bold]queue[/]  {queue['visible']} waiting, {queue['in_flight']} in flight", highlight=False)
     dlq_style = "bold red" if dlq["visible"] or dlq["in_flight"] else "green"
@@ -246,6 +256,25 @@ def _render(data: dict) -> None:
         f"[bold]cost[/]   ~${money['usd_per_hour']:.4f}/h for {money['running_tasks']} running task(s) (estimate; {money['note']})",
         highlight=False,
     )
+
+
+def _render_gpu(gpu: dict | None) -> None:
+    """A GPU task waits in PROVISIONING while its instance does not start; the group's activity says why."""
+    if gpu is None:
+        return
+    failed = gpu["failed_activities"]
+    if not failed:
+        out.print(plain(f"gpu    capacity provider {gpu['capacity_provider']}: no failed instance launches in the last hour"))
+        return
+    out.print(
+        plain(
+            f"gpu    capacity provider {gpu['capacity_provider']}: GPU instances do not start "
+            f"({len(failed)} failed launch(es) of group {gpu['group']}; GPU tasks wait in PROVISIONING until one starts)",
+            "bold red",
+        )
+    )
+    for activity in failed:
+        out.print(plain(f"  {activity['status']} {activity['started_at']}: {activity['cause']}", "red"), soft_wrap=True)
 
 
 def _render_fleet(fleet: dict | None) -> None:

@@ -221,16 +221,39 @@ def test_failed_launches_since_the_last_success_are_reported_with_their_first_se
     assert report["failed_activities"] == [
         {
             "status": "Failed",
-            "at": "2026-12-07T11:58:00.000Z",
+            "started_at": "2026-12-07T11:58:00.000Z",
             "cause": "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the instance bucket that the "
             "specified instance type belongs to",
         },
         {
             "status": "Cancelled",
-            "at": "2026-12-07T11:55:00.000Z",
+            "started_at": "2026-12-07T11:55:00.000Z",
             "cause": "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone you requested (eu-west-3a)",
         },
     ]
+
+
+def test_the_group_is_found_from_the_capacity_provider_as_ecs_describes_it(aws):
+    """moto's ECS and Auto Scaling (moto's CloudFormation creates no capacity provider, so not on the local stack)."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name="eu-west-3")
+    subnet = ec2.create_subnet(VpcId=ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"], CidrBlock="10.0.0.0/24")["Subnet"]
+    autoscaling = boto3.client("autoscaling", region_name="eu-west-3")
+    autoscaling.create_launch_configuration(LaunchConfigurationName="lc", ImageId="ami-12c6146b", InstanceType="g4dn.xlarge")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="kinase-dev-compute-GpuInstances",
+        LaunchConfigurationName="lc",
+        MinSize=0,
+        MaxSize=2,
+        VPCZoneIdentifier=subnet["SubnetId"],
+    )
+    arn = autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"][0]["AutoScalingGroupARN"]
+    boto3.client("ecs", region_name="eu-west-3").create_capacity_provider(
+        name="kinase-dev-gpu", autoScalingGroupProvider={"autoScalingGroupArn": arn}
+    )
+    report = gpu_capacity.failed_activities(Target(region="eu-west-3"), "kinase-dev-gpu")
+    assert report == {"capacity_provider": "kinase-dev-gpu", "group": "kinase-dev-compute-GpuInstances", "failed_activities": []}
 
 
 def test_failures_older_than_the_window_are_history(aws):
@@ -238,3 +261,29 @@ def test_failures_older_than_the_window_are_history(aws):
     now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
     activities_stubs(tgt, [activity("Failed", 61, QUOTA_FAILURE, now)])
     assert gpu_capacity.failed_activities(tgt, "kinase-dev-gpu", now=now)["failed_activities"] == []
+
+
+def test_status_shows_failed_launches_instead_of_leaving_tasks_in_provisioning(monkeypatch):
+    from rich.console import Console
+
+    from kinase_cli.commands import status
+
+    console = Console(record=True, width=250)
+    monkeypatch.setattr(status, "out", console)
+    failed = [
+        {
+            "status": "Failed",
+            "started_at": "2026-12-07T11:58:00.000Z",
+            "cause": "You have requested more vCPU capacity than your current vCPU limit of 0 allows",
+        }
+    ]
+    status._render_gpu({"capacity_provider": "kinase-dev-gpu", "group": "kinase-dev-compute-GpuInstances", "failed_activities": failed})
+    status._render_gpu({"capacity_provider": "kinase-dev-gpu", "group": "g", "failed_activities": []})
+    status._render_gpu(None)
+    lines = console.export_text().splitlines()
+    assert lines == [
+        "gpu    capacity provider kinase-dev-gpu: GPU instances do not start (1 failed launch(es) of group kinase-dev-compute-GpuInstances; "
+        "GPU tasks wait in PROVISIONING until one starts)",
+        "  Failed 2026-12-07T11:58:00.000Z: You have requested more vCPU capacity than your current vCPU limit of 0 allows",
+        "gpu    capacity provider kinase-dev-gpu: no failed instance launches in the last hour",
+    ]

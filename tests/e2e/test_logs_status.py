@@ -90,6 +90,7 @@ def test_status_json_has_every_part(deployed_stack):
     assert data["queue"]["url"] == deployed_stack["ResultsQueueUrl"]
     assert data["dead_letter_queue"]["visible"] == 1
     assert data["cost"]["estimate"] is True
+    assert data["gpu"] is None  # deployed without --gpu: no GPU capacity provider to report on
 
 
 def test_status_lists_local_runs_with_exit_codes(deployed_stack, tmp_path):
