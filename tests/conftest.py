@@ -37,8 +37,10 @@ def local_stack(kinase_home):
 
 @pytest.fixture(scope="session")
 def deployed_stack(local_stack):
-    """`kinase deploy --local` once per session; yields the outputs (ResultsQueueUrl, FramesBucketName, ...)."""
+    """`kinase deploy --local` once per session, then the local stack's push (the source tree the local workers run
+    registered as the image, as `run-task`/`fleet up` require); yields the outputs (ResultsQueueUrl, FramesBucketName, ...)."""
     kinase("deploy", "--local", check=True, timeout=600)
+    kinase("push-image", "--local", "--source-tree", check=True)
     return json.loads(kinase("outputs", "--local", "--json", check=True).stdout)["data"]
 
 

@@ -29,7 +29,7 @@ from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError, translate
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.web import report
-from kinase_cli.workflows import deploy, scoring
+from kinase_cli.workflows import deploy, images, scoring
 from kinase_cli.workflows import local as local_workflow
 from kinase_cli.workflows.worker_env import demo_overrides
 
@@ -101,9 +101,10 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
 
     with _step(1, "local stack (moto server + local Kinesis Video endpoint)"):
         local_workflow.start(port, kvs_port)
-    with _step(2, "deploy the stacks through the cdk CLI"):
+    with _step(2, "deploy the stacks through the cdk CLI, register the source tree as the image (push-image --source-tree)"):
         deploy.deploy_stacks(tgt)
         out = outputs.read(tgt, required=("storage", "stream", "compute"))
+        images.push_source_tree(tgt, out)  # no Docker here: the local worker runs this tree, which is its image
     with _step(3, f"generate a {frames}-frame video with known shapes"):
         video = workdir / "demo.mp4"
         truth = samples.shapes_video(video, frames=frames, fps=fps, size=VIDEO_SIZE, seed=2, gop=fps, shapes=3)

@@ -17,6 +17,7 @@ from kinase_cli.options import Json, with_target
 from kinase_cli.runners import proc
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError
+from kinase_cli.workflows import images
 from worker.contract import iso
 from worker.retry import error_code
 
@@ -38,10 +39,11 @@ Examples:
   kinase push-image --tag v1.2.0
   kinase push-image --no-build --tag v1.2.0   # push kinase-worker:v1.2.0 built earlier
   kinase push-image --json
+  kinase push-image --local --source-tree     # the local stack: register the source tree its workers run
 
-Tags are immutable in the repository: each build is pushed under its own tag (by default the git commit and the UTC time, e.g. 3f2c1ab-20260131T120000Z), never `latest`, and a tag that exists already is refused. What runs next: after the push, kinase registers a new revision of the worker's task definition whose image is the pushed digest (repository@sha256:...), and `kinase run-task` starts the newest revision, so the next task runs exactly the image just pushed; `kinase deploy` passes that digest back to CloudFormation, so a redeploy keeps it. The registry password comes from ECR GetAuthorizationToken and reaches `docker login` on stdin only.
+Tags are immutable in the repository: each build is pushed under its own tag (by default the git commit and the UTC time, e.g. 3f2c1ab-20260131T120000Z), never `latest`, and a tag that exists already is refused. What runs next: after the push, kinase registers a new revision of every task definition that runs the worker image (the one-off worker's and the fleet's; with --variant gpu their GPU twins) whose image is the pushed digest (repository@sha256:...); `kinase run-task` and `kinase fleet up` start the newest revision, so the next task runs exactly the image just pushed, and both refuse a revision whose image is not in the repository (before the first push, the stacks name the placeholder tag `latest`, which kinase never pushes). `kinase deploy` passes that digest back to CloudFormation, so a redeploy keeps it. The registry password comes from ECR GetAuthorizationToken and reaches `docker login` on stdin only.
 
-The local stack needs no image: `kinase run-task --local` runs the worker from this source tree, and moto's ECR has no Docker registry endpoint a real `docker push` could reach.
+The local stack (`--local`) has no Docker registry a real `docker push` could reach, and its workers run from this source tree: `kinase push-image --local --source-tree` registers that tree as the image (a manifest of the worker's sources, tag source-<hash>) and pins the task definitions to it, which is what `run-task --local` and `fleet up --local` then check, as ECS would.
 """
 
 
@@ -157,23 +159,28 @@ def push_image(
             "(worker/Dockerfile with VARIANT=pt), pinned in the GPU task definition.",
         ),
     ] = "cpu",
+    source_tree: Annotated[
+        bool,
+        typer.Option(
+            "--source-tree",
+            help="Local stack only, no Docker: register the source tree the local workers run as the image "
+            "(a manifest of the worker's sources, tag source-<hash>) and pin the task definitions to it.",
+        ),
+    ] = False,
     json_out: Json = False,
     *,
     target: Target,
 ) -> None:
-    """Build the worker image, push it to the stack's ECR repository, and pin the task definition to it."""
+    """Build the worker image, push it to the stack's ECR repository, and pin the task definitions to it."""
     if variant not in VARIANTS:
         raise KinaseError(f"--variant {variant!r} is not one of {', '.join(VARIANTS)}", "e.g. `--variant gpu`", exit_code=2)
+    if source_tree:
+        _push_source_tree(target, variant, tag, no_build, json_out)
+        return
     docker = _check_docker()
     outputs = stack_outputs.read(target, required=("registry", "compute"))
     uri = outputs["RepositoryUri"]
-    family = taskdef.family(outputs)
-    if variant == "gpu":
-        family = outputs.get("GpuTaskDefinitionFamily")
-        if not family:
-            raise KinaseError(
-                "this environment has no GPU workers to run a GPU image", f"deploy them first: `kinase deploy --gpu{target.hint_flag()}`"
-            )
+    taskdef.image_families(target, outputs, variant)  # refuses --variant gpu without GPU workers, before the build
     if no_build and not tag:
         raise KinaseError(
             "--no-build needs --tag: the tag of the local image to push",
@@ -220,23 +227,57 @@ def push_image(
                 "check which registry `docker push` reached",
             ) from None
         raise
-    pinned = taskdef.register_pinned(target, outputs, f"{uri}@{digest}", family)
+    pinned = images.pin(target, outputs, f"{uri}@{digest}", variant)
+    _report(outputs, tag, variant, digest, image.get("imagePushedAt"), pinned, json_out)
+
+
+def _push_source_tree(target: Target, variant: str, tag: str | None, no_build: bool, json_out: bool) -> None:
+    """`--source-tree`: the local stack's image is the source tree its workers run (workflows/images.py)."""
+    if not target.local:
+        raise KinaseError(
+            "--source-tree registers the source tree the local stack's workers run; tasks on AWS run a built image",
+            "drop --source-tree: `kinase push-image` builds and pushes the image",
+            exit_code=2,
+        )
+    if tag or no_build:
+        raise KinaseError("--source-tree names its image after the sources (source-<hash>)", "drop --tag and --no-build", exit_code=2)
+    outputs = stack_outputs.read(target, required=("registry", "compute"))
+    taskdef.image_families(target, outputs, variant)
+    pushed = images.push_source_tree(target, outputs, variant)
+    _report(outputs, pushed["tag"], variant, pushed["digest"], pushed["pushed_at"], pushed, json_out)
+
+
+def _report(outputs, tag: str, variant: str, digest: str, pushed_at, pinning: dict, json_out: bool) -> None:
+    """`pinning`: workflows/images.pin's answer (the revisions pinned, the fleet's roll)."""
+    uri, pinned, rolled = outputs["RepositoryUri"], pinning["pinned"], pinning["fleet"]
     data = {
         "repository": uri,
         "tags": [tag],
         "variant": variant,
         "digest": digest,
         "image": f"{uri}@{digest}",
-        "pushed_at": iso(image["imagePushedAt"]) if image.get("imagePushedAt") else None,
-        "task_definition_arn": pinned["taskDefinitionArn"],
+        "pushed_at": iso(pushed_at) if pushed_at else None,
+        "task_definition_arn": pinned[0]["taskDefinitionArn"],
+        "task_definition_arns": [p["taskDefinitionArn"] for p in pinned],
+        "fleet": rolled,
     }
     if json_out:
         jsonout.emit("push-image", data)
         return
     console.out.print(f"pushed {uri}:{tag}", highlight=False, soft_wrap=True)
     console.out.print(f"digest {digest}", highlight=False, soft_wrap=True)
-    console.out.print(f"task definition {pinned['family']}:{pinned['revision']} now runs {uri}@{digest}", highlight=False, soft_wrap=True)
-    console.out.print(f"  {pinned['taskDefinitionArn']}", highlight=False, soft_wrap=True)
+    for revision in pinned:
+        console.out.print(
+            f"task definition {revision['family']}:{revision['revision']} now runs {uri}@{digest}", highlight=False, soft_wrap=True
+        )
+        console.out.print(f"  {revision['taskDefinitionArn']}", highlight=False, soft_wrap=True)
+    if rolled["rolled"]:
+        where = (
+            f"{len(rolled['workers'])} local workers"
+            if rolled["local"]
+            else f"service {rolled['service']} ({rolled['desired_count']} tasks)"
+        )
+        console.out.print(f"fleet: {where} rolled to {rolled['task_definition']}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

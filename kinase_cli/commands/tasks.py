@@ -130,6 +130,7 @@ def _run_local(t, outputs, settings: dict[str, str], count: int, cpu, memory, js
     if cpu or memory:
         console.warn("--cpu/--memory size Fargate tasks; the local worker ignores them")
     definition = taskdef.current(t, outputs)
+    taskdef.require_image(t, outputs, definition, outputs["ContainerName"], "worker")
     base = local_model(taskdef.environment(definition, outputs["ContainerName"]), settings)
     environment = {**t.child_env(), **base, **settings}
     task_id = local_runs.new_task_id()
@@ -162,8 +163,7 @@ def _run_fargate(
     placement = _gpu_placement(t, outputs) if gpu else None
     definition = taskdef.current(t, outputs, outputs["GpuTaskDefinitionFamily"] if gpu else None)
     name = outputs["ContainerName"]
-    image = taskdef.container(definition, name)["image"]
-    _check_image(t, outputs, image)
+    image = taskdef.require_image(t, outputs, definition, name, "worker")
     task_cpu = int(cpu or definition.get("cpu") or sum(c.get("cpu", 0) for c in definition["containerDefinitions"]))
     task_memory = int(memory or definition.get("memory") or sum(c.get("memory", 0) for c in definition["containerDefinitions"]))
     problem = None if gpu else cost.invalid_size(task_cpu, task_memory)
@@ -253,23 +253,6 @@ def _gpu_placement(t, outputs) -> dict:
         raise KinaseError("this environment has no GPU workers", f"deploy them first: `kinase deploy --gpu{t.hint_flag()}`")
     provider = naming.gpu_capacity_provider(t.env)  # the name the stack gives it (infra/stacks/gpu.py)
     return {"capacityProviderStrategy": [{"capacityProvider": provider, "weight": 1, "base": 0}]}
-
-
-def _check_image(t, outputs, image: str) -> None:
-    """Fail before starting a task that could only die pulling an image that is not in the repository."""
-    ref = taskdef.ImageRef.parse(image)
-    if ref.name != outputs.get("RepositoryName", ref.name):
-        return
-    ecr = t.client("ecr")
-    try:
-        ecr.describe_images(repositoryName=ref.name, imageIds=[ref.ecr_id()])
-    except Exception as exc:  # botocore ClientError
-        if error_code(exc) != "ImageNotFoundException":
-            raise
-        hint = f"run `kinase push-image{t.hint_flag()}`"
-        if not ecr.list_images(repositoryName=ref.name, maxResults=1)["imageIds"]:
-            raise KinaseError(f"no worker image has been pushed to {ref.name} yet", hint) from None
-        raise KinaseError(f"the task definition's image {ref.digest or ref.tag} is not in {ref.name}", hint) from None
 
 
 def _wait(t, outputs, definition, arns: list[str], follow: bool, json_out: bool) -> list[dict]:

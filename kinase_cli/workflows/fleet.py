@@ -262,9 +262,10 @@ def up(
             f"--workers {workers}: the GPU workers' Auto Scaling group has at most {naming.GPU_MAX_INSTANCES} instances, one worker each",
             f"--workers {naming.GPU_MAX_INSTANCES} or fewer; each GPU worker reads up to {naming.FLEET_MAX_STREAMS_PER_WORKER} streams",
         )
-    # The revision the workers start.
+    # The revision the workers start, refused (before any lease is written) when its image was never pushed.
     family = naming.gpu_fleet_family(target.env) if gpu and not target.local else naming.fleet_family(target.env)
     definition = taskdef.current(target, outputs, family)
+    taskdef.require_image(target, outputs, definition, naming.FLEET_CONTAINER_NAME, "fleet")
     streams_workflow.lease_prefixed(target)
     if target.local:
         running = _local_workers(target.env)
@@ -367,6 +368,7 @@ def roll(target: Target, outputs) -> dict:
     result |= {"previous_task_definition": described["taskDefinition"], "desired_count": described["desiredCount"]}
     if described["taskDefinition"] == newest:
         return result
+    taskdef.require_image(target, outputs, definition, naming.FLEET_CONTAINER_NAME, "fleet")
     answer = ecs.update_service(cluster=cluster, service=service, taskDefinition=newest)["service"]
     return {**result, "rolled": True, "desired_count": answer["desiredCount"]}
 
@@ -380,6 +382,7 @@ def _roll_local(target: Target, outputs, definition: dict) -> dict:
     if not old or previous == [newest]:
         _save(target.env, old)
         return {**result, "workers": [_public(w) for w in old], "untaken": []}
+    taskdef.require_image(target, outputs, definition, naming.FLEET_CONTAINER_NAME, "fleet")
     given = state.get("up") or {}
     environment = _fleet_environment(
         target, definition, given.get("max_streams"), given.get("model"), given.get("env_vars") or [], bool(given.get("gpu"))

@@ -1,8 +1,9 @@
 """`kinase push-image` on the local stack, with a recording fake `docker` (no engine here).
 
-What the fake cannot do is put the image into the registry; each test puts a manifest into the
-stack's ECR repository itself (what a real push does) and has the fake report that digest, so the
-check that ECR holds the pushed digest and the task-definition pinning run for real against moto.
+The fake's push puts an image manifest into the stack's ECR repository (what a real push does) and
+reports its digest; some tests put a manifest themselves and have the fake report that digest
+(FAKE_DOCKER_DIGEST), or one the registry does not hold. The check that ECR holds the pushed digest
+and the task-definition pinning run for real against moto.
 """
 
 from __future__ import annotations
@@ -65,6 +66,50 @@ def test_build_tag_login_push_sequence_and_pinned_task_definition(deployed_stack
     worker = next(c for c in pinned["containerDefinitions"] if c["name"] == deployed_stack["ContainerName"])
     assert worker["image"] == f"{uri}@{digest}"
     assert pinned["taskDefinitionArn"] in proc.stdout
+
+
+def test_one_push_pins_the_worker_and_the_fleet_family_to_the_digest_the_push_created(deployed_stack, docker):
+    """The fake docker's push creates the manifest in the local ECR, as a registry does; both families that run
+    the worker image get a revision on its digest (the fleet's was left on a tag never pushed before)."""
+    env, _ = docker
+    uri = deployed_stack["RepositoryUri"]
+    data = json.loads(kinase("push-image", "--local", "--tag", "both-families", "--json", env=env, check=True).stdout)["data"]
+    found = local().client("ecr").describe_images(repositoryName=deployed_stack["RepositoryName"], imageIds=[{"imageTag": "both-families"}])
+    assert found["imageDetails"][0]["imageDigest"] == data["digest"]
+    ecs = local().client("ecs")
+    families = [deployed_stack["TaskDefinitionFamily"], naming.fleet_family("dev")]
+    for family in families:
+        newest = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+        assert [c["image"] for c in newest["containerDefinitions"]] == [f"{uri}@{data['digest']}"], family
+    assert [arn.rsplit("/", 1)[1].rsplit(":", 1)[0] for arn in data["task_definition_arns"]] == families
+    assert data["task_definition_arn"] == data["task_definition_arns"][0]
+    assert data["fleet"]["rolled"] is False  # no fleet runs in this environment
+
+
+def test_source_tree_registers_the_local_workers_sources_as_the_image(deployed_stack, docker):
+    """The local stack's push without Docker: a manifest whose one layer is the hash of the worker's sources."""
+    from kinase_cli.workflows.images import source_digest
+
+    env, log = docker
+    first = json.loads(kinase("push-image", "--local", "--source-tree", "--json", env=env, check=True).stdout)["data"]
+    assert first["tags"] == [f"source-{source_digest()[:12]}"]
+    assert docker_calls(log) == []  # no docker at all
+    ecr = local().client("ecr")
+    (image,) = ecr.batch_get_image(repositoryName=deployed_stack["RepositoryName"], imageIds=[{"imageTag": first["tags"][0]}])["images"]
+    assert [layer["digest"] for layer in json.loads(image["imageManifest"])["layers"]] == [f"sha256:{source_digest()}"]
+    assert image["imageId"]["imageDigest"] == first["digest"]
+    worker = newest_task_definition(deployed_stack)
+    assert worker["containerDefinitions"][0]["image"] == first["image"] == f"{deployed_stack['RepositoryUri']}@{first['digest']}"
+    again = json.loads(kinase("push-image", "--local", "--source-tree", "--json", check=True).stdout)["data"]
+    assert (again["tags"], again["digest"]) == (first["tags"], first["digest"])  # the same tree is the same image
+
+
+def test_source_tree_is_for_the_local_stack_only(deployed_stack):
+    line = one_error_line(kinase("push-image", "--source-tree", env=aws_env()))
+    assert "--source-tree registers the source tree the local stack's workers run" in line and "drop --source-tree" in line
+    assert "--source-tree names its image after the sources" in one_error_line(
+        kinase("push-image", "--local", "--source-tree", "--tag", "x")
+    )
 
 
 def test_default_tag_is_the_git_commit_and_json_output(deployed_stack, docker):
@@ -195,6 +240,9 @@ def test_gpu_variant_builds_the_cuda_image_and_pins_the_gpu_task_definition(loca
         pinned = local().client("ecs").describe_task_definition(taskDefinition=values["GpuTaskDefinitionFamily"])["taskDefinition"]
         assert pinned["containerDefinitions"][0]["image"] == f"{values['RepositoryUri']}@{digest}"
         assert data["task_definition_arn"] == pinned["taskDefinitionArn"]
+        fleet = local().client("ecs").describe_task_definition(taskDefinition=naming.gpu_fleet_family(name))["taskDefinition"]
+        assert fleet["containerDefinitions"][0]["image"] == f"{values['RepositoryUri']}@{digest}"  # the GPU fleet's family too
+        assert data["task_definition_arns"] == [pinned["taskDefinitionArn"], fleet["taskDefinitionArn"]]
 
     finally:
         kinase("destroy", "--local", "--env", name, "--yes", timeout=900)

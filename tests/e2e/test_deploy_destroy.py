@@ -58,6 +58,7 @@ def test_the_same_app_has_no_broadening_change(deployed_stack, monkeypatch):
 def test_destroy_stops_a_running_local_worker_first(local_stack, tmp_path):
     env = "h6gone"
     values = json.loads(kinase("deploy", "--local", "--env", env, "--json", check=True, timeout=900).stdout)["data"]
+    kinase("push-image", "--local", "--env", env, "--source-tree", check=True)  # run-task --local needs an image, as ECS does
     worker = subprocess.Popen(
         [*KINASE, "run-task", "--local", "--env", env, "--model", str(SHAPES_MODEL), "--imgsz", "320"],
         cwd=ROOT,

@@ -73,6 +73,8 @@ def owners(state: dict) -> dict[str, str | None]:
 def fleet_env(local_stack):
     proc = kinase("deploy", *LOCAL, "--gpu", timeout=900)  # with the GPU workers: the fleet has two services
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for variant in ("cpu", "gpu"):  # the local stack's push: workers and fleets (Fargate and GPU) run the source tree
+        kinase("push-image", *LOCAL, "--source-tree", "--variant", variant, check=True)
     outputs = json.loads(kinase("outputs", *LOCAL, "--json", check=True).stdout)["data"]
     yield outputs
     kinase("fleet", "down", *LOCAL, timeout=180)

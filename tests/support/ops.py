@@ -2,7 +2,9 @@
 
 `fake_docker` writes a recording `docker` program: each call appends its argv and (for `login
 --password-stdin`) its stdin to a JSON-lines file and answers like the real CLI, failing on the step
-named in FAKE_DOCKER_FAIL. There is no Docker engine here; the real-daemon variant of the push test
+named in FAKE_DOCKER_FAIL. Its `push` registers the image manifest in the local stack's ECR
+(`register_pushed`), as a real push creates it, and reports that digest; FAKE_DOCKER_DIGEST makes it
+report a given digest instead, without registering anything. There is no Docker engine here; the real-daemon variant of the push test
 runs only where `docker info` succeeds.
 
 `aws_env` is the environment that points the plain AWS code path (no --local) at the local stack's
@@ -56,13 +58,19 @@ FAKE_DOCKER = textwrap.dedent(
         print("Login Succeeded")
     elif cmd == "push":
         ref = argv[1]
+        # A push creates the image manifest in the registry; FAKE_DOCKER_DIGEST instead reports a digest without it.
+        digest = os.environ.get("FAKE_DOCKER_DIGEST")
+        if not digest:
+            sys.path.insert(0, {support!r})
+            from ops import register_pushed
+            digest = register_pushed(ref)
         print(f"The push refers to repository [{{ref.rsplit(':', 1)[0]}}]")
         for layer in ("5f70bf18a086", "a3ed95caeb02", "0b1f26a5f1d3"):
             print(f"{{layer}}: Preparing")
         for layer in ("5f70bf18a086", "a3ed95caeb02"):
             print(f"{{layer}}: Pushed")
         print("0b1f26a5f1d3: Layer already exists")
-        print(f"{{ref.rsplit(':', 1)[1]}}: digest: {{os.environ['FAKE_DOCKER_DIGEST']}} size: 1570")
+        print(f"{{ref.rsplit(':', 1)[1]}}: digest: {{digest}} size: 1570")
     """
 )
 
@@ -70,7 +78,7 @@ FAKE_DOCKER = textwrap.dedent(
 def fake_docker(bin_dir: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     path = bin_dir / "docker"
-    path.write_text(FAKE_DOCKER.format(python=sys.executable))
+    path.write_text(FAKE_DOCKER.format(python=sys.executable, support=str(Path(__file__).parent)))
     path.chmod(0o755)
     return path
 
@@ -115,6 +123,13 @@ def put_image(outputs: dict, tag: str, label: str) -> str:
         found = ecr.describe_images(repositoryName=outputs["RepositoryName"], imageIds=[{"imageTag": tag}])
         return found["imageDetails"][0]["imageDigest"]
     return answer["image"]["imageId"]["imageDigest"]
+
+
+def register_pushed(ref: str) -> str:
+    """What a registry does on `docker push REF` (REF = uri:tag): the manifest is put into the local stack's
+    ECR repository under the tag, its one layer named after REF; returns the digest the push reports."""
+    uri, tag = ref.rsplit(":", 1)
+    return put_image({"RepositoryName": uri.split("/", 1)[1]}, tag, ref)
 
 
 def remove_images(outputs: dict) -> None:
