@@ -124,9 +124,9 @@ def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional
 
 @with_target
 def destroy(yes: Yes = False, json: Json = False, *, target: Target) -> None:
-    """Delete all stacks of the environment, with the frames bucket's objects and the stream's video, the streams `kinase stream create` made, and every task-definition revision of its families.
+    """Delete the environment's stacks, the streams `stream create` made and its task-definition revisions.
 
-    Adopted camera streams are untagged, never deleted. The question lists the streams to delete and to untag; the summary says what was removed and what was kept.
+    The frames bucket's objects and the stream's video go with the stacks. Adopted camera streams are untagged, never deleted. The question lists the streams to delete and to untag; the summary says what was removed and what was kept.
     """
     _check(target)
     names = naming.stack_names(target.env)
