@@ -87,10 +87,15 @@ def test_a_fleet_rolled_while_video_is_put_delivers_every_frame_once_without_a_g
     for thread in threads:
         thread.start()
     messages: list[dict] = []
+
+    def receive(at_least: int) -> None:
+        got = media.messages(queue, expect=at_least, wait=300)
+        assert got and not errors, (errors, "no message within 300 s")
+        messages.extend(got)
+
     try:
         while {m["stream_name"] for m in messages} != set(streams):  # both streams read by the old workers
-            messages += media.messages(queue, expect=len(messages) + 1, wait=300)
-            assert not errors, errors
+            receive(1)
         revision = new_revision(media.client("ecs"))
         rolled = run_json("fleet", "roll", *LOCAL, command="fleet roll")
         assert rolled["rolled"] is True and rolled["task_definition"] == revision and rolled["untaken"] == []
@@ -101,7 +106,7 @@ def test_a_fleet_rolled_while_video_is_put_delivers_every_frame_once_without_a_g
         assert all(environ(w["pid"]).get(MARK["name"]) == MARK["value"] for w in new), "the new workers run the new revision"
         after = len(messages)
         while len(messages) < after + 4 * FPS:  # the new workers deliver what is put after the roll
-            messages += media.messages(queue, expect=after + 4 * FPS, wait=300)
+            receive(after + 4 * FPS - len(messages))
     finally:
         stop.set()
         for thread in threads:
@@ -110,19 +115,20 @@ def test_a_fleet_rolled_while_video_is_put_delivers_every_frame_once_without_a_g
     put_frames = {s: puts[s].remux.frames for s in streams}
     total = sum(put_frames.values())
     messages += media.messages(queue, expect=total - len(messages), wait=300)
-    ids = frame_ids(messages)
-    assert len(ids) == len(set(ids)) == total, (Counter(ids).most_common(3), put_frames)
-    assert Counter(m["stream_name"] for m in messages) == put_frames
 
     state = run_json("fleet", "status", *LOCAL, command="fleet status")
     assert {w["worker_id"] for w in state["workers"]} == {w["worker_id"] for w in new}
     assert {s["owner"] for s in state["streams"] if s["name"] in streams} <= {w["worker_id"] for w in new}
     assert run_json("fleet", "roll", *LOCAL, command="fleet roll")["rolled"] is False, "already on the newest revision"
     run_json("fleet", "down", *LOCAL, command="fleet down")
+    accounting = {}
     for worker in old + new:  # each worker's accounting of each stream it read: adds up, no gap
         log = Path(worker["log"]).read_text(errors="replace")
-        counts = summaries(log)
+        accounting[worker["worker_id"]] = counts = summaries(log)
         assert counts and all(c["gaps"] == 0 for c in counts), log[-3000:]
+    ids = frame_ids(messages)
+    assert len(ids) == len(set(ids)) == total, (Counter(ids).most_common(3), put_frames, accounting)
+    assert Counter(m["stream_name"] for m in messages) == put_frames, accounting
     old_logs = "".join(Path(w["log"]).read_text(errors="replace") for w in old)
     assert all(f"released {s}" in old_logs for s in streams), "the old workers released their leases on SIGTERM"
 
