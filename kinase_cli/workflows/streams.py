@@ -161,13 +161,13 @@ def remove(target: Target, name: str) -> dict:
         adopted = True  # the environment's by its tag alone, without a prefix: adopted (its lease lost)
     if adopted:
         if table is not None:
-            table.client.delete_item(TableName=table.table, Key={"stream": {"S": name}})
+            _drop_lease(table, name)
         _untag(target, client, name)
         return {"name": name, "deleted": False, "lease_deleted": lease is not None}
     arn = owned(target, client, stream)["StreamARN"]
     client.delete_stream(StreamARN=arn)
     if table is not None:
-        table.client.delete_item(TableName=table.table, Key={"stream": {"S": stream}})
+        _drop_lease(table, stream)
     return {"name": stream, "arn": arn, "deleted": True, "lease_deleted": table is not None}
 
 
@@ -181,25 +181,36 @@ def _untag(target: Target, client, name: str) -> None:
 
 def lease_prefixed(target: Target) -> list[str]:
     """Give every stream of the environment named with its prefix a lease if it has none; the names leased now.
-    A prefixed stream that is not the environment's (tagged for another, or not at all) gets none, and a warning."""
+
+    A prefixed stream that is not the environment's (tagged for another, or not at all) gets none, and
+    loses one an earlier `fleet up` gave it (before streams were told apart by their tag), with a warning."""
     table = lease_table(target)
     if table is None:
         raise KinaseError("the environment has no lease table", f"run `kinase deploy{target.hint_flag()}` first")
     client = target.client("kinesisvideo")
+    leased = {lease.stream for lease in table.scan()}
     names = []
     for stream in all_streams(client, naming.stream_prefix(target.env)):
-        owner = env_of(client, stream["StreamARN"])
+        name, owner = stream["StreamName"], env_of(client, stream["StreamARN"])
         if owner == target.env:
-            names.append(stream["StreamName"])
+            names.append(name)
+            continue
+        why = (
+            f"belongs to environment {visible(owner, limit=60)}"
+            if owner
+            else f"has no {naming.ENV_TAG} tag (`kinase stream adopt {name}{target.hint_flag()}` makes it this environment's)"
+        )
+        if name in leased:
+            _drop_lease(table, name)
+            console.warn(f"dropped the lease of {name}: it has the environment's prefix but {why}")
         else:
-            name = stream["StreamName"]
-            why = (
-                f"belongs to environment {visible(owner, limit=60)}"
-                if owner
-                else f"has no {naming.ENV_TAG} tag (`kinase stream adopt {name}{target.hint_flag()}` makes it this environment's)"
-            )
             console.warn(f"not leasing {name}: it has the environment's prefix but {why}")
     return [name for name in names if table.ensure(name)]
+
+
+def _drop_lease(table, name: str) -> None:
+    """Delete a stream's lease whoever holds it: its owner's next renewal fails and it stops reading the stream."""
+    table.client.delete_item(TableName=table.table, Key={"stream": {"S": name}})
 
 
 def listing(target: Target, all_: bool = False) -> list[dict]:

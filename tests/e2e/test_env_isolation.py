@@ -92,13 +92,20 @@ def test_an_untagged_stream_under_the_prefix_is_no_ones_until_adopted_and_free_a
 
 
 def test_a_fleet_worker_leases_only_its_environments_streams(two_envs):
+    """`fleet up` leases prod's streams only, and drops the lease an earlier `fleet up` gave prod-eu's stream
+    (when the prefix alone decided), so prod's worker never reads it."""
+    from worker.leases import LeaseTable
+
+    media, _ = two_envs
+    assert LeaseTable(media.client("dynamodb"), naming.lease_table_name(PROD)).ensure(LEGACY)
     up = kinase(
         "fleet", "up", "--workers", "1", "--model", str(SHAPES_ONNX), "-e", "KINASE_LEASE_DURATION=3", "-e", "KINASE_IMGSZ=320",
         "--local", "--env", PROD, "--json", timeout=300,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr[-3000:]
     warnings = " ".join(up.stderr.split())
-    assert f"not leasing {LEGACY}: it has the environment's prefix but belongs to environment prod-eu" in warnings
+    assert f"dropped the lease of {LEGACY}: it has the environment's prefix but belongs to environment prod-eu" in warnings
+    assert f"not leasing {UNTAGGED}: it has the environment's prefix but has no kinase:env tag" in warnings
     ours = {"kinase-prod-video", "kinase-prod-cam1"}
     deadline = time.monotonic() + 180
     while True:
