@@ -140,10 +140,12 @@ def status(json_: Json = False, *, target: Target) -> None:
     workers = Table(title=f"{len(result['workers'])} worker(s)")
     workers.add_column("worker", overflow="fold")
     workers.add_column("pid" if result["local"] else "task", no_wrap=True)
+    workers.add_column("revision", no_wrap=True)
     workers.add_column("streams", overflow="fold")
     for w in result["workers"]:
         where = str(w.get("pid") or w.get("task_id") or ("(not listed)" if w.get("listed") is False else ""))
-        workers.add_row(Text(visible(w.get("worker_id") or "")), where, Text(visible(", ".join(w["streams"]))))
+        revision = (w.get("task_definition") or "").rsplit("/", 1)[-1]
+        workers.add_row(Text(visible(w.get("worker_id") or "")), where, Text(visible(revision)), Text(visible(", ".join(w["streams"]))))
     console.out.print(workers)
     streams = Table(title=f"{len(result['streams'])} stream(s)")
     streams.add_column("stream", overflow="fold")

@@ -468,7 +468,14 @@ def status(target: Target) -> dict:
         for task in tasks:
             host = _task_host(task)
             owner = next((o for o in held if host and o.startswith(host + "-")), None)
-            workers.append({"task_id": task["taskArn"].rsplit("/", 1)[-1], "status": task.get("lastStatus"), "worker_id": owner})
+            workers.append(
+                {
+                    "task_id": task["taskArn"].rsplit("/", 1)[-1],
+                    "status": task.get("lastStatus"),
+                    "worker_id": owner,
+                    "task_definition": task.get("taskDefinitionArn"),  # old and new ones side by side during a deployment
+                }
+            )
             workers[-1]["streams"] = sorted(held.pop(owner, [])) if owner else []
         service_info = described[0] if described else {}
         scaling = {

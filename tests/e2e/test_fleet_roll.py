@@ -119,6 +119,8 @@ def test_a_fleet_rolled_while_video_is_put_delivers_every_frame_once_without_a_g
     state = run_json("fleet", "status", *LOCAL, command="fleet status")
     assert {w["worker_id"] for w in state["workers"]} == {w["worker_id"] for w in new}
     assert {s["owner"] for s in state["streams"] if s["name"] in streams} <= {w["worker_id"] for w in new}
+    shown = kinase("fleet", "status", *LOCAL, check=True).stdout
+    assert revision.rsplit("/", 1)[-1] in shown and old[0]["task_definition"].rsplit("/", 1)[-1] not in shown, shown
     assert run_json("fleet", "roll", *LOCAL, command="fleet roll")["rolled"] is False, "already on the newest revision"
     run_json("fleet", "down", *LOCAL, command="fleet down")
     accounting = {}
