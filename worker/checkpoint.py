@@ -200,7 +200,8 @@ class Ledger:
         with self._write_lock:
             if self.position and _order(position) <= _order(self.position):
                 return
-            self.store.save(position)
+            if self.store.save(position) is None:  # not written (a fleet worker's lease ended): the position stays
+                return
             self.position = position
         self.metrics.count("Checkpoints")
         log.debug("checkpoint %s", position)

@@ -12,7 +12,10 @@ Settings are the one-off worker's (worker/settings.py) plus KINASE_LEASE_TABLE, 
 KINASE_LEASE_DURATION, KINASE_ENV and KINASE_BATCH / KINASE_BATCH_WAIT (cross-stream batching);
 KINASE_SOURCE is set per
 stream. SIGTERM/SIGINT: every pipeline stops, flushes and checkpoints, and each lease is released
-as soon as its pipeline has stopped, so another worker takes it at once. Exit 0 after a clean
+as soon as its pipeline has stopped, so another worker takes it at once. A watchdog thread stops
+a stream's pipeline when its lease's belief ends on this worker's clock, even while the lease loop
+hangs in a DynamoDB call, and each pipeline delivers only while its lease's fence is open
+(LeaseCoordinator.fence: checked before every S3 and SQS write). Exit 0 after a clean
 stop, 2 on invalid settings. Besides the per-stream metric lines, the worker logs
 `StreamsPerWorker` (dimension `Environment`), the metric the fleet's ECS service scales on.
 """
@@ -50,9 +53,11 @@ class _Run:
 class StreamPipelines:
     """The coordinator's `Pipelines`: one one-stream worker thread per held stream."""
 
-    def __init__(self, env: dict[str, str], detector, table: LeaseTable, worker_id: str, session_factory=None):
+    def __init__(self, env: dict[str, str], detector, table: LeaseTable, worker_id: str, session_factory=None, fence=None):
+        """`fence(stream)` gives the started pipeline its lease's fence (LeaseCoordinator.fence, set once the
+        coordinator exists): nothing is delivered or checkpointed once the lease is no longer believed in."""
         self.env, self.detector, self.table, self.worker_id = env, detector, table, worker_id
-        self.session_factory = session_factory
+        self.session_factory, self.fence = session_factory, fence
         self.runs: dict[str, _Run] = {}
 
     def start(self, stream: str) -> None:
@@ -60,12 +65,13 @@ class StreamPipelines:
 
         s = settings_module.load({**self.env, **settings_module.environment(source=settings_module.kvs_source(stream), stream_name=stream)})
         stop = threading.Event()
+        fence = self.fence(stream) if self.fence else (lambda: True)
 
         def checkpoints(incarnation, metrics, writes):
-            return LeaseCheckpointStore(self.table, stream, self.worker_id, s.source, incarnation, metrics, writes)
+            return LeaseCheckpointStore(self.table, stream, self.worker_id, s.source, incarnation, metrics, writes, fence)
 
         session = self.session_factory() if self.session_factory else None
-        worker = Worker(s, session=session, stop=stop, detector=self.detector, checkpoints=checkpoints)
+        worker = Worker(s, session=session, stop=stop, detector=self.detector, checkpoints=checkpoints, fence=fence)
         thread = threading.Thread(target=self._run, args=(stream, worker), name=f"stream-{stream}", daemon=True)
         self.runs[stream] = _Run(worker, thread)
         log.info("reading %s", stream)
@@ -173,9 +179,12 @@ def main(env=None) -> int:
         log.error("error: %s", exc)
         return 1
     me = worker_id()
-    table = LeaseTable(aws.client(aws.session(), "dynamodb"), base.lease_table)
+    table = LeaseTable(aws.client(aws.session(), "dynamodb", config=aws.lease_config(base.lease_duration)), base.lease_table)
     pipelines = StreamPipelines(env, detector, table, me)
     coordinator = LeaseCoordinator(table, me, pipelines, lease_duration=base.lease_duration, max_streams=base.max_streams)
+    pipelines.fence = coordinator.fence
+    watchdog = threading.Thread(target=coordinator.watch, args=(stop,), name="lease-watchdog", daemon=True)
+    watchdog.start()
     log.info(
         "fleet worker %s: leases in %s, at most %d streams, lease duration %gs", me, base.lease_table, base.max_streams, base.lease_duration
     )

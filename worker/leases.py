@@ -11,6 +11,9 @@ on two machines' clocks agreeing:
   counter unchanged for longer than `lease_duration` on its OWN monotonic clock, and may then take
   it (conditional on that counter). The owner believes in its lease only until `lease_duration`
   after it SENT its last successful renewal, so the holder's belief ends before any taker's starts.
+  It keeps that promise however its calls behave: a watchdog (`watch`) stops the pipeline at the
+  belief end even while a renewal hangs, each pipeline sends only while its lease's `fence` is open,
+  and the table's client times out in a fraction of the lease (worker/aws.py `lease_config`).
 - Balancing: a worker below its share asks the most loaded worker (holding at least two more
   leases) for one of them by naming itself in `wanted_by`; the owner stops that stream's pipeline
   (flush, checkpoint) and releases it, and the requester takes it. Handing over, never stealing, so
@@ -204,13 +207,26 @@ class LeaseCheckpointStore:
     set aside (kept in the item as `checkpoint_set_aside`) with a warning and a reported gap. A save
     from a worker that no longer owns the lease is refused and logged: the new owner's checkpoint
     stands. Every call follows the write policy (`writes`, worker/retry.py): a DynamoDB throttle or
-    outage during a checkpoint is retried as long as a frame upload would be.
+    outage during a checkpoint is retried as long as a frame upload would be, but only while `fence`
+    (LeaseCoordinator.fence) says the lease is still believed in: after that the write is not tried
+    again, so a pipeline whose lease ended during a DynamoDB hang stops within one call's timeout.
     """
 
-    def __init__(self, table: LeaseTable, stream: str, owner: str, source: str, incarnation, metrics, writes: WritePolicy | None = None):
+    def __init__(
+        self,
+        table: LeaseTable,
+        stream: str,
+        owner: str,
+        source: str,
+        incarnation,
+        metrics,
+        writes: WritePolicy | None = None,
+        fence: Callable[[], bool] = lambda: True,
+    ):
         self.table, self.stream, self.owner, self.source = table, stream, owner, source
         self.incarnation, self.metrics = incarnation, metrics
         self.writes = writes or WritePolicy()
+        self.fence = fence
 
     def load(self) -> dict | None:
         from worker.checkpoint import unusable
@@ -227,17 +243,20 @@ class LeaseCheckpointStore:
         self.metrics.gap(str(data.get("fragment_number") or ""), "", reason=f"checkpoint set aside ({why})")
         return None
 
-    def save(self, position: dict) -> dict:
+    def save(self, position: dict) -> dict | None:
+        """The record written, or None when it was not (the lease is no longer ours): the ledger then keeps its
+        position at the last checkpoint really written, the one the next owner resumes from."""
         from worker.checkpoint import record as checkpoint_record
 
         record = checkpoint_record(self.stream, self.source, self.incarnation, position)
         saved = self.writes.write(
-            lambda: self.table.save_checkpoint(self.stream, self.owner, record),
+            lambda: self.fence() and self.table.save_checkpoint(self.stream, self.owner, record),
             what=f"DynamoDB write the checkpoint of {self.stream}",
             on_retry=lambda _exc: self.metrics.count("Retries"),
         )
         if not saved:
             log.warning("checkpoint for %s not written: the lease is no longer ours", self.stream)
+            return None
         return record
 
 
@@ -263,6 +282,7 @@ class Held:
     counter: int
     valid_until: float
     releasing: bool = False
+    ended: bool = False  # the watchdog found its belief over and stopped the pipeline
 
 
 @dataclass
@@ -304,6 +324,43 @@ class LeaseCoordinator:
         with self._lock:
             held = self.held.get(stream)
             return held is not None and self.clock() < held.valid_until
+
+    def fence(self, stream: str) -> Callable[[], bool]:
+        """For the pipeline started for the lease held on `stream` now: whether it may still deliver. True while
+        we believe in that lease (our clock before its `valid_until`); once False, False for good, so a pipeline
+        whose lease ended never delivers again, even if we renew late or take the stream again (a new pipeline
+        with its own fence then reads it). Checked right before every send, so nothing reaches S3 or SQS for a
+        stream another worker may own: the KCL's rule that a lease holder stops processing when its lease expires,
+        enforced on our own clock even while a renewal hangs or the process was paused (SIGSTOP)."""
+        with self._lock:
+            held = self.held.get(stream)
+        believed = [held is not None]
+
+        def may_deliver() -> bool:
+            if believed[0]:
+                with self._lock:
+                    believed[0] = self.held.get(stream) is held and self.clock() < held.valid_until
+            return believed[0]
+
+        return may_deliver
+
+    def expire(self) -> None:
+        """The watchdog's check: stop the pipeline of each stream whose belief has ended on our clock. It leaves
+        the lease to the lease loop (which may be stuck in a call that hangs): that drops it when its renewal
+        fails, or releases it once the pipeline has stopped."""
+        now = self.clock()
+        with self._lock:
+            ended = [(stream, held) for stream, held in self.held.items() if not held.ended and now >= held.valid_until]
+            for _, held in ended:
+                held.ended = True
+        for stream, _ in ended:
+            log.warning("lease on %s ended on our clock without a renewal; stopping its pipeline, delivering nothing more", stream)
+            self.pipelines.stop(stream)
+
+    def watch(self, stop: threading.Event) -> None:
+        """The watchdog loop (its own thread): `expire` every tenth of the renewal interval until `stop` is set."""
+        while not stop.wait(self.interval / 10):
+            self.expire()
 
     def streams(self) -> list[str]:
         with self._lock:

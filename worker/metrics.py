@@ -32,6 +32,9 @@ OUTCOMES = {
     "FramesGapped": "gapped",  # inside a reported gap (see `Metrics.gap`)
     "FramesCorrupt": "corrupt",  # could not be decoded
     "FramesUnfinished": "unfinished",  # read but not delivered when the worker stopped; not checkpointed, so a restart redoes them
+    # fleet: read but not delivered because the stream's lease ended (or dropped past the last checkpoint written);
+    # the worker that owns the stream now redoes them from that checkpoint, so they are not lost
+    "FramesReleased": "released",
 }
 COUNTERS = {
     "FramesRead": "Count",  # every frame the source produced (at a position not handled before)
@@ -107,6 +110,14 @@ class Metrics:
         with self._lock:
             self.totals[name] += n
             self._window[name] += n
+
+    def move(self, source: str, to: str, n: int) -> None:
+        """Count `n` frames counted under `source` under `to` instead (the interval's line may then carry a negative
+        `source`: its sum over time stays right)."""
+        with self._lock:
+            for name, delta in ((source, -n), (to, n)):
+                self.totals[name] += delta
+                self._window[name] += delta
 
     def gap(self, start: str, end: str, *, fragments: int = 0, frames: int = 0, reason: str, stream: str | None = None) -> Gap:
         """Report media that will not be processed: one warning line, `Gaps` + 1, `FramesGapped` + frames.

@@ -20,11 +20,12 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from worker import aws
 from worker import detector as detectors
 from worker.checkpoint import CheckpointStore, Ledger
-from worker.frames import FragmentEnd, Frame
+from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
 from worker.retry import WritePolicy, count_retries
 from worker.settings import BY_FIELD, Settings
@@ -52,10 +53,17 @@ class FrameQueue:
     """
 
     def __init__(
-        self, maxsize: int, metrics: Metrics, stop: threading.Event, *, max_wait: float = LIVE_MAX_WAIT, live_cap: int = LIVE_MAX_FRAMES
+        self,
+        maxsize: int,
+        metrics: Metrics,
+        stop: threading.Event,
+        *,
+        max_wait: float = LIVE_MAX_WAIT,
+        live_cap: int = LIVE_MAX_FRAMES,
+        on_drop: Callable[[Frame], None] = lambda _frame: None,
     ):
         self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
-        self.max_wait, self.live_cap = max_wait, live_cap
+        self.max_wait, self.live_cap, self.on_drop = max_wait, live_cap, on_drop
         self._items: deque = deque()
         self._frames = 0
         self._cond = threading.Condition()
@@ -79,16 +87,17 @@ class FrameQueue:
                 del self._items[i]
                 self._frames -= 1
                 self.metrics.count("FramesDropped")
+                self.on_drop(queued)
                 return
 
-    def discard(self) -> int:
-        """Empty the queue after a stop; the frames it held are counted as unfinished (returns how many)."""
+    def discard(self, outcome: str = "FramesUnfinished") -> int:
+        """Empty the queue after a stop; the frames it held are counted under `outcome` (returns how many)."""
         with self._cond:
             frames = sum(isinstance(item, Frame) for item in self._items)
             self._items.clear()
             self._frames = 0
             self._cond.notify_all()
-        self.metrics.count("FramesUnfinished", frames)
+        self.metrics.count(outcome, frames)
         return frames
 
     def get(self, timeout: float):
@@ -103,6 +112,7 @@ class FrameQueue:
                     stale = item.live and self._frames > 0 and time.monotonic() - item.read_at > self.max_wait
                     if stale:
                         self.metrics.count("FramesDropped")
+                        self.on_drop(item)
                         continue
                 self._cond.notify_all()
                 return item
@@ -112,12 +122,26 @@ class FrameQueue:
 
 class Worker:
     def __init__(
-        self, settings: Settings, *, session=None, stop: threading.Event | None = None, metrics_out=None, detector=None, checkpoints=None
+        self,
+        settings: Settings,
+        *,
+        session=None,
+        stop: threading.Event | None = None,
+        metrics_out=None,
+        detector=None,
+        checkpoints=None,
+        fence: Callable[[], bool] | None = None,
     ):
         """`detector` and `checkpoints` (incarnation, metrics, write policy -> store) let the fleet (worker/fleet.py) share
-        one detector between its streams and keep checkpoints in the stream's lease."""
+        one detector between its streams and keep checkpoints in the stream's lease; `fence` (the fleet's
+        LeaseCoordinator.fence) says whether the stream's lease is still ours: once it is not, nothing more is
+        delivered and the frames not delivered are FramesReleased, redone by the stream's next owner."""
         self.settings = settings
         self.detector, self.checkpoints = detector, checkpoints
+        self.fence = fence or (lambda: True)
+        self._dropped: deque[tuple[str, int]] = deque()  # positions of live drops not yet known to be behind a checkpoint
+        self._drop_lock = threading.Lock()
+        self._ledger: Ledger | None = None
         self.stop = stop or threading.Event()
         self.metrics = Metrics(settings.stream_name, out=metrics_out)
         self.writes = WritePolicy(settings.write_patience, settings.write_warn_after)
@@ -186,6 +210,7 @@ class Worker:
                     "after all of it" if offset is None else f"from frame {offset}",
                 )
         ledger = Ledger(store, self.metrics, position=resume)
+        self._ledger = ledger
         source = open_source(s, self.session, s3, self.metrics, self.stop, resume, incarnation.arn if incarnation else None)
         delivery = Delivery(
             s3,
@@ -197,10 +222,11 @@ class Worker:
             ledger=ledger,
             metrics=self.metrics,
             writes=self.writes,
+            fence=self.fence,
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
         )
-        frames = FrameQueue(8, metrics=self.metrics, stop=self.stop)
+        frames = FrameQueue(8, metrics=self.metrics, stop=self.stop, on_drop=self._dropped_frame)
         reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)
         log.info("reading %s", s.source)
         reader.start()
@@ -225,7 +251,9 @@ class Worker:
             budget.cancel()
             self.writes.abandon()
             reader.join(2.0)
-            frames.discard()
+            frames.discard(self._unfinished())
+            if not self.fence():
+                self._release_drops()
             self._stop_ticking()
             self._emit()
             log.info("summary: %s", self.metrics.summary())
@@ -236,13 +264,42 @@ class Worker:
             return 1
         return 0
 
+    def _unfinished(self) -> str:
+        """The outcome of a frame read and not delivered at a stop: released when the lease is no longer ours."""
+        return "FramesUnfinished" if self.fence() else "FramesReleased"
+
+    def _behind_checkpoint(self, position: tuple[str, int]) -> bool:
+        checkpoint = self._ledger.position if self._ledger is not None else None
+        return checkpoint is None or Watermark.from_checkpoint(checkpoint).covers(*position)
+
+    def _dropped_frame(self, frame: Frame) -> None:
+        """Remember where a live frame was dropped until a checkpoint written is past it (then it is lost for good)."""
+        if frame.fragment is None:
+            return
+        with self._drop_lock:
+            self._dropped.append((frame.fragment, frame.offset or 0))
+            while self._dropped and self._behind_checkpoint(self._dropped[0]):
+                self._dropped.popleft()
+
+    def _release_drops(self) -> None:
+        """After the lease ended: live drops past the last checkpoint written are not lost, since the stream's next
+        owner resumes from that checkpoint and redoes them; they move from FramesDropped to FramesReleased, so
+        the drops a stream reports are the frames really lost. (The ledger's position is the last checkpoint
+        written: a save refused for a lost lease leaves it where it was.)"""
+        with self._drop_lock:
+            redone = sum(1 for position in self._dropped if not self._behind_checkpoint(position))
+            self._dropped.clear()
+        if redone:
+            log.info("%d frames dropped after the last checkpoint are redone by the stream's next owner: released", redone)
+            self.metrics.move("FramesDropped", "FramesReleased", redone)
+
     def _read(self, source, frames: FrameQueue, ledger: Ledger) -> None:
         started = False
         try:
             for item in source:
                 if self.stop.is_set():
                     if isinstance(item, Frame):
-                        self.metrics.count("FramesUnfinished")
+                        self.metrics.count(self._unfinished())
                     break
                 if not started and isinstance(item, (Frame, FragmentEnd)) and (item.fragment is not None):
                     started = True

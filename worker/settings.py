@@ -161,7 +161,9 @@ SETTINGS: tuple[Setting, ...] = (
         "lease_duration",
         "float",
         "15",
-        "fleet mode: seconds a lease stands without renewal (renewed every third of it) before another worker takes it over",
+        "fleet mode: seconds a lease stands without renewal (renewed every third of it) before another worker takes it over; "
+        "a lease table call times out after an eighth of it (two attempts), and a worker stops delivering a stream once its "
+        "lease is this old on its own clock, even while a renewal hangs",
         minimum=0.1,
     ),
     Setting("env", "str", "", "fleet mode: the environment's name (dimension of the StreamsPerWorker scaling metric)"),

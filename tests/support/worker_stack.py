@@ -124,8 +124,8 @@ def run_worker(env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-SUMMARY_WORDS = "read|processed|delivered|sampled out|dropped|gapped|corrupt media|corrupt|unfinished|deduplicated|gaps|fragments|reconnects|retries|resent"
-OUTCOMES = ("delivered", "sampled_out", "dropped", "gapped", "corrupt", "unfinished")
+SUMMARY_WORDS = "read|processed|delivered|sampled out|dropped|gapped|corrupt media|corrupt|unfinished|released|deduplicated|gaps|fragments|reconnects|retries|resent"
+OUTCOMES = ("delivered", "sampled_out", "dropped", "gapped", "corrupt", "unfinished", "released")
 
 
 def summary(stderr: str) -> dict:

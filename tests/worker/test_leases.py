@@ -7,17 +7,22 @@ machine's speed; the race test runs two coordinators on real threads with tiny i
 from __future__ import annotations
 
 import io
+import json
 import random
 import threading
 import time
+import types
 import uuid
 
 import boto3
+import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 
 from kinase_cli.local.moto_server import make_dynamodb_writes_atomic
 from support.cli import free_port
+from worker import contract
+from worker.frames import Frame
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.metrics import Metrics
 from worker.sources.incarnation import Incarnation
@@ -383,3 +388,169 @@ def test_of_racing_conditional_writes_exactly_one_succeeds(table, monkeypatch):
 
             won = [c for c in pool.map(take, [f"w{i}" for i in range(8)]) if c is not None]
             assert won == [1], f"round {round_}: {len(won)} conditional writes on counter 0 succeeded"
+
+
+# ------------------------------------------------------------------- leases keep their promise under hangs (issue 22)
+# The Kinesis Client Library's lease model: a holder stops processing once its lease has expired by its own
+# clock, whether or not its renewal has answered; DESIGN.md ("Many cameras: the fleet"): the holder's belief ends
+# lease_duration after it SENT its last successful renewal, before any taker's clock lets it take.
+
+
+class HangingTable:
+    """The lease table with renewals that hang (DynamoDB accepts the call and never answers) until `answer()`."""
+
+    def __init__(self, table):
+        self.table, self.hanging, self.answered = table, threading.Event(), threading.Event()
+        self.renewing = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.table, name)
+
+    def renew(self, *args, **kwargs):
+        if self.hanging.is_set():
+            self.renewing.set()
+            self.answered.wait(30)
+        return self.table.renew(*args, **kwargs)
+
+
+def test_the_watchdog_stops_the_pipeline_at_belief_end_while_its_renewal_hangs(table):
+    table.ensure("cam-a")
+    hanging = HangingTable(table)
+    worker = coordinator(hanging, "w1")
+    worker.step()
+    fence = worker.fence("cam-a")
+    assert fence() and worker.pipelines.running("cam-a")
+
+    hanging.hanging.set()
+    cycle = threading.Thread(target=worker.step, daemon=True)
+    cycle.start()
+    assert hanging.renewing.wait(30)  # the lease loop is stuck in the renewal
+    worker.clock.now += 9.9
+    worker.expire()
+    assert fence() and worker.pipelines.running("cam-a")  # within the lease: reading on
+    worker.clock.now += 0.2
+    assert not fence()  # past the belief end on our own clock: not one more send, though the call has not answered
+    worker.expire()
+    assert not worker.pipelines.running("cam-a")
+
+    hanging.answered.set()  # the renewal comes back, successful (nobody took the lease): too late
+    cycle.join(30)
+    assert not fence(), "a fence never opens again"
+    worker.step()  # the pipeline has stopped: the lease is released, then taken again with a new pipeline
+    worker.step()
+    assert worker.holds("cam-a") and worker.fence("cam-a")() and not fence()
+
+
+def test_a_fence_stays_shut_after_the_lease_is_lost_and_taken_back(table):
+    table.ensure("cam-a")
+    a, b = coordinator(table, "a"), coordinator(table, "b")
+    a.step()
+    first = a.fence("cam-a")
+    b.step()
+    b.clock.now += 11  # a was paused (SIGSTOP): no renewal; b takes over on its own clock
+    b.step()
+    assert owners(table) == {"cam-a": "b"}
+    a.clock.now += 11  # a resumes: before its lease loop even runs, its clock says the belief has ended
+    assert not first()
+    a.expire()
+    assert not a.pipelines.running("cam-a")
+    a.step()  # its renewal fails: the lease is gone
+    assert a.streams() == [] and not first()
+    assert not a.fence("cam-a")(), "no fence opens for a stream not held"
+
+
+def test_a_checkpoint_is_not_written_once_the_fence_has_shut(table):
+    from worker.checkpoint import Ledger
+    from worker.frames import FragmentEnd
+
+    table.ensure("cam-a")
+    worker = coordinator(table, "a")
+    worker.step()
+    fence = worker.fence("cam-a")
+    written = LeaseCheckpointStore(
+        table, "cam-a", "a", "kvs://cam-a", Incarnation(ARN, "2023-11-14T22:13:20Z"), Metrics("cam-a", out=io.StringIO()), fence=fence
+    )
+    ledger = Ledger(written, Metrics("cam-a", out=io.StringIO()))
+    ledger.fragment_end(FragmentEnd("100", {"fragment_number": "100", "next_offset": None}))
+    assert table.get("cam-a").checkpoint["fragment_number"] == "100"
+    worker.clock.now += 10.1
+    ledger.fragment_end(FragmentEnd("200", {"fragment_number": "200", "next_offset": None}))
+    assert table.get("cam-a").checkpoint["fragment_number"] == "100", "the lease is still ours in the table, but not in our belief"
+    assert ledger.position["fragment_number"] == "100", "the ledger stays at the last checkpoint really written"
+
+
+class Recorder:
+    """S3 and SQS clients that record what reaches them."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, str]] = []
+        self.meta = types.SimpleNamespace(events=types.SimpleNamespace(register=lambda *_args, **_kwargs: None))
+
+    def put_object(self, Key, **_):
+        self.sent.append(("s3", Key))
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.sent += [("sqs", json.loads(e["MessageBody"])["key"]) for e in Entries]
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+def kvs_frame(fragment: str, offset: int, live: bool = False) -> Frame:
+    return Frame(
+        image=np.zeros((8, 8, 3), np.uint8),
+        source={"type": "kvs", "uri": "kvs://cam-a", "fragment_number": fragment, "frame_in_fragment": offset},
+        frame_index=offset,
+        frame_time=1000.0 + offset,
+        read_at=time.monotonic(),
+        live=live,
+        fragment=fragment,
+        offset=offset,
+    )
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_nothing_is_sent_once_the_fence_shuts_and_what_was_in_flight_is_released():
+    from worker.checkpoint import Ledger
+    from worker.sinks import Delivery
+
+    open_ = [True]
+    metrics = Metrics("cam-a", out=io.StringIO())
+    client = Recorder()
+    ledger = Ledger(None, metrics)
+    delivery = Delivery(
+        client, client, bucket="b", queue_url="q", stream_name="cam-a", model="m", ledger=ledger, metrics=metrics, fence=lambda: open_[0]
+    )
+    delivery.submit(kvs_frame("100", 0), [], 1.0)
+    wait_until(lambda: metrics.totals["FramesDelivered"] == 1)
+    open_[0] = False  # the lease's belief ends
+    for offset in (1, 2, 3):
+        delivery.submit(kvs_frame("100", offset), [], 1.0)
+    assert delivery.close(30)
+    key = contract.frame_key(contract.frame_id("cam-a", kvs_frame("100", 0).source))
+    assert client.sent == [("s3", key), ("sqs", key)], "nothing reaches S3 or SQS after the belief ended"
+    assert (metrics.totals["FramesDelivered"], metrics.totals["FramesReleased"], metrics.totals["FramesUnfinished"]) == (1, 3, 0)
+
+
+def test_live_drops_past_the_last_checkpoint_written_are_released_when_the_lease_ends():
+    """The next owner resumes from the last checkpoint written and redoes what follows: a drop there is not a loss."""
+    from worker import settings as worker_settings
+    from worker.checkpoint import Ledger
+    from worker.pipeline import FrameQueue, Worker
+
+    settings = worker_settings.load(worker_settings.environment(source="kvs://cam-a", bucket="b", queue_url="q", stream_name="cam-a"))
+    open_ = [True]
+    worker = Worker(settings, session=boto3.session.Session(region_name="us-east-1"), fence=lambda: open_[0], metrics_out=io.StringIO())
+    worker._ledger = Ledger(None, worker.metrics, position={"fragment_number": "100", "next_offset": 2})
+    queue = FrameQueue(8, worker.metrics, threading.Event(), live_cap=1, on_drop=worker._dropped_frame)
+    for fragment, offset in (("100", 0), ("100", 1), ("100", 2), ("200", 0), ("200", 1)):
+        queue.put(kvs_frame(fragment, offset, live=True))  # each newer frame pushes the older one out
+    assert worker.metrics.totals["FramesDropped"] == 4
+    open_[0] = False
+    worker._release_drops()
+    # (100, 0) and (100, 1) are behind the checkpoint: lost for good; (100, 2) and (200, 0) will be redone
+    assert (worker.metrics.totals["FramesDropped"], worker.metrics.totals["FramesReleased"]) == (2, 2)

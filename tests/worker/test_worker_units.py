@@ -324,7 +324,7 @@ def test_metrics_balance_is_zero_only_when_every_frame_read_has_an_outcome():
     m.count("FramesDeduplicated", 7)  # re-reads of handled positions are not frames read
     assert m.balance() == 0
     line = m.summary()
-    assert "read 10 = delivered 4, sampled out 2, dropped 1, gapped 1, corrupt 1, unfinished 1;" in line
+    assert "read 10 = delivered 4, sampled out 2, dropped 1, gapped 1, corrupt 1, unfinished 1, released 0;" in line
     assert "deduplicated 7" in line
     assert "FramesGapped" in m.emit() and m.emit()["Gaps"] == 0  # a new interval
 

@@ -64,6 +64,9 @@ class Context:
     failed: threading.Event
     writes: WritePolicy = field(default_factory=WritePolicy)
     options: dict = field(default_factory=dict)
+    # whether the worker may still deliver this stream (a fleet worker: its lease; see LeaseCoordinator.fence).
+    # A sink asks right before each write; when it says no, the sink writes nothing and passes nothing on.
+    fence: Callable[[], bool] = lambda: True
 
 
 class Sink(Protocol):
@@ -108,14 +111,18 @@ class Delivery:
         ledger: Ledger,
         metrics: Metrics,
         writes: WritePolicy | None = None,
+        fence: Callable[[], bool] = lambda: True,
         **options,
     ):
         self.ledger, self.metrics, self.stream_name = ledger, metrics, stream_name
+        self.fence = fence
         self.error: BaseException | None = None
         self.failed = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: OrderedDict[str, float] = OrderedDict()  # frame id -> when it was read (time.monotonic())
-        ctx = Context(s3, sqs, bucket, queue_url, stream_name, model, metrics, self._fail, self.failed, writes or WritePolicy(), options)
+        ctx = Context(
+            s3, sqs, bucket, queue_url, stream_name, model, metrics, self._fail, self.failed, writes or WritePolicy(), options, fence
+        )
         self.sinks: list[Sink] = []
         done = self._delivered
         for path in reversed(SINKS):
@@ -151,14 +158,15 @@ class Delivery:
         """Deliver everything submitted, sink by sink in order; False if that did not finish in time or failed.
 
         Frames still in flight afterwards are counted as FramesUnfinished: they are not
-        checkpointed, so a restart does them again."""
+        checkpointed, so a restart does them again; or as FramesReleased when the fence is closed (the
+        stream's lease ended: its next owner does them again)."""
         deadline = time.monotonic() + timeout
         finished = all([sink.close(deadline) for sink in self.sinks])
         with self._lock:
             left = len(self._in_flight)
             self._in_flight.clear()
         if left:
-            self.metrics.count("FramesUnfinished", left)
+            self.metrics.count("FramesUnfinished" if self.fence() else "FramesReleased", left)
         return finished and not self.failed.is_set()
 
     def waiting_ms(self) -> float:

@@ -73,6 +73,10 @@ class S3FrameSink:
             if ctx.failed.is_set():
                 continue
             seq, result = item
+            if not ctx.fence():  # the lease ended: no upload; the message sink sends nothing either
+                result.frame.image = None
+                self._hand_on(seq, result)
+                continue
             try:
                 result.height, result.width = result.frame.image.shape[:2]
                 if not self.policy.wants(result.frame.frame_index, result.detections):

@@ -110,6 +110,8 @@ class SqsResultSink:
         def send() -> None:
             """Send what is pending, as many calls as it takes; Incomplete when entries failed and wait to be resent."""
             while pending:
+                if not ctx.fence():  # the lease ended (checked before every attempt): these stay undelivered, released
+                    return
                 entries, size = [], 0
                 for i, r in pending.items():
                     body = contract.dumps(r.message)
