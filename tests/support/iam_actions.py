@@ -39,6 +39,8 @@ ACTIONS = {
     ("s3", "CompleteMultipartUpload"): "s3:PutObject",
     ("s3", "ListObjectVersions"): "s3:ListBucketVersions",
 }
+# Operations whose objects the recording does not list (a request body): judged as on every object of the bucket.
+ANY_OBJECT = frozenset({("s3", "DeleteObjects")})
 # Condition keys a request carries, from its parameters (IAM User Guide, service-specific keys).
 REQUEST_KEYS = {("s3", "ListBucket"): {"s3:prefix": "Prefix"}}
 UNKNOWN = "unknown"  # a part of an ARN the call does not name (a stream's creation time, a stack's id)
@@ -158,6 +160,8 @@ def _arns(arn_format: str, params: dict, region: str, account: str) -> list[str]
 def request(call: dict, *, account: str, tags=lambda arn: {}) -> Request:
     """The IAM request of one recorded call; `tags(arn)` gives a resource's tags (aws:ResourceTag keys)."""
     service, operation, params = call["service"], call["operation"], call["params"]
+    if (service, operation) in ANY_OBJECT:
+        params = {"Key": "*", **params}
     action = action_of(service, operation)
     prefix, name = action.split(":", 1)
     spec = definitions()[prefix]

@@ -23,7 +23,7 @@ class Unsupported(ValueError):
     """A policy element or condition operator the checker does not evaluate."""
 
 
-def _match(pattern: str, value: str, *, case: bool = True) -> bool:
+def wildcard_match(pattern: str, value: str, *, case: bool = True) -> bool:
     """IAM wildcards: `*` any run of characters (slashes included), `?` one character."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, 0 if case else re.IGNORECASE) is not None
@@ -32,12 +32,12 @@ def _match(pattern: str, value: str, *, case: bool = True) -> bool:
 def _arn_like(pattern: str, value: str) -> bool:
     """ArnLike: each of the six colon-separated parts matched on its own."""
     p, v = pattern.split(":", 5), value.split(":", 5)
-    return len(p) == len(v) == 6 and all(_match(a, b) for a, b in zip(p, v, strict=True))
+    return len(p) == len(v) == 6 and all(wildcard_match(a, b) for a, b in zip(p, v, strict=True))
 
 
 OPERATORS: dict[str, Callable[[str, str], bool]] = {
     "StringEquals": lambda want, got: want == got,
-    "StringLike": _match,
+    "StringLike": wildcard_match,
     "Bool": lambda want, got: want.lower() == str(got).lower(),
     "ArnLike": _arn_like,
     "ArnEquals": _arn_like,
@@ -75,11 +75,11 @@ def _applies(statement: dict, action: str, resource: str, context: dict) -> bool
     if unknown:
         raise Unsupported(f"statement {statement.get('Sid')}: {sorted(unknown)} not evaluated by the checker")
     if "Action" in statement:
-        if not any(_match(a, action, case=False) for a in _listed(statement["Action"])):
+        if not any(wildcard_match(a, action, case=False) for a in _listed(statement["Action"])):
             return False
-    elif any(_match(a, action, case=False) for a in _listed(statement["NotAction"])):
+    elif any(wildcard_match(a, action, case=False) for a in _listed(statement["NotAction"])):
         return False
-    if not any(_match(r, resource) for r in _listed(statement["Resource"])):
+    if not any(wildcard_match(r, resource) for r in _listed(statement["Resource"])):
         return False
     return _condition_holds(statement.get("Condition", {}), context)
 

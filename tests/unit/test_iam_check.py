@@ -152,6 +152,8 @@ def test_a_role_policy_is_read_from_the_template_with_intrinsics_resolved():
 
 def test_the_operator_policy_generalises_environment_names_and_keeps_extra_grants_with_reasons():
     calls = [
+        call("kinesisvideo", "DescribeStream", principal="cli", StreamName="kinase-dev-video"),
+        call("kinesisvideo", "DescribeStream", principal="cli", StreamName="lobby-camera"),
         call("sqs", "ReceiveMessage", principal="cli", QueueUrl=QUEUE),
         call("sqs", "DeleteMessageBatch", principal="cli", QueueUrl=QUEUE),
         call("kinesisvideo", "TagStream", principal="cli", StreamName="lobby-camera"),
@@ -160,7 +162,10 @@ def test_the_operator_policy_generalises_environment_names_and_keeps_extra_grant
     policy = generate(request(c, account=ACCOUNT) for c in calls)
     generated = {s["Sid"]: (s["Action"], s["Resource"]) for s in policy["Statement"][: -len(EXTRA)]}
     assert generated == {
-        "Kinesisvideo": (["kinesisvideo:TagStream"], ["arn:aws:kinesisvideo:REGION:ACCOUNT:stream/*"]),
+        "KinesisvideoStreamAny": (
+            ["kinesisvideo:DescribeStream", "kinesisvideo:TagStream"],
+            ["arn:aws:kinesisvideo:REGION:ACCOUNT:stream/*"],
+        ),
         "Sqs": (["sqs:DeleteMessage", "sqs:ReceiveMessage"], ["arn:aws:sqs:REGION:ACCOUNT:kinase-*"]),
         "StsAny": (["sts:GetCallerIdentity"], ["*"]),
     }
