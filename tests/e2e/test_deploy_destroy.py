@@ -84,7 +84,7 @@ def test_destroy_stops_a_running_local_worker_first(local_stack, tmp_path):
             stopping < proc.stderr.index("stopped 1 local worker(s)") < proc.stderr.index(f"destroyed {naming.stack_name(env, 'network')}")
         )
         assert worker.wait(timeout=60) is not None  # kinase destroy waited for it: it is gone already
-        assert "kept s3://" in proc.stderr and "aws s3 rb s3://" in proc.stderr  # the retained access-logs bucket
+        assert "kept: s3://" in proc.stdout and "aws s3 rb s3://" in proc.stdout  # the retained access-logs bucket, in the summary
         (record,) = mine()
         assert record["lastStatus"] == "STOPPED" and "stoppedAt" in record
     finally:
