@@ -35,7 +35,7 @@ _LAYER_DONE = ("Pushed", "Layer already exists", "Mounted from")
 EPILOG = """\
 Examples:
 
-  kinase push-image                      # build, push as <git sha>-<UTC time>, pin the task definition
+  kinase push-image                      # build, push as <git sha>-<UTC time>, pin the task definitions
   kinase push-image --tag v1.2.0
   kinase push-image --no-build --tag v1.2.0   # push kinase-worker:v1.2.0 built earlier
   kinase push-image --json
@@ -156,7 +156,7 @@ def push_image(
         typer.Option(
             "--variant",
             help="cpu: the Fargate image (ONNX Runtime/OpenVINO, no torch); gpu: the CUDA image for `deploy --gpu` workers "
-            "(worker/Dockerfile with VARIANT=pt), pinned in the GPU task definition.",
+            "(worker/Dockerfile with VARIANT=pt), pinned in the GPU task definitions (worker and fleet).",
         ),
     ] = "cpu",
     source_tree: Annotated[
