@@ -58,6 +58,7 @@ EMF_MAX_VALUES = 100  # values one EMF metric may carry in one line; more go on 
 GAUGES = {
     "MillisBehindNow": "Milliseconds",
     "DeliveryLagMs": "Milliseconds",  # how long the oldest frame in delivery has waited since it was read (0: none waits)
+    "FrameBytesPeak": "Bytes",  # the most bytes of decoded frames that waited for inference at once, worker-wide (worker/framebudget.py)
 }
 
 

@@ -6,7 +6,8 @@ dropped and counted, so latency stays bounded, not growing with how long the ove
 Fragment ends are never dropped, so checkpoints still move. For files, S3 objects and Kinesis
 Video media read from the archive (KINASE_START=EARLIEST, or resuming from a checkpoint, until
 the reader catches up with the producer) the queue blocks the reader instead, and every sampled
-frame is processed.
+frame is processed. Whatever the camera's resolution, the bytes of frames waiting are bounded for
+the whole worker (all its streams) by one FrameBudget (worker/framebudget.py, KINASE_FRAME_MEMORY_MB).
 
 Stopping (SIGTERM, KINASE_MAX_FRAMES, end of the source): stop reading, deliver what inference
 has already produced, write the checkpoint, report. Frames read but not yet inferred are counted
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from worker import aws
 from worker import detector as detectors
 from worker.checkpoint import CheckpointStore, Ledger
+from worker.framebudget import FrameBudget
 from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
 from worker.retry import WritePolicy, count_retries
@@ -61,12 +63,18 @@ class FrameQueue:
         max_wait: float = LIVE_MAX_WAIT,
         live_cap: int = LIVE_MAX_FRAMES,
         on_drop: Callable[[Frame], None] = lambda _frame: None,
+        budget: FrameBudget | None = None,
     ):
+        """`budget`: the worker-wide bound on the bytes of frames waiting, shared with the other streams' queues
+        (worker/framebudget.py); its condition is this queue's lock. None: a budget of its own, with no bound."""
         self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
         self.max_wait, self.live_cap, self.on_drop = max_wait, live_cap, on_drop
         self._items: deque = deque()
         self._frames = 0
-        self._cond = threading.Condition()
+        self.waiting_bytes = 0
+        self.budget = budget or FrameBudget()
+        self._cond = self.budget.cond
+        self.budget.join(self)
 
     def put(self, item) -> None:
         with self._cond:
@@ -77,7 +85,11 @@ class FrameQueue:
                 else:
                     while self._frames >= self.maxsize and not self.stop.is_set():
                         self._cond.wait(0.2)
+                if not self.budget.admit(self, item.image.nbytes, item.live, self.stop):
+                    self._drop(item)
+                    return
                 self._frames += 1
+                self.waiting_bytes += item.image.nbytes
             self._items.append(item)
             self._cond.notify_all()
 
@@ -85,10 +97,32 @@ class FrameQueue:
         for i, queued in enumerate(self._items):
             if isinstance(queued, Frame):
                 del self._items[i]
-                self._frames -= 1
-                self.metrics.count("FramesDropped")
-                self.on_drop(queued)
+                self._taken(queued)
+                self._drop(queued)
                 return
+
+    def has_live(self) -> bool:
+        """Whether a live frame waits here (one the budget may drop); called with the budget's condition held."""
+        return any(isinstance(queued, Frame) and queued.live for queued in self._items)
+
+    def drop_oldest_live(self) -> None:
+        """Drop the oldest live frame waiting, to make room in the budget; called with its condition held."""
+        for i, queued in enumerate(self._items):
+            if isinstance(queued, Frame) and queued.live:
+                del self._items[i]
+                self._taken(queued)
+                self._drop(queued)
+                return
+
+    def _taken(self, frame: Frame) -> None:
+        """`frame` left the queue: it no longer counts against the queue's length or the budget."""
+        self._frames -= 1
+        self.waiting_bytes -= frame.image.nbytes
+        self.budget.release(frame.image.nbytes)
+
+    def _drop(self, frame: Frame) -> None:
+        self.metrics.count("FramesDropped")
+        self.on_drop(frame)
 
     def discard(self, outcome: str = "FramesUnfinished") -> int:
         """Empty the queue after a stop; the frames it held are counted under `outcome` (returns how many)."""
@@ -96,6 +130,9 @@ class FrameQueue:
             frames = sum(isinstance(item, Frame) for item in self._items)
             self._items.clear()
             self._frames = 0
+            self.budget.release(self.waiting_bytes)
+            self.waiting_bytes = 0
+            self.budget.leave(self)
             self._cond.notify_all()
         self.metrics.count(outcome, frames)
         return frames
@@ -108,11 +145,10 @@ class FrameQueue:
             while self._items:
                 item = self._items.popleft()
                 if isinstance(item, Frame):
-                    self._frames -= 1
+                    self._taken(item)
                     stale = item.live and self._frames > 0 and time.monotonic() - item.read_at > self.max_wait
                     if stale:
-                        self.metrics.count("FramesDropped")
-                        self.on_drop(item)
+                        self._drop(item)
                         continue
                 self._cond.notify_all()
                 return item
@@ -131,12 +167,15 @@ class Worker:
         detector=None,
         checkpoints=None,
         fence: Callable[[], bool] | None = None,
+        budget: FrameBudget | None = None,
     ):
         """`detector` and `checkpoints` (incarnation, metrics, write policy -> store) let the fleet (worker/fleet.py) share
         one detector between its streams and keep checkpoints in the stream's lease; `fence` (the fleet's
         LeaseCoordinator.fence) says whether the stream's lease is still ours: once it is not, nothing more is
-        delivered and the frames not delivered are FramesReleased, redone by the stream's next owner."""
+        delivered and the frames not delivered are FramesReleased, redone by the stream's next owner; `budget` is the
+        fleet worker's one FrameBudget for all its streams (None: this worker makes its own, worker/framebudget.py)."""
         self.settings = settings
+        self.budget = budget
         self.detector, self.checkpoints = detector, checkpoints
         self.fence = fence or (lambda: True)
         self._dropped: deque[tuple[str, int]] = deque()  # positions of live drops not yet known to be behind a checkpoint
@@ -179,6 +218,8 @@ class Worker:
     def _emit(self) -> None:
         if self._delivery is not None:
             self.metrics.gauge("DeliveryLagMs", self._delivery.waiting_ms())
+        if self.budget is not None:
+            self.metrics.gauge("FrameBytesPeak", self.budget.peak)
         self.metrics.emit()
 
     def _run(self) -> int:
@@ -226,7 +267,8 @@ class Worker:
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
         )
-        frames = FrameQueue(8, metrics=self.metrics, stop=self.stop, on_drop=self._dropped_frame)
+        self.budget = self.budget or FrameBudget.for_settings(s)
+        frames = FrameQueue(8, metrics=self.metrics, stop=self.stop, on_drop=self._dropped_frame, budget=self.budget)
         reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)
         log.info("reading %s", s.source)
         reader.start()

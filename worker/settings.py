@@ -150,6 +150,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.1,
     ),
     Setting(
+        "frame_memory_mb",
+        "int",
+        "",
+        "MB of decoded frames that may wait for inference in the worker, all its streams together; over it the oldest live "
+        "frames of the stream with the most waiting are dropped (counted), recorded sources' readers wait "
+        "(0 = no bound: each live stream queues up to 64 frames, 1.6 GB at 4K)",
+        minimum=0,
+        shown_default="a quarter of the task's memory (task metadata `Limits.Memory`, else the cgroup's limit), 512 if neither is readable",
+    ),
+    Setting(
         "lease_table",
         "str",
         "",
@@ -224,6 +234,7 @@ class Settings:
     write_patience: float = 0.0
     write_warn_after: float = 30.0
     lease_table: str = ""
+    frame_memory_mb: int | None = None  # None: derived from the task's memory (worker/framebudget.py)
     max_streams: int = 8
     lease_duration: float = 15.0
     env: str = ""
@@ -345,6 +356,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if values["imgsz"] % 32:
         raise SettingsError(f"{BY_FIELD['imgsz'].name}={values['imgsz']} must be a multiple of 32")
     values["classes"] = values["classes"] or ()
+    values["frame_memory_mb"] = None if values["frame_memory_mb"] == "" else values["frame_memory_mb"]
     values["model"] = resolve_model(values["model"])
     return Settings(source_type=kind.name, live=kind.live, **values)
 
