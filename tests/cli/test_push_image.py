@@ -86,6 +86,25 @@ def test_one_push_pins_the_worker_and_the_fleet_family_to_the_digest_the_push_cr
     assert data["fleet"]["rolled"] is False  # no fleet runs in this environment
 
 
+def test_a_push_rolls_the_running_fleet_service_to_the_new_revision(deployed_stack, docker):
+    """The AWS path against moto's ECS: with the fleet service up, the push ends in UpdateService to the
+    fleet family's newest revision, the one pinned to the pushed digest (fleet.roll: ECS rolls it 100/200)."""
+    env, _ = docker
+    ecs, cluster, service = local().client("ecs"), deployed_stack["ClusterName"], deployed_stack["FleetServiceName"]
+    assert kinase("fleet", "up", "--workers", "1", env=aws_env()).returncode == 0
+    try:
+        proc = kinase("push-image", "--tag", "rolls-fleet", "--json", env={**aws_env(), **env})
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)["data"]
+        fleet = ecs.describe_task_definition(taskDefinition=naming.fleet_family("dev"))["taskDefinition"]
+        assert fleet["containerDefinitions"][0]["image"] == data["image"]
+        (described,) = ecs.describe_services(cluster=cluster, services=[service])["services"]
+        assert described["taskDefinition"] == fleet["taskDefinitionArn"] == data["fleet"]["task_definition"]
+        assert data["fleet"]["rolled"] and data["fleet"]["service"] == service
+    finally:
+        kinase("fleet", "down", env=aws_env())
+
+
 def test_source_tree_registers_the_local_workers_sources_as_the_image(deployed_stack, docker):
     """The local stack's push without Docker: a manifest whose one layer is the hash of the worker's sources."""
     from kinase_cli.workflows.images import source_digest
