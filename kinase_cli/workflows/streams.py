@@ -139,10 +139,10 @@ def adopt(target: Target, name: str) -> dict:
             f"stream {name} belongs to environment {visible(owner, limit=60)}",
             "if that environment adopted it, `kinase stream rm` there releases it first",
         )
-    client.tag_stream(StreamARN=stream["StreamARN"], Tags={naming.ENV_TAG: target.env})
     table = lease_table(target)
     if table is None:
         raise KinaseError("the environment has no lease table", f"run `kinase deploy{target.hint_flag()}` first")
+    client.tag_stream(StreamARN=stream["StreamARN"], Tags={naming.ENV_TAG: target.env})
     table.ensure(name, adopted=True)
     return {**info(stream), "adopted": True}
 

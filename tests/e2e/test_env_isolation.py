@@ -91,6 +91,12 @@ def test_an_untagged_stream_under_the_prefix_is_no_ones_until_adopted_and_free_a
     assert UNTAGGED not in names(PROD)
 
 
+def test_adopt_in_an_environment_without_a_lease_table_tags_nothing(two_envs):
+    media, _ = two_envs
+    assert_one_line_error(kinase("stream", "adopt", UNTAGGED, "--local", "--env", "undeployed"), "the environment has no lease table")
+    assert tags(media, UNTAGGED) == {}
+
+
 def test_a_fleet_worker_leases_only_its_environments_streams(two_envs):
     """`fleet up` leases prod's streams only, and drops the lease an earlier `fleet up` gave prod-eu's stream
     (when the prefix alone decided), so prod's worker never reads it."""
