@@ -41,6 +41,10 @@ ACTIONS = {
 }
 # Operations whose objects the recording does not list (a request body): judged as on every object of the bucket.
 ANY_OBJECT = frozenset({("s3", "DeleteObjects")})
+# Operations that name none of the resources the definitions list for them: judged against "*". ECS ListTasks
+# lists container-instance, yet `kinase` filters by cluster only (ECS Developer Guide, "Amazon ECS API
+# actions": ListTasks is scoped by the ecs:cluster condition key).
+UNNAMED = frozenset({("ecs", "ListTasks")})
 # Condition keys a request carries, from its parameters (IAM User Guide, service-specific keys).
 REQUEST_KEYS = {("s3", "ListBucket"): {"s3:prefix": "Prefix"}}
 UNKNOWN = "unknown"  # a part of an ARN the call does not name (a stream's creation time, a stack's id)
@@ -125,7 +129,6 @@ VARIABLES = {
     "LogGroupName": lambda p: _values(p, "logGroupName"),
     "LogStreamName": lambda p: _values(p, "logStreamName"),
     "RepositoryName": lambda p: _values(p, "repositoryName"),
-    "ContainerInstanceId": lambda p: [_last(c) for c in _values(p, "containerInstance")] or [UNKNOWN],
     "ResourceId": lambda p: [UNKNOWN],  # a scalable target's ARN carries a generated id, never a name
 }
 
@@ -165,7 +168,9 @@ def request(call: dict, *, account: str, tags=lambda arn: {}) -> Request:
     action = action_of(service, operation)
     prefix, name = action.split(":", 1)
     spec = definitions()[prefix]
-    types = [t["resource_type"] for t in spec["privileges"][name]["resource_types"] if t["resource_type"]]
+    types = [
+        t["resource_type"] for t in spec["privileges"][name]["resource_types"] if t["resource_type"] and (service, operation) not in UNNAMED
+    ]
     required = [t.rstrip("*") for t in types if t.endswith("*")]
     resources: list[str] = []
     for kind in required or [t.rstrip("*") for t in types]:
