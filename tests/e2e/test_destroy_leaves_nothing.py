@@ -10,6 +10,7 @@ from infra import naming
 from kinase_cli.aws.target import Target
 from support import json_contract
 from support.cli import kinase
+from support.terminal import terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -59,11 +60,19 @@ def test_destroy_deletes_created_streams_untags_adopted_ones_and_deregisters_the
         kvs.delete_stream(StreamARN=kvs.describe_stream(StreamName=name)["StreamInfo"]["StreamARN"])
 
 
-def test_destroy_says_what_it_removed_and_kept(local_stack):
-    """Without --json the summary is two lines on stdout: removed, kept."""
+def test_destroy_asks_listing_the_streams_and_says_what_it_removed_and_kept(local_stack):
+    """On a terminal the question lists the streams to delete; "n" changes nothing. Without --json the
+    summary is two lines on stdout: removed, kept."""
     env = "razedtwo"
     kinase("deploy", "--local", "--env", env, check=True, timeout=900)
     kinase("stream", "create", "door", "--local", "--env", env, check=True)
+    door = f"{naming.stream_prefix(env)}door"
+    with terminal(f"kinase-destroy-{env}", "destroy", "--local", "--env", env, size=(200, 20), env={}) as term:
+        term.wait_for(rf"streams to delete \(1\): {door}", r"\[y/N\]")
+        term.keys("n", "Enter")
+        term.wait_for("not confirmed", "exit=1")
+    kvs = Target(local=True, env=env).client("kinesisvideo")
+    assert kvs.describe_stream(StreamName=door)["StreamInfo"]["Status"] == "ACTIVE"
     proc = kinase("destroy", "--local", "--env", env, "--yes", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     removed, kept = proc.stdout.strip().splitlines()
