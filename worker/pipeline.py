@@ -29,6 +29,7 @@ from worker.checkpoint import CheckpointStore, Ledger
 from worker.framebudget import FrameBudget
 from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
+from worker.outage import Outage
 from worker.retry import WritePolicy, count_retries
 from worker.settings import BY_FIELD, Settings
 from worker.sinks import Delivery
@@ -63,12 +64,14 @@ class FrameQueue:
         max_wait: float = LIVE_MAX_WAIT,
         live_cap: int = LIVE_MAX_FRAMES,
         on_drop: Callable[[Frame], None] = lambda _frame: None,
+        hold: Callable[[Frame], bool] = lambda _frame: False,
         budget: FrameBudget | None = None,
     ):
         """`budget`: the worker-wide bound on the bytes of frames waiting, shared with the other streams' queues
         (worker/framebudget.py); its condition is this queue's lock. None: a budget of its own, with no bound."""
         self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
         self.max_wait, self.live_cap, self.on_drop = max_wait, live_cap, on_drop
+        self.hold = hold  # a live frame it holds is queued as a recorded one (worker/outage.py, KINASE_OUTAGE=CATCHUP)
         self._items: deque = deque()
         self._frames = 0
         self.waiting_bytes = 0
@@ -79,6 +82,10 @@ class FrameQueue:
     def put(self, item) -> None:
         with self._cond:
             if isinstance(item, Frame):
+                if item.live and self.hold(item):  # catching up: this frame and those queued become recorded ones
+                    for queued in (item, *self._items):
+                        if isinstance(queued, Frame):
+                            queued.live = False
                 if item.live:
                     if self._frames >= self.live_cap:
                         self._drop_oldest()
@@ -146,7 +153,7 @@ class FrameQueue:
                 item = self._items.popleft()
                 if isinstance(item, Frame):
                     self._taken(item)
-                    stale = item.live and self._frames > 0 and time.monotonic() - item.read_at > self.max_wait
+                    stale = item.live and self._frames > 0 and time.monotonic() - item.read_at > self.max_wait and not self.hold(item)
                     if stale:
                         self._drop(item)
                         continue
@@ -267,8 +274,11 @@ class Worker:
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
         )
+        self._outage = Outage(s.outage, self.writes, self.metrics, s.max_lag)
         self.budget = self.budget or FrameBudget.for_settings(s)
-        frames = FrameQueue(8, metrics=self.metrics, stop=self.stop, on_drop=self._dropped_frame, budget=self.budget)
+        frames = FrameQueue(
+            8, metrics=self.metrics, stop=self.stop, on_drop=self._dropped_frame, hold=self._outage.holds, budget=self.budget
+        )
         reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)
         log.info("reading %s", s.source)
         reader.start()
@@ -347,6 +357,8 @@ class Worker:
                     started = True
                     server_time = item.server_time if isinstance(item, Frame) else item.checkpoint.get("server_timestamp")
                     ledger.started(item.fragment, server_time)
+                if isinstance(item, Frame) and self._outage.skips(item):
+                    continue
                 frames.put(item)
         except SourceError as exc:
             self.error = str(exc)
@@ -354,6 +366,7 @@ class Worker:
             log.exception("reader failed")
             self.error = f"reading {self.settings.source} failed: {exc}"
         finally:
+            self._outage.report()
             frames.put(_END)
 
     def _infer(self, detector, frames: FrameQueue, delivery: Delivery, ledger: Ledger) -> None:

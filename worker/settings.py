@@ -113,7 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_lag",
         "float",
         "30",
-        "after a restart, skip to the live edge (reporting the gap) when the backlog is more than S seconds behind live (0 = never)",
+        "after a restart, skip to the live edge (reporting the gap) when the backlog is more than S seconds behind live; "
+        "catching up after an outage (KINASE_OUTAGE=CATCHUP), skip what is further behind (0 = never)",
         minimum=0.0,
     ),
     Setting(
@@ -141,6 +142,14 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds an S3 or SQS call may send back nothing before it is dropped and sent again (a call with no answer is "
         "noticed in seconds, then retried by botocore and the write policy)",
         minimum=0.1,
+    ),
+    Setting(
+        "outage",
+        "choice",
+        "DROP",
+        "what a live stream's frames do while an outage blocks delivery: `DROP` them (counted, latency stays bounded), or "
+        "`CATCHUP`: stop reading and process the backlog from the stream's retention afterwards, bounded by KINASE_MAX_LAG",
+        choices=("DROP", "CATCHUP"),
     ),
     Setting(
         "write_warn_after",
@@ -233,6 +242,7 @@ class Settings:
     call_timeout: float = 10.0
     write_patience: float = 0.0
     write_warn_after: float = 30.0
+    outage: str = "DROP"
     lease_table: str = ""
     frame_memory_mb: int | None = None  # None: derived from the task's memory (worker/framebudget.py)
     max_streams: int = 8

@@ -31,6 +31,7 @@ from support.kvs import KvsEndpoint, decode
 from support.worker_stack import Background, accounted, frame_ids, metrics_lines, summary
 from worker.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
+from worker.outage import CAUGHT_UP
 from worker.retry import FatalError, WritePolicy
 from worker.sources.incarnation import Incarnation
 
@@ -60,7 +61,8 @@ def since(worker: Background, predicate):
 
 def progress(line: str) -> dict | None:
     """The counters of one of the worker's periodic `metrics:` lines (None for other lines)."""
-    return summary("summary: " + line.split("metrics: ", 1)[1]) if "metrics: " in line else None
+    marker = "kinase.worker: metrics: "
+    return summary("summary: " + line.split(marker, 1)[1]) if marker in line else None
 
 
 def delivered_at_least(n: int):
@@ -116,18 +118,15 @@ FAULTS = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("service", "mode", "write"), FAULTS, ids=[f"{s}-{m}" for s, m, _ in FAULTS])
-def test_an_outage_costs_no_worker_its_life_and_no_frame_silently(media, kinase_home, clip, service, mode, write):
-    target = media.fresh(with_stream=True)
+def through_outage(media, target, clip: Path, service: str, mode: str, write: str, **settings) -> tuple[str, str, int]:
+    """Run a worker on a live stream (a camera sending `clip` in a loop at its pace) through an outage of `service`
+    in `mode` lasting at least OUTAGE and until the worker's metric lines show it blocked; then stop the camera, let
+    the worker read everything, stop it with SIGTERM. Returns its stdout, its stderr and the faults injected."""
     put_done = threading.Event()
-    puts: list = []
     with FaultProxy(media.aws_endpoint) as proxy:
-        env = {**media.worker_env(target, f"kvs://{target.stream}", **SCALED), "AWS_ENDPOINT_URL": proxy.url}
+        env = {**media.worker_env(target, f"kvs://{target.stream}", **{**SCALED, **settings}), "AWS_ENDPOINT_URL": proxy.url}
         worker = Background(env)
-        putter = threading.Thread(
-            target=lambda: puts.append(media.put(target.stream, clip, loops=0, realtime=True, stop=put_done)), daemon=True
-        )
+        putter = threading.Thread(target=lambda: media.put(target.stream, clip, loops=0, realtime=True, stop=put_done), daemon=True)
         try:
             worker.wait_for(lambda line: "the stream is idle" in line)  # GetMedia is open: all media put from now on reaches it
             putter.start()
@@ -143,7 +142,7 @@ def test_an_outage_costs_no_worker_its_life_and_no_frame_silently(media, kinase_
 
             worker.wait_for(since(worker, lambda line: write in line and "recovered after" in line))
             after = progress(next(line for line in reversed(worker.stderr) if progress(line)))["delivered"]
-            worker.wait_for(since(worker, delivered_at_least(after + 2 * GOP)))  # live again
+            worker.wait_for(since(worker, delivered_at_least(after + 2 * GOP)))  # delivering again
             put_done.set()
             putter.join(60)
             worker.wait_for(nth("the stream is idle", 2))  # everything put has been read
@@ -154,24 +153,65 @@ def test_an_outage_costs_no_worker_its_life_and_no_frame_silently(media, kinase_
             worker.kill()
     assert rc == 0, stderr
     assert "Traceback" not in stderr and "error:" not in stderr
-    assert proxy.injected[(service, mode)] > 0
+    return stdout, stderr, proxy.injected[(service, mode)]
 
-    # said while it lasted: the warning, the recovery, and metric lines showing the worker blocked with a growing lag
+
+def assert_said_so(stdout: str, stderr: str, write: str) -> None:
+    """The warning and the recovery were logged, and metric lines showed the worker blocked with a growing lag."""
     assert [line for line in stderr.splitlines() if write in line and "recovered after" in line]
     blocked = blocked_run(metrics_lines(stdout))
     assert sum(line["ProcessedFps"] == 0 for line in blocked) >= QUIET_TICKS, stdout
     lags = [line["DeliveryLagMs"] for line in blocked]
     assert lags == sorted(lags) and lags[-1] > lags[0], lags
 
-    # every frame accounted for, against the stream read back
-    counts = accounted(summary(stderr))
-    assert counts["read"] == frames_in_stream(media, kinase_home, target.stream)
-    assert counts["delivered"] > 0 and counts["dropped"] > 0  # the live policy dropped what came meanwhile, counted
+
+def assert_delivered(media, target, counts: dict) -> list[dict]:
+    """Each delivered frame has its message (duplicates only where a batch was sent again) and its JPEG."""
     messages = media.messages(target.queue_url, expect=counts["delivered"], wait=60)
     ids = frame_ids(messages)
     assert len(set(ids)) == counts["delivered"]
-    assert len(ids) - len(set(ids)) <= counts["resent"]  # at least once: a duplicate only where a batch was sent again
+    assert len(ids) - len(set(ids)) <= counts["resent"]
     assert media.keys(target.bucket, "frames/") == sorted({m["key"] for m in messages})
+    return messages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("service", "mode", "write"), FAULTS, ids=[f"{s}-{m}" for s, m, _ in FAULTS])
+def test_an_outage_costs_no_worker_its_life_and_no_frame_silently(media, kinase_home, clip, service, mode, write):
+    target = media.fresh(with_stream=True)
+    stdout, stderr, injected = through_outage(media, target, clip, service, mode, write)
+    assert injected > 0
+    assert_said_so(stdout, stderr, write)
+    counts = accounted(summary(stderr))
+    assert counts["read"] == frames_in_stream(media, kinase_home, target.stream)
+    assert counts["delivered"] > 0 and counts["dropped"] > 0  # the live policy dropped what came meanwhile, counted
+    assert_delivered(media, target, counts)
+
+
+@pytest.mark.slow
+def test_catching_up_after_an_outage_processes_the_backlog_from_the_stream(media, kinase_home, clip):
+    """KINASE_OUTAGE=CATCHUP: the reader holds during the outage and reads the backlog from the stream's retention
+    afterwards; nothing is dropped, every frame of the stream is delivered."""
+    target = media.fresh(with_stream=True)
+    stdout, stderr, _ = through_outage(media, target, clip, "s3", "503", "S3 PutObject", outage="CATCHUP", max_lag=0)
+    assert_said_so(stdout, stderr, "S3 PutObject")
+    counts = accounted(summary(stderr))
+    assert counts["read"] == counts["delivered"] == frames_in_stream(media, kinase_home, target.stream)
+    assert counts["dropped"] == counts["gapped"] == 0
+    assert_delivered(media, target, counts)
+
+
+@pytest.mark.slow
+def test_catching_up_is_bounded_by_the_max_lag_and_the_skipped_backlog_reported(media, kinase_home, clip):
+    """KINASE_OUTAGE=CATCHUP with KINASE_MAX_LAG shorter than the outage: the backlog further behind live than the
+    maximum lag is skipped, reported as one gap (FramesGapped), and the rest processed without drops."""
+    target = media.fresh(with_stream=True)
+    stdout, stderr, _ = through_outage(media, target, clip, "s3", "hang", "S3 PutObject", outage="CATCHUP", max_lag=CAUGHT_UP)
+    counts = accounted(summary(stderr))
+    assert counts["read"] == frames_in_stream(media, kinase_home, target.stream)
+    assert counts["gapped"] > 0 and counts["dropped"] == 0 and counts["gaps"] == 1, stderr
+    assert [line for line in stderr.splitlines() if "gap in" in line and "catching up after an outage" in line]
+    assert_delivered(media, target, counts)
 
 
 # ----------------------------------------------------------------------------------- the write policy
