@@ -44,7 +44,10 @@ FLEET_STREAMS_PER_WORKER = 4
 FLEET_MAX_STREAMS_PER_WORKER = 8  # KINASE_MAX_STREAMS of the fleet's tasks: headroom above the scaling target
 FLEET_CONTAINER_NAME = "fleet"
 FLEET_ENTRY_POINT = ("python", "-m", "worker.fleet")
-GPU_MAX_INSTANCES = 2  # the GPU workers' Auto Scaling group (infra/stacks/gpu.py); a GPU task takes a whole instance
+GPU_MAX_WORKERS = 2  # the GPU fleet's most tasks; a GPU task takes a whole instance
+# The GPU workers' Auto Scaling group (infra/stacks/gpu.py): room for every worker twice, since a 100/200 rolling
+# deployment starts the new tasks before the old ones stop; with the group at GPU_MAX_WORKERS a roll would stall.
+GPU_MAX_INSTANCES = 2 * GPU_MAX_WORKERS
 # A GPU task's size (infra/stacks/gpu.py): what a g4dn.xlarge (4 vCPU, 16 GiB) leaves after the ECS agent and the OS,
 # which keep GPU_HOST_CPU and GPU_HOST_MEMORY_MIB of any instance (`deploy --gpu` refuses a type too small for the rest).
 GPU_TASK_CPU = 3584

@@ -121,7 +121,7 @@ class GpuWorkers(Construct):
             ],
             **service_rules(),
         )
-        scale_on_streams_per_worker(self.fleet_service, env_name, 0)  # `fleet up --gpu --workers N` sets N..GPU_MAX_INSTANCES
+        scale_on_streams_per_worker(self.fleet_service, env_name, 0)  # `fleet up --gpu --workers N` sets N..GPU_MAX_WORKERS
 
         for task in (self.task, self.fleet_task):
             acknowledge(task, "AwsSolutions-ECS2", "the variables hold resource names and settings, no secrets")

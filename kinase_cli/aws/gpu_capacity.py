@@ -143,13 +143,13 @@ def _check_quota(tgt: Target, described: dict) -> None:
             raise
         console.warn(
             f"could not read quota {code} ({name}) in {tgt.region_name}: {error_code(exc)}; "
-            f"{naming.GPU_MAX_INSTANCES} × {instance_type} need {need} vCPUs of it, or the instances will not start "
+            f"{naming.GPU_MAX_INSTANCES} × {instance_type} (the workers and room to roll them) need {need} vCPUs of it, or the instances will not start "
             "(`kinase status` shows the group's failed launches)"
         )
         return
     if value < need:
         raise KinaseError(
-            f"quota {code} ({name}) is {value:g} vCPUs in {tgt.region_name}; {naming.GPU_MAX_INSTANCES} × {instance_type} need {need}",
+            f"quota {code} ({name}) is {value:g} vCPUs in {tgt.region_name}; {naming.GPU_MAX_INSTANCES} × {instance_type} (the workers and room to roll them) need {need}",
             f"request an increase in Service Quotas: aws service-quotas request-service-quota-increase --service-code ec2 "
             f"--quota-code {code} --desired-value {need} --region {tgt.region_name}" + (f" --profile {tgt.profile}" if tgt.profile else ""),
         )

@@ -199,7 +199,7 @@ def _services(outputs) -> dict[bool, str]:
 
 
 def _max_workers(gpu: bool) -> int:
-    return naming.GPU_MAX_INSTANCES if gpu else naming.FLEET_MAX_WORKERS
+    return naming.GPU_MAX_WORKERS if gpu else naming.FLEET_MAX_WORKERS
 
 
 def _fleet_that_is_up(target: Target, outputs) -> tuple[bool, str, dict]:
@@ -257,10 +257,10 @@ def up(
     services = _services(outputs)
     if gpu and not target.local and True not in services:
         raise KinaseError("this environment has no GPU workers", f"deploy them first: `kinase deploy --gpu{target.hint_flag()}`")
-    if gpu and not target.local and workers > naming.GPU_MAX_INSTANCES:  # ECS would leave the extra tasks unplaced
+    if gpu and not target.local and workers > naming.GPU_MAX_WORKERS:  # ECS would leave the extra tasks unplaced
         raise KinaseError(
-            f"--workers {workers}: the GPU workers' Auto Scaling group has at most {naming.GPU_MAX_INSTANCES} instances, one worker each",
-            f"--workers {naming.GPU_MAX_INSTANCES} or fewer; each GPU worker reads up to {naming.FLEET_MAX_STREAMS_PER_WORKER} streams",
+            f"--workers {workers}: the GPU workers' Auto Scaling group runs at most {naming.GPU_MAX_WORKERS} workers, one per instance",
+            f"--workers {naming.GPU_MAX_WORKERS} or fewer; each GPU worker reads up to {naming.FLEET_MAX_STREAMS_PER_WORKER} streams",
         )
     # The revision the workers start, refused (before any lease is written) when its image was never pushed.
     family = naming.gpu_fleet_family(target.env) if gpu and not target.local else naming.fleet_family(target.env)
@@ -319,10 +319,10 @@ def scale(target: Target, workers: int) -> dict:
         return {"local": True, "workers": [_public(w) for w in running], "stopped": stopped}
     gpu, service, limits = _fleet_that_is_up(target, outputs)
     cluster = outputs["ClusterName"]
-    if gpu and workers > naming.GPU_MAX_INSTANCES:
+    if gpu and workers > naming.GPU_MAX_WORKERS:
         raise KinaseError(
-            f"the fleet runs on the GPU workers, at most {naming.GPU_MAX_INSTANCES} (one per GPU instance)",
-            f"`kinase fleet scale {naming.GPU_MAX_INSTANCES}`, or move it to Fargate: `kinase fleet up --workers {workers}`",
+            f"the fleet runs on the GPU workers, at most {naming.GPU_MAX_WORKERS} (one per GPU instance)",
+            f"`kinase fleet scale {naming.GPU_MAX_WORKERS}`, or move it to Fargate: `kinase fleet up --workers {workers}`",
         )
     _set_limits(target, cluster, service, workers, max(workers, limits["max"] or _max_workers(gpu)))
     answer = target.client("ecs").update_service(cluster=cluster, service=service, desiredCount=workers)["service"]

@@ -54,7 +54,7 @@ def refusal(tgt: Target, instance_type: str) -> KinaseError:
 
 def test_a_type_that_fits_and_is_offered_everywhere_passes_when_the_quota_covers_the_group(aws):
     tgt = Target(region="eu-west-3")
-    stub = quota(tgt, "L-DB2E81BA", 8.0)  # 2 instances x 4 vCPUs
+    stub = quota(tgt, "L-DB2E81BA", 16.0)  # 4 instances (2 workers, room to roll them) x 4 vCPUs
     gpu_capacity.preflight(tgt, "g4dn.xlarge")
     stub.assert_no_pending_responses()
 
@@ -89,7 +89,7 @@ def test_the_zones_are_those_of_the_deployed_subnets(aws):
         StackName=tgt.stack_name("network"), TemplateBody=json.dumps(template)
     )
     assert gpu_capacity.subnet_zones(tgt) == ["eu-west-3b", "eu-west-3c"]
-    stub = quota(tgt, "L-DB2E81BA", 8.0)
+    stub = quota(tgt, "L-DB2E81BA", 16.0)
     gpu_capacity.preflight(tgt, "g6.xlarge")
     stub.assert_no_pending_responses()
 
@@ -139,7 +139,7 @@ def test_a_quota_too_small_for_the_group_is_refused_with_the_increase_to_ask_for
     quota(tgt, "L-DB2E81BA", 0.0)
     error = refusal(tgt, "g4dn.xlarge")
     need = naming.GPU_MAX_INSTANCES * 4
-    assert error.message == f"quota L-DB2E81BA (Running On-Demand G and VT instances) is 0 vCPUs in eu-west-3; 2 × g4dn.xlarge need {need}"
+    assert error.message == f"quota L-DB2E81BA (Running On-Demand G and VT instances) is 0 vCPUs in eu-west-3; 4 × g4dn.xlarge (the workers and room to roll them) need {need}"
     assert f"--quota-code L-DB2E81BA --desired-value {need} --region eu-west-3" in error.hint
 
 
@@ -147,7 +147,7 @@ def test_p_instances_count_against_their_own_quota(aws):
     tgt = Target(region="us-east-1")
     quota(tgt, "L-417A185B", 96.0)
     error = refusal(tgt, "p4d.24xlarge")
-    assert error.message.startswith("quota L-417A185B (Running On-Demand P instances) is 96 vCPUs in us-east-1; 2 × p4d.24xlarge need 192")
+    assert error.message.startswith("quota L-417A185B (Running On-Demand P instances) is 96 vCPUs in us-east-1; 4 × p4d.24xlarge (the workers and room to roll them) need 384")
 
 
 def test_an_unreadable_quota_is_a_warning_not_a_refusal(aws, capsys):
@@ -156,7 +156,7 @@ def test_an_unreadable_quota_is_a_warning_not_a_refusal(aws, capsys):
     gpu_capacity.preflight(tgt, "g4dn.xlarge")
     stub.assert_no_pending_responses()
     warning = capsys.readouterr().err
-    assert "could not read quota L-DB2E81BA" in warning and "AccessDeniedException" in warning and "need 8 vCPUs" in warning
+    assert "could not read quota L-DB2E81BA" in warning and "AccessDeniedException" in warning and "need 16 vCPUs" in warning
 
 
 def test_the_local_stack_checks_the_type_but_not_the_quota(aws, monkeypatch):

@@ -298,13 +298,13 @@ def test_fleet_up_gpu_moves_the_fleet_to_the_gpu_service_and_back(fleet_env):
     ecs, scaling = local().client("ecs"), local().client("application-autoscaling")
     cluster, cpu, gpu = fleet_env["ClusterName"], fleet_env["FleetServiceName"], fleet_env["GpuFleetServiceName"]
     assert service(gpu) == (0, 0, 0)  # deployed with no room to scale
-    too_many = kinase("fleet", "up", "--gpu", "--workers", str(naming.GPU_MAX_INSTANCES + 1), "--env", ENV, env=env)
-    assert_one_line_error(too_many, f"at most {naming.GPU_MAX_INSTANCES} instances")
+    too_many = kinase("fleet", "up", "--gpu", "--workers", str(naming.GPU_MAX_WORKERS + 1), "--env", ENV, env=env)
+    assert_one_line_error(too_many, f"at most {naming.GPU_MAX_WORKERS} workers")
     try:
         aws_json("fleet", "up", "--workers", "1", command="fleet up")
         up = aws_json("fleet", "up", "--gpu", "--workers", "2", "--max-streams-per-worker", "3", command="fleet up")
         assert (up["gpu"], up["service"], up["desired_count"]) == (True, gpu, 2)
-        assert service(gpu) == (2, 2, naming.GPU_MAX_INSTANCES) and service(cpu) == (0, 0, 0)
+        assert service(gpu) == (2, 2, naming.GPU_MAX_WORKERS) and service(cpu) == (0, 0, 0)
         definition = ecs.describe_task_definition(taskDefinition=up["task_definition"])["taskDefinition"]
         assert definition["family"] == naming.gpu_fleet_family(ENV)
         (container,) = definition["containerDefinitions"]
@@ -315,7 +315,7 @@ def test_fleet_up_gpu_moves_the_fleet_to_the_gpu_service_and_back(fleet_env):
         scaled = aws_json("fleet", "scale", "1", command="fleet scale")
         assert (scaled["gpu"], scaled["service"]) == (True, gpu) and service(gpu)[:2] == (1, 1)
         assert_one_line_error(
-            kinase("fleet", "scale", str(naming.GPU_MAX_INSTANCES + 1), "--env", ENV, env=env), "the fleet runs on the GPU workers"
+            kinase("fleet", "scale", str(naming.GPU_MAX_WORKERS + 1), "--env", ENV, env=env), "the fleet runs on the GPU workers"
         )
         back = aws_json("fleet", "up", "--workers", "2", command="fleet up")
         assert (back["gpu"], back["service"]) == (False, cpu)

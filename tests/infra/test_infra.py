@@ -280,7 +280,8 @@ def test_gpu_workers_scale_from_zero_on_gpu_instances(gpu_synthesized):
     templates, _, _ = gpu_synthesized
     compute = templates[naming.stack_name(ENV, "compute")]
     group = one(compute, "AWS::AutoScaling::AutoScalingGroup")
-    assert (group["MinSize"], group["MaxSize"]) == ("0", "2") and "DesiredCapacity" not in group
+    # Twice the GPU fleet's workers: a 100/200 rolling deployment starts every new task on a free instance first.
+    assert (group["MinSize"], group["MaxSize"]) == ("0", str(2 * naming.GPU_MAX_WORKERS)) and "DesiredCapacity" not in group
     data = one(compute, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
     assert data["InstanceType"] == "g5.xlarge"
     assert data["MetadataOptions"] == {"HttpTokens": "required"}
