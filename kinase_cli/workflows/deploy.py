@@ -37,7 +37,7 @@ from kinase_cli.runners import cdk
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import plain
-from kinase_cli.workflows import approval, streams
+from kinase_cli.workflows import approval, fleet, streams
 from worker.retry import error_code
 from worker.settings import BY_FIELD as WORKER_SETTINGS
 
@@ -206,6 +206,8 @@ def stop_workers(tgt: Target, values: dict[str, str]) -> None:
     """Stop the environment's ECS tasks (the fleet scaled to zero first) and its local workers; wait for them."""
     if values.get("ClusterName"):
         _stop_tasks(tgt, values)
+    if tgt.local and (stopped := fleet.stop_local_fleet(tgt.env)):
+        console.info(f"stopped {len(stopped)} local fleet worker(s)")
     _stop_local_workers(values)
 
 

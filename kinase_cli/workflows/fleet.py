@@ -433,15 +433,17 @@ def _wait_taken(table, streams: list[str], takers: set[str], timeout: float = TA
         time.sleep(0.5)
 
 
+def stop_local_fleet(env: str) -> list[str]:
+    """Stop environment `env`'s local fleet workers (they checkpoint and release their leases) and forget them."""
+    with lock.exclusive(lock.fleet(env), _what(env)):
+        stopped = [f"fleet worker {w['worker_id']} (pid {w['pid']})" for w in _stop_local(_local_workers(env))]
+        state_file(env).unlink(missing_ok=True)
+    return stopped
+
+
 def stop_every_local_fleet() -> list[str]:
     """`kinase local down`: the local fleets' workers stop first (they release their leases while the stack still answers)."""
-    stopped = []
-    for path in sorted(paths.local_dir().glob("fleet-*.json")):
-        env = path.stem[len("fleet-") :]
-        with lock.exclusive(lock.fleet(env), _what(env)):
-            stopped += [f"fleet worker {w['worker_id']} (pid {w['pid']})" for w in _stop_local(_local_workers(env))]
-            path.unlink(missing_ok=True)
-    return stopped
+    return [w for path in sorted(paths.local_dir().glob("fleet-*.json")) for w in stop_local_fleet(path.stem[len("fleet-") :])]
 
 
 def _public(record: dict) -> dict:

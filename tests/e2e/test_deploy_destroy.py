@@ -15,6 +15,7 @@ import pytest
 
 from infra import naming
 from kinase_cli.local import runs
+from kinase_cli.local.stack import cmdline
 from support.cli import KINASE, ROOT, kinase, one_error_line
 from support.ops import aws_env, local
 
@@ -77,8 +78,13 @@ def test_destroy_stops_a_running_local_worker_first(local_stack, tmp_path):
             assert worker.poll() is None, worker.communicate()
             assert time.monotonic() < deadline, "the local worker never started"
             time.sleep(0.2)
+        up = kinase("fleet", "up", "--local", "--env", env, "--workers", "1", "--model", str(SHAPES_MODEL), "--json", check=True)
+        (fleet_worker,) = json.loads(up.stdout)["data"]["workers"]
         proc = kinase("destroy", "--local", "--env", env, "--yes", timeout=900)
         assert proc.returncode == 0, proc.stderr
+        # The environment's fleet goes too (it would otherwise keep renewing leases in a table that is gone).
+        assert proc.stderr.index("stopped 1 local fleet worker(s)") < proc.stderr.index(f"destroyed {naming.stack_name(env, 'network')}")
+        assert "worker.fleet" not in (cmdline(fleet_worker["pid"]) or "")
         stopping = proc.stderr.index("stopping 1 local worker(s)")
         assert (
             stopping < proc.stderr.index("stopped 1 local worker(s)") < proc.stderr.index(f"destroyed {naming.stack_name(env, 'network')}")
