@@ -19,6 +19,7 @@ import io
 import logging
 import threading
 import time
+import types
 from pathlib import Path
 
 import boto3
@@ -29,6 +30,7 @@ from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, decode
 from support.worker_stack import Background, accounted, frame_ids, metrics_lines, summary
+from worker.checkpoint import CheckpointStore
 from worker.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
 from worker.outage import CAUGHT_UP
@@ -298,4 +300,21 @@ def test_the_lease_table_checkpoint_store_outlasts_a_throttle_longer_than_botoco
         store.save({"fragment_number": "100", "next_offset": None})
         assert proxy.injected[("dynamodb", "503")] == 10
         assert table.get("cam-a").checkpoint["fragment_number"] == "100"
+    assert metrics.totals["Retries"] > 0  # botocore gave up, and the policy tried again
+
+
+def test_the_s3_checkpoint_store_outlasts_an_outage_longer_than_its_old_limit(media):
+    """The S3 checkpoint write gave up after 60 s (`write checkpoint ... still failing after 60s`) while frame
+    uploads tolerated 300 s, so an S3 outage of two minutes killed a one-off worker. Now it follows the write
+    policy: botocore gets one attempt here and S3 answers 503 SlowDown to the next 8 calls."""
+    target = media.fresh()
+    incarnation = Incarnation("arn:aws:kinesisvideo:us-east-1:1:stream/cam-b/1", "now")
+    with FaultProxy(media.aws_endpoint) as proxy:
+        s3 = media.session.client("s3", endpoint_url=proxy.url, config=Config(retries={"mode": "standard", "max_attempts": 1}))
+        metrics = Metrics("cam-b", out=io.StringIO())
+        store = CheckpointStore(s3, target.bucket, "checkpoints/cam-b.json", "cam-b", "kvs://cam-b", incarnation, metrics)
+        proxy.fail("s3", "503", count=8)
+        store.save({"fragment_number": "100", "next_offset": None, "server_timestamp": None, "continuation_token": None})
+        assert proxy.injected[("s3", "503")] == 8
+    assert media.checkpoint(types.SimpleNamespace(bucket=target.bucket, stream="cam-b"))["fragment_number"] == "100"
     assert metrics.totals["Retries"] > 0  # botocore gave up, and the policy tried again
