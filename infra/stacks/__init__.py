@@ -64,5 +64,5 @@ def build(
         compute.add_stack_dependency(producer, "the worker task uses its resources")
     stacks = {"network": network, "storage": storage, "stream": stream, "registry": registry, "compute": compute}
     for stack in stacks.values():
-        cdk.Tags.of(stack).add("kinase:env", env)
+        cdk.Tags.of(stack).add(naming.ENV_TAG, env)
     return stacks
