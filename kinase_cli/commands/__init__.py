@@ -9,6 +9,7 @@ from kinase_cli.commands import (
     image,
     local,
     logs,
+    rules,
     stacks,
     status,
     stream,
@@ -16,4 +17,4 @@ from kinase_cli.commands import (
     watch,
 )
 
-COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, dlq, logs, status, cost, bootstrap)
+COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, dlq, rules, logs, status, cost, bootstrap)

@@ -22,6 +22,7 @@ DATA_MAPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "run-task": (("overrides",),),
     "stream put": (("acks",),),
     "demo": (("put", "acks"), ("watch", "classes"), ("accuracy", "per_class")),
+    "rules show": (("rules", "streams"),),
 }
 
 
