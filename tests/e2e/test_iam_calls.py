@@ -65,8 +65,25 @@ class Recording:
     path: Path
 
     def requests(self, principal: str) -> list[Request]:
-        tags = lambda arn: self.tags.get(arn.split(":", 5)[5].split("/")[1], {}) if ":kinesisvideo:" in arn else {}  # noqa: E731
-        return [request(c, account=LOCAL_ACCOUNT, tags=tags) for c in self.calls if c["principal"] == principal]
+        """The principal's calls as IAM requests, in the order made: after a stream's DeleteStream or UntagStream
+        (by anyone, until it is created or tagged again), a call on it finds no tags, as on AWS an
+        aws:ResourceTag condition then fails."""
+        untagged: set[str] = set()
+
+        def tags(arn: str) -> dict[str, str]:
+            if ":kinesisvideo:" not in arn:
+                return {}
+            name = arn.split(":", 5)[5].split("/")[1]
+            return {} if name in untagged else self.tags.get(name, {})
+
+        requests = []
+        for c in self.calls:
+            if c["principal"] == principal:
+                requests.append(request(c, account=LOCAL_ACCOUNT, tags=tags))
+            if c["service"] == "kinesisvideo" and c["operation"] in ("DeleteStream", "UntagStream", "CreateStream", "TagStream"):
+                name = c["params"].get("StreamName") or c["params"]["StreamARN"].split(":", 5)[5].split("/")[1]
+                (untagged.add if c["operation"] in ("DeleteStream", "UntagStream") else untagged.discard)(name)
+        return requests
 
 
 def _deployed_task_role(media) -> list[dict]:
