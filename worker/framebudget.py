@@ -1,19 +1,22 @@
-"""One bound, in bytes, on the decoded frames waiting for inference in a worker process (KINASE_FRAME_MEMORY_MB).
+"""One bound, in bytes, on the decoded frames a worker process holds (KINASE_FRAME_MEMORY_MB).
 
 A decoded frame is width x height x 3 bytes: 25 MB at 4K, 6 MB at 1080p. Kinesis Video hands over a
 fragment at a time, so a 2 s key-frame interval at 30 fps is a burst of 60 decoded frames, and a
 per-stream cap counted in frames (worker.pipeline.LIVE_MAX_FRAMES) let one 4K camera take 1.5 GB of
 a fleet task that has 2 GB for 8 streams. So every stream's queue of a worker (the one-off worker's
-one, the fleet worker's several) shares one `FrameBudget`, and the camera no longer decides memory:
+one, the fleet worker's several) shares one `FrameBudget`, and the camera no longer decides memory.
+A frame counts from when it joins a queue until its pixels are freed, wherever that happens (after
+its JPEG is encoded, when it is dropped or discarded): frames in inference and in delivery (up to a
+dozen per stream in the upload sink) count too, since they take the same memory.
 
-- a frame joins its queue only within the budget; over it, the oldest waiting live frame of the
-  stream with the most bytes waiting gives way (dropped and counted as FramesDropped, as the live
+- a frame joins its queue only within the budget; over it, the oldest queued live frame of the
+  stream with the most bytes queued gives way (dropped and counted as FramesDropped, as the live
   policy drops), again until the frame fits, so one 4K camera cannot crowd out the others;
-- when no live frame waits that could give way, a live frame is dropped itself (it never blocks
-  its reader), and a recorded frame (a file, an S3 object, a stream's archive), which is never
+- when no queued live frame could give way, a live frame is dropped itself (it never blocks its
+  reader), and a recorded frame (a file, an S3 object, a stream's archive), which is never
   dropped, waits for room: its reader blocks, as it blocks on a full queue;
-- a frame is always admitted when nothing waits at all, so a budget smaller than one frame still
-  lets frames through one at a time (the peak is then that one frame).
+- a frame is always admitted when the worker holds no frame at all, so a budget smaller than one
+  frame still lets frames through one at a time (the peak is then that one frame).
 
 The default is a quarter of the task's memory: the ECS task metadata endpoint v4's `Limits.Memory`
 (on ECS and Fargate, the task's memory in MiB), else the cgroup's memory limit (a container run
@@ -28,6 +31,7 @@ import logging
 import os
 import threading
 import urllib.request
+import weakref
 from pathlib import Path
 
 log = logging.getLogger("kinase.worker")
@@ -38,6 +42,7 @@ METADATA_TIMEOUT = 1.0  # seconds; the endpoint is on the task's own link-local 
 CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))  # v2, v1
 NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 MB = 1 << 20
+WAKE = 0.05  # seconds at most before a reader waiting for room sees the bytes a freed frame gave back
 
 
 def task_memory_mb(env=None, cgroup_files=CGROUP_LIMITS) -> tuple[int | None, str]:
@@ -71,11 +76,13 @@ def default_mb(env=None, cgroup_files=CGROUP_LIMITS) -> tuple[int, str]:
 
 
 class FrameBudget:
-    """Bytes of decoded frames waiting in the queues that share it (see the module docstring).
+    """Bytes of decoded frames held by the worker whose queues share it (see the module docstring).
 
     The queues (worker.pipeline.FrameQueue) use `cond` as their own lock and condition, so admitting a
     frame to one queue can drop a frame from another without two locks to order. A queue offers:
-    `waiting_bytes`, `has_live()` and `drop_oldest_live()` (which calls `release`)."""
+    `waiting_bytes` (its queued frames), `has_live()` and `drop_oldest_live()`. A frame's bytes are given
+    back by a finalizer on its pixels (weakref.finalize), which may run in any thread holding any lock:
+    it takes only a lock of its own, and wakes waiting readers only when it can without waiting."""
 
     @classmethod
     def for_settings(cls, settings) -> FrameBudget:
@@ -94,8 +101,9 @@ class FrameBudget:
 
     def __init__(self, limit: int = 0):
         self.limit = limit  # bytes; 0 = no bound
-        self.cond = threading.Condition()
-        self.waiting = 0
+        self.cond = threading.Condition()  # re-entrant: a frame freed while it is held gives its bytes back
+        self._count = threading.Lock()  # guards `waiting`; never held while taking another lock
+        self.waiting = 0  # bytes of the frames admitted and not freed yet
         self.peak = 0  # the most bytes that waited at once: the worker's high-water mark
         self._queues: list = []
 
@@ -108,11 +116,13 @@ class FrameBudget:
             if queue in self._queues:
                 self._queues.remove(queue)
 
-    def admit(self, queue, nbytes: int, live: bool, stop: threading.Event) -> bool:
-        """With `cond` held: make room for a frame of `nbytes` that is to join `queue`, and count it as waiting.
+    def admit(self, queue, image, live: bool, stop: threading.Event) -> bool:
+        """With `cond` held: make room for a frame whose pixels are `image` (a numpy array), about to join `queue`,
+        and count its bytes until the array is freed.
 
-        False: a live frame that does not fit once every live frame that could give way has; it is not
+        False: a live frame that does not fit once every queued live frame that could give way has; it is not
         admitted (the caller drops it). A recorded frame waits for room until `stop` is set, then is admitted."""
+        nbytes = image.nbytes
         if self.limit:
             while self.waiting and self.waiting + nbytes > self.limit:
                 victim = max((q for q in self._queues if q.has_live()), key=lambda q: q.waiting_bytes, default=None)
@@ -123,12 +133,18 @@ class FrameBudget:
                 elif stop.is_set():
                     break
                 else:
-                    self.cond.wait(0.2)
-        self.waiting += nbytes
-        self.peak = max(self.peak, self.waiting)
+                    self.cond.wait(WAKE)
+        with self._count:
+            self.waiting += nbytes
+            self.peak = max(self.peak, self.waiting)
+        weakref.finalize(image, self._freed, nbytes)
         return True
 
-    def release(self, nbytes: int) -> None:
-        """With `cond` held: a frame of `nbytes` no longer waits (taken by inference, dropped or discarded)."""
-        self.waiting -= nbytes
-        self.cond.notify_all()
+    def _freed(self, nbytes: int) -> None:
+        with self._count:
+            self.waiting -= nbytes
+        if self.cond.acquire(blocking=False):  # else the waiting reader sees the room within WAKE
+            try:
+                self.cond.notify_all()
+            finally:
+                self.cond.release()

@@ -92,7 +92,7 @@ class FrameQueue:
                 else:
                     while self._frames >= self.maxsize and not self.stop.is_set():
                         self._cond.wait(0.2)
-                if not self.budget.admit(self, item.image.nbytes, item.live, self.stop):
+                if not self.budget.admit(self, item.image, item.live, self.stop):
                     self._drop(item)
                     return
                 self._frames += 1
@@ -122,10 +122,9 @@ class FrameQueue:
                 return
 
     def _taken(self, frame: Frame) -> None:
-        """`frame` left the queue: it no longer counts against the queue's length or the budget."""
+        """`frame` left the queue (the budget counts its bytes until its pixels are freed)."""
         self._frames -= 1
         self.waiting_bytes -= frame.image.nbytes
-        self.budget.release(frame.image.nbytes)
 
     def _drop(self, frame: Frame) -> None:
         self.metrics.count("FramesDropped")
@@ -137,7 +136,6 @@ class FrameQueue:
             frames = sum(isinstance(item, Frame) for item in self._items)
             self._items.clear()
             self._frames = 0
-            self.budget.release(self.waiting_bytes)
             self.waiting_bytes = 0
             self.budget.leave(self)
             self._cond.notify_all()

@@ -162,9 +162,9 @@ SETTINGS: tuple[Setting, ...] = (
         "frame_memory_mb",
         "int",
         "",
-        "MB of decoded frames that may wait for inference in the worker, all its streams together; over it the oldest live "
-        "frames of the stream with the most waiting are dropped (counted), recorded sources' readers wait "
-        "(0 = no bound: each live stream queues up to 64 frames, 1.6 GB at 4K)",
+        "MB of decoded frames the worker may hold (queued, in inference, in delivery), all its streams together; over it "
+        "the oldest queued live frames of the stream with the most queued are dropped (counted), recorded sources' readers "
+        "wait (0 = no bound: each live stream queues up to 64 frames, 1.6 GB at 4K)",
         minimum=0,
         shown_default="a quarter of the task's memory (task metadata `Limits.Memory`, else the cgroup's limit), 512 if neither is readable",
     ),

@@ -46,7 +46,7 @@ def drain(q: FrameQueue) -> list[int]:
     return got
 
 
-def test_frames_within_the_budget_are_admitted_and_counted_as_waiting_until_taken():
+def test_frames_within_the_budget_are_admitted_and_counted_until_freed():
     budget = FrameBudget(3 * FRAME)
     a, metrics = queue(budget)
     for n in range(3):
@@ -54,6 +54,21 @@ def test_frames_within_the_budget_are_admitted_and_counted_as_waiting_until_take
     assert budget.waiting == budget.peak == 3 * FRAME and metrics.totals["FramesDropped"] == 0
     assert drain(a) == [0, 1, 2]
     assert budget.waiting == 0 and budget.peak == 3 * FRAME
+
+
+def test_a_frame_taken_by_inference_counts_until_its_pixels_are_freed():
+    """Frames in inference and delivery take the same memory as queued ones: the budget holds them until freed."""
+    budget = FrameBudget(2 * FRAME)
+    q, metrics = queue(budget)
+    q.put(frame(0))
+    in_delivery = q.get(0)
+    q.put(frame(1))
+    q.put(frame(2))  # over: only frame 1 is queued, so it gives way; frame 0 is not the queue's to drop
+    assert budget.waiting == 2 * FRAME and metrics.totals["FramesDropped"] == 1
+    in_delivery.image = None  # the upload sink frees the pixels once the JPEG is encoded
+    assert budget.waiting == FRAME
+    q.put(frame(3))
+    assert drain(q) == [2, 3] and metrics.totals["FramesDropped"] == 1 and budget.peak == 2 * FRAME
 
 
 def test_over_the_budget_the_stream_with_the_most_waiting_gives_up_its_oldest_live_frame():
