@@ -269,6 +269,7 @@ class Worker:
             metrics=self.metrics,
             writes=self.writes,
             fence=self.fence,
+            stop=self.stop,
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
         )

@@ -216,6 +216,38 @@ def test_catching_up_is_bounded_by_the_max_lag_and_the_skipped_backlog_reported(
     assert_delivered(media, target, counts)
 
 
+@pytest.mark.slow
+def test_sigterm_during_an_outage_stops_the_worker_and_leaves_what_is_in_flight_for_the_next_run(media, clip):
+    """Keeping trying must not make the worker unstoppable: SIGTERM during an S3 hang stops it after the shutdown
+    budget, with one error line, and the frames it could not deliver are unfinished: not checkpointed, so the next
+    run does them again."""
+    target = media.fresh(with_stream=True)
+    put_done = threading.Event()
+    with FaultProxy(media.aws_endpoint) as proxy:
+        env = {**media.worker_env(target, f"kvs://{target.stream}", **SCALED), "AWS_ENDPOINT_URL": proxy.url}
+        worker = Background(env)
+        putter = threading.Thread(target=lambda: media.put(target.stream, clip, loops=0, realtime=True, stop=put_done), daemon=True)
+        try:
+            worker.wait_for(lambda line: "the stream is idle" in line)
+            putter.start()
+            worker.wait_for(delivered_at_least(GOP))
+            proxy.fail("s3", "hang")
+            worker.wait_for(since(worker, lambda line: "S3 PutObject" in line and "still trying" in line))
+            worker.terminate()
+            rc, _, stderr = worker.finish(timeout=180)
+        finally:
+            put_done.set()
+            worker.kill()
+    assert rc == 1, stderr
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "could not deliver the frames in flight" in errors[0] and "Traceback" not in stderr
+    counts = accounted(summary(stderr))
+    assert counts["unfinished"] > 0
+    checkpoint = media.checkpoint(target)
+    delivered = {m["source"]["fragment_number"] for m in media.messages(target.queue_url, expect=counts["delivered"])}
+    assert checkpoint is None or checkpoint["fragment_number"] in delivered  # never past a frame not delivered
+
+
 # ----------------------------------------------------------------------------------- the write policy
 
 

@@ -67,6 +67,8 @@ class Context:
     # whether the worker may still deliver this stream (a fleet worker: its lease; see LeaseCoordinator.fence).
     # A sink asks right before each write; when it says no, the sink writes nothing and passes nothing on.
     fence: Callable[[], bool] = lambda: True
+    # set when the worker stops: the first sink, full (an outage), no longer waits to take a new result (left unfinished)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 class Sink(Protocol):
@@ -112,6 +114,7 @@ class Delivery:
         metrics: Metrics,
         writes: WritePolicy | None = None,
         fence: Callable[[], bool] = lambda: True,
+        stop: threading.Event | None = None,
         **options,
     ):
         self.ledger, self.metrics, self.stream_name = ledger, metrics, stream_name
@@ -121,7 +124,19 @@ class Delivery:
         self._lock = threading.Lock()
         self._in_flight: OrderedDict[str, float] = OrderedDict()  # frame id -> when it was read (time.monotonic())
         ctx = Context(
-            s3, sqs, bucket, queue_url, stream_name, model, metrics, self._fail, self.failed, writes or WritePolicy(), options, fence
+            s3,
+            sqs,
+            bucket,
+            queue_url,
+            stream_name,
+            model,
+            metrics,
+            self._fail,
+            self.failed,
+            writes or WritePolicy(),
+            options,
+            fence,
+            stop or threading.Event(),
         )
         self.sinks: list[Sink] = []
         done = self._delivered

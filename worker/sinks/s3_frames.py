@@ -47,8 +47,8 @@ class S3FrameSink:
         return cls(ctx, done, **{k: v for k, v in ctx.options.items() if k in ("threads", "queue_size", "upload", "jpeg_quality")})
 
     def submit(self, result: Result) -> None:
-        put_until(self._queue, (self._submitted, result), None, self.ctx.failed)
-        self._submitted += 1
+        if put_until(self._queue, (self._submitted, result), None, self.ctx.failed, self.ctx.stopping):
+            self._submitted += 1
 
     def _hand_on(self, seq: int, result: Result) -> None:
         with self._order:

@@ -9,12 +9,14 @@ import time
 STOP = object()
 
 
-def put_until(q: queue.Queue, item, deadline: float | None, failed: threading.Event) -> bool:
-    """Put `item` unless the worker failed or `deadline` (time.monotonic()) passed; True if it went in."""
+def put_until(q: queue.Queue, item, deadline: float | None, failed: threading.Event, stopping: threading.Event | None = None) -> bool:
+    """Put `item` unless the worker failed, `deadline` (time.monotonic()) passed, or the queue stays full while
+    `stopping` is set; True if it went in."""
     while not failed.is_set() and (deadline is None or time.monotonic() < deadline):
         try:
             q.put(item, timeout=0.2)
             return True
         except queue.Full:
-            continue
+            if stopping is not None and stopping.is_set():
+                return False
     return False
