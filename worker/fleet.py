@@ -96,13 +96,20 @@ class StreamPipelines:
 
     @staticmethod
     def _exists(stream: str, session) -> bool:
+        """Still ours to read. The task role reads streams only through an aws:ResourceTag condition
+        (infra/stacks/fleet.py, ReadEnvironmentStreams), which fails where the key is absent (IAM User
+        Guide, "IAM JSON policy elements: Condition operators"): on AWS a deleted or untagged stream is
+        answered AccessDeniedException, not ResourceNotFoundException, and its lease must go all the same."""
         from worker import aws
 
         try:
             aws.client(session, "kinesisvideo").describe_stream(StreamName=stream)
             return True
         except aws.ClientError as exc:
-            return error_code(exc) != "ResourceNotFoundException"
+            code = error_code(exc)
+            if code == "AccessDeniedException":
+                log.warning("%s: DescribeStream denied: deleted or no longer tagged for this environment, so no longer ours", stream)
+            return code not in ("ResourceNotFoundException", "AccessDeniedException")
 
     def stop(self, stream: str) -> None:
         run = self.runs.get(stream)
