@@ -206,7 +206,10 @@ class Rules:
     def rules_for(self, stream_name: str) -> StreamRules:
         """A stream's own entry when it has one, else the "*" entry, else none. The own entry replaces
         "*" whole (no merging): what applies to a stream is what its one entry says."""
-        return self.streams.get(stream_name) or self.streams.get(WILDCARD) or NO_RULES
+        for name in (stream_name, WILDCARD):
+            if name in self.streams:
+                return self.streams[name]
+        return NO_RULES
 
 
 class RulesError(ValueError):

@@ -78,6 +78,9 @@ def test_check_passes_a_valid_file_and_warns_on_unknown_classes(tmp_path):
         'warning: streams["*"].zones[0].classes[0]: "car" is not a class of the model'
     ]
 
+    shapes = kinase("rules", "check", path, "--model", "models/shapes-yolo11n.onnx", env=WIDE, timeout=120)  # names from its metadata
+    assert shapes.returncode == 0 and 'streams["*"].lines[0].classes[0]: "person" is not a class of the model' in shapes.stderr
+
     data = envelope(kinase("rules", "check", path, "--classes", "person", "--json", timeout=120).stdout, "rules check")
     assert data["valid"] is True and data["errors"] == [] and len(data["warnings"]) == 1
     assert data["counts"] == {"streams": 1, "lines": 1, "zones": 1, "alerts": 1}

@@ -86,6 +86,8 @@ def test_a_streams_own_entry_replaces_the_wildcard():
     assert [z.name for z in parsed.rules_for("cam1").zones] == ["dock"] and parsed.rules_for("cam1").lines == ()
     assert [line.name for line in parsed.rules_for("cam2").lines] == ["door"]
     assert rules.build(with_stream("cam1", {})).rules_for("cam2") == rules.NO_RULES
+    doc["streams"]["cam3"] = {}  # an own entry with nothing in it turns the "*" rules off for that stream
+    assert rules.build(doc).rules_for("cam3") == rules.NO_RULES
 
 
 def test_rules_are_frozen():
