@@ -10,7 +10,7 @@ import argparse
 import os
 import platform
 
-from bench import fleet_bench, startup_bench, synth_bench, watch_bench, worker_bench
+from bench import fleet_bench, memory_bench, startup_bench, synth_bench, watch_bench, worker_bench
 
 
 def main(quick: bool = False) -> None:
@@ -38,6 +38,11 @@ def main(quick: bool = False) -> None:
     fleet = fleet_bench.main(seconds=4, streams=(1, 2), quick=True) if quick else fleet_bench.main()
     for name, figure, target, verdict, _ in fleet["rows"]:
         rows.append((name, figure, target.replace("≥ ", ">= "), verdict == "met"))
+
+    print("\n== frame memory: a fleet worker on live 4K streams, with the worker-wide budget and without")
+    memory = memory_bench.main(seconds=2, streams=(1, 2)) if quick else memory_bench.main()
+    for name, figure, target, verdict, _ in memory["rows"]:
+        rows.append((name, figure, target.replace("≤ ", "<= "), verdict == "met"))
 
     print(f"\n== summary ({platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
     print(f"{'benchmark':<40} {'figure':>10} {'target':>12}  verdict")
