@@ -8,11 +8,14 @@ every frame read ends in one outcome.
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 import pytest
 
 from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import Background, accounted, metrics_lines, run_worker, summary
+from worker.leases import LeaseTable
 
 pytestmark = pytest.mark.slow
 SIZE = (1920, 1080)
@@ -64,3 +67,42 @@ def test_a_recorded_full_hd_stream_waits_within_the_budget_and_loses_nothing(med
     counts = accounted(summary(run.stderr))
     assert (counts["read"], counts["delivered"], counts["dropped"]) == (FRAMES, FRAMES, 0)
     assert len(media.messages(target.queue_url, expect=FRAMES)) == FRAMES
+
+
+def test_a_fleet_worker_keeps_all_its_streams_together_within_one_budget(media, full_hd):
+    """Two full-HD streams on one fleet worker share one budget: one `frame memory` line, one peak for both."""
+    target = media.fresh()
+    streams = [f"{target.stream}-{i}" for i in range(2)]
+    table = f"leases-{uuid.uuid4().hex[:8]}"
+    media.client("dynamodb").create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "stream", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "stream", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    leases = LeaseTable(media.client("dynamodb"), table)
+    for stream in streams:
+        media.kvs.create_stream(StreamName=stream, DataRetentionInHours=1)
+        media.put(stream, full_hd)
+        assert leases.ensure(stream)
+    env = media.worker_env(target, "kvs://placeholder", start="EARLIEST", lease_table=table, env="memory", frame_memory_mb=BUDGET_MB)
+    worker = Background(env, module="worker.fleet")
+    messages: list[dict] = []
+    try:
+        deadline = time.monotonic() + 600
+        while len(messages) < 2 * FRAMES:
+            assert time.monotonic() < deadline and worker.proc.poll() is None, "".join(worker.stderr[-40:])
+            messages.extend(media.messages(target.queue_url, expect=len(messages) + 1, wait=5))
+        worker.terminate()
+        rc, stdout, stderr = worker.finish()
+    finally:
+        worker.kill()
+
+    assert rc == 0, stderr
+    assert stderr.count("frame memory: at most") == 1
+    peaks = [line["FrameBytesPeak"] for line in metrics_lines(stdout)]
+    assert len(peaks) >= 2 and FRAME_BYTES <= max(peaks) <= BUDGET_MB << 20
+    for stream in streams:
+        counts = accounted(summary("\n".join(line for line in stderr.splitlines() if f"summary: {stream}:" in line)))
+        assert (counts["read"], counts["delivered"], counts["dropped"]) == (FRAMES, FRAMES, 0)
+    assert sorted({m["stream_name"] for m in messages}) == streams and len(messages) == 2 * FRAMES
