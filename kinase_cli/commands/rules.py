@@ -86,6 +86,11 @@ def _say(kind: str, style: str, lines: list[str]) -> None:
         console.err.print(join((f"{kind}:", style), " ", plain(line, limit=500)), highlight=False, soft_wrap=True)
 
 
+def _tell(*parts) -> None:
+    """A diagnostic line on stderr, never parsed as markup (file names are the operator's, anything may be in them)."""
+    console.err.print(join(*parts), highlight=False, soft_wrap=True)
+
+
 def _counts(doc) -> dict:
     streams = doc["streams"] if isinstance(doc, dict) and isinstance(doc.get("streams"), dict) else {}
     entries = [e for e in streams.values() if isinstance(e, dict)]
@@ -113,9 +118,10 @@ def check(file: File, classes: Classes = None, model: Model = None, json_: Json 
         _refuse(file, found, "not valid")
     if not json_:
         counts = _counts(doc)
-        console.info(
-            f"{visible(file, limit=200)}: valid {doc['schema']}: {counts['streams']} stream entr{'y' if counts['streams'] == 1 else 'ies'}, "
-            f"{counts['lines']} line(s), {counts['zones']} zone(s), {counts['alerts']} alert(s)"
+        _tell(
+            plain(file, limit=200),
+            f": valid {doc['schema']}: {counts['streams']} stream entr{'y' if counts['streams'] == 1 else 'ies'}, "
+            f"{counts['lines']} line(s), {counts['zones']} zone(s), {counts['alerts']} alert(s)",
         )
 
 
@@ -172,8 +178,8 @@ def apply(file: File, classes: Classes = None, model: Model = None, json_: Json 
             },
         )
         return
-    console.info(
-        f"applied {visible(file, limit=200)} as rules v{version} of environment {target.env} (s3://{bucket}/{rules.version_key(version)})"
+    _tell(
+        "applied ", plain(file, limit=200), f" as rules v{version} of environment {target.env} (s3://{bucket}/{rules.version_key(version)})"
     )
 
 
@@ -197,7 +203,7 @@ def show(json_: Json = False, *, target: Target) -> None:
     if current is None:
         console.info(f"no rules applied in environment {target.env} (`kinase rules apply FILE`)")
         return
-    console.out.print(f"rules v{current.version}, applied {current.applied_at}", highlight=False)
+    console.out.print(join(f"rules v{current.version}, applied ", plain(current.applied_at, limit=60)), highlight=False, soft_wrap=True)
     for stream, entry in current.rules.streams.items():
         console.out.print(join("stream ", plain(stream, style="bold", limit=200)), highlight=False, soft_wrap=True)
         for line in entry.lines:
