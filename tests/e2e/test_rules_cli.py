@@ -124,6 +124,13 @@ def test_check_refuses_what_is_not_a_document_in_one_line(tmp_path, text, words)
     assert words in error_lines(refused.stderr)[0]
 
 
+def test_a_file_name_is_printed_as_typed_never_as_markup(tmp_path):
+    folder = tmp_path / "[bold]x[red]"
+    folder.mkdir()
+    ok = kinase("rules", "check", rules_file(folder, VALID), env=WIDE, timeout=120)
+    assert ok.returncode == 0 and f"{folder}/rules.yaml: valid kinase.rules/1" in ok.stderr
+
+
 def test_check_of_a_missing_file_is_one_line(tmp_path):
     refused = kinase("rules", "check", str(tmp_path / "nope.yaml"), timeout=120)
     assert refused.returncode == 2 and error_lines(refused.stderr) == [
