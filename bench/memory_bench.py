@@ -236,9 +236,11 @@ def main(seconds: int = 6, streams: tuple[int, ...] = (1, 4), budget_mb: int = B
 
 
 if __name__ == "__main__":
+    from worker.settings import var
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=6, help="seconds of video per stream")
     parser.add_argument("--streams", default="1,4", help="stream counts K")
-    parser.add_argument("--budget-mb", type=int, default=BUDGET_MB, help="KINASE_FRAME_MEMORY_MB of the budget runs")
+    parser.add_argument("--budget-mb", type=int, default=BUDGET_MB, help=f"{var('frame_memory_mb')} of the budget runs")
     args = parser.parse_args()
     main(args.seconds, tuple(int(k) for k in args.streams.split(",")), args.budget_mb)
