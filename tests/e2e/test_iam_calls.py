@@ -5,12 +5,26 @@ instead of IAM actions and most services against `*`), so this module runs the o
 on the local stack with every call recorded (KINASE_RECORD_CALLS, worker/callrecord.py): deploy,
 run-task/status/logs/stop-task on the Fargate path (moto's ECS), a one-off worker on a Kinesis Video
 stream and on an uploaded file, watch with --save, stream create/adopt/put/rm, a fleet worker with
-leases, status, logs, destroy. What the local stack does in AWS's place (cfn_gaps) is recorded as
-principal `local-stack` and judged by no policy. Each call becomes an IAM
+leases, status, logs, stream ls/describe, dlq ls/redrive/purge, push-image on the AWS path (the fake docker's push puts
+the manifest with the operator's credentials; the families pinned, the fleet rolled), a refused
+`deploy --gpu` on the AWS path (the GPU pre-flight's EC2 and Service Quotas reads, then the security
+diff, whose broadening change is refused without a terminal), destroy. What the local stack does in
+AWS's place (cfn_gaps) is recorded as principal `local-stack` and judged by no policy. Each call becomes an IAM
 request (action and ARN from parliament's IAM definitions, support/iam_actions.py) and is evaluated
 (support/iam_policy.py): the worker's against the deployed task role's policy, the CLI's against
 the operator policy documented in docs/OPERATIONS.md ("Operator permissions"). A denied call fails,
 and so does a grant no call uses, unless UNUSED_GRANTS says why AWS needs it anyway.
+
+Not recorded, and why: a completed `deploy` on the AWS path (the boto3 calls it adds to the refused one
+are sts:GetCallerIdentity, in the operator policy's EXTRA with its reason; its stack calls are the cdk
+CLI's, made under the cdk roles, which no boto3 hook sees, and a change-set deploy against moto costs
+minutes for nothing more); `docker push`'s layer uploads (the fake docker has no layers: EXTRA). `kinase
+demo` is not run: its calls are those of local up, deploy, push-image --source-tree (the local stack's
+registration), stream put, a local one-off worker and watch, all recorded here, plus the web view's
+cloudwatch:GetMetricData, which it makes only when a browser asks for metrics (as `watch --web` does),
+and which this run does not record either (EXTRA grants it). Not run here either: `rules apply/show` (S3 in the frames bucket),
+`fleet scale` on AWS (ECS UpdateService and Application Auto Scaling, as `fleet up`), `bootstrap` (an
+administrator's, once per account and region).
 
 The environment is the module's own (`--env iame2e`), so nothing else runs in it.
 """
@@ -34,7 +48,7 @@ from support.cli import kinase
 from support.iam_actions import Request, read, request
 from support.iam_operator import EXTRA, concrete, documented
 from support.iam_policy import evaluate, resolver, statements_of
-from support.ops import aws_env, remove_images
+from support.ops import aws_env, fake_docker, remove_images
 from support.worker_stack import SHAPES_ONNX
 from worker import callrecord
 
@@ -105,10 +119,13 @@ def recording(local_stack, media, tmp_path_factory) -> Recording:
     clip = work / "clip.mp4"
     shapes_video(clip, frames=FRAMES, fps=FPS, size=(320, 240), gop=GOP, seed=23)
 
-    def run(*args: str, timeout: float = 300, on_aws: bool = False) -> str:
+    def attempt(*args: str, timeout: float = 300, on_aws: bool = False, extra: dict | None = None):
         """`kinase ARGS` recorded; `on_aws`: the AWS code path (no --local) against the local stack's moto server."""
         where, env = (("--env", ENV), aws_env()) if on_aws else (LOCAL, {})
-        proc = kinase(*args, *where, env={**env, callrecord.VARIABLE: str(path)}, timeout=timeout)
+        return kinase(*args, *where, env={**env, **(extra or {}), callrecord.VARIABLE: str(path)}, timeout=timeout)
+
+    def run(*args: str, timeout: float = 300, on_aws: bool = False, extra: dict | None = None) -> str:
+        proc = attempt(*args, timeout=timeout, on_aws=on_aws, extra=extra)
         assert proc.returncode == 0, f"kinase {' '.join(args)}: {proc.stderr[-3000:]}"
         return proc.stdout
 
@@ -148,9 +165,28 @@ def recording(local_stack, media, tmp_path_factory) -> Recording:
         tags = {s: media.kvs.list_tags_for_stream(StreamName=s)["Tags"] for s in (stream, created, ADOPTED)}
         run("status")
         run("logs")
+        run("stream", "ls")
+        run("stream", "describe", created)
         run("fleet", "down", timeout=600)
         run("stream", "rm", created, "--yes")
         run("stream", "rm", ADOPTED, "--yes")
+        # the dead-letter queue: a letter listed and moved back to the results queue, another purged
+        sqs = media.client("sqs")
+        sqs.send_message(QueueUrl=outputs["DeadLetterQueueUrl"], MessageBody="not a frame message")
+        run("dlq", "ls")
+        run("dlq", "redrive", "--yes")
+        sqs.send_message(QueueUrl=outputs["DeadLetterQueueUrl"], MessageBody="not a frame message either")
+        run("dlq", "purge", "--yes")
+        # push-image on AWS's path: the fake docker's push puts the manifest into ECR with the operator's
+        # credentials, as `docker push` does (ecr:PutImage); the families are pinned and the fleet rolled
+        fake_docker(work / "bin")
+        docker = {"PATH": f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(work / "docker.jsonl")}
+        run("push-image", "--tag", "iam-push", on_aws=True, extra=docker)
+        # deploy --gpu on AWS's path: the pre-flight (EC2 instance types and offerings, the Service Quotas read,
+        # which moto answers NoSuchResourceException, so kinase warns and goes on), then the security diff
+        # (cdk's own calls, under the cdk roles), whose broadening change is refused without a terminal
+        gpu = attempt("deploy", "--gpu", "--instance-type", "g4dn.xlarge", on_aws=True, timeout=900)
+        assert gpu.returncode != 0 and "not confirmed: no terminal to ask on" in gpu.stderr, gpu.stderr[-3000:]
         task_role = _deployed_task_role(media)
     finally:
         kinase("fleet", "down", *LOCAL, timeout=600)
@@ -203,12 +239,36 @@ def test_the_recording_holds_every_flow(recording):
         ("cli", "kinesisvideo:TagStream"),
         ("cli", "sqs:ReceiveMessage"),
         ("cli", "cloudformation:DescribeStacks"),
+        ("cli", "ecr:GetAuthorizationToken"),
+        ("cli", "ecr:PutImage"),
+        ("cli", "ecs:RegisterTaskDefinition"),
+        ("cli", "ecs:UpdateService"),
+        ("cli", "ec2:DescribeInstanceTypeOfferings"),
+        ("cli", "servicequotas:GetServiceQuota"),
+        ("cli", "sqs:PurgeQueue"),
     ]:
         assert expected in calls, (expected, sorted(calls))
 
 
 def test_every_worker_call_is_allowed_by_the_task_role(recording):
     assert _denied(recording.task_role, recording.requests("worker")) == []
+
+
+def test_a_stream_deleted_under_the_fleet_is_denied_to_the_task_role_not_found(recording):
+    """Why the fleet reads AccessDeniedException as "no longer ours" (worker/fleet.py, StreamPipelines._exists): the
+    task role reads streams only through an aws:ResourceTag condition, and a deleted stream has no tags, so on AWS
+    its DescribeStream is denied (IAM User Guide, "IAM JSON policy elements: Condition operators": a condition on a
+    key the request lacks is false), never answered ResourceNotFoundException."""
+    created = next(name for name in recording.tags if name not in (ADOPTED, recording.outputs["StreamName"]))
+    describe = {"principal": "worker", "service": "kinesisvideo", "operation": "DescribeStream", "region": LOCAL_REGION}
+    describe["params"] = {"StreamName": created}
+    rm = next(i for i, c in enumerate(recording.calls) if c["operation"] == "DeleteStream" and created in json.dumps(c["params"]))
+    while_leased = Recording([*recording.calls[:rm], describe], recording.task_role, recording.tags, recording.outputs, recording.path)
+    after_rm = Recording([*recording.calls, describe], recording.task_role, recording.tags, recording.outputs, recording.path)
+    before, after = while_leased.requests("worker")[-1], after_rm.requests("worker")[-1]
+    assert evaluate(recording.task_role, before).allowed, before
+    assert "aws:ResourceTag/" + naming.ENV_TAG not in after.context
+    assert evaluate(recording.task_role, after).allowed is False, after
 
 
 def test_every_task_role_grant_is_used_or_needed_on_aws(recording):

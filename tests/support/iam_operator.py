@@ -36,7 +36,8 @@ EXTRA = [
             "Resource": "arn:aws:iam::ACCOUNT:role/kinase-*",
             "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
         },
-        "ecs:RunTask of the worker's task definition passes its task and execution roles (the RunTask action's dependent action iam:PassRole)",
+        "ecs:RunTask of the worker's task definition, and `push-image`'s RegisterTaskDefinition of a pinned revision, pass its task "
+        "and execution roles (those actions' dependent action iam:PassRole)",
     ),
     (
         {
@@ -46,6 +47,32 @@ EXTRA = [
             "Resource": "arn:aws:iam::ACCOUNT:role/cdk-hnb659fds-*-ACCOUNT-REGION",
         },
         "`kinase deploy`/`destroy` run the cdk CLI, which assumes the roles `cdk bootstrap` made (deploy, file and image publishing, lookup): they hold CloudFormation's, S3's and ECR's permissions for the stacks",
+    ),
+    (
+        {
+            "Sid": "PushImageLayers",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"],
+            "Resource": "arn:aws:ecr:REGION:ACCOUNT:repository/kinase-*",
+        },
+        "`kinase push-image` runs `docker push`, which uploads the layers before its PutImage (ECR User Guide, 'Pushing a Docker "
+        "image': the required IAM permissions); the recorded run's fake docker puts only the manifest",
+    ),
+    (
+        {
+            "Sid": "TagNewTaskDefinitions",
+            "Effect": "Allow",
+            "Action": "ecs:TagResource",
+            "Resource": "arn:aws:ecs:REGION:ACCOUNT:task-definition/kinase-*",
+            "Condition": {"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}},
+        },
+        "`push-image` registers each pinned revision with its family's tags, and ECS authorizes tags on create by "
+        "ecs:TagResource (ECS Developer Guide, 'Grant permission to tag resources on creation'); the recording keeps no list of tags",
+    ),
+    (
+        {"Sid": "ReadWorkerMetrics", "Effect": "Allow", "Action": "cloudwatch:GetMetricData", "Resource": "*"},
+        "the web view of `watch --web` and `demo` reads the workers' drop and gap counts when a browser asks for them "
+        "(kinase_cli/web/metrics.py); GetMetricData takes no resource (Service Authorization Reference, Amazon CloudWatch)",
     ),
     (
         {"Sid": "ReadAccount", "Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"},

@@ -55,6 +55,11 @@ def test_kinesis_video_calls_name_the_stream_by_arn_or_by_name():
     assert request(call("kinesisvideo", "ListStreams"), account=ACCOUNT).resources == ("*",)
 
 
+def test_a_task_definition_is_named_by_its_family_when_registered():
+    registered = request(call("ecs", "RegisterTaskDefinition", principal="cli", family="kinase-dev-worker"), account=ACCOUNT)
+    assert registered.resources == (f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/kinase-dev-worker:{UNKNOWN}",)
+
+
 def test_a_call_without_an_iam_action_or_resource_is_refused_not_guessed():
     with pytest.raises(UnmappedCall, match="s3:SelectEverything"):
         request(call("s3", "SelectEverything", Bucket="b"), account=ACCOUNT)
