@@ -50,7 +50,9 @@ class FrameQueue:
     A recorded frame waits for room. A live frame never waits: frames arrive in bursts (a Kinesis
     Video fragment is decoded at once), so a burst is queued whole, but a live frame that has
     waited longer than `max_wait` is dropped when a newer one is queued behind it, and beyond
-    `live_cap` frames the oldest is dropped to bound memory. Latency stays near `max_wait` plus one
+    `live_cap` frames the oldest is dropped to bound memory. Behind recorded frames (a backlog, say
+    after an outage in KINASE_OUTAGE=CATCHUP) a live frame's wait counts from when the last of them
+    went to inference. Latency stays near `max_wait` plus one
     inference however long inference stays slower than the stream; when inference keeps up on
     average, nothing is dropped.
     """
@@ -72,6 +74,7 @@ class FrameQueue:
         self.maxsize, self.metrics, self.stop = maxsize, metrics, stop
         self.max_wait, self.live_cap, self.on_drop = max_wait, live_cap, on_drop
         self.hold = hold  # a live frame it holds is queued as a recorded one (worker/outage.py, KINASE_OUTAGE=CATCHUP)
+        self._recorded_out = 0.0  # time.monotonic() when the last recorded frame went to inference
         self._items: deque = deque()
         self._frames = 0
         self.waiting_bytes = 0
@@ -151,7 +154,11 @@ class FrameQueue:
                 item = self._items.popleft()
                 if isinstance(item, Frame):
                     self._taken(item)
-                    stale = item.live and self._frames > 0 and time.monotonic() - item.read_at > self.max_wait and not self.hold(item)
+                    now = time.monotonic()
+                    if not item.live:
+                        self._recorded_out = now
+                    waited = now - max(item.read_at, self._recorded_out)  # behind recorded frames (a backlog) it waits from their end
+                    stale = item.live and self._frames > 0 and waited > self.max_wait and not self.hold(item)
                     if stale:
                         self._drop(item)
                         continue

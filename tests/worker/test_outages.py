@@ -198,8 +198,8 @@ def test_catching_up_after_an_outage_processes_the_backlog_from_the_stream(media
     stdout, stderr, _ = through_outage(media, target, clip, "s3", "503", "S3 PutObject", outage="CATCHUP", max_lag=0)
     assert_said_so(stdout, stderr, "S3 PutObject")
     counts = accounted(summary(stderr))
-    assert counts["read"] == counts["delivered"] == frames_in_stream(media, kinase_home, target.stream)
-    assert counts["dropped"] == counts["gapped"] == 0
+    assert counts["dropped"] == counts["gapped"] == 0, counts
+    assert counts["read"] == counts["delivered"] == frames_in_stream(media, kinase_home, target.stream), counts
     assert_delivered(media, target, counts)
 
 
