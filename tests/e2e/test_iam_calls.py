@@ -5,7 +5,7 @@ instead of IAM actions and most services against `*`), so this module runs the o
 on the local stack with every call recorded (KINASE_RECORD_CALLS, worker/callrecord.py): deploy,
 run-task/status/logs/stop-task on the Fargate path (moto's ECS), a one-off worker on a Kinesis Video
 stream and on an uploaded file, watch with --save, stream create/adopt/put/rm, a fleet worker with
-leases, status, logs, stream ls/describe, dlq ls/redrive/purge, push-image on the AWS path (the fake docker's push puts
+leases, status, logs, stream ls/describe, rules apply/show, dlq ls/redrive/purge, push-image on the AWS path (the fake docker's push puts
 the manifest with the operator's credentials; the families pinned, the fleet rolled), a refused
 `deploy --gpu` on the AWS path (the GPU pre-flight's EC2 and Service Quotas reads, then the security
 diff, whose broadening change is refused without a terminal), destroy. What the local stack does in
@@ -15,14 +15,15 @@ request (action and ARN from parliament's IAM definitions, support/iam_actions.p
 the operator policy documented in docs/OPERATIONS.md ("Operator permissions"). A denied call fails,
 and so does a grant no call uses, unless UNUSED_GRANTS says why AWS needs it anyway.
 
-Not recorded, and why: a completed `deploy` on the AWS path (the boto3 calls it adds to the refused one
-are sts:GetCallerIdentity, in the operator policy's EXTRA with its reason; its stack calls are the cdk
-CLI's, made under the cdk roles, which no boto3 hook sees, and a change-set deploy against moto costs
-minutes for nothing more); `docker push`'s layer uploads (the fake docker has no layers: EXTRA). `kinase
-demo` is not run: its calls are those of local up, deploy, push-image --source-tree (the local stack's
+Not recorded, and why: a completed `deploy` on the AWS path. Run here against the deployed environment,
+`deploy --yes` finds no broadening change, then the cdk CLI's own deploy fails on the moto server (its
+AWS SDK reads an HTML answer: "XML parse error: mismatched tags <html>"; the local path deploys with
+--method=direct). The one boto3 call it would add to the refused GPU deploy is sts:GetCallerIdentity
+(EXTRA, with its reason); its stack calls are the cdk CLI's, under the cdk roles, which no boto3 hook sees.
+`docker push`'s layer uploads (the fake docker has no layers: EXTRA). `kinase demo` is not run: its calls are those of local up, deploy, push-image --source-tree (the local stack's
 registration), stream put, a local one-off worker and watch, all recorded here, plus the web view's
 cloudwatch:GetMetricData, which it makes only when a browser asks for metrics (as `watch --web` does),
-and which this run does not record either (EXTRA grants it). Not run here either: `rules apply/show` (S3 in the frames bucket),
+and which this run does not record either (EXTRA grants it). Not run here either:
 `fleet scale` on AWS (ECS UpdateService and Application Auto Scaling, as `fleet up`), `bootstrap` (an
 administrator's, once per account and region).
 
@@ -60,6 +61,15 @@ FRAMES, FPS, GOP = 20, 10, 10
 ADOPTED = "iam-lobby-camera"  # a camera stream outside the environment's prefix, adopted by its tag
 FLEET = ("--model", str(SHAPES_ONNX), "-e", "KINASE_IMGSZ=320", "-e", "KINASE_START=EARLIEST", "-e", "KINASE_METRICS_INTERVAL=60")
 WORKER = (*FLEET, "--imgsz", "320")
+RULES = """\
+schema: kinase.rules/1
+streams:
+  "*":
+    lines:
+      - name: door
+        points: [[0.5, 0.0], [0.5, 1.0]]
+        in_side: [0.9, 0.5]
+"""
 
 # (statement Sid, action) of the task role that no recorded call uses, and why AWS needs it.
 UNUSED_GRANTS = {
@@ -170,6 +180,10 @@ def recording(local_stack, media, tmp_path_factory) -> Recording:
         run("fleet", "down", timeout=600)
         run("stream", "rm", created, "--yes")
         run("stream", "rm", ADOPTED, "--yes")
+        # detection rules, stored as versions in the frames bucket
+        (work / "rules.yaml").write_text(RULES)
+        run("rules", "apply", str(work / "rules.yaml"))
+        run("rules", "show")
         # the dead-letter queue: a letter listed and moved back to the results queue, another purged
         sqs = media.client("sqs")
         sqs.send_message(QueueUrl=outputs["DeadLetterQueueUrl"], MessageBody="not a frame message")
