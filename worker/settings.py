@@ -181,7 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
         "float",
         "15",
         "fleet mode: seconds a lease stands without renewal (renewed every third of it) before another worker takes it over; "
-        "a lease table call times out after an eighth of it (two attempts), and a worker stops delivering a stream once its "
+        "a lease table call times out after an eighth of it (at least 1 s; two attempts), and a worker stops delivering a stream once its "
         "lease is this old on its own clock, even while a renewal hangs",
         minimum=0.1,
     ),
