@@ -81,17 +81,21 @@ class FrameQueue:
         self.budget = budget or FrameBudget()
         self._cond = self.budget.cond
         self.budget.join(self)
+        self._closed: str | None = None  # after discard(): the outcome a frame put late is counted under
 
     def put(self, item) -> None:
         with self._cond:
+            if isinstance(item, Frame) and self._closed:  # the reader outlived the stop: nothing will take this frame
+                self.metrics.count(self._closed)
+                return
             if isinstance(item, Frame):
                 if item.live and self.hold(item):  # catching up: this frame and those queued become recorded ones
                     for queued in (item, *self._items):
                         if isinstance(queued, Frame):
                             queued.live = False
                 if item.live:
-                    if self._frames >= self.live_cap:
-                        self._drop_oldest()
+                    if self._frames >= self.live_cap:  # recorded frames (a backlog caught up on) are never dropped
+                        self.drop_oldest_live()
                 else:
                     while self._frames >= self.maxsize and not self.stop.is_set():
                         self._cond.wait(0.2)
@@ -102,14 +106,6 @@ class FrameQueue:
                 self.waiting_bytes += item.image.nbytes
             self._items.append(item)
             self._cond.notify_all()
-
-    def _drop_oldest(self) -> None:
-        for i, queued in enumerate(self._items):
-            if isinstance(queued, Frame):
-                del self._items[i]
-                self._taken(queued)
-                self._drop(queued)
-                return
 
     def has_live(self) -> bool:
         """Whether a live frame waits here (one the budget may drop); called with the budget's condition held."""
@@ -137,6 +133,7 @@ class FrameQueue:
         """Empty the queue after a stop; the frames it held are counted under `outcome` (returns how many)."""
         with self._cond:
             frames = sum(isinstance(item, Frame) for item in self._items)
+            self._closed = outcome
             self._items.clear()
             self._frames = 0
             self.waiting_bytes = 0

@@ -255,3 +255,25 @@ def test_the_setting_is_derived_when_unset_off_at_0_and_refused_below(tmp_path):
     assert FrameBudget.for_settings(worker_settings.load({**base, "KINASE_FRAME_MEMORY_MB": "64"})).limit == 64 << 20
     with pytest.raises(worker_settings.SettingsError, match="KINASE_FRAME_MEMORY_MB"):
         worker_settings.load({**base, "KINASE_FRAME_MEMORY_MB": "-1"})
+
+
+def test_a_frame_the_reader_puts_after_the_stop_emptied_the_queue_is_counted_not_lost():
+    """The reader may outlive the worker's 2 s wait for it at a stop and queue one more frame after discard():
+    nothing takes frames any more, so it is counted under the stop's outcome, and read still equals the sum."""
+    budget = FrameBudget(4 * FRAME)
+    q, metrics = queue(budget)
+    q.put(frame(0))
+    assert q.discard("FramesReleased") == 1
+    q.put(frame(1))
+    q.put(frame(2, live=False))
+    assert metrics.totals["FramesReleased"] == 3 and budget.waiting == 0 and q.get(0.01) is None
+
+
+def test_at_the_live_cap_a_live_frame_gives_way_never_a_recorded_one():
+    """A backlog caught up on after an outage (KINASE_OUTAGE=CATCHUP) is queued as recorded frames: the live
+    cap bounds memory by dropping the oldest LIVE frame, never one of the backlog."""
+    q = FrameQueue(8, Metrics("t"), threading.Event(), budget=FrameBudget(100 * FRAME), max_wait=60.0, live_cap=4)
+    q.put(frame(0, live=False))
+    for n in range(1, 5):
+        q.put(frame(n))
+    assert drain(q) == [0, 2, 3, 4] and q.metrics.totals["FramesDropped"] == 1
