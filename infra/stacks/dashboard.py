@@ -1,7 +1,7 @@
 """The CloudWatch dashboard of an environment, from the worker's embedded metrics (worker/metrics.py).
 
-One row per configured stream (processed fps, inference ms, latency p50/p95, lag behind live, drops,
-gaps), then the queue, the dead-letter queue and the running tasks. Streams added later (a fleet
+One row per configured stream (processed fps, inference ms, latency p50/p95, lag behind live and
+waiting in delivery, drops, gaps), then the queue, the dead-letter queue and the running tasks. Streams added later (a fleet
 picks them up without a deploy) appear in the "all streams" row, drawn by SEARCH expressions.
 Its name is fixed (`naming.dashboard_name`) so the URL output needs no attribute of the resource.
 
@@ -55,7 +55,12 @@ def stream_widgets(stream: str) -> list[cw.IWidget]:
             [_metric("LatencyMs", stream, "p50", "p50"), _metric("LatencyMs", stream, "p95", "p95")],
             "ms",
         ),
-        _graph(f"{stream}: lag behind live", [_metric("MillisBehindNow", stream, "Maximum", "behind now")], "ms"),
+        _graph(
+            f"{stream}: lag behind live",
+            # DeliveryLagMs grows while S3 or SQS does not answer (metrics come on a timer), when MillisBehindNow need not
+            [_metric("MillisBehindNow", stream, "Maximum", "behind now"), _metric("DeliveryLagMs", stream, "Maximum", "delivery waiting")],
+            "ms",
+        ),
         _graph(f"{stream}: drops", [_metric("FramesDropped", stream, "Sum", "frames dropped")], "frames"),
         _graph(
             f"{stream}: gaps",

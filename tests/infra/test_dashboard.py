@@ -19,6 +19,7 @@ STREAM_METRICS = {
     "InferenceMsMax",
     "LatencyMs",
     "MillisBehindNow",
+    "DeliveryLagMs",
     "FramesDropped",
     "Gaps",
     "FramesGapped",
