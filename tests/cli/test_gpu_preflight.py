@@ -139,7 +139,10 @@ def test_a_quota_too_small_for_the_group_is_refused_with_the_increase_to_ask_for
     quota(tgt, "L-DB2E81BA", 0.0)
     error = refusal(tgt, "g4dn.xlarge")
     need = naming.GPU_MAX_INSTANCES * 4
-    assert error.message == f"quota L-DB2E81BA (Running On-Demand G and VT instances) is 0 vCPUs in eu-west-3; 4 × g4dn.xlarge (the workers and room to roll them) need {need}"
+    assert (
+        error.message
+        == f"quota L-DB2E81BA (Running On-Demand G and VT instances) is 0 vCPUs in eu-west-3; 4 × g4dn.xlarge (the workers and room to roll them) need {need}"
+    )
     assert f"--quota-code L-DB2E81BA --desired-value {need} --region eu-west-3" in error.hint
 
 
@@ -147,7 +150,9 @@ def test_p_instances_count_against_their_own_quota(aws):
     tgt = Target(region="us-east-1")
     quota(tgt, "L-417A185B", 96.0)
     error = refusal(tgt, "p4d.24xlarge")
-    assert error.message.startswith("quota L-417A185B (Running On-Demand P instances) is 96 vCPUs in us-east-1; 4 × p4d.24xlarge (the workers and room to roll them) need 384")
+    assert error.message.startswith(
+        "quota L-417A185B (Running On-Demand P instances) is 96 vCPUs in us-east-1; 4 × p4d.24xlarge (the workers and room to roll them) need 384"
+    )
 
 
 def test_an_unreadable_quota_is_a_warning_not_a_refusal(aws, capsys):
