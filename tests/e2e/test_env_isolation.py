@@ -105,7 +105,7 @@ def test_a_fleet_worker_leases_only_its_environments_streams(two_envs):
     media, _ = two_envs
     assert LeaseTable(media.client("dynamodb"), naming.lease_table_name(PROD)).ensure(LEGACY)
     up = kinase(
-        "fleet", "up", "--workers", "1", "--model", str(SHAPES_ONNX), "-e", "KINASE_LEASE_DURATION=3", "-e", "KINASE_IMGSZ=320",
+        "fleet", "up", "--workers", "1", "--model", str(SHAPES_ONNX), "-e", "KINASE_LEASE_DURATION=6", "-e", "KINASE_IMGSZ=320",
         "--local", "--env", PROD, "--json", timeout=300,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr[-3000:]

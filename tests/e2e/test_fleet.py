@@ -3,7 +3,7 @@
 
 The environment is the test's own (`--env fleete2e`, deployed once for the module, with the GPU
 workers of `deploy --gpu`, so the fleet has its Fargate and its GPU service), so its streams,
-lease table and results queue hold nothing from other tests. Leases last 3 s (KINASE_LEASE_DURATION)
+lease table and results queue hold nothing from other tests. Leases last 6 s (KINASE_LEASE_DURATION)
 so an expiry takes seconds; every wait is on a condition with a generous deadline, never a sleep
 that a loaded machine could outrun.
 """
@@ -32,7 +32,7 @@ LOCAL = ("--local", "--env", ENV)
 FRAMES, FPS, GOP = 30, 15, 15
 WORKER_SETTINGS = (
     "-e",
-    "KINASE_LEASE_DURATION=3",
+    "KINASE_LEASE_DURATION=6",
     "-e",
     "KINASE_IMGSZ=320",
     "-e",

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 ENV = "rolle2e"
 LOCAL = ("--local", "--env", ENV)
 FPS = GOP = 5  # one fragment a second, put in real time
-SETTINGS = ("-e", "KINASE_LEASE_DURATION=3", "-e", "KINASE_IMGSZ=320", "-e", "KINASE_START=EARLIEST", "-e", "KINASE_METRICS_INTERVAL=60")
+SETTINGS = ("-e", "KINASE_LEASE_DURATION=6", "-e", "KINASE_IMGSZ=320", "-e", "KINASE_START=EARLIEST", "-e", "KINASE_METRICS_INTERVAL=60")
 MARK = {"name": "ROLL_TEST_MARK", "value": "2"}  # what tells the new revision's workers from the old ones
 
 

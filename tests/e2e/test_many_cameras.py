@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 ENV = "manycams"
 LOCAL = ("--local", "--env", ENV)
 FRAMES, FPS, GOP = 20, 10, 10
-WORKER_SETTINGS = ("-e", "KINASE_IMGSZ=320", "-e", "KINASE_START=EARLIEST", "-e", "KINASE_LEASE_DURATION=3")
+WORKER_SETTINGS = ("-e", "KINASE_IMGSZ=320", "-e", "KINASE_START=EARLIEST", "-e", "KINASE_LEASE_DURATION=6")
 
 
 def run_json(*args: str, command: str, env: dict | None = None, timeout: float = 300) -> dict:
