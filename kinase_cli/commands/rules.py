@@ -203,44 +203,34 @@ def show(json_: Json = False, *, target: Target) -> None:
     if current is None:
         console.info(f"no rules applied in environment {target.env} (`kinase rules apply FILE`)")
         return
-    console.out.print(join(f"rules v{current.version}, applied ", plain(current.applied_at, limit=60)), highlight=False, soft_wrap=True)
+
+    def say(*parts) -> None:
+        console.out.print(join(*parts), highlight=False, soft_wrap=True)
+
+    say(f"rules v{current.version}, applied ", plain(current.applied_at, limit=60))
     for stream, entry in current.rules.streams.items():
-        console.out.print(join("stream ", plain(stream, style="bold", limit=200)), highlight=False, soft_wrap=True)
+        say("stream ", plain(stream, style="bold", limit=200))
         for line in entry.lines:
-            console.out.print(
-                join(
-                    "  line ",
-                    plain(line.name, style="bold", limit=100),
-                    f"  {_point(line.points[0])}-{_point(line.points[1])}  in side {_point(line.in_side)}  ",
-                    _classes_text(line.classes),
-                    f"  far side {line.min_far_side_s:g} s  anchor {line.anchor}",
-                ),
-                highlight=False,
-                soft_wrap=True,
-            )
+            ends = f"{_point(line.points[0])}-{_point(line.points[1])}"
+            where = f"  {ends}  in side {_point(line.in_side)}  "
+            hold = f"  far side {line.min_far_side_s:g} s  anchor {line.anchor}"
+            say("  line ", plain(line.name, style="bold", limit=100), where, _classes_text(line.classes), hold)
         for zone in entry.zones:
             dwell = f"  dwell {zone.dwell_s:g} s" if zone.dwell_s is not None else ""
-            console.out.print(
-                join(
-                    "  zone ",
-                    plain(zone.name, style="bold", limit=100),
-                    f"  {' '.join(_point(p) for p in zone.polygon)}  ",
-                    _classes_text(zone.classes),
-                    f"{dwell}  anchor {zone.anchor}",
-                ),
-                highlight=False,
-                soft_wrap=True,
+            corners = " ".join(_point(p) for p in zone.polygon)
+            say(
+                "  zone ",
+                plain(zone.name, style="bold", limit=100),
+                f"  {corners}  ",
+                _classes_text(zone.classes),
+                f"{dwell}  anchor {zone.anchor}",
             )
         for alert in entry.alerts:
             clip = f"  clip -{alert.clip.pre_s:g} s +{alert.clip.post_s:g} s" if alert.clip else ""
-            console.out.print(
-                join(
-                    f"  alert on {', '.join(alert.events)}  ",
-                    _classes_text(alert.classes),
-                    f"  min conf {alert.min_conf:g}  cooldown {alert.cooldown_s:g} s{clip}",
-                ),
-                highlight=False,
-                soft_wrap=True,
+            say(
+                f"  alert on {', '.join(alert.events)}  ",
+                _classes_text(alert.classes),
+                f"  min conf {alert.min_conf:g}  cooldown {alert.cooldown_s:g} s{clip}",
             )
 
 
