@@ -33,7 +33,7 @@ RETRY_CONFIG = Config(retries=BOTOCORE_RETRIES, connect_timeout=CONNECT_TIMEOUT,
 
 
 LEASE_CALL_SHARE = 8  # a lease call may take at most 1/8 of the lease duration per attempt (connect or read)
-LEASE_CALL_MIN_TIMEOUT = 1.0  # seconds; only leases under 8 s (tests) reach it
+LEASE_CALL_MIN_TIMEOUT = 2.0  # seconds; only leases under 16 s reach it (the default 15 s: 2 attempts of 2 s, under its 5 s interval)
 LEASE_ATTEMPTS = 2  # botocore attempts per lease call: the lease loop tries again next renewal interval anyway
 
 
@@ -41,8 +41,9 @@ def lease_config(lease_duration: float) -> Config:
     """The lease table client's timeouts and retries, from the lease duration: a hanging call must not outlive the
     lease. Two attempts of lease_duration/8 each take a quarter of it, under the renewal interval (a third), so a
     renewal that hangs fails in time for the next one; botocore's default (60 s read x 4 attempts, or the worker's
-    30 s x 4) kept a 15 s lease's owner believing in it for two minutes (issue 22). At least a second per attempt:
-    a busy machine's scheduling delays are not hangs (the few-second leases of the tests), and the lease's promise
+    30 s x 4) kept a 15 s lease's owner believing in it for two minutes (issue 22). At least two seconds per attempt:
+    a busy machine's scheduling delays are not hangs (a full test suite on two cores kept moto's answers to the
+    few-second leases of the tests over a second; those workers then lost their own leases), and the lease's promise
     does not rest on this timeout anyway: the watchdog stops a pipeline at its belief end while a call hangs."""
     timeout = max(lease_duration / LEASE_CALL_SHARE, LEASE_CALL_MIN_TIMEOUT)
     return Config(retries={**BOTOCORE_RETRIES, "max_attempts": LEASE_ATTEMPTS}, connect_timeout=timeout, read_timeout=timeout)

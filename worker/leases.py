@@ -402,10 +402,17 @@ class LeaseCoordinator:
         self._balance(leases, now)
 
     def _renew(self) -> None:
+        """Renew every lease held. A renewal that fails (a timeout, a throttle) leaves that lease's belief as it was
+        and does not keep the others from being renewed: one slow call must not cost every stream its lease; the
+        watchdog stops the pipeline if the belief runs out before a renewal succeeds."""
         for stream, held in list(self.held.items()):
             stats = self.pipelines.stats(stream) if self.pipelines.running(stream) else None
             sent = self.clock()
-            lease = self.table.renew(stream, self.worker_id, held.counter, stats)
+            try:
+                lease = self.table.renew(stream, self.worker_id, held.counter, stats)
+            except Exception as exc:  # botocore: timeouts, throttles, 5xx after its attempts
+                log.warning("renewing the lease on %s failed: %s; trying again next cycle", stream, exc)
+                continue
             with self._lock:
                 if lease is None:
                     log.warning("lease on %s lost to another worker; stopping its pipeline", stream)

@@ -127,7 +127,11 @@ def test_a_fleet_rolled_while_video_is_put_delivers_every_frame_once_without_a_g
     for worker in old + new:  # each worker's accounting of each stream it read: adds up, no gap
         log = Path(worker["log"]).read_text(errors="replace")
         accounting[worker["worker_id"]] = counts = summaries(log)
-        assert counts and all(c["gaps"] == 0 for c in counts), log[-3000:]
+        assert all(c["gaps"] == 0 for c in counts), log[-3000:]
+    # A worker may hold nothing (one that asked for a hand-over when the roll stopped it prints no stream's
+    # summary), but both streams were read before the roll and both after it (untaken == []).
+    for generation in (old, new):
+        assert sum(len(accounting[w["worker_id"]]) for w in generation) >= len(streams), accounting
     ids = frame_ids(messages)
     assert len(ids) == len(set(ids)) == total, (Counter(ids).most_common(3), put_frames, accounting)
     assert Counter(m["stream_name"] for m in messages) == put_frames, accounting

@@ -554,3 +554,35 @@ def test_live_drops_past_the_last_checkpoint_written_are_released_when_the_lease
     worker._release_drops()
     # (100, 0) and (100, 1) are behind the checkpoint: lost for good; (100, 2) and (200, 0) will be redone
     assert (worker.metrics.totals["FramesDropped"], worker.metrics.totals["FramesReleased"]) == (2, 2)
+
+
+class FailingRenewals:
+    """The lease table with renewals of the named streams failing (a timeout or a throttle after botocore's attempts)."""
+
+    def __init__(self, table, failing: set[str]):
+        self.table, self.failing = table, failing
+
+    def __getattr__(self, name):
+        return getattr(self.table, name)
+
+    def renew(self, stream, *args, **kwargs):
+        if stream in self.failing:
+            raise TimeoutError(f"renewing {stream} timed out")
+        return self.table.renew(stream, *args, **kwargs)
+
+
+def test_a_failing_renewal_costs_only_its_own_lease_and_only_once_its_belief_ends(table):
+    """One slow or throttled renewal must not keep the worker's other leases from being renewed, nor end the
+    cycle: the stream whose renewals fail keeps its belief until it runs out on our clock, then stops."""
+    for stream in ("cam-a", "cam-b"):
+        table.ensure(stream)
+    worker = coordinator(table, "w1")
+    worker.step()
+    assert worker.streams() == ["cam-a", "cam-b"]
+    worker.table = FailingRenewals(table, {"cam-a"})
+    for _ in range(3):
+        worker.clock.now += worker.interval
+        worker.step()  # no exception: cam-b renewed, cam-a tried again next cycle
+        worker.expire()
+    assert worker.pipelines.running("cam-b") and worker.held["cam-b"].valid_until > worker.clock.now
+    assert not worker.pipelines.running("cam-a")  # its belief ran out: the watchdog stopped it
