@@ -201,7 +201,8 @@ def takeover(media, kinase_home, clip, interrupt) -> None:
     assert delivered <= truth
     counts_a, counts_b = summaries(stderr_a, fleet.stream), summaries(stderr_b, fleet.stream)
     assert counts_a["delivered"] == len({position(m) for m in by_a}) and counts_b["delivered"] == len({position(m) for m in by_b})
-    assert counts_a["released"] > 0, "the stale owner's frames in flight at its belief end were released, not sent"
+    # Whether the stale owner still had frames in flight at its belief end (then released, not sent) depends on
+    # where the outage or the pause caught it: not asserted; the unit tests pin the release (test_leases.py).
     assert counts_a["dropped"] + counts_b["dropped"] + counts_a["gapped"] + counts_b["gapped"] == len(truth - delivered), (
         counts_a,
         counts_b,

@@ -29,7 +29,7 @@ from botocore.config import Config
 from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, decode
-from support.worker_stack import Background, accounted, frame_ids, metrics_lines, summary
+from support.worker_stack import OUTCOMES, Background, accounted, frame_ids, metrics_lines, summary
 from worker.checkpoint import CheckpointStore
 from worker.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
@@ -85,6 +85,12 @@ def quiet_ticks(n: int):
         return state["quiet"] >= n
 
     return check
+
+
+def settled(line: str) -> bool:
+    """A metric line at which every frame read has an outcome (none waits for inference or delivery)."""
+    counts = progress(line)
+    return counts is not None and counts["read"] == sum(counts.get(o, 0) for o in OUTCOMES)
 
 
 def nth(text: str, n: int):
@@ -148,6 +154,7 @@ def through_outage(media, target, clip: Path, service: str, mode: str, write: st
             put_done.set()
             putter.join(60)
             worker.wait_for(nth("the stream is idle", 2))  # everything put has been read
+            worker.wait_for(since(worker, settled))  # and has ended in an outcome: nothing left in flight for SIGTERM
             worker.terminate()
             rc, stdout, stderr = worker.finish(timeout=120)
         finally:
