@@ -34,7 +34,7 @@ import pytest
 from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, video_positions
-from support.worker_stack import OUTCOMES, SUMMARY_WORDS, Background
+from support.worker_stack import OUTCOMES, SUMMARY_WORDS, Background, since
 from worker.frames import Watermark
 from worker.leases import LeaseTable
 
@@ -85,17 +85,6 @@ class Fleet:
 def worker_id(worker: Background) -> str:
     line = worker.wait_for(lambda line: "fleet worker " in line and "leases in" in line)
     return re.search(r"fleet worker (\S+):", line)[1]
-
-
-def since(worker: Background, predicate):
-    """`predicate` for `Background.wait_for`, seeing only the lines logged from now on."""
-    mark, seen = len(worker.stderr), [0]
-
-    def check(line: str) -> bool:
-        seen[0] += 1
-        return seen[0] > mark and predicate(line)
-
-    return check
 
 
 def wait(condition, what: str, timeout: float = 240) -> None:

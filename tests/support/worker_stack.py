@@ -196,3 +196,14 @@ class Background:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def since(worker: Background, predicate):
+    """`predicate` for `Background.wait_for`, seeing only the lines logged from now on."""
+    mark, seen = len(worker.stderr), [0]
+
+    def check(line: str) -> bool:
+        seen[0] += 1
+        return seen[0] > mark and predicate(line)
+
+    return check

@@ -29,7 +29,7 @@ from botocore.config import Config
 from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, decode
-from support.worker_stack import OUTCOMES, Background, accounted, frame_ids, metrics_lines, summary
+from support.worker_stack import OUTCOMES, Background, accounted, frame_ids, metrics_lines, since, summary
 from worker.checkpoint import CheckpointStore
 from worker.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
@@ -48,17 +48,6 @@ def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("outages") / "cam.mp4"
     shapes_video(path, frames=4 * GOP, fps=FPS, size=(320, 240), gop=GOP, seed=22)
     return path
-
-
-def since(worker: Background, predicate):
-    """`predicate` for `Background.wait_for`, seeing only the lines logged from now on."""
-    mark, seen = len(worker.stderr), [0]
-
-    def check(line: str) -> bool:
-        seen[0] += 1
-        return seen[0] > mark and predicate(line)
-
-    return check
 
 
 def progress(line: str) -> dict | None:
