@@ -3,7 +3,7 @@
 The task role reads streams only through an aws:ResourceTag condition (infra/stacks/fleet.py,
 ReadEnvironmentStreams). IAM User Guide, "IAM JSON policy elements: Condition operators": a condition
 on a key the request does not carry fails, so on AWS DescribeStream of a deleted or untagged stream is
-answered AccessDeniedException, never ResourceNotFoundException (tests/unit/test_iam_check.py shows the
+answered AccessDeniedException, never ResourceNotFoundException (tests/infra/test_iam_check.py shows the
 task role's policy denying it). Both must end the lease; a transient error must not.
 """
 
