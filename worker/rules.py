@@ -24,7 +24,11 @@ from typing import Any
 SCHEMA_ID = "kinase.rules/1"
 MAX_FILE_BYTES = 1024 * 1024
 WILDCARD = "*"
-EVENTS = ("line_crossed", "zone_entered", "zone_left", "dwell", "first_seen")
+# What analysis makes of tracked objects, and the two events the pipeline makes when a camera's media
+# stops and comes back (docs/EVENTS.md); every one can be an alert.
+OBJECT_EVENTS = ("line_crossed", "zone_entered", "zone_left", "dwell", "object_appeared")
+CAMERA_EVENTS = ("camera_offline", "camera_online")
+EVENTS = OBJECT_EVENTS + CAMERA_EVENTS
 ANCHORS = ("center", "bottom_center", "top_center")
 # One-frame jitter across a line never counts: a crossing needs the object seen on the far side in
 # observations spanning at least this long, and a single frame spans 0 s. Half a second is 5 frames
@@ -35,7 +39,13 @@ MIN_FAR_SIDE_S = 0.5
 # bottom centre, where the object touches the ground the zone is drawn on.
 LINE_ANCHOR = "center"
 ZONE_ANCHOR = "bottom_center"
-COOLDOWN_S = 60.0  # one alert per object and rule per minute: one person at 5 fps is not hundreds of notifications
+# A zone's border is as jittery as a line: an object's membership changes only when its anchor has
+# been on the other side of the border in observations spanning this long (a box on the border never flaps).
+ZONE_SETTLE_S = MIN_FAR_SIDE_S
+# object_appeared: the first sighting of a class after this long without one (Rekognition's stream
+# processors' "person appeared"); a person walking in and out of view all day is one event per visit.
+APPEARED_QUIET_S = 30.0
+COOLDOWN_S = 60.0  # one alert per rule and stream per minute: one person at 5 fps is not hundreds of notifications
 MAX_CLIP_S = 300  # GetClip returns at most 200 fragments: 200-400 s at the usual 1-2 s fragments
 
 # The store, in the environment's frames bucket (one bucket per environment): every applied version
@@ -118,6 +128,24 @@ SCHEMA: dict[str, Any] = {
                             },
                         },
                     },
+                    "appeared": {
+                        "type": "array",
+                        "description": "object_appeared events: the first sighting of a class after a quiet period",
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": _NAME,
+                                "classes": _CLASSES,
+                                "quiet_s": {
+                                    "type": "number",
+                                    "exclusiveMinimum": 0,
+                                    "description": f"seconds without a sighting of the class before the next one is an event (default {APPEARED_QUIET_S:g})",
+                                },
+                            },
+                        },
+                    },
                     "alerts": {
                         "type": "array",
                         "items": {
@@ -131,7 +159,7 @@ SCHEMA: dict[str, Any] = {
                                 "cooldown_s": {
                                     "type": "number",
                                     "minimum": 0,
-                                    "description": f"at most one alert per object and rule in this time (default {COOLDOWN_S:g})",
+                                    "description": f"at most one alert of this rule per stream in this time (default {COOLDOWN_S:g})",
                                 },
                                 "clip": {
                                     "type": "object",
@@ -175,6 +203,13 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class Appeared:
+    name: str
+    classes: tuple[str, ...] | None
+    quiet_s: float = APPEARED_QUIET_S
+
+
+@dataclass(frozen=True)
 class Clip:
     pre_s: float
     post_s: float
@@ -194,6 +229,7 @@ class StreamRules:
     lines: tuple[Line, ...] = ()
     zones: tuple[Zone, ...] = ()
     alerts: tuple[Alert, ...] = ()
+    appeared: tuple[Appeared, ...] = ()
 
 
 NO_RULES = StreamRules()
@@ -384,7 +420,7 @@ def errors(doc: Any) -> list[str]:
     """Every error of a rules document, one line each: `<path>: <reason>`, sorted by path.
 
     The schema's errors first, then what a schema cannot say: a line of two equal points, an
-    `in_side` point on the line, a polygon that crosses itself or has no area, two lines or zones
+    `in_side` point on the line, a polygon that crosses itself or has no area, two lines, zones or appeared rules
     of one stream with the same name (events name them). Items the schema refused are not checked further.
     """
     found = _schema_errors(doc)
@@ -409,7 +445,7 @@ def _sort_key(path: tuple) -> tuple:
 def _semantic_errors(base: tuple, entry: dict, intact) -> list[tuple[tuple, str]]:
     found: list[tuple[tuple, str]] = []
     names: dict[str, tuple] = {}
-    for kind in ("lines", "zones"):
+    for kind in ("lines", "zones", "appeared"):
         items = entry.get(kind)
         if not isinstance(items, list):
             continue
@@ -424,6 +460,8 @@ def _semantic_errors(base: tuple, entry: dict, intact) -> list[tuple[tuple, str]
                 else:
                     names[name] = path
             if not intact(path):
+                continue
+            if kind == "appeared":
                 continue
             if kind == "lines":
                 a, b = item["points"]
@@ -496,7 +534,7 @@ def warnings(doc: Any, *, streams: list[str] | None = None, classes: list[str] |
             found.append(f"{path_text(base)}: no stream {_short(stream)} in this environment; its rules apply when it exists")
         if classes is None or not isinstance(entry, dict):
             continue
-        for kind in ("lines", "zones", "alerts"):
+        for kind in ("lines", "zones", "appeared", "alerts"):
             for i, item in enumerate(entry.get(kind) or ()):
                 for j, name in enumerate((item.get("classes") or ()) if isinstance(item, dict) else ()):
                     if isinstance(name, str) and name not in known_classes:
@@ -557,6 +595,10 @@ def build(doc: Any) -> Rules:
                     clip=Clip(float(alert["clip"]["pre_s"]), float(alert["clip"]["post_s"])) if "clip" in alert else None,
                 )
                 for alert in entry.get("alerts", ())
+            ),
+            appeared=tuple(
+                Appeared(name=item["name"], classes=classes(item), quiet_s=float(item.get("quiet_s", APPEARED_QUIET_S)))
+                for item in entry.get("appeared", ())
             ),
         )
     return Rules(streams=MappingProxyType(streams))

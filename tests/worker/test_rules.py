@@ -69,7 +69,7 @@ def test_defaults_of_optional_fields():
         {
             "lines": [{"name": "l", "points": [[0, 0.5], [1, 0.5]], "in_side": [0.5, 0.9]}],
             "zones": [{"name": "z", "polygon": [[0, 0], [1, 0], [1, 1]]}],
-            "alerts": [{"events": ["first_seen"], "clip": {"pre_s": 5, "post_s": 10}}],
+            "alerts": [{"events": ["object_appeared"], "clip": {"pre_s": 5, "post_s": 10}}],
         },
     )
     parsed = rules.build(doc).rules_for("cam1")
@@ -165,7 +165,7 @@ ZONE = {"name": "bay", "polygon": [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4], [0.1, 0.4
         (
             "cam1",
             {"alerts": [{"events": ["explode"]}]},
-            'streams.cam1.alerts[0].events[0]: "explode" is not one of line_crossed, zone_entered, zone_left, dwell, first_seen',
+            'streams.cam1.alerts[0].events[0]: "explode" is not one of line_crossed, zone_entered, zone_left, dwell, object_appeared, camera_offline, camera_online',
         ),
         ("cam1", {"alerts": [{"events": ["dwell"], "min_conf": 2}]}, "streams.cam1.alerts[0].min_conf: must be at most 1, got 2"),
         ("cam1", {"alerts": [{"events": ["dwell"], "clip": {"pre_s": 5}}]}, "streams.cam1.alerts[0].clip.post_s: required"),
@@ -229,7 +229,7 @@ def test_texts_that_are_not_a_document(text, expected):
 
 def test_warnings_name_unknown_streams_and_classes_and_are_not_errors():
     doc = example()
-    doc["streams"]["cam9"] = {"alerts": [{"events": ["first_seen"], "classes": ["persn"]}]}
+    doc["streams"]["cam9"] = {"alerts": [{"events": ["object_appeared"], "classes": ["persn"]}]}
     assert rules.errors(doc) == []
     assert rules.warnings(doc, streams=["cam1"], classes=["person", "car"]) == [
         'streams.cam9: no stream "cam9" in this environment; its rules apply when it exists',
