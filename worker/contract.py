@@ -19,6 +19,24 @@ from worker.settings import CHECKPOINTS_PREFIX, FRAMES_PREFIX  # noqa: F401 (the
 SCHEMA_ID = "kinase.frame/1"
 MAX_BODY_BYTES = 256 * 1024
 
+_PER_CLASS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "description": "class name -> count"}
+# A stream's running counts (docs/EVENTS.md): frames carry the whole stream's, events their line's or zone's.
+COUNTS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "lines": {
+            "type": "object",
+            "description": "line name -> crossings since the line was created, per direction and class",
+            "additionalProperties": {"type": "object", "properties": {"in": _PER_CLASS, "out": _PER_CLASS}},
+        },
+        "zones": {
+            "type": "object",
+            "description": "zone name -> objects inside now, per class",
+            "additionalProperties": {"type": "object", "properties": {"occupancy": _PER_CLASS}},
+        },
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://kinase.dev/schemas/frame-1.json",
@@ -60,6 +78,7 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "class": {"type": "string", "minLength": 1},
                     "class_id": {"type": "integer", "minimum": 0},
+                    "track_id": {"type": "integer", "minimum": 0, "description": "the object's track, when tracking confirmed it"},
                     "conf": {"type": "number", "minimum": 0, "maximum": 1},
                     "bbox": {
                         "description": "normalised [x_center, y_center, width, height]",
@@ -105,6 +124,7 @@ SCHEMA: dict[str, Any] = {
         "model": {"type": "string"},
         "inference_ms": {"type": "number", "minimum": 0},
         "latency_ms": {"type": "number", "minimum": 0, "description": "frame_time to message send"},
+        "counts": {**COUNTS, "description": "the stream's running counts after this frame, when it has rules"},
     },
 }
 
@@ -171,19 +191,21 @@ def build(
     detections: list[dict],
     now: float,
     uploaded: bool = True,
+    counts: dict | None = None,
 ) -> dict:
-    """A v1 message; `detections` are dicts with class, conf, bbox (normalised xywh) and class_id.
-    A frame whose JPEG the upload policy kept out of S3 has `key` null."""
+    """A v1 message; `detections` are dicts with class, conf, bbox (normalised xywh), class_id and,
+    when tracked, track_id. A frame whose JPEG the upload policy kept out of S3 has `key` null."""
     summary = [
         {
             "class": d["class"],
             "class_id": int(d.get("class_id", 0)),
             "conf": round(min(max(float(d["conf"]), 0.0), 1.0), 4),
             "bbox": [round(min(max(float(v), 0.0), 1.0), 5) for v in d["bbox"]],
+            **({"track_id": int(d["track_id"])} if "track_id" in d else {}),
         }
         for d in detections
     ]
-    return {
+    message = {
         "schema": SCHEMA_ID,
         "bucket": bucket,
         "key": frame_key(frame_id) if uploaded else None,
@@ -201,6 +223,9 @@ def build(
         "inference_ms": round(float(inference_ms), 3),
         "latency_ms": round(max(0.0, (now - frame_time) * 1000.0), 3),
     }
+    if counts is not None:
+        message["counts"] = counts
+    return message
 
 
 def dumps(message: dict) -> str:
