@@ -33,6 +33,11 @@ def test_on_a_terminal_the_answer_decides(monkeypatch, capsys):
         confirm("Delete everything?", yes=False)
 
 
-def test_yes_never_asks(monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal, nothing to read
-    confirm("Delete everything?", yes=True)
+@pytest.mark.parametrize("stdin", [io.StringIO(""), Terminal("n\n")], ids=["no terminal", "a terminal that would say no"])
+def test_yes_never_asks(monkeypatch, capsys, stdin):
+    """--yes goes ahead without a question: none is printed, none is looked up, nothing is read."""
+    monkeypatch.setattr("sys.stdin", stdin)
+    looked_up = []
+    confirm(lambda: looked_up.append(True) or "Delete everything?", yes=True)
+    assert looked_up == [] and stdin.tell() == 0
+    assert capsys.readouterr() == ("", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import textwrap
 
 import pytest
 
+from kinase_cli import paths
 from kinase_cli.local import lock
 from kinase_cli.ui.errors import KinaseError
 from support.cli import ROOT
@@ -48,7 +50,7 @@ def test_the_lock_is_free_once_its_holder_is_killed(holder):
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     with lock.exclusive(lock.fleet("dev"), "environment dev's fleet", wait=5):
-        pass
+        assert json.loads((paths.local_dir() / f"{lock.fleet('dev')}.lock").read_text())["pid"] == os.getpid()
 
 
 def test_the_holder_may_take_its_lock_again(kinase_home):
