@@ -272,11 +272,11 @@ def _short(value: Any) -> str:
     return shortener.repr(value)
 
 
-def parse(body: str | bytes) -> dict:
-    """Decode and validate one message body; raises ContractError with a one-line, bounded reason.
+def decode(body: str | bytes) -> dict:
+    """The JSON object in a body; ContractError with a one-line, bounded reason otherwise.
 
     Any body, however hostile (invalid UTF-8, NaN or Infinity, 5000-digit numbers, deep nesting),
-    ends in a message or a ContractError, never another exception.
+    ends in a dict or a ContractError, never another exception. Frames and events both read with it.
     """
     if isinstance(body, bytes):
         try:
@@ -291,6 +291,12 @@ def parse(body: str | bytes) -> dict:
         raise ContractError("not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise ContractError("not a JSON object")
+    return message
+
+
+def parse(body: str | bytes) -> dict:
+    """Decode and validate one message body; raises ContractError with a one-line, bounded reason."""
+    message = decode(body)
     if message.get("schema") != SCHEMA_ID:
         raise ContractError(f"wrong schema {_short(message.get('schema'))}, expected {SCHEMA_ID!r}")
     try:
