@@ -8,7 +8,7 @@ import aws_cdk as cdk
 import pytest
 
 from infra import naming
-from infra.stacks import build, new_app
+from infra.stacks import new_app
 from infra.stacks.dashboard import STREAM_WIDGETS, WorkerDashboard
 from worker import metrics
 
@@ -81,11 +81,8 @@ def stream_metrics(widgets: list[dict], stream: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def compute_template(tmp_path_factory) -> dict:
-    app = new_app(outdir=str(tmp_path_factory.mktemp("cdk.out")))
-    build(app, ENV)
-    assembly = app.synth()
-    return assembly.get_stack_by_name(naming.stack_name(ENV, "compute")).template
+def compute_template(synthesis) -> dict:
+    return synthesis(ENV).templates[naming.stack_name(ENV, "compute")]
 
 
 def test_the_metrics_it_draws_are_the_ones_the_worker_emits():

@@ -7,15 +7,13 @@ import json
 import pytest
 
 from infra import naming
-from infra.stacks import build
-from support.cdk import synth_with_nag
 
-ENV = "fleettest"
+ENV = "test"
 
 
 @pytest.fixture(scope="module")
-def synthesized(tmp_path_factory) -> tuple[dict[str, dict], dict]:
-    templates, nag = synth_with_nag(tmp_path_factory.mktemp("cdk.out"), lambda app: build(app, ENV))
+def synthesized(synthesis) -> tuple[dict[str, dict], dict]:
+    templates, nag, _ = synthesis(ENV)
     return {c: templates[naming.stack_name(ENV, c)] for c in naming.CONCERNS}, nag
 
 

@@ -10,8 +10,7 @@ import pytest
 from aws_cdk import aws_sqs as sqs
 
 from infra import naming
-from infra.stacks import build, new_app
-from support.cdk import synth_with_nag
+from support.cdk import Synthesis, synth_with_nag
 
 ENV = "test"
 INPUT_BUCKET = "camera-archive-videos"
@@ -19,18 +18,13 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 @pytest.fixture(scope="module")
-def outdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cdk.out")
-
-
-@pytest.fixture(scope="module")
-def synthesized(outdir):
-    return synth_with_nag(outdir, lambda app: build(app, ENV, input_buckets=[INPUT_BUCKET], image_digest=DIGEST))
+def synthesized(synthesis) -> Synthesis:
+    return synthesis(ENV, input_buckets=[INPUT_BUCKET], image_digest=DIGEST)
 
 
 @pytest.fixture(scope="module")
 def templates(synthesized) -> dict[str, dict]:
-    return {concern: synthesized[0][naming.stack_name(ENV, concern)] for concern in naming.CONCERNS}
+    return {concern: synthesized.templates[naming.stack_name(ENV, concern)] for concern in naming.CONCERNS}
 
 
 def resources(template: dict, type_: str) -> list[dict]:
@@ -99,7 +93,8 @@ def test_buckets_encrypted_private_tls_only_and_expiring(templates):
 
 def test_queues_encrypted_tls_only_with_dead_letter_queue(templates):
     storage = templates["storage"]
-    queues = {k: r["Properties"] for k, r in storage["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
+    # the events queues: tests/infra/test_events_infra.py
+    queues = {k: r["Properties"] for k, r in storage["Resources"].items() if r["Type"] == "AWS::SQS::Queue" and not k.startswith("Events")}
     assert len(queues) == 2
     for logical_id, props in queues.items():
         assert props["SqsManagedSseEnabled"] is True
@@ -134,10 +129,9 @@ def test_task_definition_runs_the_pinned_digest(templates):
     assert image.endswith(f'"@{DIGEST}"]]}}') and ":latest" not in image
 
 
-def test_task_definition_names_a_placeholder_tag_before_any_push(tmp_path):
-    app = new_app(outdir=str(tmp_path))
-    compute = build(app, ENV)["compute"]
-    (container,) = worker_task(_template_of(compute))["ContainerDefinitions"]
+def test_task_definition_names_a_placeholder_tag_before_any_push(synthesis):
+    compute = synthesis(ENV).templates[naming.stack_name(ENV, "compute")]
+    (container,) = worker_task(compute)["ContainerDefinitions"]
     assert json.dumps(container["Image"]).endswith('":latest"]]}')
 
 
@@ -156,12 +150,6 @@ def test_task_definition_container_sizes_logs_and_environment(templates):
     assert log_group["RetentionInDays"] == naming.LOG_RETENTION_DAYS == 14
     cluster = one(compute, "AWS::ECS::Cluster")
     assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
-
-
-def _template_of(stack: cdk.Stack) -> dict:
-    from aws_cdk.assertions import Template as Assertions
-
-    return Assertions.from_stack(stack).to_json()
 
 
 def _task_role_statements(compute: dict) -> list[dict]:
@@ -184,6 +172,10 @@ def test_task_role_grants_exactly_the_workers_calls(templates):
         # the fleet's (tests/infra/test_fleet_infra.py)
         "ReadEnvironmentStreams": ["kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:GetMedia"],
         "Leases": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
+        # rules and events (tests/infra/test_events_infra.py)
+        "ReadRules": ["s3:GetObject"],
+        "FindRules": ["s3:ListBucket"],
+        "PublishEvents": ["sns:Publish"],
     }
     rendered = json.dumps(statements)
     assert f"stream/{naming.stream_name(ENV)}/*" in rendered
@@ -212,7 +204,7 @@ def test_outputs_are_exactly_the_documented_keys(templates):
 
 
 def test_cdk_nag_clean_and_every_acknowledgement_has_a_reason(synthesized):
-    _, nag = synthesized
+    nag = synthesized.nag
     assert nag["violations"] == [], [v["ruleName"] for v in nag["violations"]]
     assert nag["conclusion"] == "success"
     for finding in nag["suppressedViolations"]:
@@ -229,8 +221,8 @@ def test_cdk_nag_check_reports_an_unacknowledged_finding(tmp_path):
     assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4"} <= {v["ruleName"] for v in nag["violations"]}
 
 
-def test_without_input_buckets_the_task_reads_only_its_own_inputs(tmp_path):
-    compute = _template_of(build(new_app(outdir=str(tmp_path)), ENV)["compute"])
+def test_without_input_buckets_the_task_reads_only_its_own_inputs(synthesis):
+    compute = synthesis(ENV).templates[naming.stack_name(ENV, "compute")]
     sids = {s["Sid"] for s in _task_role_statements(compute)}
     assert "ReadInputs" in sids and "ReadInputBuckets" not in sids
 
@@ -257,23 +249,21 @@ def _cfn_lint(paths: list[Path], regions: tuple[str, ...] = ("us-east-1",)) -> l
     return [(m.rule.id, m.filename, m.message) for path in paths for m in lint_file(path, config=config)]
 
 
-def test_templates_pass_cfn_lint_without_errors_or_warnings(synthesized, outdir):
-    paths = sorted(outdir.glob("*.template.json"))
+def test_templates_pass_cfn_lint_without_errors_or_warnings(synthesized):
+    paths = sorted(synthesized.outdir.glob("*.template.json"))
     assert len(paths) == len(naming.CONCERNS)
     assert _cfn_lint(paths) == []
 
 
-def test_cfn_lint_knows_kinesis_video_is_missing_from_some_regions(synthesized, outdir):
+def test_cfn_lint_knows_kinesis_video_is_missing_from_some_regions(synthesized):
     """The lint run above is meaningful: it fails a template in a region without Kinesis Video (E3006)."""
-    findings = _cfn_lint([outdir / f"{naming.stack_name(ENV, 'stream')}.template.json"], regions=("us-west-1",))
+    findings = _cfn_lint([synthesized.outdir / f"{naming.stack_name(ENV, 'stream')}.template.json"], regions=("us-west-1",))
     assert [rule for rule, _, _ in findings] == ["E3006"]
 
 
 @pytest.fixture(scope="module")
-def gpu_synthesized(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("cdk.out.gpu")
-    templates, nag = synth_with_nag(outdir, lambda app: build(app, ENV, gpu_instance_type="g5.xlarge", gpu_image_digest=DIGEST))
-    return templates, nag, outdir
+def gpu_synthesized(synthesis) -> Synthesis:
+    return synthesis(ENV, gpu_instance_type="g5.xlarge", gpu_image_digest=DIGEST)
 
 
 def test_gpu_workers_scale_from_zero_on_gpu_instances(gpu_synthesized):

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from infra.stacks import new_app
+
+
+class Synthesis(NamedTuple):
+    """One synthesized app: its templates by stack name, cdk-nag's AwsSolutions report, the folder they were written to."""
+
+    templates: dict[str, dict]
+    nag: dict
+    outdir: Path
 
 
 def synth_with_nag(outdir: Path, add_stacks: Callable[[cdk.App], object]) -> tuple[dict[str, dict], dict]:
