@@ -6,8 +6,9 @@ import functools
 import inspect
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -16,6 +17,7 @@ from kinase_cli.aws import placement
 from kinase_cli.aws.target import Target, check_region
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import visible
+from worker import settings as worker_settings
 
 ENV_MAX = 32
 # Lowercase letters and digits, starting with a letter: valid inside a CloudFormation stack name, an ECR
@@ -115,3 +117,75 @@ def with_target(command: Callable) -> Callable:
     run.__signature__ = signature.replace(parameters=parameters)
     run.__annotations__ = {p.name: p.annotation for p in parameters}
     return run
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """What a run's worker options gave: setting values by field (only those given), `-e` items, and --gpu;
+    `kinase_cli/workflows/worker_env.build` turns it into the worker's environment."""
+
+    values: dict[str, object]
+    env_vars: tuple[str, ...] = ()
+    gpu: bool = False
+
+
+_TYPES = {"int": int, "float": float, "bool": bool}
+
+
+def _setting_option(setting: worker_settings.Setting):
+    """A Typer option for a worker setting, from its row: the flag, the help, the bounds, the choices."""
+    flag = f"{setting.flag}/--no-{setting.flag[2:]}" if setting.type == "bool" else setting.flag
+    kind = Literal[setting.choices] if setting.choices else _TYPES.get(setting.type, str)
+    extra = {"case_sensitive": False} if setting.choices else {}
+    if setting.minimum is not None:
+        extra["min"] = setting.minimum
+    if setting.maximum is not None:
+        extra["max"] = setting.maximum
+    option = typer.Option(flag, help=f"{setting.help[0].upper()}{setting.help[1:]} ({setting.name}).", show_default=False, **extra)
+    return Annotated[Optional[kind], option]
+
+
+EnvVars = Annotated[
+    Optional[list[str]],
+    typer.Option("--env-var", "-e", help="A worker setting KEY=VALUE (repeatable; see docs/OPERATIONS.md).", show_default=False),
+]
+
+
+def with_worker_options(*, fleet: bool, gpu_help: str) -> Callable[[Callable], Callable]:
+    """Gives a command that takes `worker: WorkerRun` an option for every worker setting with a flag in the settings
+    table (worker/settings.py; `fleet_only` ones only to the fleet), `--env-var/-e` and `--gpu`, in its place.
+
+    So adding a per-run worker setting to `run-task` and `fleet up` is one row of the table. The table is read when
+    the command is declared (at import), so the options cost no work at start-up beyond their declaration.
+    """
+    settings = [s for s in worker_settings.SETTINGS if s.flag and (fleet or not s.fleet_only)]
+    own = [
+        inspect.Parameter(f"setting_{s.field}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_setting_option(s))
+        for s in settings
+    ]
+    gpu = Annotated[bool, typer.Option("--gpu", help=gpu_help)]
+    own += [
+        inspect.Parameter("env_vars", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=EnvVars),
+        inspect.Parameter("gpu", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=gpu),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        if "worker" not in signature.parameters:
+            raise TypeError(f"{command.__qualname__} takes no `worker` parameter")
+        parameters = []
+        for name, parameter in signature.parameters.items():
+            parameters += own if name == "worker" else [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            values = {s.field: kwargs.pop(f"setting_{s.field}") for s in settings}
+            given = {field: value for field, value in values.items() if value is not None}
+            worker = WorkerRun(given, tuple(kwargs.pop("env_vars") or ()), kwargs.pop("gpu"))
+            return command(**kwargs, worker=worker)
+
+        run.__signature__ = signature.replace(parameters=parameters)
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate

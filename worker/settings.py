@@ -53,6 +53,8 @@ class Setting:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     shown_default: str = ""  # how the docs show a default that is derived, not a constant
+    flag: str = ""  # the option of `kinase run-task` and `kinase fleet up` that sets it for a run (kinase_cli/options.py)
+    fleet_only: bool = False  # the flag is `fleet up`'s only: a setting of the fleet worker
 
     @property
     def name(self) -> str:
@@ -76,9 +78,12 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         DEFAULT_MODEL,
         f"a path, or a file name looked up in `{IMAGE_MODELS_DIR}` and `models/`: `.pt` (converted once for the backend, cached), `.onnx` or `.yaml`",
+        flag="--model",
     ),
-    Setting("imgsz", "int", "640", "inference image size, a multiple of 32 (a fixed-size ONNX model uses its own)", minimum=32),
-    Setting("conf", "float", "0.25", "confidence threshold", minimum=0.0, maximum=1.0),
+    Setting(
+        "imgsz", "int", "640", "inference image size, a multiple of 32 (a fixed-size ONNX model uses its own)", minimum=32, flag="--imgsz"
+    ),
+    Setting("conf", "float", "0.25", "confidence threshold", minimum=0.0, maximum=1.0, flag="--conf"),
     Setting("classes", "list", "", "comma-separated class names to keep", shown_default="all"),
     Setting("device", "str", "auto", "`auto`, `cpu`, `cuda` or `cuda:N`"),
     Setting("backend", "str", "auto", "`auto` (the fastest, measured at start) or one of " + ", ".join(f"`{b}`" for b in BACKENDS)),
@@ -103,8 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
         f"which processed frames get their annotated JPEG in S3: {UPLOAD_CHOICES}; the others still get their message, with `key` null",
     ),
     Setting("jpeg_quality", "int", "85", "JPEG quality of the uploaded frames", minimum=1, maximum=100),
-    Setting("every", "int", "1", "sampling: every N-th frame", minimum=1),
-    Setting("fps", "float", "0", "sampling: a target rate on the media clock (0 = off)", minimum=0.0),
+    Setting("every", "int", "1", "sampling: every N-th frame", minimum=1, flag="--every"),
+    Setting("fps", "float", "0", "sampling: a target rate on the media clock (0 = off)", minimum=0.0, flag="--fps"),
     Setting("start", "choice", "NOW", "where a stream is read from when there is no usable checkpoint", choices=("NOW", "EARLIEST")),
     Setting("checkpoint", "bool", "1", f"resume from `{CHECKPOINTS_PREFIX}<stream>.json` in the frames bucket (Kinesis Video)"),
     Setting("max_frames", "int", "0", "stop after N processed frames (0 = no limit)", minimum=0),
@@ -175,7 +180,15 @@ SETTINGS: tuple[Setting, ...] = (
         "fleet mode (`python -m worker.fleet`): the lease table (storage stack output LeaseTableName); one lease per stream",
         shown_default="none (a one-off worker)",
     ),
-    Setting("max_streams", "int", "8", "fleet mode: streams one worker reads at most", minimum=1),
+    Setting(
+        "max_streams",
+        "int",
+        "8",
+        "fleet mode: streams one worker reads at most",
+        minimum=1,
+        flag="--max-streams-per-worker",
+        fleet_only=True,
+    ),
     Setting(
         "lease_duration",
         "float",

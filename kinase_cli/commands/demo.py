@@ -29,9 +29,8 @@ from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError, translate
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.web import report
-from kinase_cli.workflows import deploy, images, scoring
+from kinase_cli.workflows import deploy, images, scoring, worker_env
 from kinase_cli.workflows import local as local_workflow
-from kinase_cli.workflows.worker_env import demo_overrides
 
 MODEL = Path("models") / "shapes-yolo11n.onnx"
 IMGSZ = 320
@@ -149,11 +148,10 @@ def _start_worker(stream: str, workdir: Path, frames: int):
         "--local",
         "--stream",
         stream,
-        "--model",
-        str(paths.PROJECT_ROOT / MODEL),
-        "--imgsz",
-        str(IMGSZ),
-        *demo_overrides(frames, WORKER_IDLE_EXIT_S),
+        # from its start, stopping after the clip
+        *worker_env.run_task_args(
+            model=paths.PROJECT_ROOT / MODEL, imgsz=IMGSZ, start="EARLIEST", max_frames=frames, idle_exit=WORKER_IDLE_EXIT_S
+        ),
     ]
     return proc.start_background(argv, log_file=workdir / "worker.log", cwd=paths.PROJECT_ROOT)
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from kinase_cli.aws.target import Target
-from kinase_cli.options import Json, with_target
+from kinase_cli.options import Json, WorkerRun, with_target, with_worker_options
 from kinase_cli.ui import console, jsonout
+from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import visible
 from kinase_cli.workflows import fleet as fleet_workflow
-from worker.settings import var
+from kinase_cli.workflows import worker_env
 
 fleet = typer.Typer(
     help="Run a pool of workers that share the environment's streams (one lease per stream).",
@@ -25,14 +26,6 @@ fleet = typer.Typer(
         "with --local, worker processes against the local stack."
     ),
 )
-
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="--local: the workers' model file.", show_default=False)]
-EnvVars = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--env-var", "-e", help=f"--local: a worker setting KEY=VALUE (repeatable), e.g. {var('lease_duration')}=10.", show_default=False
-    ),
-]
 
 
 def _report(command: str, result: dict, json_: bool) -> None:
@@ -57,27 +50,23 @@ def _report(command: str, result: dict, json_: bool) -> None:
     "  kinase fleet up --workers 2 --max-streams-per-worker 4 --local",
 )
 @with_target
+@with_worker_options(
+    fleet=True,
+    gpu_help="Run the workers on the GPU instances (`kinase deploy --gpu`; one worker per instance) instead of Fargate; "
+    "the workers move over by lease hand-over. --local: the workers use CUDA.",
+)
 def up(
     workers: Annotated[int, typer.Option("--workers", "-n", min=1, help="How many workers to start.")] = 1,
-    max_streams: Annotated[
-        Optional[int], typer.Option("--max-streams-per-worker", min=1, help=f"Streams one worker reads at most ({var('max_streams')}).")
-    ] = None,
-    model: ModelOpt = None,
-    env_vars: EnvVars = None,
-    gpu: Annotated[
-        bool,
-        typer.Option(
-            "--gpu",
-            help="Run the workers on the GPU instances (`kinase deploy --gpu`; one worker per instance) instead of Fargate; "
-            "the workers move over by lease hand-over. --local: the workers use CUDA.",
-        ),
-    ] = False,
+    worker: WorkerRun = WorkerRun({}),
     json_: Json = False,
     *,
     target: Target,
 ) -> None:
     """Start the fleet: N workers take the leases of the environment's streams and balance them."""
-    _report("up", fleet_workflow.up(target, workers, max_streams, model, env_vars or [], gpu), json_)
+    if not target.local and (worker.values.get("model") or worker.env_vars):
+        raise KinaseError("--model and --env-var apply to local workers", "on AWS the fleet runs its task definition's settings")
+    overrides = worker_env.build(worker, local=target.local)
+    _report("up", fleet_workflow.up(target, workers, overrides, worker.gpu), json_)
     if not json_:
         console.info(f"next: kinase fleet status{target.hint_flag()}")
 

@@ -34,7 +34,7 @@ from kinase_cli.local import lock
 from kinase_cli.runners import proc
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows import streams as streams_workflow
-from kinase_cli.workflows.worker_env import local_model
+from kinase_cli.workflows import worker_env
 from worker import settings as worker_settings
 from worker.contract import iso
 
@@ -144,19 +144,8 @@ def _changes_local_fleet(function):
     return locked
 
 
-def _fleet_environment(
-    target: Target, definition: dict, max_streams: int | None, model: str | None, env_vars: list[str], gpu: bool
-) -> dict[str, str]:
-    overrides = worker_settings.environment(
-        max_streams=max_streams, model=str(Path(model).resolve()) if model else None, device="cuda" if gpu else None
-    )
-    for item in env_vars:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise KinaseError(f"--env-var {item!r} is not KEY=VALUE", f"e.g. -e {worker_settings.var('lease_duration')}=10")
-        overrides[key.strip()] = value
-    base = local_model(taskdef.environment(definition, naming.FLEET_CONTAINER_NAME), overrides)
-    return {**target.child_env(), **base, **overrides}
+def _fleet_environment(target: Target, definition: dict, overrides: dict[str, str]) -> dict[str, str]:
+    return {**target.child_env(), **worker_env.local_settings(definition, naming.FLEET_CONTAINER_NAME, overrides)}
 
 
 def _start_local(target: Target, environment: dict[str, str], task_definition: str | None) -> dict:
@@ -230,28 +219,26 @@ def _limits(target: Target, cluster: str, service: str) -> dict:
     return {"min": found[0]["MinCapacity"], "max": found[0]["MaxCapacity"]} if found else {"min": None, "max": None}
 
 
-def _with_max_streams(target: Target, family: str, max_streams: int) -> str:
-    """A revision of the fleet's task definition `family` whose KINASE_MAX_STREAMS is `max_streams`; its ARN."""
+def _with_settings(target: Target, family: str, overrides: dict[str, str]) -> str:
+    """A revision of the fleet's task definition `family` whose container environment has `overrides`; its ARN."""
     ecs = target.client("ecs")
     definition = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
     taskdef.container(definition, naming.FLEET_CONTAINER_NAME)
-    name = worker_settings.BY_FIELD["max_streams"].name
     request = {k: definition[k] for k in taskdef.REGISTER_KEYS if definition.get(k) not in (None, [], {})}
     containers = []
     for c in definition["containerDefinitions"]:
         if c["name"] == naming.FLEET_CONTAINER_NAME:
-            env = [e for e in c.get("environment", []) if e["name"] != name] + [{"name": name, "value": str(max_streams)}]
-            c = {**c, "environment": env}
+            env = [e for e in c.get("environment", []) if e["name"] not in overrides]
+            c = {**c, "environment": env + [{"name": k, "value": v} for k, v in overrides.items()]}
         containers.append(c)
     request["containerDefinitions"] = containers
     return ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
 
 
 @_changes_local_fleet
-def up(
-    target: Target, workers: int, max_streams: int | None, model: str | None = None, env_vars: list[str] = (), gpu: bool = False
-) -> dict:
-    """Start the workers; every stream named with the environment's prefix gets a lease first (the
+def up(target: Target, workers: int, overrides: dict[str, str], gpu: bool = False) -> dict:
+    """Start the workers with the settings `overrides` (workflows/worker_env.py; on AWS in a new revision of the
+    fleet's task definition); every stream named with the environment's prefix gets a lease first (the
     stack's own stream, and any created outside `kinase stream create`)."""
     outputs = stack_outputs.read(target, required=("storage", "compute"))
     services = _services(outputs)
@@ -274,18 +261,15 @@ def up(
                 f"the local fleet of {target.env} runs already ({len(running)} workers)",
                 "use `kinase fleet scale N --local`, or `kinase fleet roll --local` to move it to the newest revision",
             )
-        environment = _fleet_environment(target, definition, max_streams, model, list(env_vars), gpu)
+        environment = _fleet_environment(target, definition, overrides)
         started = [_start_local(target, environment, definition["taskDefinitionArn"]) for _ in range(workers)]
-        model = str(Path(model).resolve()) if model else None
-        _save(target.env, started, {"max_streams": max_streams, "model": model, "env_vars": list(env_vars), "gpu": gpu})
+        _save(target.env, started, {"overrides": overrides})
         return {"local": True, "gpu": gpu, "workers": [_public(w) for w in started]}
-    if model or env_vars:
-        raise KinaseError("--model and --env-var apply to local workers", "on AWS the fleet runs its task definition's settings")
     cluster, service = outputs["ClusterName"], services[gpu]
     # The newest revision (push-image pins it), not the one the service was created with.
     request = {"cluster": cluster, "service": service, "desiredCount": workers, "taskDefinition": definition["taskDefinitionArn"]}
-    if max_streams:
-        request["taskDefinition"] = _with_max_streams(target, family, max_streams)
+    if overrides:
+        request["taskDefinition"] = _with_settings(target, family, overrides)
     ecs = target.client("ecs")
     for other in [name for placement, name in services.items() if placement != gpu]:
         _set_limits(target, cluster, other, 0, 0)
@@ -383,10 +367,7 @@ def _roll_local(target: Target, outputs, definition: dict) -> dict:
         _save(target.env, old)
         return {**result, "workers": [_public(w) for w in old], "untaken": []}
     taskdef.require_image(target, outputs, definition, naming.FLEET_CONTAINER_NAME, "fleet")
-    given = state.get("up") or {}
-    environment = _fleet_environment(
-        target, definition, given.get("max_streams"), given.get("model"), given.get("env_vars") or [], bool(given.get("gpu"))
-    )
+    environment = _fleet_environment(target, definition, (state.get("up") or {}).get("overrides") or {})
     new: list[dict] = []
     try:
         for _ in old:

@@ -276,7 +276,7 @@ def test_run_task_gpu_places_the_task_on_the_gpu_capacity_provider():
     """RunTask's placement for --gpu: the stack's capacity provider by its fixed name, no Fargate launch type,
     no awsvpc configuration (bridge mode on an instance with a public address)."""
     from kinase_cli.aws.target import Target
-    from kinase_cli.commands.tasks import _gpu_placement
+    from kinase_cli.workflows.run_task import gpu_placement
 
-    placement = _gpu_placement(Target(env="prod"), {"GpuTaskDefinitionFamily": naming.gpu_family("prod")})
+    placement = gpu_placement(Target(env="prod"), {"GpuTaskDefinitionFamily": naming.gpu_family("prod")})
     assert placement == {"capacityProviderStrategy": [{"capacityProvider": naming.gpu_capacity_provider("prod"), "weight": 1, "base": 0}]}
