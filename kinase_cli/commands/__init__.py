@@ -5,6 +5,7 @@ from kinase_cli.commands import (
     cost,
     demo,
     dlq,
+    events,
     fleet,
     image,
     local,
@@ -17,4 +18,4 @@ from kinase_cli.commands import (
     watch,
 )
 
-COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, dlq, rules, logs, status, cost, bootstrap)
+COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, events, dlq, rules, logs, status, cost, bootstrap)

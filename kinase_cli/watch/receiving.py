@@ -92,6 +92,7 @@ class Receiver(threading.Thread):
         self.budget, self.stop, self.deep = budget, stop, deep
         self.wait_s, self.visibility_s, self.status = wait_s, visibility_s, status
         self.error: BaseException | None = None
+        self.empty_polls = 0  # receives that came back with nothing: how `kinase events` knows the queue is drained
 
     def run(self) -> None:
         backoff = Backoff(base=0.25, cap=15.0)
@@ -124,6 +125,8 @@ class Receiver(threading.Thread):
                 self.deep.clear()
             if batch:
                 self.out.put(batch)
+            else:
+                self.empty_polls += 1
 
     def _receive(self, asked: int) -> list[Received]:
         params = dict(

@@ -68,9 +68,12 @@ class Resources:
 
 
 class Session:
+    stats_class = Stats
+    noun = "frame"  # what a message shows, in the session's warnings
+
     def __init__(self, res: Resources, opts: Options, out: Console, err: Console):
         self.res, self.opts, self.out, self.err = res, opts, out, err
-        self.stats = Stats()
+        self.stats = self.stats_class()
         self.budget = Budget(opts.count)
         self.stop = threading.Event()
         self.interrupted = interrupts.Stop()
@@ -85,7 +88,7 @@ class Session:
             from kinase_cli.watch.saver import Saver
 
             self.saver = Saver(res.s3, res.bucket, opts.save)
-        self.wait_s = LONG_POLL_S if opts.idle_timeout is None else max(1, min(LONG_POLL_S, math.ceil(opts.idle_timeout)))
+        self.wait_s = self._poll_wait_s()
         self.receivers = [
             Receiver(
                 i,
@@ -102,6 +105,15 @@ class Session:
             for i in range(max(1, opts.receivers))
         ]
         self.depth = DepthPoller(res.sqs, res.queue_url, res.dlq_url, self.stats, self.stop)
+
+    def _poll_wait_s(self) -> int:
+        """Seconds each long poll waits: no longer than --idle-timeout, so the watcher stops on time."""
+        idle = self.opts.idle_timeout
+        return LONG_POLL_S if idle is None else max(1, min(LONG_POLL_S, math.ceil(idle)))
+
+    def _ended(self) -> str | None:
+        """Why a subclass stops on its own (`kinase events` once the queue is drained); None to go on."""
+        return None
 
     def _status(self, text: str) -> None:
         with self.stats.lock:
@@ -158,6 +170,9 @@ class Session:
                 return f"--count {self.opts.count} reached"
             if self.stop.is_set():
                 return "error"
+            ended = self._ended()
+            if ended is not None:
+                return ended
             if self.opts.idle_timeout is not None and time.monotonic() - last_activity >= self.opts.idle_timeout:
                 return f"idle for {self.opts.idle_timeout:g}s"
             try:
@@ -229,7 +244,7 @@ class Session:
         with self.stats.lock:
             self.stats.save_errors += 1
         described = translate(error)
-        self._warn(f"frame shown but not saved: {key}: {described.line() if described else error}")
+        self._warn(f"{self.noun} shown but not saved: {key}: {described.line() if described else error}")
         self._done(received)
 
     def _done(self, received: Received) -> None:
