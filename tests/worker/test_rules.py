@@ -328,3 +328,20 @@ def test_a_stored_document_that_is_not_valid_is_refused(s3):
     s3.put_object(Bucket="frames", Key=rules.CURRENT_KEY, Body=b"[]")
     with pytest.raises(rules.RulesError, match="not a stored rules version"):
         rules.fetch_current(s3, "frames")
+
+
+def test_appeared_rules_default_their_quiet_period_and_share_the_names_of_lines_and_zones():
+    doc = {
+        "schema": rules.SCHEMA_ID,
+        "streams": {"cam1": {"appeared": [{"name": "arrivals"}, {"name": "cars", "classes": ["car"], "quiet_s": 5}]}},
+    }
+    assert rules.build(doc).rules_for("cam1").appeared == (
+        rules.Appeared(name="arrivals", classes=None, quiet_s=rules.APPEARED_QUIET_S),
+        rules.Appeared(name="cars", classes=("car",), quiet_s=5.0),
+    )
+    door = {"name": "door", "points": [[0.5, 0], [0.5, 1]], "in_side": [1, 0.5]}
+    clash = {"schema": rules.SCHEMA_ID, "streams": {"cam1": {"lines": [door], "appeared": [{"name": "door", "quiet_s": 0}]}}}
+    assert rules.errors(clash) == [
+        'streams.cam1.appeared[0].name: "door" is already the name of lines[0]',
+        "streams.cam1.appeared[0].quiet_s: must be more than 0, got 0",
+    ]
