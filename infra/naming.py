@@ -70,6 +70,8 @@ OUTPUTS = {
     "ResultsQueueArn": "storage",
     "DeadLetterQueueUrl": "storage",
     "LeaseTableName": "storage",  # one lease (and checkpoint) per stream of the fleet
+    "EventsTopicArn": "storage",  # workers publish events here; `kinase notify` subscribes to it
+    "EventsQueueUrl": "storage",  # subscribed to the topic with raw delivery: `kinase events` reads it
     "StreamName": "stream",
     "StreamRetentionHours": "stream",
     "RepositoryName": "registry",

@@ -1,7 +1,7 @@
 """Where the worker runs: an ECS cluster and a Fargate task definition.
 
 The task role grants exactly the calls the worker makes (see worker/): read the stream, write
-frames, read and write its checkpoint, send results. Settings reach the worker as environment
+frames, read and write its checkpoint, send results, read the rules in force, publish events. Settings reach the worker as environment
 variables; `kinase run-task` overrides them per run.
 """
 
@@ -26,6 +26,7 @@ from infra.stacks.gpu import GpuWorkers
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
+from worker.rules import RULES_PREFIX
 from worker.settings import CHECKPOINTS_PREFIX, DEFAULT_MODEL, FRAMES_PREFIX, INPUTS_PREFIX, environment, kvs_source
 
 CONTAINER_NAME = "worker"
@@ -103,6 +104,21 @@ class ComputeStack(cdk.Stack):
         task_role.add_to_policy(
             iam.PolicyStatement(sid="ReadInputs", actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{INPUTS_PREFIX}*")])
         )
+        task_role.add_to_policy(
+            iam.PolicyStatement(sid="ReadRules", actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{RULES_PREFIX}*")])
+        )
+        task_role.add_to_policy(
+            # as FindCheckpoint: rules never applied read as NoSuchKey, not AccessDenied
+            iam.PolicyStatement(
+                sid="FindRules",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{RULES_PREFIX}*"]}},
+            )
+        )
+        events_topic_arn = imported(env_name, "EventsTopicArn")
+        # The topic's key is alias/aws/sns, whose key policy admits the account's principals through SNS: no KMS grant here.
+        task_role.add_to_policy(iam.PolicyStatement(sid="PublishEvents", actions=["sns:Publish"], resources=[events_topic_arn]))
         extra_inputs = [f"arn:{self.partition}:s3:::{name}/*" for name in input_buckets]
         if extra_inputs:
             task_role.add_to_policy(iam.PolicyStatement(sid="ReadInputBuckets", actions=["s3:GetObject"], resources=extra_inputs))
@@ -121,6 +137,10 @@ class ComputeStack(cdk.Stack):
             (
                 f"AwsSolutions-IAM5[Resource::{bucket_objects}/{CHECKPOINTS_PREFIX}*]",
                 f"the worker reads and writes its checkpoint under {CHECKPOINTS_PREFIX} only",
+            ),
+            (
+                f"AwsSolutions-IAM5[Resource::{bucket_objects}/{RULES_PREFIX}*]",
+                "the worker reads the rules in force (`kinase rules apply` stores them under rules/) only",
             ),
             (
                 f"AwsSolutions-IAM5[Resource::{bucket_objects}/{INPUTS_PREFIX}*]",
@@ -153,7 +173,12 @@ class ComputeStack(cdk.Stack):
             memory_limit_mib=TASK_MEMORY_MIB,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=log_group),
             environment={
-                **environment(source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL),
+                **environment(
+                    source=kvs_source(stream_name),
+                    bucket=bucket.bucket_name,
+                    queue_url=queue.queue_url,
+                    model=DEFAULT_MODEL,
+                ),
                 **region_environment(),
             },
             stop_timeout=cdk.Duration.seconds(30),
@@ -201,7 +226,10 @@ class ComputeStack(cdk.Stack):
                 log_group=log_group,
                 environment={
                     **environment(
-                        source=kvs_source(stream_name), bucket=bucket.bucket_name, queue_url=queue.queue_url, model=DEFAULT_MODEL
+                        source=kvs_source(stream_name),
+                        bucket=bucket.bucket_name,
+                        queue_url=queue.queue_url,
+                        model=DEFAULT_MODEL,
                     ),
                     **region_environment(),
                 },

@@ -1,4 +1,4 @@
-"""Where results land: annotated frames in S3, one message per frame in SQS (with a dead-letter queue)."""
+"""Where results land: annotated frames in S3, one message per frame in SQS (with a dead-letter queue), events in SNS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import naming
+from infra.stacks.events import EventsDelivery
 from infra.stacks.fleet import lease_table
 from infra.stacks.outputs import output
 from worker.contract import FRAMES_PREFIX
@@ -69,9 +70,12 @@ class StorageStack(cdk.Stack):
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
         )
         self.leases = lease_table(self)
+        self.events = EventsDelivery(self, "Events")
 
         output(self, "FramesBucketName", export=True, value=self.bucket.bucket_name)
         output(self, "ResultsQueueUrl", export=True, value=self.queue.queue_url)
         output(self, "ResultsQueueArn", export=True, value=self.queue.queue_arn)
         output(self, "DeadLetterQueueUrl", export=True, value=self.dead_letters.queue_url)
         output(self, "LeaseTableName", export=True, value=self.leases.table_name)
+        output(self, "EventsTopicArn", export=True, value=self.events.topic.topic_arn)
+        output(self, "EventsQueueUrl", value=self.events.queue.queue_url)
