@@ -6,7 +6,7 @@ import base64
 import re
 
 from kinase_cli.web import report
-from support.watch_stack import frame
+from support.messages import frame
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from kinase_cli.web.hub import Hub
 from kinase_cli.web.metrics import MetricsPoller
 from kinase_cli.web.server import SECURITY_HEADERS, build_app, is_loopback
-from support.watch_stack import frame
+from support.messages import frame
 
 
 class FakeS3:

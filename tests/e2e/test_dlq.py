@@ -7,7 +7,7 @@ import json
 import pytest
 
 from support.cli import kinase
-from support.watch_stack import frame
+from support.messages import frame
 from worker import contract
 
 pytestmark = pytest.mark.e2e

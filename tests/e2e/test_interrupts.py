@@ -20,8 +20,8 @@ import pytest
 
 from kinase_cli.workflows.samples import shapes_video
 from support.cli import KINASE, ROOT
+from support.messages import frame
 from support.ops import aws_env, newest_task_definition, put_image
-from support.watch_stack import frame
 from worker import contract
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ from kinase_cli.main import app
 from kinase_cli.workflows.samples import shapes_video
 from support.cli import kinase
 from support.json_contract import envelope, json_lines
+from support.messages import frame
 from support.ops import aws_env, docker_calls, drain, fake_docker, put_image
-from support.watch_stack import frame
 from worker import contract
 
 pytestmark = pytest.mark.e2e

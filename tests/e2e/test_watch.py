@@ -21,8 +21,8 @@ from kinase_cli.watch.saver import destination
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.watch.stats import Stats, percentile
 from support.cli import ROOT, kinase, one_error_line
+from support.messages import frame
 from support.terminal import terminal
-from support.watch_stack import frame
 from worker import contract
 
 

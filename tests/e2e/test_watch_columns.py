@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from support.messages import frame
 from support.terminal import terminal
-from support.watch_stack import frame
 from worker import contract
 
 pytestmark = pytest.mark.e2e

@@ -25,7 +25,7 @@ import pytest
 
 from support.browser import Browser, executable
 from support.cli import KINASE, ROOT, assert_one_line_error, kinase
-from support.watch_stack import frame
+from support.messages import frame
 from worker.metrics import NAMESPACE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

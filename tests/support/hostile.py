@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from support.watch_stack import frame
+from support.messages import frame
 from worker import contract
 
 ESC_CLEAR = "\x1b[2J\x1b[H"

@@ -1,12 +1,10 @@
-"""Helpers for the watch and dlq tests: the deployed local stack as they use it, and contract-built messages."""
+"""Helpers for the watch and dlq tests: the deployed local stack as they use it."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
-
-from worker import contract
 
 
 @dataclass
@@ -78,22 +76,3 @@ class Stack:
                     )
             time.sleep(0.25)
         raise AssertionError(f"queues did not drain: {self.depth(self.queue)} {self.depth(self.dlq)}")
-
-
-def frame(bucket: str, index: int, classes: list[str], stream: str = "cam-1", conf: float = 0.8) -> dict:
-    now = time.time()
-    source = {"type": "file", "uri": "/videos/street.mp4", "frame_number": index}
-    return contract.build(
-        bucket=bucket,
-        stream_name=stream,
-        frame_index=index,
-        source=source,
-        frame_id=contract.frame_id(stream, source),
-        frame_time=now - 0.25,
-        width=640,
-        height=480,
-        model="shapes-yolo11n.onnx",
-        inference_ms=20.0,
-        detections=[{"class": c, "class_id": 0, "conf": conf, "bbox": [0.5, 0.5, 0.2, 0.2]} for c in classes],
-        now=now,
-    )

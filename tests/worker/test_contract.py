@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
+from support.messages import frame
 from worker import contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,24 +18,8 @@ SOURCE = {"type": "kvs", "uri": "kvs://cam-1", "stream_arn": ARN, "fragment_numb
 
 
 def sample(**overrides):
-    now = time.time()
-    source = overrides.pop("source", SOURCE)
-    fields = dict(
-        bucket="frames-bucket",
-        stream_name="cam-1",
-        frame_index=3,
-        source=source,
-        frame_id=contract.frame_id("cam-1", source),
-        frame_time=now - 0.25,
-        width=640,
-        height=480,
-        model="shapes-yolo11n.onnx",
-        inference_ms=12.5,
-        detections=[{"class": "circle", "class_id": 0, "conf": 0.91, "bbox": [0.5, 0.5, 0.2, 0.2]}],
-        now=now,
-    )
-    fields.update(overrides)
-    return contract.build(**fields)
+    """A frame from a Kinesis Video stream with one circle found."""
+    return frame("frames-bucket", 3, ["circle"], conf=0.91, source=SOURCE, inference_ms=12.5, **overrides)
 
 
 def test_schema_file_matches_module():

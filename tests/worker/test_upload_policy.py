@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kinase_cli.workflows.samples import shapes_video
+from support.messages import frame
 from support.worker_stack import metrics_lines, run_worker, summary
 from worker import contract
 from worker import settings as worker_settings
@@ -35,21 +36,7 @@ def test_settings_check_the_policy_and_quality():
 
 
 def test_contract_accepts_a_null_key_only_as_null():
-    message = contract.build(
-        bucket="frames-bucket",
-        stream_name="cam",
-        frame_index=1,
-        source={"type": "file", "uri": "a.mp4", "frame_number": 1},
-        frame_id="cam/a.mp4/00001",
-        frame_time=1.0,
-        width=4,
-        height=3,
-        model="m.pt",
-        inference_ms=1.0,
-        detections=[],
-        now=2.0,
-        uploaded=False,
-    )
+    message = frame("frames-bucket", 1, [], uploaded=False)
     assert contract.parse(contract.dumps(message))["key"] is None
     with pytest.raises(contract.ContractError, match="key"):
         contract.parse(contract.dumps({**message, "key": ""}))
