@@ -15,6 +15,10 @@ The ledger counts, per fragment, the frames handed to delivery and not yet deliv
   so the checkpoint never gets ahead of a frame still in flight;
 - on shutdown, after the flush, the offset after the last frame handled in a fragment cut short,
   so a restart redoes none of it.
+Each position written may carry `stages`: the per-frame stages' state at that position
+(worker/stages/: {stage name: state}, opaque here), taken on the inference thread when the
+fragment's end (or the run's last frame) passed; every store keeps it inside the record, and a
+resume hands it back to the stages.
 """
 
 from __future__ import annotations
@@ -163,7 +167,10 @@ class Ledger:
             self._pending[frame.fragment] -= 1
         self._advance()
 
-    def fragment_end(self, end: FragmentEnd) -> None:
+    def fragment_end(self, end: FragmentEnd, stages: dict | None = None) -> None:
+        """Every frame of `end.fragment` was read; `stages`: the stages' state after its last frame, saved with its checkpoint."""
+        if stages:
+            end = FragmentEnd(end.fragment, {**end.checkpoint, "stages": stages}, end.frames, end.failed)
         with self._lock:
             self._pending.setdefault(end.fragment, 0)
             self._ended[end.fragment] = end
@@ -182,17 +189,22 @@ class Ledger:
         if done is not None:
             self._write(dict(done.checkpoint))
 
-    def final(self) -> None:
-        """After the flush: record the frames handled in a fragment cut short (all delivered, in order)."""
+    def final(self, stages: dict | None = None) -> None:
+        """After the flush: record the frames handled in a fragment cut short (all delivered, in order), with the
+        stages' state after the last of them."""
         with self._lock:
             if any(self._pending.values()):
                 return
             cut = [(f, self._through[f]) for f in self._pending if f in self._through]
         if cut:
             fragment, (offset, server_timestamp) = cut[-1]
-            self._write(
-                {"fragment_number": fragment, "next_offset": offset + 1, "server_timestamp": server_timestamp, "continuation_token": None}
-            )
+            position = {
+                "fragment_number": fragment,
+                "next_offset": offset + 1,
+                "server_timestamp": server_timestamp,
+                "continuation_token": None,
+            }
+            self._write({**position, "stages": stages} if stages else position)
 
     def _write(self, position: dict) -> None:
         if self.store is None:

@@ -9,6 +9,10 @@ the reader catches up with the producer) the queue blocks the reader instead, an
 frame is processed. Whatever the camera's resolution, the bytes of frames waiting are bounded for
 the whole worker (all its streams) by one FrameBudget (worker/framebudget.py, KINASE_FRAME_MEMORY_MB).
 
+On the inference thread each frame goes through the named stages of worker/stages/ (detect, then
+deliver; the events stages track and analyse go between them), which also snapshot their state
+into each checkpoint and restore it at a resume.
+
 Stopping (SIGTERM, KINASE_MAX_FRAMES, end of the source): stop reading, deliver what inference
 has already produced, write the checkpoint, report. Frames read but not yet inferred are counted
 as unfinished and left for the next run, which resumes from the checkpoint. At the end every frame
@@ -35,6 +39,7 @@ from worker.settings import BY_FIELD, Settings
 from worker.sinks import Delivery
 from worker.sources import SourceError, open_source
 from worker.sources.incarnation import describe
+from worker.stages import Context, Stages
 
 log = logging.getLogger("kinase.worker")
 
@@ -277,6 +282,9 @@ class Worker:
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
         )
+        stages = Stages(Context(s, self.metrics, detector, delivery, self.session))
+        if resume:
+            stages.restore(resume.get("stages"))
         self._outage = Outage(s.outage, self.writes, self.metrics, s.max_lag)
         self.budget = self.budget or FrameBudget.for_settings(s)
         frames = FrameQueue(
@@ -287,7 +295,7 @@ class Worker:
         reader.start()
         self._delivery = delivery
         try:
-            self._infer(detector, frames, delivery, ledger)
+            self._infer(stages, frames, delivery, ledger)
         finally:
             self.stop.set()
             source.close()
@@ -298,7 +306,7 @@ class Worker:
                 self.error = self.error or str(delivery.error)
             elif delivered:
                 try:
-                    ledger.final()
+                    ledger.final(stages.snapshot())
                 except aws.FatalError as exc:
                     self.error = self.error or str(exc)
             else:
@@ -372,7 +380,7 @@ class Worker:
             self._outage.report()
             frames.put(_END)
 
-    def _infer(self, detector, frames: FrameQueue, delivery: Delivery, ledger: Ledger) -> None:
+    def _infer(self, stages: Stages, frames: FrameQueue, delivery: Delivery, ledger: Ledger) -> None:
         processed = 0
         while not self.stop.is_set() and not delivery.failed.is_set():
             item = frames.get(timeout=0.2)
@@ -381,12 +389,9 @@ class Worker:
             if item is _END:
                 return
             if isinstance(item, FragmentEnd):
-                ledger.fragment_end(item)
+                ledger.fragment_end(item, stages.snapshot())
                 continue
-            detections, inference_ms = detector.detect(item.image)
-            self.metrics.count("FramesProcessed")
-            self.metrics.time("InferenceMs", inference_ms)
-            delivery.submit(item, detections, inference_ms)
+            stages(item)
             processed += 1
             if self.settings.max_frames and processed >= self.settings.max_frames:
                 log.info("processed %d frames (%s); stopping", processed, BY_FIELD["max_frames"].name)

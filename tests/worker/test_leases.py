@@ -209,6 +209,13 @@ def test_checkpoint_in_the_lease_is_written_only_by_the_owner(table):
     assert (loaded["fragment_number"], loaded["stream_arn"]) == ("200", ARN)
 
 
+def test_checkpoint_in_the_lease_keeps_the_stages_state(table):
+    table.ensure("cam-a")
+    coordinator(table, "a").step()
+    store(table, "a").save({"fragment_number": "100", "next_offset": None, "stages": {"numbering": {"next": 5}}})
+    assert store(table, "a").load()["stages"] == {"numbering": {"next": 5}}
+
+
 def test_checkpoint_of_another_incarnation_is_set_aside_with_a_gap(table):
     table.ensure("cam-a")
     a = coordinator(table, "a")

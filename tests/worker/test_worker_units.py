@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -288,7 +289,7 @@ def test_sinks_compose_in_order_and_a_frame_is_delivered_when_every_required_sin
 def test_the_shipped_sinks_are_the_s3_frames_then_the_sqs_results():
     from worker import sinks
 
-    assert [sinks._load(path).name for path in sinks.SINKS] == ["s3-frames", "sqs-results"]
+    assert [pkgutil.resolve_name(path).name for path in sinks.SINKS] == ["s3-frames", "sqs-results"]
 
 
 # ----------------------------------------------------------------------------------------- positions

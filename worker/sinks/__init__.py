@@ -14,8 +14,8 @@ it, is acknowledged without it, and its failures are logged instead of stopping 
 
 from __future__ import annotations
 
-import importlib
 import logging
+import pkgutil
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +47,7 @@ class Result:
     width: int = 0
     height: int = 0
     message: dict | None = None
+    extra: dict = field(default_factory=dict)  # what the stages attached for delivery (worker/stages/: Work.extra)
 
 
 @dataclass
@@ -93,11 +94,6 @@ def _branch(side: Callable[[Result], None], main: Callable[[Result], None]) -> C
     return both
 
 
-def _load(path: str):
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 class Delivery:
     """The sinks of `SINKS` composed in order, feeding the checkpoint ledger."""
 
@@ -141,7 +137,7 @@ class Delivery:
         self.sinks: list[Sink] = []
         done = self._delivered
         for path in reversed(SINKS):
-            cls = _load(path)
+            cls = pkgutil.resolve_name(path)
             if cls.required:
                 sink = cls.from_context(ctx, done)
                 done = sink.submit
@@ -151,11 +147,11 @@ class Delivery:
             self.sinks.insert(0, sink)
         self._head = done
 
-    def submit(self, frame: Frame, detections: list[dict], inference_ms: float) -> None:
+    def submit(self, frame: Frame, detections: list[dict], inference_ms: float, extra: dict | None = None) -> None:
         """Hand one processed frame to the first sink; blocks while it is full."""
         self.ledger.submitted(frame)
         frame_id = contract.frame_id(self.stream_name, frame.source)
-        result = Result(frame, detections, inference_ms, frame_id=frame_id, key=contract.frame_key(frame_id))
+        result = Result(frame, detections, inference_ms, frame_id=frame_id, key=contract.frame_key(frame_id), extra=extra or {})
         with self._lock:
             self._in_flight[frame_id] = frame.read_at
         self._head(result)
