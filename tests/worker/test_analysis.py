@@ -260,9 +260,12 @@ def test_snapshot_and_restore_mid_sequence_gives_the_same_events_and_ids():
         cut = next(i for i, (frame, _) in enumerate(sequence) if frame.frame_time >= cut_time)
         first = StreamAnalyser(rules_, STREAM)
         before = run(first, sequence[:cut])
-        saved = json.loads(json.dumps(first.snapshot()))
+        snapshot = first.snapshot()
+        text = json.dumps(snapshot)
+        assert before + run(first, sequence[cut:]) == whole
+        assert json.dumps(snapshot) == text  # a copy: what the analyser does next does not change it
         second = StreamAnalyser(rules_, STREAM)
-        second.restore(saved)
+        second.restore(json.loads(text))
         assert before + run(second, sequence[cut:]) == whole
     # a restart that redoes frames from before its snapshot re-emits those frames' events with the same ids
     replayed = StreamAnalyser(rules_, STREAM)

@@ -321,15 +321,19 @@ class StreamAnalyser:
         }
 
     def snapshot(self) -> dict:
-        """Everything the analyser remembers, JSON-serialisable (track ids as strings, JSON's keys)."""
+        """Everything the analyser remembers, as a JSON-serialisable copy (track ids as strings, JSON's keys)."""
         return {
             "lines": {
-                name: {"geometry": _jsonable(line.geometry()), "counts": line.counts, "tracks": {str(t): s for t, s in line.tracks.items()}}
+                name: {
+                    "geometry": _jsonable(line.geometry()),
+                    "counts": {direction: dict(per_class) for direction, per_class in line.counts.items()},
+                    "tracks": {str(t): list(s) for t, s in line.tracks.items()},
+                }
                 for name, line in self._lines.items()
             },
-            "zones": {name: {"tracks": {str(t): s for t, s in zone.tracks.items()}} for name, zone in self._zones.items()},
-            "appeared": {name: state.last_seen for name, state in self._appeared.items()},
-            "seen": {str(t): s for t, s in self._seen.items()},
+            "zones": {name: {"tracks": {str(t): list(s) for t, s in zone.tracks.items()}} for name, zone in self._zones.items()},
+            "appeared": {name: dict(state.last_seen) for name, state in self._appeared.items()},
+            "seen": {str(t): [last, cls, conf, list(bbox)] for t, (last, cls, conf, bbox) in self._seen.items()},
             "alerts": self._alerts.snapshot(),
         }
 
