@@ -1,8 +1,8 @@
-"""Reading the worker's logs the same way for `logs` and `run-task --follow`: CloudWatch or local files.
+"""Reading the worker's logs from CloudWatch for `logs` and `run-task --follow`.
 
-Both sources yield events {"timestamp": ISO, "task": id, "stream": name, "message": text}. CloudWatch
-can deliver an event a little after later ones (ingestion delay), so each poll looks back
-`LOOKBACK_MS` and drops events already seen by id.
+It yields events {"timestamp": ISO, "task": id, "stream": name, "message": text}, as the local runs' tail
+(kinase_cli/local/runs.py) does for `logs --local`. CloudWatch can deliver an event a little after later
+ones (ingestion delay), so each poll looks back `LOOKBACK_MS` and drops events already seen by id.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
-from kinase_cli.local import runs as local_runs
 from kinase_cli.ui.errors import KinaseError
 from worker.contract import iso
 from worker.retry import error_code
@@ -85,20 +84,3 @@ class CloudWatchTail:
             }
             for e in events
         ]
-
-
-class LocalTail:
-    """New lines of local worker runs' log files (all runs, or the given task ids)."""
-
-    def __init__(self, since: datetime, task_ids: list[str] | None = None):
-        self.since = iso(since)
-        self.task_ids = task_ids
-        self.offsets: dict[str, int] = {}
-
-    def poll(self) -> list[dict]:
-        events = []
-        for task_id in self.task_ids or local_runs.task_ids():
-            lines, self.offsets[task_id] = local_runs.read_log(task_id, self.since, self.offsets.get(task_id, 0))
-            stream = str(local_runs.log_file(task_id))
-            events += [{"timestamp": ts, "task": task_id, "stream": stream, "message": msg} for ts, msg in lines]
-        return sorted(events, key=lambda e: e["timestamp"])

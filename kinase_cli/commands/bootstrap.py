@@ -21,7 +21,7 @@ Runs the project-local `cdk bootstrap aws://ACCOUNT/REGION` (the account from ST
 
 
 @with_target
-def bootstrap(json_out: Json = False, *, target: Target) -> None:
+def bootstrap(json_: Json = False, *, target: Target) -> None:
     """Bootstrap the account and region for CDK (`cdk bootstrap aws://ACCOUNT/REGION`), once per account and region."""
     cdk.checked_executable()
     region_name = target.region_name
@@ -30,7 +30,7 @@ def bootstrap(json_out: Json = False, *, target: Target) -> None:
     account = target.client("sts").get_caller_identity()["Account"]
     console.step(f"cdk bootstrap aws://{account}/{region_name}")
     cdk.bootstrap(target, account, region_name, on_line=lambda line: console.err.print(line.rstrip(), markup=False, highlight=False))
-    if json_out:
+    if json_:
         jsonout.emit("bootstrap", {"account": account, "region": region_name, "profile": target.profile, "local": target.local})
         return
     console.out.print(f"bootstrapped aws://{account}/{region_name}", highlight=False)

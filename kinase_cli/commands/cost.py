@@ -59,7 +59,7 @@ def cost(
         bool, typer.Option("--web", help="The web view (`watch --web`) runs: the frames it shows downloaded, metrics read.")
     ] = False,
     region: Region = None,
-    json_out: Json = False,
+    json_: Json = False,
 ) -> None:
     """Estimate the AWS cost of streams: per stream-hour, per day and per month, line by line."""
     try:
@@ -77,7 +77,7 @@ def cost(
         estimate = costs.estimate(region or costs.FALLBACK_REGION, workload, streams=streams, hours_per_day=hours, save=save, web=web)
     except ValueError as exc:
         raise KinaseError(str(exc), "see `kinase cost --help`") from None
-    if json_out:
+    if json_:
         jsonout.emit("cost", estimate.as_dict())
         return
     show(estimate)

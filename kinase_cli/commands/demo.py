@@ -78,32 +78,32 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the local stack running afterwards.")] = False,
     port: Annotated[int, typer.Option("--port", help="Port of the moto server if the local stack must be started.")] = 4566,
     kvs_port: Annotated[int, typer.Option("--kvs-port", help="Port of the local Kinesis Video endpoint if it must be started.")] = 4567,
-    json_out: Json = False,
+    json_: Json = False,
 ) -> None:
     """Run the whole pipeline offline: local stack, deploy, stream a video, run the worker, watch every frame arrive."""
     workdir = (save or paths.local_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started_here = stack.running_state() is None
     try:
-        result = _run(Target(local=True), workdir, frames, fps, port, kvs_port, json_out)
+        result = _run(Target(local=True), workdir, frames, fps, port, kvs_port, json_)
     finally:
         if started_here and not keep:
             console.step("stopping the local stack (use --keep to leave it running)")
             stack.stop()
-    _report(result, json_out)
+    _report(result, json_)
     if keep:
         console.info("the local stack is still running: kinase status --local · kinase watch --local · kinase local down")
 
 
-def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, json_out: bool) -> dict:
+def _run(target, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, json_: bool) -> dict:
     from kinase_cli.workflows import samples
 
     with _step(1, "local stack (moto server + local Kinesis Video endpoint)"):
         local_workflow.start(port, kvs_port)
     with _step(2, "deploy the stacks through the cdk CLI, register the source tree as the image (push-image --source-tree)"):
-        deploy.deploy_stacks(tgt)
-        out = outputs.read(tgt, required=("storage", "stream", "compute"))
-        images.push_source_tree(tgt, out)  # no Docker here: the local worker runs this tree, which is its image
+        deploy.deploy_stacks(target)
+        out = outputs.read(target, required=("storage", "stream", "compute"))
+        images.push_source_tree(target, out)  # no Docker here: the local worker runs this tree, which is its image
     with _step(3, f"generate a {frames}-frame video with known shapes"):
         video = workdir / "demo.mp4"
         truth = samples.shapes_video(video, frames=frames, fps=fps, size=VIDEO_SIZE, seed=2, gop=fps, shapes=3)
@@ -111,9 +111,9 @@ def _run(tgt, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, js
         worker = _start_worker(out["StreamName"], workdir, frames)
     try:
         with _step(5, f"stream the video into {out['StreamName']} (PutMedia, real time)"):
-            put = _Put(tgt, video, out["StreamName"])
+            put = _Put(target, video, out["StreamName"])
         with _step(6, "watch every frame arrive (live table)"):
-            messages, summary = _watch(tgt, out, workdir, frames, json_out, worker)
+            messages, summary = _watch(target, out, workdir, frames, json_, worker)
         put.join()
         code = _wait_worker(worker, workdir)
     except BaseException:
@@ -180,17 +180,17 @@ def _wait_worker(worker, workdir: Path) -> int:
 class _Put:
     """`stream put --realtime` on a thread, so the table fills while the video is still streaming."""
 
-    def __init__(self, tgt, video: Path, stream: str):
+    def __init__(self, target, video: Path, stream: str):
         kvs_put.probe(video)
         self.result = None
         self.error: BaseException | None = None
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(kvs_put, tgt, video, stream), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(kvs_put, target, video, stream), daemon=True)
         self.thread.start()
 
-    def _run(self, kvs_put, tgt, video: Path, stream: str) -> None:
+    def _run(self, kvs_put, target, video: Path, stream: str) -> None:
         try:
-            self.result = kvs_put.put_file(tgt, video, stream, realtime=True, stop=self.stop)
+            self.result = kvs_put.put_file(target, video, stream, realtime=True, stop=self.stop)
         except BaseException as exc:  # re-raised on the main thread by join()
             self.error = exc
 
@@ -200,7 +200,7 @@ class _Put:
             raise KinaseError(f"demo step 5 (stream put) failed: {self.error}")
 
 
-def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tuple[list[dict], dict]:
+def _watch(target, out, workdir: Path, frames: int, json_: bool, worker) -> tuple[list[dict], dict]:
     """Watch until every frame has arrived; a worker that fails ends the watch at once, not after the idle timeout.
 
     The web view (`watch --web`) runs beside the table on a free loopback port for as long as the watch does.
@@ -209,14 +209,14 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tupl
 
     messages: list[dict] = []
     resources = Resources(
-        sqs=tgt.client("sqs"),
-        s3=tgt.client("s3"),
+        sqs=target.client("sqs"),
+        s3=target.client("s3"),
         queue_url=out["ResultsQueueUrl"],
         dlq_url=out.get("DeadLetterQueueUrl"),
         bucket=out["FramesBucketName"],
     )
-    shown_on = console.err if json_out else console.out
-    with serving(resources.s3, resources.bucket, resources.queue_url, cloudwatch=tgt.client("cloudwatch")) as (hub, view):
+    shown_on = console.err if json_ else console.out
+    with serving(resources.s3, resources.bucket, resources.queue_url, cloudwatch=target.client("cloudwatch")) as (hub, view):
         console.err.print(f"web view: {view.url}", markup=False, highlight=False, soft_wrap=True)
 
         def on_frame(message: dict) -> None:
@@ -243,8 +243,8 @@ def _watch(tgt, out, workdir: Path, frames: int, json_out: bool, worker) -> tupl
     return messages, summary
 
 
-def _report(result: dict, json_out: bool) -> None:
-    if json_out:
+def _report(result: dict, json_: bool) -> None:
+    if json_:
         jsonout.emit("demo", result)
         return
     from rich.table import Table

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from kinase_cli.aws.target import Target
 from kinase_cli.options import Json, WorkerRun, with_target, with_worker_options
-from kinase_cli.ui import console, jsonout
+from kinase_cli.ui import console, fleet_tables, jsonout
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.ui.text import visible
 from kinase_cli.workflows import fleet as fleet_workflow
@@ -117,8 +117,6 @@ def roll(json_: Json = False, *, target: Target) -> None:
 @with_target
 def status(json_: Json = False, *, target: Target) -> None:
     """Workers with the streams each holds; streams with owner, lag, fps and last checkpoint; scaling limits."""
-    from rich.table import Table
-
     result = fleet_workflow.status(target)
     if json_:
         jsonout.emit("fleet status", result)
@@ -126,30 +124,8 @@ def status(json_: Json = False, *, target: Target) -> None:
     scaling = result["scaling"]
     if scaling:
         console.out.print(Text(fleet_workflow.scaling_text(scaling)))
-    workers = Table(title=f"{len(result['workers'])} worker(s)")
-    workers.add_column("worker", overflow="fold")
-    workers.add_column("pid" if result["local"] else "task", no_wrap=True)
-    workers.add_column("revision", no_wrap=True)
-    workers.add_column("streams", overflow="fold")
-    for w in result["workers"]:
-        where = str(w.get("pid") or w.get("task_id") or ("(not listed)" if w.get("listed") is False else ""))
-        revision = (w.get("task_definition") or "").rsplit("/", 1)[-1]
-        workers.add_row(Text(visible(w.get("worker_id") or "")), where, Text(visible(revision)), Text(visible(", ".join(w["streams"]))))
-    console.out.print(workers)
-    streams = Table(title=f"{len(result['streams'])} stream(s)")
-    streams.add_column("stream", overflow="fold")
-    for column in ("owner", "lag", "fps", "checkpoint", "at"):
-        streams.add_column(column, no_wrap=column != "owner", overflow="fold")
-    for s in result["streams"]:
-        streams.add_row(
-            Text(visible(s["name"])),
-            Text(visible(s["owner"] or "")),
-            "" if s["lag_ms"] is None else f"{s['lag_ms'] / 1000:.1f} s",
-            "" if s["fps"] is None or not s["owner"] else f"{s['fps']:.1f}",
-            Text(visible(s["checkpoint_fragment"] or "")),
-            str(s["checkpoint_at"] or "")[:19].replace("T", " "),
-        )
-    console.out.print(streams)
+    console.out.print(fleet_tables.workers(result, title=f"{len(result['workers'])} worker(s)"))
+    console.out.print(fleet_tables.streams(result["streams"], title=f"{len(result['streams'])} stream(s)"))
 
 
 def register(app) -> None:

@@ -77,10 +77,10 @@ def _check_docker() -> str:
     return docker
 
 
-def _registry_login(t, docker: str, repository_uri: str) -> None:
+def _registry_login(target: Target, docker: str, repository_uri: str) -> None:
     """`docker login` to the repository's registry with an ECR token passed on stdin, never in argv or output."""
     registry = repository_uri.split("/", 1)[0]
-    data = t.client("ecr").get_authorization_token(registryIds=[registry.split(".", 1)[0]])["authorizationData"][0]
+    data = target.client("ecr").get_authorization_token(registryIds=[registry.split(".", 1)[0]])["authorizationData"][0]
     username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
 
     def hide(text: str) -> str:
@@ -167,7 +167,7 @@ def push_image(
             "(a manifest of the worker's sources, tag source-<hash>) and pin the task definitions to it.",
         ),
     ] = False,
-    json_out: Json = False,
+    json_: Json = False,
     *,
     target: Target,
 ) -> None:
@@ -175,7 +175,7 @@ def push_image(
     if variant not in VARIANTS:
         raise KinaseError(f"--variant {variant!r} is not one of {', '.join(VARIANTS)}", "e.g. `--variant gpu`", exit_code=2)
     if source_tree:
-        _push_source_tree(target, variant, tag, no_build, json_out)
+        _push_source_tree(target, variant, tag, no_build, json_)
         return
     docker = _check_docker()
     outputs = stack_outputs.read(target, required=("registry", "compute"))
@@ -228,10 +228,10 @@ def push_image(
             ) from None
         raise
     pinned = images.pin(target, outputs, f"{uri}@{digest}", variant)
-    _report(outputs, tag, variant, digest, image.get("imagePushedAt"), pinned, json_out)
+    _report(outputs, tag, variant, digest, image.get("imagePushedAt"), pinned, json_)
 
 
-def _push_source_tree(target: Target, variant: str, tag: str | None, no_build: bool, json_out: bool) -> None:
+def _push_source_tree(target: Target, variant: str, tag: str | None, no_build: bool, json_: bool) -> None:
     """`--source-tree`: the local stack's image is the source tree its workers run (workflows/images.py)."""
     if not target.local:
         raise KinaseError(
@@ -244,10 +244,10 @@ def _push_source_tree(target: Target, variant: str, tag: str | None, no_build: b
     outputs = stack_outputs.read(target, required=("registry", "compute"))
     taskdef.image_families(target, outputs, variant)
     pushed = images.push_source_tree(target, outputs, variant)
-    _report(outputs, pushed["tag"], variant, pushed["digest"], pushed["pushed_at"], pushed, json_out)
+    _report(outputs, pushed["tag"], variant, pushed["digest"], pushed["pushed_at"], pushed, json_)
 
 
-def _report(outputs, tag: str, variant: str, digest: str, pushed_at, pinning: dict, json_out: bool) -> None:
+def _report(outputs, tag: str, variant: str, digest: str, pushed_at, pinning: dict, json_: bool) -> None:
     """`pinning`: workflows/images.pin's answer (the revisions pinned, the fleet's roll)."""
     uri, pinned, rolled = outputs["RepositoryUri"], pinning["pinned"], pinning["fleet"]
     data = {
@@ -261,7 +261,7 @@ def _report(outputs, tag: str, variant: str, digest: str, pushed_at, pinning: di
         "task_definition_arns": [p["taskDefinitionArn"] for p in pinned],
         "fleet": rolled,
     }
-    if json_out:
+    if json_:
         jsonout.emit("push-image", data)
         return
     console.out.print(f"pushed {uri}:{tag}", highlight=False, soft_wrap=True)

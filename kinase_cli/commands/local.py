@@ -31,7 +31,7 @@ def up(
     redeploy: Annotated[
         bool, typer.Option("--redeploy/--no-redeploy", help="Deploy again the environments a restarted (empty) server lost.")
     ] = True,
-    json: Json = False,
+    json_: Json = False,
 ) -> None:
     """Start the local stack in the background and bootstrap cdk into it; restart only a server that is down.
 
@@ -41,14 +41,14 @@ def up(
     from kinase_cli.ui import jsonout
 
     report = local_workflow.start(port, kvs_port, redeploy=redeploy)
-    if json:
+    if json_:
         jsonout.emit("local up", report)
     elif not report["already_running"] and not report["redeployed"]:
         console.info("next: kinase deploy --local")
 
 
 @local_app.command("status", epilog="Examples:\n\n  kinase local status\n\n  kinase local status --json")
-def status(json: Json = False) -> None:
+def status(json_: Json = False) -> None:
     """Show whether the local servers run, their endpoints, pids and log files."""
     from kinase_cli.local import stack
     from kinase_cli.ui import jsonout
@@ -63,7 +63,7 @@ def status(json: Json = False) -> None:
         "bootstrapped": bool((state or {}).get("bootstrapped")),
         "servers": servers,
     }
-    if json:
+    if json_:
         jsonout.emit("local status", data)
         return
     if not state:
@@ -81,12 +81,12 @@ def status(json: Json = False) -> None:
 
 
 @local_app.command("down", epilog="Examples:\n\n  kinase local down\n\n  kinase local down --json")
-def down(json: Json = False) -> None:
+def down(json_: Json = False) -> None:
     """Stop the local servers that `kinase local up` started (and only those); their state is lost."""
     from kinase_cli.ui import jsonout
 
     report = local_workflow.stop()
-    if json:
+    if json_:
         jsonout.emit("local down", report)
         return
     stopped = report["stopped"]

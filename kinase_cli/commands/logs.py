@@ -9,7 +9,7 @@ import typer
 from kinase_cli import interrupts
 from kinase_cli.aws import outputs as stack_outputs
 from kinase_cli.aws import taskdef
-from kinase_cli.aws.log_tail import CloudWatchTail, LocalTail, poll_seconds, since_time
+from kinase_cli.aws.log_tail import CloudWatchTail, poll_seconds, since_time
 from kinase_cli.aws.target import Target
 from kinase_cli.local import runs as local_runs
 from kinase_cli.options import Json, with_target
@@ -36,7 +36,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
     since: Annotated[str, typer.Option("--since", help="Start this long ago (30s, 10m, 2h, 1d) or at an ISO time.")] = "10m",
     task: Annotated[Optional[str], typer.Option("--task", help="Only this task id (or ARN).", show_default=False)] = None,
-    json_out: Json = False,
+    json_: Json = False,
     *,
     target: Target,
 ) -> None:
@@ -47,7 +47,7 @@ def logs(
     if target.local:
         if task_id and not local_runs.log_file(task_id).exists():
             raise KinaseError(f"no local worker run {task_id}", f"list them with `kinase status{target.hint_flag()}`")
-        tail = LocalTail(start, [task_id] if task_id else None)
+        tail = local_runs.Tail(start, [task_id] if task_id else None)
     else:
         streams = None
         if task_id:
@@ -59,7 +59,7 @@ def logs(
     def show() -> int:
         events = tail.poll()
         for event in events:
-            if json_out:
+            if json_:
                 jsonout.emit_line(event)
             else:
                 where = f" {event['task'][:8]}" if several else ""
@@ -71,7 +71,7 @@ def logs(
         return len(events)
 
     if not follow:
-        if not show() and not json_out:
+        if not show() and not json_:
             console.info(f"no worker log events since {iso(start)}")
         return
     # Ctrl-C / SIGTERM only set `stop`: the poll in progress (bounded by the client's timeouts)

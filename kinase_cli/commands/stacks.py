@@ -28,15 +28,15 @@ OutDir = Annotated[
 def synth(
     out: OutDir = None,
     env: Env = naming.DEFAULT_ENV,
-    json: Json = False,
+    json_: Json = False,
 ) -> None:
     """Write the CloudFormation templates of all stacks (cdk-nag checks run too) without deploying."""
     out = (out or Path("cdk.out")).resolve()
-    tgt = Target(env=env)
+    target = Target(env=env)
     with console.err.status("cdk synth (templates + cdk-nag checks)"):
-        cdk.run(tgt, ["synth", "--all", "--quiet"], output_dir=out, what="cdk synth")
+        cdk.run(target, ["synth", "--all", "--quiet"], output_dir=out, what="cdk synth")
     templates = [str(out / f"{name}.template.json") for name in naming.stack_names(env)]
-    if json:
+    if json_:
         jsonout.emit("synth", {"dir": str(out), "templates": templates})
         return
     console.out.print(f"templates written to {out}:", highlight=False)
@@ -45,15 +45,15 @@ def synth(
 
 
 @with_target
-def diff(json: Json = False, *, target: Target) -> None:
+def diff(json_: Json = False, *, target: Target) -> None:
     """Show what `kinase deploy` would change in the deployed stacks."""
     _check(target)
     # `cdk diff` compares every stack by default and has no --all (it warns "Unknown option(s)").
     args = ["diff"] + (["--method=template"] if target.local else [])  # moto cannot create diff change sets
     lines: list[str] = []
-    show = lines.append if json else (lambda line: console.out.print(line, markup=False, highlight=False))
+    show = lines.append if json_ else (lambda line: console.out.print(line, markup=False, highlight=False))
     cdk.run(target, args, on_line=show, what="cdk diff")
-    if json:
+    if json_:
         jsonout.emit(
             "diff", {"env": target.env, "stacks": naming.stack_names(target.env), "differences": _differences(lines), "text": lines}
         )
@@ -95,7 +95,7 @@ def deploy(
         ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply broadening security changes without asking.")] = False,
-    json: Json = False,
+    json_: Json = False,
     *,
     target: Target,
 ) -> None:
@@ -107,11 +107,11 @@ def deploy(
     values = deploy_workflow.deploy_stacks(
         target, input_buckets=input_bucket, gpu_instance_type=_gpu_instance_type(target, gpu, instance_type), yes=yes
     )
-    _show("deploy", values, json)
+    _show("deploy", values, json_)
     console.info(f"deployed. next: kinase status{target.hint_flag()}")
 
 
-def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional[str]) -> Optional[str]:
+def _gpu_instance_type(target: Target, gpu: Optional[bool], instance_type: Optional[str]) -> Optional[str]:
     """What --gpu/--no-gpu/--instance-type ask for: an instance type, "" for no GPU workers, None for as before."""
     if gpu is False:
         if instance_type:
@@ -119,11 +119,11 @@ def _gpu_instance_type(tgt: Target, gpu: Optional[bool], instance_type: Optional
         return ""
     if gpu is None and instance_type is None:
         return None
-    return instance_type or placement.recorded(tgt.env, tgt.local).get("gpu_instance_type") or naming.DEFAULT_GPU_INSTANCE_TYPE
+    return instance_type or placement.recorded(target.env, target.local).get("gpu_instance_type") or naming.DEFAULT_GPU_INSTANCE_TYPE
 
 
 @with_target
-def destroy(yes: Yes = False, json: Json = False, *, target: Target) -> None:
+def destroy(yes: Yes = False, json_: Json = False, *, target: Target) -> None:
     """Delete the environment's stacks, the streams `stream create` made and its task-definition revisions.
 
     The frames bucket's objects and the stream's video go with the stacks. Adopted camera streams are untagged, never deleted. The question lists the streams to delete and to untag; the summary says what was removed and what was kept.
@@ -133,7 +133,7 @@ def destroy(yes: Yes = False, json: Json = False, *, target: Target) -> None:
     plan = functools.cache(lambda: deploy_workflow.destroy_plan(target))
     confirm(lambda: plan().question(names), yes)
     summary = deploy_workflow.destroy_stacks(target, plan())
-    if json:
+    if json_:
         jsonout.emit("destroy", {"env": target.env, "local": target.local, "destroyed": names, **summary})
         return
     console.info(f"destroyed {', '.join(names)}")
@@ -154,10 +154,10 @@ def _show_summary(summary: dict) -> None:
 
 
 @with_target
-def outputs_cmd(json: Json = False, *, target: Target) -> None:
+def outputs_cmd(json_: Json = False, *, target: Target) -> None:
     """Show the stack outputs: queue URLs, bucket, stream, cluster, task definition, subnets, ..."""
     values = outputs.read(target, required=naming.CONCERNS)
-    _show("outputs", dict(values), json)
+    _show("outputs", dict(values), json_)
 
 
 def _check(target: Target) -> None:

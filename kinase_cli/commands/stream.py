@@ -15,7 +15,7 @@ from kinase_cli import interrupts
 from kinase_cli.aws import kvs_put, outputs
 from kinase_cli.aws.target import Target
 from kinase_cli.options import Json, Yes, with_target
-from kinase_cli.ui import console, jsonout
+from kinase_cli.ui import console, fleet_tables, jsonout
 from kinase_cli.ui.text import visible
 from kinase_cli.workflows import streams as streams_workflow
 
@@ -151,8 +151,6 @@ def ls(
     target: Target,
 ) -> None:
     """List the environment's streams (named kinase-ENV-*, or adopted) with the fleet worker reading each, its lag and fps."""
-    from rich.table import Table
-
     rows = streams_workflow.listing(target, all_)
     if json_:
         jsonout.emit("stream ls", {"streams": rows})
@@ -160,23 +158,7 @@ def ls(
     if not rows:
         console.info(f"no streams of environment {target.env} (create one with `kinase stream create NAME{target.hint_flag()}`)")
         return
-    table = Table(title=f"{len(rows)} Kinesis Video stream(s)")
-    table.add_column("name", overflow="fold")
-    for column in ("status", "retention (h)", "owner", "lag", "fps", "checkpoint"):
-        table.add_column(column, no_wrap=True)
-    for r in rows:
-        lag = "" if r["lag_ms"] is None else f"{r['lag_ms'] / 1000:.1f} s"
-        fps = "" if r["fps"] is None or not r["owner"] else f"{r['fps']:.1f}"
-        table.add_row(
-            Text(visible(r["name"]) + (" (adopted)" if r["adopted"] else "")),
-            r["status"] or "",
-            str(r["retention_hours"]),
-            Text(visible(r["owner"] or "")),
-            lag,
-            fps,
-            Text(visible(r["checkpoint_fragment"] or "")),
-        )
-    console.out.print(table)
+    console.out.print(fleet_tables.streams(rows, media=True, title=f"{len(rows)} Kinesis Video stream(s)"))
 
 
 @stream.command(

@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from kinase_cli import paths
@@ -142,3 +143,21 @@ def read_log(task_id: str, since_iso: str = "", offset: int = 0) -> tuple[Iterat
 
 def task_ids() -> list[str]:
     return sorted((p.stem for p in runs_dir().glob("*.log")), key=lambda t: log_file(t).stat().st_mtime)
+
+
+class Tail:
+    """New lines of local worker runs' log files (all runs, or the given task ids), as events shaped like
+    aws/log_tail.CloudWatchTail's, so `logs --local` reads them the way `logs` reads CloudWatch."""
+
+    def __init__(self, since: datetime, task_ids: list[str] | None = None):
+        self.since = iso(since)
+        self.task_ids = task_ids
+        self.offsets: dict[str, int] = {}
+
+    def poll(self) -> list[dict]:
+        events = []
+        for task_id in self.task_ids or task_ids():
+            lines, self.offsets[task_id] = read_log(task_id, self.since, self.offsets.get(task_id, 0))
+            stream = str(log_file(task_id))
+            events += [{"timestamp": ts, "task": task_id, "stream": stream, "message": msg} for ts, msg in lines]
+        return sorted(events, key=lambda e: e["timestamp"])

@@ -50,3 +50,26 @@ def test_lease_owners_are_matched_to_fargate_and_gpu_tasks_by_hostname():
     assert _task_host(fargate) == "ip-10-0-1-23"
     assert _task_host(gpu) == "3f2a9c41b7d0"
     assert _task_host({"attachments": [], "containers": [{"name": "fleet"}]}) is None  # not started yet: no container id
+
+
+def test_stream_rows_show_hostile_names_inert_with_their_reader_and_checkpoint():
+    """The streams table of `fleet status` and `stream ls` (ui/fleet_tables.py)."""
+    from kinase_cli.ui import fleet_tables
+
+    row = {
+        "name": "cam\x1b[2J",
+        "owner": "[bold]w1[/bold]",
+        "lag_ms": 1500,
+        "fps": 4.0,
+        "checkpoint_fragment": "9100\u202e",
+        "checkpoint_at": "2026-12-07T11:58:00.000Z",
+        "adopted": True,
+        "status": "ACTIVE",
+        "retention_hours": 24,
+    }
+    console = Console(record=True, width=250, force_terminal=True)
+    console.print(fleet_tables.streams([row], media=True))
+    shown = console.export_text(styles=True)
+    assert "cam\\x1b[2J (adopted)" in shown and "\x1b[2J" not in shown
+    assert "[bold]w1[/bold]" in shown and "9100\\u202e" in shown
+    assert "1.5 s" in shown and "4.0" in shown and "2026-12-07 11:58:00" in shown and "ACTIVE" in shown and "24" in shown
