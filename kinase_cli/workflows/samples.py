@@ -7,6 +7,7 @@ the test videos, and the demo video, so every detection can be checked against t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,30 +110,19 @@ def shapes_video(
     fragment length after `kinase stream put`. `audio` adds an AAC track (a tone) beside the video,
     as a camera with a microphone sends it.
     """
-    import av
-
     width, height = size
     rng = np.random.default_rng(seed)
     bg = background(rng, width, height)
     scene = random_shapes(rng, width, height, shapes, moving=True)
     result: list[list[dict]] = []
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        if codec in ("h264", "libx264"):
-            stream.options = {"g": str(gop or fps), "bf": "0", "preset": "veryfast", "crf": "23"}
-        tone = _Tone(container) if audio else None
-        for index in range(frames):
-            if tone:
-                tone.until((index + 1) / fps)
+
+    def images():
+        for _ in range(frames):
             img = bg.copy()
             for s in scene:
                 draw(img, s)
             result.append(truth(scene, width, height))
-            frame = av.VideoFrame.from_ndarray(img, format="bgr24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
+            yield img
             for s in scene:
                 s.x += s.vx
                 s.y += s.vy
@@ -140,11 +130,43 @@ def shapes_video(
                     s.vx, s.x = -s.vx, min(max(s.x, s.r), width - s.r)
                 if not s.r <= s.y <= height - s.r:
                     s.vy, s.y = -s.vy, min(max(s.y, s.r), height - s.r)
+
+    write_video(path, images(), fps=fps, size=size, codec=codec, gop=gop, audio=audio)
+    return result
+
+
+def write_video(
+    path: str | Path,
+    images: Iterable[np.ndarray],
+    *,
+    fps: int,
+    size: tuple[int, int],
+    codec: str = "h264",
+    gop: int | None = None,
+    audio: bool = False,
+) -> None:
+    """Encode BGR images as a video: H.264 without B-frames and a key frame every `gop` frames (default
+    one per second), so each Kinesis Video fragment after `kinase stream put` starts decodable."""
+    import av
+
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        if codec in ("h264", "libx264"):
+            stream.options = {"g": str(gop or fps), "bf": "0", "preset": "veryfast", "crf": "23"}
+        tone = _Tone(container) if audio else None
+        for index, img in enumerate(images):
+            if tone:
+                tone.until((index + 1) / fps)
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
         if tone:
             tone.close()
-    return result
 
 
 class _Tone:
