@@ -12,6 +12,7 @@ from kinase_cli.web.hub import Hub
 from kinase_cli.web.metrics import MetricsPoller
 from kinase_cli.web.server import SECURITY_HEADERS, build_app, is_loopback
 from support.messages import frame
+from support.poll import until
 
 
 class FakeS3:
@@ -32,15 +33,6 @@ class FakeS3:
         finally:
             self.fetched.set()
         return {"Body": io.BytesIO(body)}
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        done.wait(0.02)
-    raise AssertionError("condition never held")
 
 
 @pytest.fixture
@@ -81,10 +73,10 @@ def test_the_latest_frame_is_fetched_and_a_missing_one_is_reported():
     hub = Hub(s3, "b", "results")
     try:
         hub.frame(message)
-        wait_for(lambda: hub.snapshot()["streams"][0]["image_version"] == 1)
+        until(lambda: hub.snapshot()["streams"][0]["image_version"] == 1)
         assert hub.image(1) == b"\xff\xd8jpeg"
         hub.frame(frame("b", 2, ["person"]))
-        wait_for(lambda: hub.snapshot()["streams"][0]["image_error"] is not None)
+        until(lambda: hub.snapshot()["streams"][0]["image_error"] is not None)
         tile = hub.snapshot()["streams"][0]
         assert "NoSuchKey" in tile["image_error"] and tile["image_version"] == 1, "the last good frame stays"
     finally:
@@ -97,7 +89,7 @@ def test_a_frame_not_uploaded_counts_but_keeps_the_last_picture():
     hub = Hub(FakeS3({message["key"]: b"\xff\xd8jpeg"}), "b", "results")
     try:
         hub.frame(message)
-        wait_for(lambda: hub.snapshot()["streams"][0]["image_version"] == 1)
+        until(lambda: hub.snapshot()["streams"][0]["image_version"] == 1)
         hub.frame({**frame("b", 2, ["person"]), "key": None})
         tile = hub.snapshot()["streams"][0]
         assert tile["frames"] == 2 and tile["image_version"] == 1 and tile["image_error"] is None
@@ -160,7 +152,7 @@ def test_drops_and_gaps_come_from_the_workers_metrics_when_messages_carry_none(m
             MetricsPoller(cloudwatch, hub, every_s=0.05).start()
             hub.frame(frame("b", 1, ["person"], stream="yard"))
             hub.frame(frame("b", 1, ["person"], stream="quiet-cam"))
-            wait_for(lambda: [s["worker"] for s in hub.snapshot()["streams"]] == [{"drops": 9, "gaps": 1, "frames_gapped": 12}, {}])
+            until(lambda: [s["worker"] for s in hub.snapshot()["streams"]] == [{"drops": 9, "gaps": 1, "frames_gapped": 12}, {}])
             state = hub.snapshot()
             assert state["metrics_window_s"] == 3 * 3600 and state["metrics_error"] is None
             assert state["streams"][0]["drops"] is None, "what the messages say stays apart"
@@ -180,7 +172,7 @@ def test_a_metrics_failure_is_shown_and_the_tiles_keep_working():
     try:
         MetricsPoller(Denied(), hub, every_s=0.05).start()
         hub.frame(frame("b", 1, ["person"], stream="yard") | {"frames_dropped": 2})
-        wait_for(lambda: hub.snapshot()["metrics_error"] is not None)
+        until(lambda: hub.snapshot()["metrics_error"] is not None)
         state = hub.snapshot()
         assert "AccessDenied in GetMetricData" in state["metrics_error"]
         assert state["streams"][0]["drops"] == 2 and state["streams"][0]["worker"] == {}

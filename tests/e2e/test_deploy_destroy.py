@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from kinase_cli.local import runs
 from kinase_cli.local.stack import cmdline
 from support.cli import KINASE, ROOT, kinase, one_error_line
 from support.ops import aws_env, local
+from support.poll import until
 
 pytestmark = pytest.mark.e2e
 
@@ -73,11 +73,11 @@ def test_destroy_stops_a_running_local_worker_first(local_stack, tmp_path):
         def mine() -> list[dict]:
             return [r for r in runs.records() if r.get("settings", {}).get("KINASE_QUEUE_URL") == values["ResultsQueueUrl"]]
 
-        deadline = time.monotonic() + 300
-        while not [r for r in mine() if r["lastStatus"] == "RUNNING"]:
+        def running() -> list[dict]:
             assert worker.poll() is None, worker.communicate()
-            assert time.monotonic() < deadline, "the local worker never started"
-            time.sleep(0.2)
+            return [r for r in mine() if r["lastStatus"] == "RUNNING"]
+
+        until(running, "the local worker started", timeout=300, every=0.2)
         up = kinase("fleet", "up", "--local", "--env", env, "--workers", "1", "--model", str(SHAPES_MODEL), "--json", check=True)
         (fleet_worker,) = json.loads(up.stdout)["data"]["workers"]
         proc = kinase("destroy", "--local", "--env", env, "--yes", timeout=900)

@@ -10,13 +10,13 @@ API_UntagStream, API_ListTagsForStream).
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from infra import naming
 from support.cli import assert_one_line_error, kinase
 from support.json_contract import envelope
+from support.poll import until
 from support.worker_stack import SHAPES_ONNX, Media
 
 pytestmark = pytest.mark.e2e
@@ -113,13 +113,12 @@ def test_a_fleet_worker_leases_only_its_environments_streams(two_envs):
     assert f"dropped the lease of {LEGACY}: it has the environment's prefix but belongs to environment prod-eu" in warnings
     assert f"not leasing {UNTAGGED}: it has the environment's prefix but has no kinase:env tag" in warnings
     ours = {"kinase-prod-video", "kinase-prod-cam1"}
-    deadline = time.monotonic() + 180
-    while True:
-        state = run_json(PROD, "fleet", "status", command="fleet status")
-        owned = {s["name"] for s in state["streams"] if s["owner"]}
-        if owned == ours or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
-    assert owned == ours, json.dumps(state)[:3000]
+    last: list[dict] = []
+
+    def leased_ours() -> dict | None:
+        last[:] = [run_json(PROD, "fleet", "status", command="fleet status")]
+        return last[0] if {s["name"] for s in last[0]["streams"] if s["owner"]} == ours else None
+
+    state = until(leased_ours, lambda: f"prod's fleet leases {sorted(ours)}: {json.dumps(last)[:3000]}", timeout=180, every=1.0)
     assert {s["name"] for s in state["streams"]} == ours
     assert [s["owner"] for s in run_json(PRODEU, "stream", "ls", command="stream ls")["streams"]] == [None, None]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from kinase_cli.workflows.samples import shapes_video
 from support.cli import assert_one_line_error, kinase
 from support.json_contract import envelope
 from support.ops import aws_env, local
+from support.poll import until
 from support.worker_stack import SHAPES_ONNX, frame_ids
 
 pytestmark = pytest.mark.e2e
@@ -53,16 +53,14 @@ def status() -> dict:
 
 
 def wait_for(condition, what: str, timeout: float = 180.0):
-    """Poll `condition()` (which returns a truthy value when met) until the deadline; the last status on failure."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = status()
-        got = condition(last)
-        if got:
-            return last
-        time.sleep(1.0)
-    pytest.fail(f"{what}: not within {timeout:.0f}s; fleet status {json.dumps(last)[:3000]}")
+    """`fleet status` once `condition(status)` holds; the last status on failure."""
+    last: list[dict] = []
+
+    def met() -> dict | None:
+        last[:] = [status()]
+        return last[0] if condition(last[0]) else None
+
+    return until(met, lambda: f"{what}; fleet status {json.dumps(last)[:3000]}", timeout=timeout, every=1.0)
 
 
 def owners(state: dict) -> dict[str, str | None]:
@@ -343,9 +341,7 @@ def test_fleet_up_gpu_locally_gives_the_workers_cuda(fleet_env, fleet_down):
     up = run_json("fleet", "up", "--gpu", "--model", str(SHAPES_ONNX), *WORKER_SETTINGS, *LOCAL, command="fleet up")
     (worker,) = up["workers"]
     assert up["gpu"] is True
-    deadline = time.monotonic() + 120
-    while "error: KINASE_BACKEND=cuda but" not in log_lines(worker) and time.monotonic() < deadline:  # this machine has no GPU
-        time.sleep(0.5)
+    until(lambda: "error: KINASE_BACKEND=cuda but" in log_lines(worker), "the worker's CUDA refusal", timeout=120, every=0.5)
     assert "error: KINASE_BACKEND=cuda but this onnxruntime has no CUDA provider" in log_lines(worker)
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from support.iam_actions import Request, read, request
 from support.iam_operator import EXTRA, concrete, documented
 from support.iam_policy import evaluate, resolver, statements_of
 from support.ops import aws_env, fake_docker, remove_images
+from support.poll import until
 from support.worker_stack import SHAPES_ONNX
 from worker import callrecord
 
@@ -166,10 +166,12 @@ def recording(local_stack, media, tmp_path_factory) -> Recording:
         run("fleet", "up", "--workers", "1", *FLEET, timeout=600)
         for name in (created, ADOPTED):
             media.put(name, clip)
-        deadline = time.monotonic() + 600
-        while not all(s["checkpoint_fragment"] for s in fleet_status()["streams"] if s["name"] in (created, ADOPTED)):
-            assert time.monotonic() < deadline, f"the fleet worker did not checkpoint both streams: {fleet_status()}"
-            time.sleep(2)
+        until(
+            lambda: all(s["checkpoint_fragment"] for s in fleet_status()["streams"] if s["name"] in (created, ADOPTED)),
+            lambda: f"the fleet worker checkpoints both streams: {fleet_status()}",
+            timeout=600,
+            every=2,
+        )
         seen = Counter(m["stream_name"] for m in media.messages(outputs["ResultsQueueUrl"], expect=3 * FRAMES, wait=300))
         assert seen[created] >= FRAMES and seen[ADOPTED] >= FRAMES, seen
         tags = {s: media.kvs.list_tags_for_stream(StreamName=s)["Tags"] for s in (stream, created, ADOPTED)}

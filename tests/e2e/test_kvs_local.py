@@ -20,6 +20,7 @@ from kinase_cli.local.kvs_store import ZERO_RETENTION_FRAGMENTS, Fragment, Store
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows.samples import shapes_video
 from support.kvs import READ_IDLE_SECONDS, decode, endpoint
+from support.poll import until
 from worker import mkv
 
 FPS, GOP, FRAMES = 10, 5, 30  # six fragments of half a second
@@ -203,7 +204,7 @@ def test_one_putmedia_connection_per_stream(kvs_endpoint, live_stream):
     creds = kvs_endpoint.session().get_credentials().get_frozen_credentials()
     first = kvs_put.PutMediaSession(kvs_endpoint.url, "one-producer", creds, "us-east-1", time.time())
     first.send(live_stream)
-    wait_until(lambda: len(first.acks.persisted) == 6)
+    until(lambda: len(first.acks.persisted) == 6)
     second = kvs_put.PutMediaSession(kvs_endpoint.url, "one-producer", creds, "us-east-1", time.time())
     with pytest.raises(KinaseError) as err:
         second.send(live_stream)
@@ -223,7 +224,7 @@ def test_more_than_five_fragments_a_second_are_throttled(kvs_endpoint, live_stre
     session = kvs_put.PutMediaSession(kvs_endpoint.url, "too-fast", creds, "us-east-1", time.time() - 60)
     sent = time.monotonic()
     session.send(live_stream + with_timecodes(live_stream, [3000, 3500, 4000, 4500, 5000, 5500]))
-    wait_until(lambda: len(session.acks.persisted) == 12)
+    until(lambda: len(session.acks.persisted) == 12)
     assert time.monotonic() - sent >= 7 / 5 * 0.95
     assert len(session.finish().persisted) == 12
 
@@ -249,7 +250,7 @@ def test_a_session_past_the_maximum_connection_duration_gets_error_4003(tmp_path
         opened = time.monotonic()
         session = kvs_put.PutMediaSession(kvs.url, "long-session", creds, "us-east-1", time.time() - 60)
         session.send(live_stream)
-        wait_until(lambda: len(session.acks.persisted) == 6)
+        until(lambda: len(session.acks.persisted) == 6)
         time.sleep(max(0.0, opened + 5.5 - time.monotonic()))
         with pytest.raises(KinaseError) as err:
             session.send(with_timecodes(live_stream, [3000, 3500, 4000, 4500, 5000, 5500]))
@@ -339,13 +340,6 @@ def shut(payload) -> None:
     payload.close()
 
 
-def wait_until(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_idle_getmedia_holds_the_connection_open_and_sends_nothing(kvs_endpoint, live_stream):
     """boto3 issue 3532: on a stream with no new data, GetMedia blocks; the response never ends by itself.
     A consumer tells "idle" from "ended" only by the connection staying open."""
@@ -356,7 +350,7 @@ def test_idle_getmedia_holds_the_connection_open_and_sends_nothing(kvs_endpoint,
     reader.join(2 * READ_IDLE_SECONDS)
     assert reader.is_alive() and got == []  # still open, nothing sent
     after, _ = put(kvs_endpoint, "idle", live_stream)
-    wait_until(lambda: len(got) == len(after.persisted))
+    until(lambda: len(got) == len(after.persisted))
     assert [f.fragment_number for f in got] == after.persisted
     assert not set(before.persisted) & {f.fragment_number for f in got}
     reader.join(2 * READ_IDLE_SECONDS)
@@ -428,7 +422,7 @@ def test_getmedia_connections_per_stream_are_limited_to_three(kvs_endpoint, live
             assert exc.response["Error"]["Code"] in ("ConnectionLimitExceededException", "ClientLimitExceededException")
             return False
 
-    wait_until(one_more)
+    until(one_more)
     for payload in [*open_, other]:
         shut(payload)
 

@@ -34,6 +34,7 @@ import pytest
 from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, video_positions
+from support.poll import until
 from support.worker_stack import OUTCOMES, SUMMARY_WORDS, Background, since
 from worker.frames import Watermark
 from worker.leases import LeaseTable
@@ -87,13 +88,6 @@ def worker_id(worker: Background) -> str:
     return re.search(r"fleet worker (\S+):", line)[1]
 
 
-def wait(condition, what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.2)
-
-
 def summaries(stderr: str, stream: str) -> Counter:
     """The counters of every pipeline this worker ran on `stream` (one summary line each), added up; each adds up."""
     total: Counter = Counter()
@@ -138,7 +132,7 @@ def takeover(media, kinase_home, clip, interrupt) -> None:
             b = fleet.worker("b")
             worker_id(b)
             putter.start()
-            wait(lambda: proxy.forwarded["sqs"] >= 3, "the first owner delivers")
+            until(lambda: proxy.forwarded["sqs"] >= 3, "the first owner delivers", timeout=240)
             new_owner = b
 
             def taken() -> None:
@@ -148,7 +142,7 @@ def takeover(media, kinase_home, clip, interrupt) -> None:
             start = resumed_from(b, fleet.stream)
             a.wait_for(lambda line: re.search(rf"lease on {fleet.stream} (ended on our clock|not renewed|lost to another worker)", line))
             queue_b = fleet.queues["b"]
-            wait(
+            until(
                 lambda: (
                     int(
                         media.sqs.get_queue_attributes(QueueUrl=queue_b, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
@@ -158,6 +152,7 @@ def takeover(media, kinase_home, clip, interrupt) -> None:
                     >= GOP
                 ),
                 "the new owner delivers",
+                timeout=240,
             )
             put_done.set()
             putter.join(120)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import click
 import pytest
@@ -21,6 +20,7 @@ from kinase_cli.local import lock
 from kinase_cli.local.stack import cmdline
 from support.cli import KINASE, ROOT, assert_one_line_error, free_port, kinase
 from support.json_contract import envelope
+from support.poll import until
 from support.worker_stack import SHAPES_ONNX
 
 pytestmark = pytest.mark.e2e
@@ -35,10 +35,7 @@ def run_json(*args: str, command: str, env: dict | None = None, timeout: float =
 
 
 def gone(pids, timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(cmdline(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return not any(cmdline(pid) for pid in pids)
+    return until(lambda: not any(cmdline(pid) for pid in pids), f"processes {pids} gone", timeout=timeout, every=0.2)
 
 
 def warnings(stderr: str) -> list[str]:

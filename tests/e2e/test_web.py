@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 from support.browser import Browser, executable
 from support.cli import KINASE, ROOT, assert_one_line_error, kinase
 from support.messages import frame
+from support.poll import until
 from worker.metrics import NAMESPACE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -236,9 +236,7 @@ def test_open_hands_the_printed_url_to_the_default_browser(fresh, tmp_path):
     browser.chmod(0o755)
     watch = WebWatch("--open", env={**os.environ, "BROWSER": str(browser)})
     try:
-        deadline = time.monotonic() + 120
-        while not opened.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        until(opened.exists, "$BROWSER called", timeout=120, every=0.2)
         assert opened.read_text().splitlines() == [watch.url]
         assert urllib.request.urlopen(watch.url, timeout=30).status == 200
     finally:

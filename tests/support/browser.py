@@ -17,6 +17,7 @@ from itertools import count
 from pathlib import Path
 
 from support.cli import free_port
+from support.poll import until
 
 FLAGS = [
     "--headless",
@@ -87,14 +88,7 @@ class Browser:
 
     def wait_for(self, expression: str, timeout: float = 60):
         """Poll until the expression is truthy; returns its value (conditions, never fixed sleeps)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for: {expression}")
-            time.sleep(0.1)
+        return until(lambda: self.evaluate(expression), expression, timeout=timeout)
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]

@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from botocore.exceptions import ReadTimeoutError
 
 from infra import naming
 from support.cli import ROOT, free_port
+from support.poll import until
 from worker import mkv
 
 READ_IDLE_SECONDS = 2.0  # `fragments` stops reading after this long without a byte (the service never ends the response)
@@ -88,15 +88,18 @@ def endpoint(home: Path, *flags: str) -> Iterator[KvsEndpoint]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://localhost:{port}"
+
+    def healthy() -> bool:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return True
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(log_path.read_text()) from None
+            return False
+
     try:
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(log_path.read_text()) from None
-                time.sleep(0.05)
+        until(healthy, lambda: f"{url}/health answered:\n{log_path.read_text()}", timeout=60, every=0.05)
         (home / "local").mkdir(exist_ok=True)
         (home / "local" / "state.json").write_text(
             json.dumps(

@@ -11,15 +11,13 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from support.cli import KINASE, ROOT
-
-POLLS = 600  # screen captures 0.1 s apart before a wait gives up
+from support.poll import until
 
 
 class Terminal:
@@ -41,13 +39,13 @@ class Terminal:
 
     def wait_for(self, *patterns: str) -> str:
         """The screen once it matches every pattern (a capture can land mid-redraw, so poll for all of them)."""
-        text = ""
-        for _ in range(POLLS):
-            text = self.screen()
-            if all(re.search(p, text) for p in patterns):
-                return text
-            time.sleep(0.1)
-        raise AssertionError(f"{patterns!r} never all appeared on screen:\n{text}")
+        seen = [""]
+
+        def matched() -> str | None:
+            seen[0] = self.screen()
+            return seen[0] if all(re.search(p, seen[0]) for p in patterns) else None
+
+        return until(matched, lambda: f"{patterns!r} all on screen:\n{seen[0]}", timeout=90)
 
 
 @contextmanager

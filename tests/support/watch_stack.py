@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
+
+from support.poll import until
 
 
 @dataclass
@@ -65,14 +66,16 @@ class Stack:
         gives what it cannot handle a short visibility timeout) and are drained then.
         """
         sqs = self.client("sqs")
-        for _ in range(120):
+
+        def drained() -> bool:
             if self.depth(self.queue) == (0, 0) and self.depth(self.dlq) == (0, 0):
-                return
+                return True
             for url in (self.queue, self.dlq):
                 got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
                 if got:
                     sqs.delete_message_batch(
                         QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
                     )
-            time.sleep(0.25)
-        raise AssertionError(f"queues did not drain: {self.depth(self.queue)} {self.depth(self.dlq)}")
+            return False
+
+        until(drained, lambda: f"queues drained: {self.depth(self.queue)} {self.depth(self.dlq)}", timeout=60, every=0.25)

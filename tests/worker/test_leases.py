@@ -21,7 +21,8 @@ from moto.server import ThreadedMotoServer
 
 from kinase_cli.local.moto_server import make_dynamodb_writes_atomic
 from support.cli import free_port
-from worker import contract
+from support.poll import until
+from worker import contract, layout
 from worker.frames import Frame
 from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.metrics import Metrics
@@ -514,13 +515,6 @@ def kvs_frame(fragment: str, offset: int, live: bool = False) -> Frame:
     )
 
 
-def wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
-
 def test_nothing_is_sent_once_the_fence_shuts_and_what_was_in_flight_is_released():
     from worker.checkpoint import Ledger
     from worker.sinks import Delivery
@@ -533,12 +527,12 @@ def test_nothing_is_sent_once_the_fence_shuts_and_what_was_in_flight_is_released
         client, client, bucket="b", queue_url="q", stream_name="cam-a", model="m", ledger=ledger, metrics=metrics, fence=lambda: open_[0]
     )
     delivery.submit(kvs_frame("100", 0), [], 1.0)
-    wait_until(lambda: metrics.totals["FramesDelivered"] == 1)
+    until(lambda: metrics.totals["FramesDelivered"] == 1, "the frame in flight delivered", every=0.01)
     open_[0] = False  # the lease's belief ends
     for offset in (1, 2, 3):
         delivery.submit(kvs_frame("100", offset), [], 1.0)
     assert delivery.close(30)
-    key = contract.frame_key(contract.frame_id("cam-a", kvs_frame("100", 0).source))
+    key = layout.frame_key(contract.frame_id("cam-a", kvs_frame("100", 0).source))
     assert client.sent == [("s3", key), ("sqs", key)], "nothing reaches S3 or SQS after the belief ended"
     assert (metrics.totals["FramesDelivered"], metrics.totals["FramesReleased"], metrics.totals["FramesUnfinished"]) == (1, 3, 0)
 
