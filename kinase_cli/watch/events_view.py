@@ -36,7 +36,9 @@ def header(stats: EventStats, queue_name: str) -> Table:
         types = format_detections(stats.types)
         invalid = stats.invalid
         reasons = ", ".join(f"{k}×{n}" for k, n in stats.invalid_reasons.most_common(3))
-        queue_line = f"{depth(stats.queue_depth)} waiting, {depth(stats.in_flight)} in flight   DLQ {depth(stats.dlq_depth)}"
+        queue_line = f"{depth(stats.queue_depth)} waiting, {depth(stats.in_flight)} in flight"
+        if stats.dlq_depth is not None:  # known when the stack names the events dead-letter queue
+            queue_line += f"   DLQ {stats.dlq_depth}"
         connection, notice = stats.connection, stats.notice
     extra = "".join(f"  {label} {n}" for label, n in (("alerts", alerts), ("filtered out", filtered), ("duplicates", duplicates)) if n)
     grid.add_row("events", f"{events}  ({stats.fps():.1f}/s){extra}")

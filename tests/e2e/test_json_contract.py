@@ -55,6 +55,7 @@ COVERED_ELSEWHERE = {
     "destroy": "tests/e2e/test_local_e2e.py::test_second_environment_deploys_and_destroys_cleanly",
     "demo": "tests/e2e/test_demo.py::test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth",
     "rules check": "tests/e2e/test_rules_cli.py::test_check_lists_every_error_on_its_own_line_and_fails",
+    "events": "tests/e2e/test_events.py::test_json_lines_one_per_event_duplicates_once_invalid_counted_and_left",
     **dict.fromkeys(
         ("rules apply", "rules show"), "tests/e2e/test_rules_cli.py::test_apply_show_versions_and_an_invalid_apply_changes_nothing"
     ),
