@@ -10,6 +10,7 @@ from kinase_cli.commands import (
     image,
     local,
     logs,
+    notify,
     rules,
     stacks,
     status,
@@ -18,4 +19,4 @@ from kinase_cli.commands import (
     watch,
 )
 
-COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, events, dlq, rules, logs, status, cost, bootstrap)
+COMMAND_MODULES = (demo, local, stacks, stream, fleet, image, tasks, watch, events, notify, dlq, rules, logs, status, cost, bootstrap)

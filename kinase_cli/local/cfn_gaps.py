@@ -10,6 +10,8 @@ a complete revision is registered from the deployed template. It creates the Far
 service without network or deployment configuration (launch type EC2), and skips Application Auto
 Scaling's scalable targets and policies; the service is created again as the template says, and
 the scaling of both fleet services (the GPU one with `deploy --gpu`) is registered through the API.
+It skips SNS subscriptions and topic and queue policies: the events queue is subscribed to the events
+topic through the API (moto enforces no policies, so none is needed for the delivery).
 """
 
 from __future__ import annotations
@@ -36,8 +38,18 @@ def after_deploy(target: Target, values: dict[str, str]) -> None:
         pass
     if values.get("VpcId"):
         target.client("ec2").modify_vpc_attribute(VpcId=values["VpcId"], EnableDnsHostnames={"Value": True})
+    if values.get("EventsTopicArn"):
+        _subscribe_events_queue(target, values["EventsTopicArn"], values["EventsQueueUrl"])
     if values.get("TaskDefinitionFamily"):
         _complete_task_definition(target, values)
+
+
+def _subscribe_events_queue(target: Target, topic_arn: str, queue_url: str) -> None:
+    """The events queue's subscription to the topic, with raw delivery (AWS::SNS::Subscription); subscribing again is a no-op."""
+    arn = target.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    target.client("sns").subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}, ReturnSubscriptionArn=True
+    )
 
 
 def _complete_task_definition(target: Target, values: dict[str, str]) -> None:
