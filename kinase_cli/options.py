@@ -6,7 +6,7 @@ import functools
 import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -124,7 +124,7 @@ class WorkerRun:
     """What a run's worker options gave: setting values by field (only those given), `-e` items, and --gpu;
     `kinase_cli/workflows/worker_env.build` turns it into the worker's environment."""
 
-    values: dict[str, object]
+    values: dict[str, object] = field(default_factory=dict)
     env_vars: tuple[str, ...] = ()
     gpu: bool = False
 
@@ -180,7 +180,7 @@ def with_worker_options(*, fleet: bool, gpu_help: str) -> Callable[[Callable], C
         @functools.wraps(command)
         def run(**kwargs):
             values = {s.field: kwargs.pop(f"setting_{s.field}") for s in settings}
-            given = {field: value for field, value in values.items() if value is not None}
+            given = {name: value for name, value in values.items() if value is not None}
             worker = WorkerRun(given, tuple(kwargs.pop("env_vars") or ()), kwargs.pop("gpu"))
             return command(**kwargs, worker=worker)
 

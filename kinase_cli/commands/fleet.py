@@ -57,7 +57,7 @@ def _report(command: str, result: dict, json_: bool) -> None:
 )
 def up(
     workers: Annotated[int, typer.Option("--workers", "-n", min=1, help="How many workers to start.")] = 1,
-    worker: WorkerRun = WorkerRun({}),
+    worker: WorkerRun = WorkerRun(),  # the options of with_worker_options
     json_: Json = False,
     *,
     target: Target,

@@ -61,7 +61,7 @@ def run_task(
         Optional[str],
         typer.Option("--source", help="Read a file path, http(s)://, rtsp:// or s3://bucket/key instead of a stream.", show_default=False),
     ] = None,
-    worker: WorkerRun = WorkerRun({}),
+    worker: WorkerRun = WorkerRun(),  # the options of with_worker_options
     count: Annotated[int, typer.Option("--count", min=1, max=MAX_COUNT, help="Number of tasks.")] = 1,
     cpu: Annotated[Optional[int], typer.Option("--cpu", help="Task CPU units (1024 = 1 vCPU).", show_default=False)] = None,
     memory: Annotated[Optional[int], typer.Option("--memory", help="Task memory in MiB.", show_default=False)] = None,
