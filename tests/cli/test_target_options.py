@@ -63,3 +63,22 @@ def test_flags_not_given_come_from_the_environments_last_deploy(tmp_path, monkey
     result = CliRunner().invoke(probe_app(seen), ["--env", "far"], env={"AWS_PROFILE": None, "AWS_REGION": None})
     assert result.exit_code == 0, result.output
     assert seen == [(1, Target(profile="prod-profile", region="ap-southeast-2", env="far"))]
+
+
+def test_one_name_for_the_json_option_and_for_the_target_in_every_command_module():
+    """`--json` is the parameter `json_` and a target is `target` everywhere, so a reader of one command reads them all."""
+    import ast
+    from pathlib import Path
+
+    import kinase_cli.commands
+
+    json_names = {p.name for _, c in leaf_commands(typer.main.get_command(app)) for p in c.params if "--json" in p.opts}
+    assert json_names == {"json_"}
+    misnamed = []
+    for source in sorted(Path(kinase_cli.commands.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                for arg in node.args.args + node.args.kwonlyargs:
+                    if arg.arg in ("t", "tgt") or (ast.unparse(arg.annotation or ast.Constant("")) == "Target" and arg.arg != "target"):
+                        misnamed.append(f"{source.name}:{node.name}({arg.arg})")
+    assert not misnamed
