@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from worker import aws
+from worker import aws, layout
 from worker.contract import iso
 from worker.frames import FragmentEnd, Frame, fragment_order
 from worker.metrics import Metrics
@@ -115,7 +115,7 @@ class CheckpointStore:
 
     def set_aside(self, body: bytes, data: dict | None, why: str) -> None:
         """Keep an unusable checkpoint beside the real one, warn, and report the gap it leaves."""
-        aside = self.key.removesuffix(".json") + f".set-aside-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+        aside = layout.set_aside_key(self.key, time.time())
         self.writes.write(
             lambda: self.s3.put_object(Bucket=self.bucket, Key=aside, Body=body, ContentType="application/json"),
             what=f"S3 set aside checkpoint s3://{self.bucket}/{aside}",

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import datetime, timezone
 from typing import Any
 
-from worker.settings import CHECKPOINTS_PREFIX, FRAMES_PREFIX  # noqa: F401 (the bucket's layout is a setting; readers import it here)
+from worker.layout import frame_key, safe_component
 
 SCHEMA_ID = "kinase.frame/1"
 MAX_BODY_BYTES = 256 * 1024
@@ -150,15 +149,6 @@ def parse_iso(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
-
-
-def safe_component(value: str) -> str:
-    """A key component that is stable for the same input and cannot form `..` or `/`."""
-    cleaned = _UNSAFE.sub("_", value).strip("._") or "_"
-    return cleaned[:200]
-
-
 def frame_id(stream_name: str, source: dict) -> str:
     """A frame's identity from its position: `<stream>/<creation time in ms>/<fragment>/<offset>` for
     Kinesis Video (the stream incarnation, the fragment number, the frame's offset in it),
@@ -169,11 +159,6 @@ def frame_id(stream_name: str, source: dict) -> str:
         return f"{base}/{incarnation}{safe_component(source['fragment_number'])}/{source['frame_in_fragment']:05d}"
     origin = safe_component(source["uri"].rsplit("/", 1)[-1])
     return f"{base}/{origin}/{source['frame_number']:08d}"
-
-
-def frame_key(frame_id: str) -> str:
-    """The S3 key of a frame's JPEG follows from its id, so a frame done again overwrites itself."""
-    return f"{FRAMES_PREFIX}{frame_id}.jpg"
 
 
 def build(

@@ -38,6 +38,7 @@ from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.main import quiet_libraries, stop_on_signals
 from worker.metrics import NAMESPACE
 from worker.retry import error_code
+from worker.sources.kinds import kvs_source
 
 log = logging.getLogger("kinase.worker.fleet")
 PLACEHOLDER_STREAM = "fleet"  # validates the shared settings before any stream is known
@@ -65,7 +66,7 @@ class StreamPipelines:
     def start(self, stream: str) -> None:
         from worker.pipeline import Worker
 
-        s = settings_module.load({**self.env, **settings_module.environment(source=settings_module.kvs_source(stream), stream_name=stream)})
+        s = settings_module.load({**self.env, **settings_module.environment(source=kvs_source(stream), stream_name=stream)})
         stop = threading.Event()
         fence = self.fence(stream) if self.fence else (lambda: True)
 
@@ -166,7 +167,7 @@ def main(env=None) -> int:
     env = dict(os.environ if env is None else env)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        base = settings_module.load({**env, **settings_module.environment(source=settings_module.kvs_source(PLACEHOLDER_STREAM))})
+        base = settings_module.load({**env, **settings_module.environment(source=kvs_source(PLACEHOLDER_STREAM))})
         if not base.lease_table:
             raise settings_module.SettingsError(f"{settings_module.BY_FIELD['lease_table'].name} is not set (the fleet's lease table)")
     except settings_module.SettingsError as exc:

@@ -246,7 +246,7 @@ class Worker:
         store = None
         resume = None
         incarnation = None
-        if s.source_type == "kvs":
+        if s.source_kind.resumable:
             incarnation = describe(self.session, s.kvs_stream)
             log.info("stream %s", incarnation)
         if incarnation is not None and s.checkpoint:

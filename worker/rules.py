@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from worker.layout import RULES_PREFIX
+
 SCHEMA_ID = "kinase.rules/1"
 MAX_FILE_BYTES = 1024 * 1024
 WILDCARD = "*"
@@ -51,7 +53,6 @@ MAX_CLIP_S = 300  # GetClip returns at most 200 fragments: 200-400 s at the usua
 # The store, in the environment's frames bucket (one bucket per environment): every applied version
 # stays under its number, and `current.json` holds a copy of the one in force, so a worker reads one
 # object (and, with its ETag, gets 304 Not Modified while nothing changes).
-RULES_PREFIX = "rules/"
 CURRENT_KEY = f"{RULES_PREFIX}current.json"
 VERSION_DIGITS = 6
 

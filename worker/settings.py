@@ -19,21 +19,18 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
+from worker import layout
 from worker.backends import BACKENDS
+from worker.sources.kinds import KVS_SCHEME, Kind, classify, kvs_stream
 from worker.upload import CHOICES as UPLOAD_CHOICES
 from worker.upload import parse as parse_upload
 
 IMAGE_MODELS_DIR = Path("/opt/kinase/models")  # where the worker image keeps its models (worker/Dockerfile)
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = str(IMAGE_MODELS_DIR / "yolo11n.onnx")
-KVS_SCHEME = "kvs"  # KINASE_SOURCE=kvs://STREAM reads a Kinesis Video stream
 # The frames bucket's layout: the worker writes frames and its checkpoint there and reads inputs;
 # the task role's IAM policies grant exactly these prefixes.
-FRAMES_PREFIX = "frames/"
-CHECKPOINTS_PREFIX = "checkpoints/"
-INPUTS_PREFIX = "inputs/"  # videos uploaded for a run (`kinase run-task --source FILE`); the task role may read them
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -111,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("every", "int", "1", "sampling: every N-th frame", minimum=1, flag="--every"),
     Setting("fps", "float", "0", "sampling: a target rate on the media clock (0 = off)", minimum=0.0, flag="--fps"),
     Setting("start", "choice", "NOW", "where a stream is read from when there is no usable checkpoint", choices=("NOW", "EARLIEST")),
-    Setting("checkpoint", "bool", "1", f"resume from `{CHECKPOINTS_PREFIX}<stream>.json` in the frames bucket (Kinesis Video)"),
+    Setting("checkpoint", "bool", "1", f"resume from `{layout.CHECKPOINTS_PREFIX}<stream>.json` in the frames bucket (Kinesis Video)"),
     Setting("max_frames", "int", "0", "stop after N processed frames (0 = no limit)", minimum=0),
     Setting("idle_exit", "float", "0", "stop after S seconds without new media (0 = never)", minimum=0.0),
     Setting(
@@ -228,7 +225,7 @@ def var(field: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     source: str
-    source_type: str  # the contract's source.type: kvs | file | url | s3 (worker.sources.classify)
+    source_type: str  # the contract's source.type: kvs | file | url | s3 (worker/sources/kinds.py)
     live: bool  # live sources drop old frames under overload; recorded ones process every sampled frame
     stream_name: str
     bucket: str
@@ -268,13 +265,16 @@ class Settings:
 
     @property
     def kvs_stream(self) -> str:
-        return self.source[len(KVS_SCHEME) + 3 :]
+        return kvs_stream(self.source)
+
+    @property
+    def source_kind(self) -> Kind:
+        """What the source can do (live, resumable, local: worker/sources/kinds.py)."""
+        return classify(self.source)
 
     @property
     def checkpoint_key(self) -> str:
-        from worker.contract import safe_component
-
-        return f"{CHECKPOINTS_PREFIX}{safe_component(self.stream_name)}.json"
+        return layout.checkpoint_key(self.stream_name)
 
 
 def environment(**values) -> dict[str, str]:
@@ -292,10 +292,6 @@ def _text(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(value)
     return str(value)
-
-
-def kvs_source(stream: str) -> str:
-    return f"{KVS_SCHEME}://{stream}"
 
 
 def _parse(setting: Setting, raw: str):
@@ -340,8 +336,6 @@ def resolve_model(value: str) -> str:
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    from worker.sources import classify
-
     env = os.environ if env is None else env
     values: dict = {}
     for setting in SETTINGS:
@@ -352,16 +346,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     source = values["source"]
     kind = classify(source)
     source_name = BY_FIELD["source"].name
-    if kind.name == KVS_SCHEME and not source[len(KVS_SCHEME) + 3 :]:
-        raise SettingsError(f"{source_name}={source!r} names no stream ({KVS_SCHEME}://STREAM)")
-    if kind.name == "s3":
-        parsed = urlparse(source)
-        if not parsed.netloc or not parsed.path.strip("/"):
-            raise SettingsError(f"{source_name}={source!r} is not s3://bucket/key")
-    if kind.name == "file" and not Path(source).is_file():
-        raise SettingsError(f"{source_name}={source!r}: no such file")
+    why = kind.invalid(source)
+    if why:
+        raise SettingsError(f"{source_name}={source!r}{why}")
     if not values["stream_name"]:
-        values["stream_name"] = source[len(KVS_SCHEME) + 3 :] if kind.name == KVS_SCHEME else Path(urlparse(source).path).stem or "stream"
+        values["stream_name"] = kind.default_stream(source)
     device = values["device"].lower()
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SettingsError(f"{BY_FIELD['device'].name}={device!r} must be auto, cpu or cuda")

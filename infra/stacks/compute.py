@@ -26,8 +26,9 @@ from infra.stacks.gpu import GpuWorkers
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import export_name, imported, output
 from infra.stacks.stream import stream_arn
-from worker.rules import RULES_PREFIX
-from worker.settings import CHECKPOINTS_PREFIX, DEFAULT_MODEL, FRAMES_PREFIX, INPUTS_PREFIX, environment, kvs_source
+from worker.layout import CHECKPOINTS_PREFIX, FRAMES_PREFIX, INPUTS_PREFIX, RULES_PREFIX
+from worker.settings import DEFAULT_MODEL, environment
+from worker.sources.kinds import kvs_source
 
 CONTAINER_NAME = "worker"
 TASK_CPU = naming.TASK_CPU
@@ -177,6 +178,7 @@ class ComputeStack(cdk.Stack):
                     source=kvs_source(stream_name),
                     bucket=bucket.bucket_name,
                     queue_url=queue.queue_url,
+                    events_topic_arn=events_topic_arn,
                     model=DEFAULT_MODEL,
                 ),
                 **region_environment(),
@@ -195,6 +197,7 @@ class ComputeStack(cdk.Stack):
                 env_name=env_name,
                 bucket_name=bucket.bucket_name,
                 queue_url=queue.queue_url,
+                events_topic_arn=events_topic_arn,
                 model=DEFAULT_MODEL,
                 lease_table_name=lease_table_name,
             ),
@@ -229,6 +232,7 @@ class ComputeStack(cdk.Stack):
                         source=kvs_source(stream_name),
                         bucket=bucket.bucket_name,
                         queue_url=queue.queue_url,
+                        events_topic_arn=events_topic_arn,
                         model=DEFAULT_MODEL,
                     ),
                     **region_environment(),

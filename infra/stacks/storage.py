@@ -11,8 +11,7 @@ from infra import naming
 from infra.stacks.events import EventsDelivery
 from infra.stacks.fleet import lease_table
 from infra.stacks.outputs import output
-from worker.contract import FRAMES_PREFIX
-from worker.settings import INPUTS_PREFIX
+from worker.layout import FRAMES_PREFIX, INPUTS_PREFIX
 
 FRAMES_EXPIRE_DAYS = naming.FRAMES_EXPIRE_DAYS
 # Videos `kinase run-task --source FILE` uploads under inputs/ for the worker to read.

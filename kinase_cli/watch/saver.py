@@ -18,7 +18,7 @@ from kinase_cli.ui.errors import KinaseError
 
 def destination(root: Path, key: str) -> Path:
     """Where the object `key` is saved under `root`; raises KinaseError if it would not be inside it."""
-    from worker.contract import FRAMES_PREFIX, safe_component
+    from worker.layout import FRAMES_PREFIX, safe_component
 
     if key.startswith(FRAMES_PREFIX):
         key = key[len(FRAMES_PREFIX) :]

@@ -37,6 +37,7 @@ from kinase_cli.workflows import streams as streams_workflow
 from kinase_cli.workflows import worker_env
 from worker import settings as worker_settings
 from worker.contract import iso
+from worker.sources.kinds import kvs_source
 
 STOP_TIMEOUT_S = 60  # a worker flushes and checkpoints every stream, then releases its leases (Fargate allows 30 s)
 FLEET_ENTRY = "worker.fleet"
@@ -508,8 +509,8 @@ def _task_host(task: dict) -> str | None:
 def refuse_one_off(target: Target, settings: dict[str, str], outputs, count: int) -> None:
     """`run-task` on a Kinesis Video stream: one task, and only on a stream no fleet worker holds,
     so no stream is read twice (and Kinesis Video allows only 3 GetMedia connections per stream)."""
-    source = settings.get(worker_settings.BY_FIELD["source"].name) or worker_settings.kvs_source(outputs["StreamName"])
-    prefix = worker_settings.kvs_source("")
+    source = settings.get(worker_settings.BY_FIELD["source"].name) or kvs_source(outputs["StreamName"])
+    prefix = kvs_source("")
     if not source.startswith(prefix):
         return
     stream = source[len(prefix) :]

@@ -17,7 +17,7 @@ from kinase_cli.aws.outputs import StackOutputs
 from kinase_cli.aws.target import Target
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
-from worker.settings import INPUTS_PREFIX
+from worker.layout import INPUTS_PREFIX
 
 _BUCKET_ARN = re.compile(r":s3:::([^/\"]+)/\*")
 

@@ -96,11 +96,10 @@ def _gaps(target, bucket: str, stream: str) -> list[dict]:
     """The media gaps the stream's worker reported (kept in its checkpoint record), newest last."""
     import json
 
-    from worker.contract import safe_component
-    from worker.settings import CHECKPOINTS_PREFIX
+    from worker.layout import checkpoint_key
 
     try:
-        body = target.client("s3").get_object(Bucket=bucket, Key=f"{CHECKPOINTS_PREFIX}{safe_component(stream)}.json")["Body"].read()
+        body = target.client("s3").get_object(Bucket=bucket, Key=checkpoint_key(stream))["Body"].read()
         record = json.loads(body)
     except Exception as exc:  # botocore ClientError, or a record that is not JSON
         if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket") or isinstance(exc, ValueError):

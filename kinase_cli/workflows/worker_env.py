@@ -10,6 +10,7 @@ from kinase_cli.aws import taskdef
 from kinase_cli.options import WorkerRun, check_source
 from kinase_cli.ui.errors import KinaseError
 from worker import settings as worker
+from worker.sources.kinds import kvs_source
 
 ENV_VAR_EXAMPLE = f"-e {worker.BY_FIELD['classes'].name}=person,car"
 
@@ -21,7 +22,7 @@ def build(run: WorkerRun, *, local: bool, stream: str | None = None, source: str
         raise KinaseError("--stream and --source are exclusive", "name a Kinesis Video stream or give a source URI, not both")
     values = dict(run.values)
     if stream:
-        values.update(source=worker.kvs_source(stream), stream_name=stream)
+        values.update(source=kvs_source(stream), stream_name=stream)
     if source:
         check_source(source)
         # run-task uploads a local file to the frames bucket's inputs/ and runs on that object (workflows/inputs.py).

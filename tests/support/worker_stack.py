@@ -24,7 +24,7 @@ from pathlib import Path
 import boto3
 
 from support.cli import ROOT
-from worker import contract
+from worker import contract, layout
 from worker import settings as worker_settings
 
 MODELS = ROOT / "models"
@@ -114,7 +114,7 @@ class Media:
 
     def checkpoint(self, target: Target) -> dict | None:
         try:
-            body = self.s3.get_object(Bucket=target.bucket, Key=f"{worker_settings.CHECKPOINTS_PREFIX}{target.stream}.json")["Body"].read()
+            body = self.s3.get_object(Bucket=target.bucket, Key=layout.checkpoint_key(target.stream))["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             return None
         return json.loads(body)
@@ -142,7 +142,7 @@ def accounted(counts: dict) -> dict:
 
 def frame_ids(messages: list[dict]) -> list[str]:
     """The frame ids of these messages; each must give the S3 key its message names."""
-    assert all(m["key"] == contract.frame_key(m["frame_id"]) for m in messages)
+    assert all(m["key"] == layout.frame_key(m["frame_id"]) for m in messages)
     return [m["frame_id"] for m in messages]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from support.messages import frame
-from worker import contract
+from worker import contract, layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,11 +49,11 @@ def test_frame_id_is_the_position_and_the_key_follows_from_it():
 
 
 def test_keys_cannot_escape():
-    hostile = contract.frame_key(contract.frame_id("../../etc", {"type": "file", "uri": "/x/../../passwd", "frame_number": 7}))
+    hostile = layout.frame_key(contract.frame_id("../../etc", {"type": "file", "uri": "/x/../../passwd", "frame_number": 7}))
     assert ".." not in hostile.split("/") and not hostile.startswith("/")
-    assert hostile.startswith(contract.FRAMES_PREFIX)
+    assert hostile.startswith(layout.FRAMES_PREFIX)
     arn = {**SOURCE, "stream_arn": "../..", "fragment_number": "../../x"}
-    assert ".." not in contract.frame_key(contract.frame_id("..", arn)).split("/")
+    assert ".." not in layout.frame_key(contract.frame_id("..", arn)).split("/")
 
 
 def test_a_message_without_frame_id_still_parses():

@@ -29,6 +29,7 @@ from botocore.config import Config
 from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, decode
+from worker import layout
 from support.worker_stack import OUTCOMES, Background, accounted, frame_ids, metrics_lines, since, summary
 from worker.checkpoint import CheckpointStore
 from worker.leases import LeaseCheckpointStore, LeaseTable
@@ -340,7 +341,7 @@ def test_the_s3_checkpoint_store_outlasts_an_outage_longer_than_its_old_limit(me
     with FaultProxy(media.aws_endpoint) as proxy:
         s3 = media.session.client("s3", endpoint_url=proxy.url, config=Config(retries={"mode": "standard", "max_attempts": 1}))
         metrics = Metrics("cam-b", out=io.StringIO())
-        store = CheckpointStore(s3, target.bucket, "checkpoints/cam-b.json", "cam-b", "kvs://cam-b", incarnation, metrics)
+        store = CheckpointStore(s3, target.bucket, layout.checkpoint_key("cam-b"), "cam-b", "kvs://cam-b", incarnation, metrics)
         proxy.fail("s3", "503", count=8)
         store.save({"fragment_number": "100", "next_offset": None, "server_timestamp": None, "continuation_token": None})
         assert proxy.injected[("s3", "503")] == 8

@@ -11,7 +11,7 @@ import numpy as np
 
 from support.stages import Numbering
 from support.worker_stack import SHAPES_ONNX
-from worker import pipeline
+from worker import layout, pipeline
 from worker import settings as worker_settings
 from worker.checkpoint import CheckpointStore, Ledger
 from worker.frames import FragmentEnd, Frame
@@ -86,8 +86,8 @@ def worker(metrics: Metrics) -> pipeline.Worker:
     return w
 
 
-def test_the_shipped_stages_are_detect_then_deliver():
-    assert STAGES == ["worker.stages.detect:Detect", "worker.stages.deliver:Deliver"]
+def test_the_shipped_stages_begin_with_detect_and_end_with_deliver():
+    assert (STAGES[0], STAGES[-1]) == ("worker.stages.detect:Detect", "worker.stages.deliver:Deliver")
 
 
 def test_a_stage_changes_detections_attaches_data_for_delivery_and_checkpoints_its_state_at_each_fragment_end():
@@ -131,7 +131,7 @@ def test_a_stage_changes_detections_attaches_data_for_delivery_and_checkpoints_i
 def test_stages_without_state_add_nothing_to_the_checkpoint():
     metrics, store = Metrics("cam-1", out=io.StringIO()), MemoryStore()
     ledger = Ledger(store, metrics, position={"fragment_number": "90", "next_offset": None})
-    stages = Stages(Context(worker(metrics).settings, metrics, TwoBoxes(), Delivery(ledger)))
+    stages = Stages(Context(worker(metrics).settings, metrics, TwoBoxes(), Delivery(ledger)), [PATHS[0], PATHS[-1]])
     assert stages.snapshot() == {}
     ledger.fragment_end(FragmentEnd("100", {"fragment_number": "100", "next_offset": None}), stages.snapshot())
     assert store.saved == [{"fragment_number": "100", "next_offset": None}]
@@ -141,7 +141,9 @@ def test_the_s3_checkpoint_store_keeps_the_stages_state():
     incarnation = Incarnation(ARN, "2023-11-14T22:13:20Z")
     s3 = MemoryS3()
     stores = [
-        CheckpointStore(s3, "frames", "checkpoints/cam-1.json", "cam-1", "kvs://cam-1", incarnation, Metrics("cam-1", out=io.StringIO()))
+        CheckpointStore(
+            s3, "frames", layout.checkpoint_key("cam-1"), "cam-1", "kvs://cam-1", incarnation, Metrics("cam-1", out=io.StringIO())
+        )
         for _ in range(2)
     ]
     stores[0].save({"fragment_number": "100", "next_offset": None, "stages": {"numbering": {"next": 5}}})

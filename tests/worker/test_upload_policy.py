@@ -10,7 +10,7 @@ import pytest
 from kinase_cli.workflows.samples import shapes_video
 from support.messages import frame
 from support.worker_stack import metrics_lines, run_worker, summary
-from worker import contract
+from worker import contract, layout
 from worker import settings as worker_settings
 from worker.upload import UploadPolicy, parse
 
@@ -55,7 +55,7 @@ def test_every_n_uploads_every_nth_frame_and_messages_every_frame(media, tmp_pat
     assert [m["frame_index"] for m in messages] == list(range(9))
     uploaded = [m["key"] for m in messages if m["key"] is not None]
     assert [m["frame_index"] for m in messages if m["key"] is not None] == [0, 3, 6]
-    assert media.keys(target.bucket, contract.FRAMES_PREFIX) == sorted(uploaded)
+    assert media.keys(target.bucket, layout.FRAMES_PREFIX) == sorted(uploaded)
     assert all(m["detections_count"] == len(m["summary"]) > 0 for m in messages)  # not uploaded, still detected
     counts = summary(run.stderr)
     assert counts["delivered"] == 9
@@ -77,4 +77,4 @@ def test_none_uploads_nothing(media, tmp_path):
 
     assert run.returncode == 0, run.stderr
     assert [m["key"] for m in media.messages(target.queue_url, expect=4)] == [None] * 4
-    assert media.keys(target.bucket, contract.FRAMES_PREFIX) == []
+    assert media.keys(target.bucket, layout.FRAMES_PREFIX) == []

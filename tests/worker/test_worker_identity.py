@@ -19,6 +19,7 @@ from botocore.httpsession import URLLib3Session
 
 from kinase_cli.aws.kvs_put import PutMediaSession, remux
 from kinase_cli.workflows.samples import shapes_video
+from worker import layout
 from support.worker_stack import Background, accounted, frame_ids, run_worker, summary
 from worker import settings as worker_settings
 from worker.pipeline import Worker
@@ -116,7 +117,7 @@ def test_checkpoint_of_another_stream_incarnation_is_set_aside_and_the_gap_repor
     assert not set(frame_ids(messages)) & old_ids  # fragment numbers may repeat across incarnations; frame ids do not
     counts = accounted(summary(rerun.stderr))
     assert (counts["gaps"], counts["delivered"]) == (1, 30)
-    aside = [k for k in media.keys(target.bucket, "checkpoints/") if ".set-aside-" in k]
+    aside = [k for k in media.keys(target.bucket, layout.CHECKPOINTS_PREFIX) if layout.is_set_aside(k)]
     assert len(aside) == 1
     assert json.loads(media.s3.get_object(Bucket=target.bucket, Key=aside[0])["Body"].read())["stream_arn"] == old_arn
     assert media.checkpoint(target)["stream_arn"] == new_arn
@@ -129,7 +130,7 @@ def test_a_checkpoint_from_before_positions_is_set_aside(media, tmp_path):
     target = media.fresh(with_stream=True)
     fragments = media.put(target.stream, video).acks.persisted
     legacy = {"version": 1, "source": f"kvs://{target.stream}", "fragment_number": fragments[0], "last_frame_time": 4e9}
-    media.s3.put_object(Bucket=target.bucket, Key=f"checkpoints/{target.stream}.json", Body=json.dumps(legacy).encode())
+    media.s3.put_object(Bucket=target.bucket, Key=layout.checkpoint_key(target.stream), Body=json.dumps(legacy).encode())
 
     run = run_worker(media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", idle_exit=2))
 

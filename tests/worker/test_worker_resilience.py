@@ -17,6 +17,7 @@ import pytest
 
 from kinase_cli.aws.kvs_put import PutMediaSession, remux
 from kinase_cli.workflows.samples import shapes_video
+from worker import layout
 from support.worker_stack import Background, accounted, frame_ids, run_worker, summary
 from worker.contract import parse_iso
 
@@ -102,7 +103,7 @@ def test_a_checkpoint_older_than_the_retention_is_set_aside_and_the_gap_reported
     expired = str(int(fragments[0]) - 1000).zfill(len(fragments[0]))
     media.s3.put_object(
         Bucket=target.bucket,
-        Key=f"checkpoints/{target.stream}.json",
+        Key=layout.checkpoint_key(target.stream),
         Body=json.dumps({**checkpoint, "fragment_number": expired, "continuation_token": expired, "next_offset": None}),
     )
 
@@ -265,7 +266,7 @@ def test_kinase_status_shows_the_gaps_the_worker_reported(media, deployed_stack,
 
     stream, bucket = deployed_stack["StreamName"], deployed_stack["FramesBucketName"]
     queue = media.sqs.create_queue(QueueName="status-gaps")["QueueUrl"]
-    key = f"checkpoints/{stream}.json"
+    key = layout.checkpoint_key(stream)
     info = media.kvs.describe_stream(StreamName=stream)["StreamInfo"]
     expired = "91343852333181432392682062000000000000000000000"  # before anything the endpoint ever numbered
     media.s3.put_object(

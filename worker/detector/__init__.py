@@ -244,7 +244,7 @@ def for_settings(s: Settings) -> Detector:
     calibrates on the first frames of a file source."""
     from worker.detector.calibration import frames
 
-    path = s.calibration or (s.source if s.backend in INT8_FILES and s.source_type == "file" else "")
+    path = s.calibration or (s.source if s.backend in INT8_FILES and s.source_kind.local else "")
     return load(
         s.model,
         imgsz=s.imgsz,

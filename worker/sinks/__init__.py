@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from worker import contract
+from worker import contract, layout
 from worker.checkpoint import Ledger
 from worker.frames import Frame
 from worker.metrics import Metrics
@@ -151,7 +151,7 @@ class Delivery:
         """Hand one processed frame to the first sink; blocks while it is full."""
         self.ledger.submitted(frame)
         frame_id = contract.frame_id(self.stream_name, frame.source)
-        result = Result(frame, detections, inference_ms, frame_id=frame_id, key=contract.frame_key(frame_id), extra=extra or {})
+        result = Result(frame, detections, inference_ms, frame_id=frame_id, key=layout.frame_key(frame_id), extra=extra or {})
         with self._lock:
             self._in_flight[frame_id] = frame.read_at
         self._head(result)

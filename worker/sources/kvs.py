@@ -56,6 +56,7 @@ from worker.sampling import Sampler
 from worker.settings import var
 from worker.sources import incarnation as incarnations
 from worker.sources.errors import SourceError
+from worker.sources.kinds import kvs_source
 
 log = logging.getLogger("kinase.worker.source")
 
@@ -147,7 +148,7 @@ class KvsSource:
     ):
         self.session = session
         self.stream = stream
-        self.uri = f"kvs://{stream}"
+        self.uri = kvs_source(stream)
         self.selector = start_selector(start, resume)
         self.seen = Watermark.from_checkpoint(resume)
         self.incarnation = getattr(incarnation, "arn", incarnation)  # an Incarnation or its ARN
@@ -521,3 +522,21 @@ class KvsSource:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:  # already closed by the other side
                 pass
+
+
+def open_kvs(settings, session, s3, sampler: Sampler, metrics: Metrics, stop: threading.Event, resume=None, incarnation=None) -> KvsSource:
+    """A Kinesis Video stream, from the checkpoint `resume` when there is one (worker/sources/kinds.py: its opener)."""
+    return KvsSource(
+        session,
+        settings.kvs_stream,
+        start=settings.start,
+        resume=resume,
+        sampler=sampler,
+        metrics=metrics,
+        stop=stop,
+        idle_exit=settings.idle_exit,
+        max_lag=settings.max_lag,
+        read_timeout=settings.read_timeout,
+        give_up_after=settings.give_up_after,
+        incarnation=incarnation,
+    )

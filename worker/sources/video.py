@@ -21,6 +21,7 @@ from worker.frames import Frame
 from worker.metrics import Metrics
 from worker.sampling import Sampler
 from worker.sources.errors import SourceError
+from worker.sources.kinds import classify
 
 log = logging.getLogger("kinase.worker.source")
 
@@ -90,3 +91,16 @@ def download(s3, uri: str) -> str:
         raise SourceError(str(exc)) from None
     log.info("downloaded %s (%d bytes)", uri, os.path.getsize(path))
     return path
+
+
+def open_video(
+    settings, session, s3, sampler: Sampler, metrics: Metrics, stop: threading.Event, resume=None, incarnation=None
+) -> VideoSource:
+    """A file or URL (worker/sources/kinds.py: its opener)."""
+    kind = classify(settings.source)
+    return VideoSource(settings.source, kind.name, sampler, metrics, stop, live=kind.live)
+
+
+def open_s3(settings, session, s3, sampler: Sampler, metrics: Metrics, stop: threading.Event, resume=None, incarnation=None) -> VideoSource:
+    """An S3 object, downloaded first (worker/sources/kinds.py: its opener)."""
+    return VideoSource(settings.source, classify(settings.source).name, sampler, metrics, stop, path=download(s3, settings.source))
