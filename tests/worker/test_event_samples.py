@@ -10,11 +10,13 @@ from pathlib import Path
 import av
 import pytest
 
-from kinase_cli.workflows.event_samples import DWELL_S, LINE_X, RULES, ZONE, events_video
+from kinase_cli.workflows.event_samples import DWELL_S, LINE_X, RULES, ZONE, events_video, tally
 from support.worker_stack import SHAPES_ONNX
 from worker import detector as detectors
 from worker import rules
 from worker.detector.accuracy import iou
+from worker.events.analysis import FrameInfo, StreamAnalyser
+from worker.events.tracking import StreamTracker
 
 RULES_FILE = Path(__file__).parents[1] / "support" / "events.rules.yaml"
 
@@ -114,25 +116,69 @@ def test_the_rules_file_is_the_videos_rules():
     assert doc == RULES
 
 
+@pytest.fixture(scope="module")
+def detections(video, tmp_path_factory) -> list[list[dict]]:
+    """The worker's detector on every frame of the video: the ONNX shapes model at 320, conf 0.25 (its defaults)."""
+    detector = detectors.load(str(SHAPES_ONNX), imgsz=320, backend="onnxruntime", cache_dir=tmp_path_factory.mktemp("models"))
+    with av.open(str(video.path)) as container:
+        return [detector.detect(frame.to_ndarray(format="bgr24"))[0] for frame in container.decode(video=0)]
+
+
 @pytest.mark.slow
-def test_shapes_model_finds_every_object_in_every_frame_with_its_class(video, tmp_path):
-    """At the worker's settings (conf 0.25, the ONNX model at 320). Another class on the same object comes
-    weaker than the right one (a tracker matches the stronger), and nothing is found where no object is."""
-    detector = detectors.load(str(SHAPES_ONNX), imgsz=320, backend="onnxruntime", cache_dir=tmp_path)
+def test_shapes_model_finds_every_object_in_every_frame_with_its_class(video, detections):
+    """Another class on the same object comes weaker than the right one, and nothing is found where no object is."""
+    assert len(detections) == len(video.frames)
     objects = found = 0
     wrong: list = []
-    with av.open(str(video.path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            detections, _ = detector.detect(frame.to_ndarray(format="bgr24"))
-            truth = video.frames[i]
-            for t in truth:
-                on_it = [d for d in detections if iou(d["bbox"], t["bbox"]) >= 0.5]
-                right = max((d["conf"] for d in on_it if d["class"] == t["class"]), default=0.0)
-                objects, found = objects + 1, found + (right > 0)
-                wrong += [(i, t["actor"], d["class"], d["conf"], right) for d in on_it if d["class"] != t["class"] and d["conf"] >= right]
-            stray = [d for d in detections if not any(iou(d["bbox"], t["bbox"]) >= 0.5 for t in truth)]
-            assert not stray, (i, stray)
-    print(f"detection rate {found}/{objects} objects in {i + 1} frames")
-    assert i + 1 == len(video.frames)
+    for i, (found_here, truth) in enumerate(zip(detections, video.frames)):
+        for t in truth:
+            on_it = [d for d in found_here if iou(d["bbox"], t["bbox"]) >= 0.5]
+            right = max((d["conf"] for d in on_it if d["class"] == t["class"]), default=0.0)
+            objects, found = objects + 1, found + (right > 0)
+            wrong += [(i, t["actor"], d["class"], d["conf"], right) for d in on_it if d["class"] != t["class"] and d["conf"] >= right]
+        stray = [d for d in found_here if not any(iou(d["bbox"], t["bbox"]) >= 0.5 for t in truth)]
+        assert not stray, (i, stray)
+    print(f"detection rate {found}/{objects} objects in {len(detections)} frames")
     assert found == objects
     assert not wrong
+
+
+def analyse(video, detections, every: int = 1) -> tuple[list[dict], dict, list[list[dict]]]:
+    """Detections -> StreamTracker -> StreamAnalyser on every `every`-th frame, as the worker samples;
+    returns the events, the final counts and each analysed frame's tracked detections (None where skipped)."""
+    tracker = StreamTracker(frame_rate=video.fps / every)
+    analyser = StreamAnalyser(rules.build(video.rules).rules_for("cam"), "cam")
+    events: list[dict] = []
+    tracked: list = [None] * len(detections)
+    width, height = video.size
+    for i in range(0, len(detections), every):
+        tracked[i] = tracker.update(detections[i], i / video.fps)
+        events += analyser.update(FrameInfo(str(i), i / video.fps, None, width, height), tracked[i])
+    return events, analyser.counts(), tracked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("every", [1, 2], ids=["every-frame", "every-2nd-frame"])
+def test_tracking_and_rules_give_exactly_the_ground_truth(video, detections, every):
+    events, counts, tracked = analyse(video, detections, every)
+
+    assert tally(events) == video.counts
+    assert counts["lines"] == video.counts["lines"]
+    assert counts["zones"] == {"bay": {"occupancy": {}}}
+    assert len({e["event_id"] for e in events}) == len(events)
+    # one track id per object, never shared: the spacing kept the tracker from swapping or splitting ids
+    ids: dict[int, set[int]] = {}
+    for i, frame in enumerate(tracked):
+        for d in frame or ():
+            if "track_id" in d:
+                (actor,) = [t["actor"] for t in video.frames[i] if t["class"] == d["class"] and iou(t["bbox"], d["bbox"]) >= 0.5]
+                ids.setdefault(actor, set()).add(d["track_id"])
+    assert sorted(ids) == [a.index for a in video.actors]
+    assert all(len(found) == 1 for found in ids.values()), ids
+    assert len(set().union(*ids.values())) == len(video.actors)
+    # each event is its object's: the crossing of the right actor, after its centre passed the line
+    for e in (e for e in events if e["type"] == "line_crossed"):
+        (actor,) = [a for a, found in ids.items() if e["track_id"] in found]
+        (expected,) = [x for x in video.events if x["actor"] == actor and x["type"] == "line_crossed"]
+        assert (e["direction"], e["class"]) == (expected["direction"], expected["class"])
+        assert int(e["frame_id"]) >= expected["frame"]
