@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import SHAPES_PT
 from worker import detector as detectors
 from worker import settings as worker_settings
@@ -116,9 +115,8 @@ def dynamic_model(tmp_path_factory):
     return YOLO(str(folder / SHAPES_PT.name)).export(format="onnx", imgsz=320, dynamic=True, simplify=True, verbose=False)
 
 
-def test_detect_batch_finds_what_detect_finds_frame_by_frame(dynamic_model, tmp_path):
-    video = tmp_path / "three.mp4"
-    shapes_video(video, frames=3, size=(320, 240), seed=31, shapes=3)
+def test_detect_batch_finds_what_detect_finds_frame_by_frame(dynamic_model, tmp_path, make_clip):
+    video = make_clip(frames=3, size=(320, 240), seed=31, shapes=3).path
     cap = cv2.VideoCapture(str(video))
     images = [cap.read()[1] for _ in range(3)]
     detector = detectors.load(dynamic_model, imgsz=320, backend="onnxruntime")
@@ -133,15 +131,14 @@ def test_detect_batch_finds_what_detect_finds_frame_by_frame(dynamic_model, tmp_
 
 
 @pytest.mark.slow
-def test_every_frame_read_is_accounted_for_when_streams_share_batches(aws_env, dynamic_model, tmp_path):
+def test_every_frame_read_is_accounted_for_when_streams_share_batches(aws_env, dynamic_model, tmp_path, make_clip):
     """Three one-stream pipelines (as the fleet runs them) share one batching detector; each stream's
     frames are all read, inferred in batches with the others' and delivered."""
     media = aws_env
     shared = BatchingDetector(detectors.load(dynamic_model, imgsz=320, backend="onnxruntime"), max_batch=3, max_wait=30.0)
     workers = []
     for i in range(3):
-        video = tmp_path / f"stream{i}.mp4"
-        shapes_video(video, frames=20, fps=15, size=(320, 240), seed=40 + i)
+        video = make_clip(frames=20, fps=15, size=(320, 240), seed=40 + i).path
         target = media.fresh()
         env = media.worker_env(target, str(video), model=dynamic_model, backend="onnxruntime")
         workers.append((Worker(worker_settings.load(env), session=media.new_session(), metrics_out=io.StringIO(), detector=shared), target))

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import Background, accounted, frame_ids, summary
 from worker.contract import parse_iso
 from worker.leases import LeaseTable
@@ -32,12 +31,10 @@ LIVE_FPS = 5  # both clips have one-second fragments: the GOP is the frame rate
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("fairness")
-    backlog, live = folder / "backlog.mp4", folder / "live.mp4"
-    shapes_video(backlog, frames=BACKLOG_FPS * BACKLOG_SECONDS, fps=BACKLOG_FPS, size=(320, 240), gop=BACKLOG_FPS, seed=7)
-    shapes_video(live, frames=LIVE_FPS * 4, fps=LIVE_FPS, size=(320, 240), gop=LIVE_FPS, seed=8)
-    return backlog, live
+def clips(make_clip) -> tuple[Path, Path]:
+    backlog = make_clip(frames=BACKLOG_FPS * BACKLOG_SECONDS, fps=BACKLOG_FPS, size=(320, 240), gop=BACKLOG_FPS, seed=7)
+    live = make_clip(frames=LIVE_FPS * 4, fps=LIVE_FPS, size=(320, 240), gop=LIVE_FPS, seed=8)
+    return backlog.path, live.path
 
 
 def lease_table(media) -> str:

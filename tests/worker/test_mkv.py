@@ -10,26 +10,23 @@ import av
 import pytest
 
 from kinase_cli.aws import kvs_put
-from kinase_cli.workflows.samples import shapes_video
 from worker import mkv
 
 
 @pytest.fixture(scope="module")
-def live_mkv(tmp_path_factory) -> bytes:
+def live_mkv(tmp_path_factory, make_clip) -> bytes:
     """A live Matroska stream (one cluster per GOP) of a generated H.264 video: 24 frames, GOP 6."""
-    path = tmp_path_factory.mktemp("mkv") / "shapes.mp4"
-    shapes_video(path, frames=24, fps=12, size=(96, 64), gop=6)
+    path = make_clip(frames=24, fps=12, size=(96, 64), gop=6).path
     chunks: list[bytes] = []
     kvs_put.remux(path, chunks.append)
     return b"".join(chunks)
 
 
 @pytest.fixture(scope="module")
-def camera_with_microphone(tmp_path_factory) -> bytes:
+def camera_with_microphone(tmp_path_factory, make_clip) -> bytes:
     """What the Kinesis Video producer SDK sends for a camera with a microphone: AAC blocks beside the H.264
     ones in the same clusters (30 video frames, GOP 15, and a 16 kHz AAC track), remuxed by `kinase stream put`."""
-    path = tmp_path_factory.mktemp("mkv") / "camera.mp4"
-    shapes_video(path, frames=30, fps=15, size=(320, 240), gop=15, audio=True)
+    path = make_clip(frames=30, fps=15, size=(320, 240), gop=15, audio=True).path
     chunks: list[bytes] = []
     stats = kvs_put.remux(path, chunks.append)
     assert (stats.audio, stats.frames) == ("aac", 30) and stats.audio_packets > 0

@@ -26,11 +26,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from kinase_cli.workflows.samples import shapes_video
 from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, decode
-from worker import layout
 from support.worker_stack import OUTCOMES, Background, accounted, frame_ids, metrics_lines, since, summary
+from worker import layout
 from worker.checkpoint import CheckpointStore
 from worker.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
@@ -45,10 +44,8 @@ QUIET_TICKS = 3  # metric lines in a row with nothing processed or delivered: th
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("outages") / "cam.mp4"
-    shapes_video(path, frames=4 * GOP, fps=FPS, size=(320, 240), gop=GOP, seed=22)
-    return path
+def clip(make_clip) -> Path:
+    return make_clip(frames=4 * GOP, fps=FPS, size=(320, 240), gop=GOP, seed=22).path
 
 
 def progress(line: str) -> dict | None:

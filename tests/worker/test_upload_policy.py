@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.messages import frame
 from support.worker_stack import metrics_lines, run_worker, summary
 from worker import contract, layout
@@ -43,9 +42,8 @@ def test_contract_accepts_a_null_key_only_as_null():
 
 
 @pytest.mark.slow
-def test_every_n_uploads_every_nth_frame_and_messages_every_frame(media, tmp_path):
-    video = tmp_path / "nine.mp4"
-    shapes_video(video, frames=9, fps=15, size=(320, 240), seed=8, shapes=2)
+def test_every_n_uploads_every_nth_frame_and_messages_every_frame(media, tmp_path, make_clip):
+    video = make_clip(frames=9, fps=15, size=(320, 240), seed=8, shapes=2).path
     target = media.fresh()
 
     run = run_worker(media.worker_env(target, str(video), upload="every:3", jpeg_quality=30))
@@ -68,9 +66,8 @@ def test_every_n_uploads_every_nth_frame_and_messages_every_frame(media, tmp_pat
 
 
 @pytest.mark.slow
-def test_none_uploads_nothing(media, tmp_path):
-    video = tmp_path / "four.mp4"
-    shapes_video(video, frames=4, fps=15, size=(320, 240), seed=9)
+def test_none_uploads_nothing(media, tmp_path, make_clip):
+    video = make_clip(frames=4, fps=15, size=(320, 240), seed=9).path
     target = media.fresh()
 
     run = run_worker(media.worker_env(target, str(video), upload="none"))

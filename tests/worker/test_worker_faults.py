@@ -16,7 +16,6 @@ import urllib3
 from botocore.awsrequest import AWSResponse
 
 from kinase_cli.aws.kvs_put import PutMediaSession, remux
-from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import accounted, run_worker, summary
 from worker import mkv
 from worker import settings as worker_settings
@@ -71,17 +70,13 @@ def keys(messages: list[dict]) -> Counter:
 
 
 @pytest.fixture
-def video(tmp_path) -> Path:
-    path = tmp_path / "faults.mp4"
-    shapes_video(path, frames=20, fps=15, size=(320, 240), seed=8)
-    return path
+def video(make_clip) -> Path:
+    return make_clip(frames=20, fps=15, size=(320, 240), seed=8).path
 
 
 @pytest.fixture
-def stream_video(tmp_path) -> Path:
-    path = tmp_path / "stream.mp4"
-    shapes_video(path, frames=45, fps=15, size=(320, 240), gop=15, seed=9)
-    return path
+def stream_video(make_clip) -> Path:
+    return make_clip(frames=45, fps=15, size=(320, 240), gop=15, seed=9).path
 
 
 def test_s3_throttled_for_a_while_loses_nothing(aws_env, video):
@@ -229,10 +224,9 @@ def test_corrupt_fragment_is_skipped_and_counted(media, stream_video):
     assert media.checkpoint(target)["fragment_number"] == fragments[2]
 
 
-def test_truncated_file_delivers_what_is_readable(media, tmp_path):
+def test_truncated_file_delivers_what_is_readable(media, tmp_path, make_clip):
+    data = make_clip(suffix=".mkv", frames=30, fps=15, size=(320, 240), seed=10).path.read_bytes()
     video = tmp_path / "cut.mkv"
-    shapes_video(video, frames=30, fps=15, size=(320, 240), seed=10)
-    data = video.read_bytes()
     video.write_bytes(data[: len(data) * 6 // 10])
     target = media.fresh()
 

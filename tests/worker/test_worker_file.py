@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import SHAPES_ONNX, SHAPES_PT, metrics_lines, run_worker, summary
 from worker.detector.accuracy import iou
 
@@ -25,10 +24,9 @@ def matches_truth(message: dict, truth: list[dict]) -> bool:
 
 
 @pytest.mark.parametrize("model", [SHAPES_ONNX, SHAPES_PT], ids=["onnx", "pt"])
-def test_file_every_frame_delivered_with_detections_matching_ground_truth(media, tmp_path, model):
+def test_file_every_frame_delivered_with_detections_matching_ground_truth(media, tmp_path, model, make_clip):
     frames = 30 if model == SHAPES_ONNX else 12
-    video = tmp_path / "shapes.mp4"
-    truth = shapes_video(video, frames=frames, fps=15, size=(320, 240), seed=3, shapes=2)
+    video, truth = make_clip(frames=frames, fps=15, size=(320, 240), seed=3, shapes=2)
     target = media.fresh()
 
     run = run_worker(media.worker_env(target, str(video), model=model))
@@ -57,9 +55,8 @@ def test_file_every_frame_delivered_with_detections_matching_ground_truth(media,
     assert {d["Name"] for d in final["_aws"]["CloudWatchMetrics"][0]["Metrics"]} >= {"FramesProcessed", "InferenceMs", "LatencyMs"}
 
 
-def test_second_run_overwrites_the_same_keys(media, tmp_path):
-    video = tmp_path / "again.mp4"
-    shapes_video(video, frames=12, fps=15, size=(320, 240), seed=4)
+def test_second_run_overwrites_the_same_keys(media, tmp_path, make_clip):
+    video = make_clip(frames=12, fps=15, size=(320, 240), seed=4).path
     target = media.fresh()
     env = media.worker_env(target, str(video))
 
@@ -73,9 +70,8 @@ def test_second_run_overwrites_the_same_keys(media, tmp_path):
 
 
 @pytest.mark.parametrize("setting,expected", [({"every": 4}, [0, 4, 8, 12]), ({"fps": 5}, [0, 3, 6, 9, 12])])
-def test_sampling_every_n_or_target_fps(media, tmp_path, setting, expected):
-    video = tmp_path / "sampled.mp4"
-    shapes_video(video, frames=15, fps=15, size=(320, 240), seed=5)
+def test_sampling_every_n_or_target_fps(media, tmp_path, setting, expected, make_clip):
+    video = make_clip(frames=15, fps=15, size=(320, 240), seed=5).path
     target = media.fresh()
 
     run = run_worker(media.worker_env(target, str(video), **setting))
@@ -85,9 +81,8 @@ def test_sampling_every_n_or_target_fps(media, tmp_path, setting, expected):
     assert summary(run.stderr)["read"] == 15
 
 
-def test_s3_object_source(media, tmp_path):
-    video = tmp_path / "upload.mp4"
-    shapes_video(video, frames=8, fps=15, size=(320, 240), seed=6)
+def test_s3_object_source(media, tmp_path, make_clip):
+    video = make_clip(frames=8, fps=15, size=(320, 240), seed=6).path
     target = media.fresh()
     media.s3.upload_file(str(video), target.bucket, "incoming/upload.mp4")
     uri = f"s3://{target.bucket}/incoming/upload.mp4"
@@ -101,9 +96,8 @@ def test_s3_object_source(media, tmp_path):
     assert all(k.startswith(f"frames/{target.stream}/upload.mp4/") for k in media.keys(target.bucket, "frames/"))
 
 
-def test_classes_filter_keeps_only_named_classes(media, tmp_path):
-    video = tmp_path / "filtered.mp4"
-    truth = shapes_video(video, frames=10, fps=15, size=(320, 240), seed=3, shapes=3)
+def test_classes_filter_keeps_only_named_classes(media, tmp_path, make_clip):
+    video, truth = make_clip(frames=10, fps=15, size=(320, 240), seed=3, shapes=3)
     wanted = truth[0][0]["class"]
     target = media.fresh()
 

@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import Background, accounted, metrics_lines, run_worker, summary
 from worker.leases import LeaseTable
 
@@ -25,9 +24,8 @@ FRAMES = 30
 
 
 @pytest.fixture(scope="module")
-def full_hd(tmp_path_factory):
-    video = tmp_path_factory.mktemp("frame-memory") / "full-hd.mp4"
-    shapes_video(video, frames=FRAMES, fps=15, size=SIZE, gop=15, seed=11)
+def full_hd(tmp_path_factory, make_clip):
+    video = make_clip(frames=FRAMES, fps=15, size=SIZE, gop=15, seed=11).path
     return video
 
 

@@ -18,9 +18,8 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
 from kinase_cli.aws.kvs_put import PutMediaSession, remux
-from kinase_cli.workflows.samples import shapes_video
-from worker import layout
 from support.worker_stack import Background, accounted, frame_ids, run_worker, summary
+from worker import layout
 from worker import settings as worker_settings
 from worker.pipeline import Worker
 
@@ -32,11 +31,10 @@ def positions(messages: list[dict]) -> list[tuple[str, int]]:
     return [(m["source"]["fragment_number"], m["source"]["frame_in_fragment"]) for m in messages]
 
 
-def test_two_overlapping_uploads_of_one_clip_are_both_processed(media, tmp_path):
+def test_two_overlapping_uploads_of_one_clip_are_both_processed(media, tmp_path, make_clip):
     """Issue 11: two non-realtime `stream put` of the same clip overlap in producer time (each is stamped
     to end when it is sent); frames are told apart by position, so every frame of both is delivered once."""
-    video = tmp_path / "clip.mp4"
-    shapes_video(video, frames=45, fps=15, size=(320, 240), gop=15, seed=21)
+    video = make_clip(frames=45, fps=15, size=(320, 240), gop=15, seed=21).path
     target = media.fresh(with_stream=True)
     first = media.put(target.stream, video)
     second = media.put(target.stream, video)
@@ -55,12 +53,10 @@ def test_two_overlapping_uploads_of_one_clip_are_both_processed(media, tmp_path)
     assert (counts["read"], counts["delivered"], counts["deduplicated"]) == (90, 90, 0)
 
 
-def test_a_producer_clock_that_jumps_back_ten_minutes_loses_nothing(media, tmp_path):
+def test_a_producer_clock_that_jumps_back_ten_minutes_loses_nothing(media, tmp_path, make_clip):
     """Issue 11: a camera whose clock ran 10 minutes fast, then was corrected: everything it sends after the
     correction is stamped before what it sent earlier. Driven through PutMedia directly, as a camera would."""
-    first_clip, second_clip = tmp_path / "before.mp4", tmp_path / "after.mp4"
-    shapes_video(first_clip, frames=30, fps=15, size=(320, 240), gop=15, seed=28)
-    shapes_video(second_clip, frames=30, fps=15, size=(320, 240), gop=15, seed=29)
+    first_clip, second_clip = (make_clip(frames=30, fps=15, size=(320, 240), gop=15, seed=seed).path for seed in (28, 29))
     target = media.fresh(with_stream=True)
     endpoint = media.kvs.get_data_endpoint(StreamName=target.stream, APIName="PUT_MEDIA")["DataEndpoint"]
     credentials = media.session.get_credentials().get_frozen_credentials()
@@ -85,12 +81,10 @@ def test_a_producer_clock_that_jumps_back_ten_minutes_loses_nothing(media, tmp_p
     assert (counts["read"], counts["delivered"]) == (60, 60)
 
 
-def test_checkpoint_of_another_stream_incarnation_is_set_aside_and_the_gap_reported(media, tmp_path):
+def test_checkpoint_of_another_stream_incarnation_is_set_aside_and_the_gap_reported(media, tmp_path, make_clip):
     """A stream deleted and created again under the same name is another stream: its old checkpoint is
     set aside with a warning, the start policy applies, the gap is reported, and new media is processed."""
-    old_clip, new_clip = tmp_path / "old.mp4", tmp_path / "new.mp4"
-    shapes_video(old_clip, frames=30, fps=15, size=(320, 240), gop=15, seed=22)
-    shapes_video(new_clip, frames=30, fps=15, size=(320, 240), gop=15, seed=23)
+    old_clip, new_clip = (make_clip(frames=30, fps=15, size=(320, 240), gop=15, seed=seed).path for seed in (22, 23))
     target = media.fresh(with_stream=True)
     env = media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", idle_exit=2)
     media.put(target.stream, old_clip)
@@ -123,10 +117,9 @@ def test_checkpoint_of_another_stream_incarnation_is_set_aside_and_the_gap_repor
     assert media.checkpoint(target)["stream_arn"] == new_arn
 
 
-def test_a_checkpoint_from_before_positions_is_set_aside(media, tmp_path):
+def test_a_checkpoint_from_before_positions_is_set_aside(media, tmp_path, make_clip):
     """A version-1 checkpoint (producer-time high-water mark) cannot say which frames were handled."""
-    video = tmp_path / "clip.mp4"
-    shapes_video(video, frames=15, fps=15, size=(320, 240), gop=15, seed=24)
+    video = make_clip(frames=15, fps=15, size=(320, 240), gop=15, seed=24).path
     target = media.fresh(with_stream=True)
     fragments = media.put(target.stream, video).acks.persisted
     legacy = {"version": 1, "source": f"kvs://{target.stream}", "fragment_number": fragments[0], "last_frame_time": 4e9}
@@ -141,21 +134,20 @@ def test_a_checkpoint_from_before_positions_is_set_aside(media, tmp_path):
     assert (counts["gaps"], counts["delivered"]) == (1, 15)
 
 
-def _stream_of_fragments(media, tmp_path, gop: int, seed: int):
+def _stream_of_fragments(media, make_clip, gop: int, seed: int):
     """A fresh stream holding 180 frames (15 fps) put in fragments of `gop` frames: the target, the
     fragment numbers, and every (fragment, frame in fragment) position a worker must deliver."""
-    video = tmp_path / "long.mp4"
-    shapes_video(video, frames=180, fps=15, size=(320, 240), gop=gop, seed=seed)
+    video = make_clip(frames=180, fps=15, size=(320, 240), gop=gop, seed=seed).path
     target = media.fresh(with_stream=True)
     fragments = media.put(target.stream, video).acks.persisted
     assert len(fragments) == 180 // gop
     return target, fragments, {(f, i) for f in fragments for i in range(gop)}
 
 
-def test_sigkill_before_the_first_complete_fragment_loses_nothing(media, tmp_path):
+def test_sigkill_before_the_first_complete_fragment_loses_nothing(media, tmp_path, make_clip):
     """Issue 11: without a checkpoint before the first complete fragment, a worker killed in that window and
     started again at NOW skipped everything put so far. The start checkpoint makes the restart resume there."""
-    target, fragments, every = _stream_of_fragments(media, tmp_path, gop=90, seed=25)
+    target, fragments, every = _stream_of_fragments(media, make_clip, gop=90, seed=25)
 
     # The fall detector (~5 frames/s here) keeps the worker inside the first 90-frame fragment for seconds.
     slow = media.worker_env(
@@ -185,12 +177,11 @@ def test_sigkill_before_the_first_complete_fragment_loses_nothing(media, tmp_pat
     assert counts["delivered"] == 180
 
 
-def test_sendmessagebatch_retried_after_a_timeout_duplicates_with_the_same_frame_id_and_counts_it(aws_env, tmp_path):
+def test_sendmessagebatch_retried_after_a_timeout_duplicates_with_the_same_frame_id_and_counts_it(aws_env, tmp_path, make_clip):
     """Issue 11: the batch reached the queue but its answer timed out; botocore sent it again. The
     duplicates carry the same frame_id (consumers deduplicate) and the metrics count them."""
     media = aws_env
-    video = tmp_path / "clip.mp4"
-    shapes_video(video, frames=20, fps=15, size=(320, 240), seed=26)
+    video = make_clip(frames=20, fps=15, size=(320, 240), seed=26).path
     target = media.fresh()
     session = media.new_session()
     timed_out = Counter()
@@ -220,9 +211,9 @@ def test_sendmessagebatch_retried_after_a_timeout_duplicates_with_the_same_frame
 
 
 @pytest.mark.parametrize("kill_after", [25, 100])
-def test_sigkill_at_any_point_loses_nothing_and_redoes_at_most_one_fragment(media, tmp_path, kill_after):
+def test_sigkill_at_any_point_loses_nothing_and_redoes_at_most_one_fragment(media, tmp_path, kill_after, make_clip):
     """Issue 11: SIGKILL mid-stream (here after the 25th and the 100th delivered frame of four 45-frame fragments)."""
-    target, fragments, every = _stream_of_fragments(media, tmp_path, gop=45, seed=27)
+    target, fragments, every = _stream_of_fragments(media, make_clip, gop=45, seed=27)
     delivered = Counter()
 
     def nth_delivery(line: str) -> bool:

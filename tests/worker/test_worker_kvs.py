@@ -10,7 +10,6 @@ from pathlib import Path
 import fall_detection
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.worker_stack import Background, accounted, frame_ids, metrics_lines, run_worker, summary
 from worker.contract import parse_iso
 
@@ -22,9 +21,8 @@ def positions(messages: list[dict]) -> list[tuple[str, int]]:
     return [(m["source"]["fragment_number"], m["source"]["frame_in_fragment"]) for m in messages]
 
 
-def test_all_frames_of_all_fragments_in_order_with_numbers_and_timestamps(media, tmp_path):
-    video = tmp_path / "cam.mp4"
-    shapes_video(video, frames=45, fps=15, size=(320, 240), gop=15, seed=1)
+def test_all_frames_of_all_fragments_in_order_with_numbers_and_timestamps(media, tmp_path, make_clip):
+    video = make_clip(frames=45, fps=15, size=(320, 240), gop=15, seed=1).path
     target = media.fresh(with_stream=True)
     put = media.put(target.stream, video)
     fragments = put.acks.persisted
@@ -55,9 +53,8 @@ def test_all_frames_of_all_fragments_in_order_with_numbers_and_timestamps(media,
     assert "MillisBehindNow" in metrics_lines(run.stdout)[-1]
 
 
-def test_sigterm_mid_fragment_then_restart_loses_nothing(media, tmp_path):
-    video = tmp_path / "long.mp4"
-    shapes_video(video, frames=60, fps=15, size=(320, 240), gop=30, seed=2)
+def test_sigterm_mid_fragment_then_restart_loses_nothing(media, tmp_path, make_clip):
+    video = make_clip(frames=60, fps=15, size=(320, 240), gop=30, seed=2).path
     target = media.fresh(with_stream=True)
     fragments = media.put(target.stream, video).acks.persisted
     every_frame = {(f, i) for f in fragments for i in range(30)}
@@ -95,10 +92,8 @@ def test_sigterm_mid_fragment_then_restart_loses_nothing(media, tmp_path):
     assert len(media.keys(target.bucket, "frames/")) == 60
 
 
-def test_restart_continues_after_the_checkpoint_with_new_media(media, tmp_path):
-    first_video, second_video = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    shapes_video(first_video, frames=30, fps=15, size=(320, 240), gop=15, seed=3)
-    shapes_video(second_video, frames=30, fps=15, size=(320, 240), gop=15, seed=4)
+def test_restart_continues_after_the_checkpoint_with_new_media(media, tmp_path, make_clip):
+    first_video, second_video = (make_clip(frames=30, fps=15, size=(320, 240), gop=15, seed=seed).path for seed in (3, 4))
     target = media.fresh(with_stream=True)
     env = media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", idle_exit=2)
     old = media.put(target.stream, first_video).acks.persisted
@@ -114,10 +109,9 @@ def test_restart_continues_after_the_checkpoint_with_new_media(media, tmp_path):
     assert not set(old) & {m["source"]["fragment_number"] for m in again}
 
 
-def test_live_overload_drops_old_frames_and_keeps_up(media, tmp_path):
+def test_live_overload_drops_old_frames_and_keeps_up(media, tmp_path, make_clip):
     """The fall detector (~5 frames/s here) on a 30 frames/s stream: drops are counted, the newest kept."""
-    video = tmp_path / "fast.mp4"
-    shapes_video(video, frames=120, fps=30, size=(320, 240), gop=15, seed=5)
+    video = make_clip(frames=120, fps=30, size=(320, 240), gop=15, seed=5).path
     target = media.fresh(with_stream=True)
     env = media.worker_env(target, f"kvs://{target.stream}", model=FALL_MODEL, imgsz=640, start="NOW", idle_exit=3, device="cpu")
     worker = Background(env)
@@ -144,9 +138,8 @@ def test_live_overload_drops_old_frames_and_keeps_up(media, tmp_path):
     assert max(m["latency_ms"] for m in messages) < duration_ms  # processing all 120 would lag by ~20 s at the end
 
 
-def test_max_frames_stops_early_and_checkpoint_can_be_off(media, tmp_path):
-    video = tmp_path / "short.mp4"
-    shapes_video(video, frames=30, fps=15, size=(320, 240), gop=15, seed=6)
+def test_max_frames_stops_early_and_checkpoint_can_be_off(media, tmp_path, make_clip):
+    video = make_clip(frames=30, fps=15, size=(320, 240), gop=15, seed=6).path
     target = media.fresh(with_stream=True)
     media.put(target.stream, video)
 
@@ -159,9 +152,8 @@ def test_max_frames_stops_early_and_checkpoint_can_be_off(media, tmp_path):
     assert media.checkpoint(target) is None
 
 
-def test_low_target_fps_skips_decoding_whole_fragments(media, tmp_path):
-    video = tmp_path / "slow.mp4"
-    shapes_video(video, frames=45, fps=15, size=(320, 240), gop=15, seed=7)
+def test_low_target_fps_skips_decoding_whole_fragments(media, tmp_path, make_clip):
+    video = make_clip(frames=45, fps=15, size=(320, 240), gop=15, seed=7).path
     target = media.fresh(with_stream=True)
     fragments = media.put(target.stream, video).acks.persisted
 

@@ -16,9 +16,8 @@ import fall_detection
 import pytest
 
 from kinase_cli.aws.kvs_put import PutMediaSession, remux
-from kinase_cli.workflows.samples import shapes_video
-from worker import layout
 from support.worker_stack import Background, accounted, frame_ids, run_worker, summary
+from worker import layout
 from worker.contract import parse_iso
 
 pytestmark = pytest.mark.slow
@@ -27,10 +26,8 @@ FPS, GOP, FRAMES = 15, 15, 45  # three one-second fragments
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("resilience") / "cam.mp4"
-    shapes_video(path, frames=FRAMES, fps=FPS, size=(320, 240), gop=GOP, seed=4)
-    return path
+def clip(make_clip) -> Path:
+    return make_clip(frames=FRAMES, fps=FPS, size=(320, 240), gop=GOP, seed=4).path
 
 
 def finish(worker: Background) -> tuple[int, str, str]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from kinase_cli.workflows.samples import shapes_video
 from support.cli import ROOT
 from support.worker_stack import SHAPES_ONNX
 
@@ -30,12 +29,11 @@ def runtime_venv(root: Path) -> Path:
     return python
 
 
-def test_requirements_alone_run_the_worker_without_torch(media, tmp_path):
+def test_requirements_alone_run_the_worker_without_torch(media, tmp_path, make_clip):
     python = runtime_venv(tmp_path / "venv")
     image = tmp_path / "opt-kinase"
     shutil.copytree(ROOT / "worker", image / "worker", ignore=shutil.ignore_patterns("__pycache__", "Dockerfile*"))
-    video = tmp_path / "clip.mp4"
-    shapes_video(video, frames=10, fps=15, size=(320, 240), seed=11)
+    video = make_clip(frames=10, fps=15, size=(320, 240), seed=11).path
     target = media.fresh()
     env = {k: v for k, v in media.worker_env(target, str(video), model=SHAPES_ONNX).items() if k != "PYTHONPATH"}
 

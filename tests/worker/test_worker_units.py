@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import ultralytics
 
-from kinase_cli.workflows.samples import CLASSES, shapes_video
+from kinase_cli.workflows.samples import CLASSES
 from support.cli import ROOT
 from support.worker_stack import SHAPES_ONNX, SHAPES_PT
 from worker import aws, retry
@@ -415,9 +415,8 @@ def test_onnx_detector_reads_class_names_from_metadata_and_never_imports_torch()
     assert run.stdout.split("\n")[0] == f"{sorted(CLASSES)} 320 False False", run.stderr
 
 
-def test_onnx_and_pt_agree_on_a_generated_frame(tmp_path):
-    video = tmp_path / "one.mp4"
-    truth = shapes_video(video, frames=1, size=(320, 240), seed=12, shapes=3)[0]
+def test_onnx_and_pt_agree_on_a_generated_frame(tmp_path, make_clip):
+    video, (truth,) = make_clip(frames=1, size=(320, 240), seed=12, shapes=3)
     cap = cv2.VideoCapture(str(video))
     ok, image = cap.read()
     assert ok
@@ -431,13 +430,12 @@ def test_onnx_and_pt_agree_on_a_generated_frame(tmp_path):
         assert np.allclose(twin["bbox"], d["bbox"], atol=0.02) and twin["conf"] == pytest.approx(d["conf"], abs=0.05)
 
 
-def test_dynamic_onnx_model_takes_a_rectangle_and_finds_the_same_boxes(tmp_path):
+def test_dynamic_onnx_model_takes_a_rectangle_and_finds_the_same_boxes(tmp_path, make_clip):
     from ultralytics import YOLO
 
     (tmp_path / SHAPES_PT.name).write_bytes(SHAPES_PT.read_bytes())
     dynamic = YOLO(str(tmp_path / SHAPES_PT.name)).export(format="onnx", imgsz=320, dynamic=True, simplify=True, verbose=False)
-    video = tmp_path / "one.mp4"
-    shapes_video(video, frames=1, size=(320, 240), seed=12, shapes=3)
+    video = make_clip(frames=1, size=(320, 240), seed=12, shapes=3).path
     ok, image = cv2.VideoCapture(str(video)).read()
     assert ok
     rect, square = detectors.load(dynamic, imgsz=320), detectors.load(str(SHAPES_ONNX), imgsz=320)
