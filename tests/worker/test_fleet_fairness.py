@@ -15,12 +15,12 @@ backlog. Every frame of both streams is delivered at most once, the backlog's al
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from support.poll import until
 from support.worker_stack import Background, accounted, frame_ids, summary
 from worker.contract import parse_iso
 from worker.leases import LeaseTable
@@ -94,12 +94,20 @@ def test_a_live_stream_is_not_queued_behind_a_60_s_backlog_on_the_same_worker(me
         worker.wait_for(lambda line: f"reading {live}" in line)
         waiting = len(persisted) * LIVE_FPS  # live frames persisted before the worker began reading the camera
         worker.wait_for(lambda line: f"reading {backlog}" in line)
-        deadline = time.monotonic() + 600
-        while len(of(backlog)) < backlog_frames:  # the camera goes on until the whole backlog is delivered
-            assert time.monotonic() < deadline and worker.proc.poll() is None, (
-                f"{len(of(backlog))} of {backlog_frames} backlog frames delivered\n" + "".join(worker.stderr[-40:])
-            )
+
+        def backlog_delivered() -> bool:  # the camera goes on until the whole backlog is delivered
+            if len(of(backlog)) >= backlog_frames:
+                return True
+            assert worker.proc.poll() is None, "".join(worker.stderr[-40:])
             messages.extend(media.messages(target.queue_url, expect=len(messages) + 1, wait=5))
+            return False
+
+        until(
+            backlog_delivered,
+            lambda: f"{len(of(backlog))} of {backlog_frames} backlog frames delivered\n" + "".join(worker.stderr[-40:]),
+            timeout=600,
+            every=0,
+        )
         camera_stop.set()
         camera.join(60)
         worker.terminate()

@@ -8,11 +8,11 @@ every frame read ends in one outcome.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
 
+from support.poll import until
 from support.worker_stack import Background, accounted, metrics_lines, run_worker, summary
 from worker.leases import LeaseTable
 
@@ -87,10 +87,15 @@ def test_a_fleet_worker_keeps_all_its_streams_together_within_one_budget(media, 
     worker = Background(env, module="worker.fleet")
     messages: list[dict] = []
     try:
-        deadline = time.monotonic() + 600
-        while len(messages) < 2 * FRAMES:
-            assert time.monotonic() < deadline and worker.proc.poll() is None, "".join(worker.stderr[-40:])
+
+        def all_delivered() -> bool:
+            if len(messages) >= 2 * FRAMES:
+                return True
+            assert worker.proc.poll() is None, "".join(worker.stderr[-40:])
             messages.extend(media.messages(target.queue_url, expect=len(messages) + 1, wait=5))
+            return False
+
+        until(all_delivered, lambda: "".join(worker.stderr[-40:]), timeout=600, every=0)
         worker.terminate()
         rc, stdout, stderr = worker.finish()
     finally:
