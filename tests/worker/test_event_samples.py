@@ -5,6 +5,7 @@ right class, which is what exact counts downstream (tracking, lines, zones) stan
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import av
@@ -75,6 +76,14 @@ def test_counts_are_what_the_boxes_do_with_every_kind_of_move(video):
     flicker = reference_counts(video, min_far_side_s=0)["lines"]["door"]
     jitters = sum(1 for a in video.actors if a.kind == "jitter")
     assert sum(flicker["in"].values()) - sum(door["in"].values()) >= jitters
+
+
+@pytest.mark.parametrize("fps", [5, 15])
+def test_counts_hold_at_other_frame_rates(tmp_path, fps):
+    other = events_video(tmp_path / "other.mp4", fps=fps, duration=20, seed=1)
+    assert len(other.frames) == 20 * fps
+    assert other.counts == reference_counts(other)
+    assert sum(n for direction in other.counts["lines"]["door"].values() for n in direction.values()) >= 2
 
 
 def test_events_are_spread_over_the_whole_video(video):
@@ -182,3 +191,32 @@ def test_tracking_and_rules_give_exactly_the_ground_truth(video, detections, eve
         (expected,) = [x for x in video.events if x["actor"] == actor and x["type"] == "line_crossed"]
         assert (e["direction"], e["class"]) == (expected["direction"], expected["class"])
         assert int(e["frame_id"]) >= expected["frame"]
+
+
+@pytest.mark.slow
+def test_a_restart_from_a_checkpoint_neither_loses_nor_doubles_an_event(video, detections):
+    """As a killed worker's successor: it restores the state saved at a fragment's end and redoes what came
+    after it; the published events, deduplicated by event_id, are those of a run without the kill."""
+    whole, _, _ = analyse(video, detections)
+    width, height = video.size
+    # each checkpoint falls where an object has started an event that the analyser decides after it (a far
+    # side or a zone change waiting to hold): killed before that event was published, its successor must
+    # publish it; killed after, it publishes it again under the same id
+    for checkpoint_s, killed_s in ((7, 7.5), (7, 9), (12, 12.2), (12, 13), (25, 25.2), (25, 27)):
+        tracker, analyser = StreamTracker(frame_rate=video.fps), StreamAnalyser(rules.build(video.rules).rules_for("cam"), "cam")
+        published: dict[str, dict] = {}
+        saved = None
+        for i in range(round(killed_s * video.fps)):
+            if i == checkpoint_s * video.fps:
+                saved = json.loads(json.dumps({"tracker": tracker.snapshot(), "analyser": analyser.snapshot()}))
+            tracked = tracker.update(detections[i], i / video.fps)
+            published |= {e["event_id"]: e for e in analyser.update(FrameInfo(str(i), i / video.fps, None, width, height), tracked)}
+        tracker, analyser = StreamTracker(frame_rate=video.fps), StreamAnalyser(rules.build(video.rules).rules_for("cam"), "cam")
+        tracker.restore(saved["tracker"])
+        analyser.restore(saved["analyser"])
+        for i in range(checkpoint_s * video.fps, len(detections)):
+            tracked = tracker.update(detections[i], i / video.fps)
+            published |= {e["event_id"]: e for e in analyser.update(FrameInfo(str(i), i / video.fps, None, width, height), tracked)}
+        assert sorted(published) == sorted(e["event_id"] for e in whole), (checkpoint_s, killed_s)
+        assert tally(list(published.values())) == video.counts
+        assert analyser.counts()["lines"] == video.counts["lines"]
