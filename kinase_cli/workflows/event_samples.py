@@ -66,8 +66,8 @@ RULES = {
     },
 }
 
-# Each line lane repeats its own order of moves, so both directions of each kind happen in every lane;
-# a side is where the object appears: -1 left of the line, +1 right of it.
+# Each line lane repeats its own order of moves: both lanes cross both ways, and between them every move
+# starts from both sides. A side is where the object appears: -1 left of the line, +1 right of it.
 LINE_ROTATIONS = (
     (("cross", -1), ("approach", 1), ("cross", 1), ("jitter", -1)),
     (("jitter", 1), ("cross", 1), ("approach", -1), ("cross", -1)),
