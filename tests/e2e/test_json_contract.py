@@ -57,6 +57,9 @@ COVERED_ELSEWHERE = {
     "rules check": "tests/e2e/test_rules_cli.py::test_check_lists_every_error_on_its_own_line_and_fails",
     "events": "tests/e2e/test_events.py::test_json_lines_one_per_event_duplicates_once_invalid_counted_and_left",
     **dict.fromkeys(
+        ("notify add", "notify ls", "notify rm"), "tests/e2e/test_notify.py::test_ls_and_rm_on_the_local_stack_with_json_envelopes"
+    ),
+    **dict.fromkeys(
         ("rules apply", "rules show"), "tests/e2e/test_rules_cli.py::test_apply_show_versions_and_an_invalid_apply_changes_nothing"
     ),
 }
