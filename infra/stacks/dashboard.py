@@ -1,8 +1,10 @@
 """The CloudWatch dashboard of an environment, from the worker's embedded metrics (worker/metrics.py).
 
 One row per configured stream (processed fps, inference ms, latency p50/p95, lag behind live and
-waiting in delivery, drops, gaps), then the queue, the dead-letter queue and the running tasks. Streams added later (a fleet
-picks them up without a deploy) appear in the "all streams" row, drawn by SEARCH expressions.
+waiting in delivery, drops, gaps), the "all streams" row, the events row (per stream and type, line
+crossings, zone occupancy: `EVENT_METRICS`), then the queue, the dead-letter queue and the running
+tasks. Streams added later (a fleet picks them up without a deploy) appear in the "all streams" and
+events rows, drawn by SEARCH expressions.
 Its name is fixed (`naming.dashboard_name`) so the URL output needs no attribute of the resource.
 
 Latency percentiles are of frames: the worker's metrics line carries every frame latency of its
@@ -25,6 +27,16 @@ from infra.stacks.fleet import LEASES_METRIC, SCALING_METRIC
 from infra.stacks.outputs import output
 from worker.metrics import NAMESPACE
 
+# Events (docs/EVENTS.md) as the worker counts them in its embedded metrics, by metric name: its
+# dimension sets. Events per stream (and per type: line_crossed, zone_entered, ...), each line's
+# crossings per direction (in/out), each zone's objects inside (a gauge, at the interval's end).
+# Classes are no dimension: per class counts are in `kinase watch` and `kinase status`, and every
+# class would multiply the custom metrics (each one billed) by the model's classes.
+EVENT_METRICS = {
+    "Events": (("Stream", "Type"), ("Stream",)),
+    "LineCrossings": (("Stream", "Line", "Direction"),),
+    "ZoneOccupancy": (("Stream", "Zone"),),
+}
 PERIOD = cdk.Duration.minutes(1)
 INSIGHTS_NAMESPACE = "ECS/ContainerInsights"
 WIDTH = 24
@@ -70,9 +82,11 @@ def stream_widgets(stream: str) -> list[cw.IWidget]:
     ]
 
 
-def _search(metric: str, statistic: str, label: str) -> cw.MathExpression:
+def _search(metric: str, statistic: str, label: str, dimensions: tuple[str, ...] = ("Stream",)) -> cw.MathExpression:
+    """Every stream's (and line's, zone's...) series of `metric` with exactly these dimensions, those added later too."""
+    schema = ",".join((NAMESPACE, *dimensions))
     return cw.MathExpression(
-        expression=f"SEARCH('{{{NAMESPACE},Stream}} MetricName=\"{metric}\"', '{statistic}', {int(PERIOD.to_seconds())})",
+        expression=f"SEARCH('{{{schema}}} MetricName=\"{metric}\"', '{statistic}', {int(PERIOD.to_seconds())})",
         label=label,
         using_metrics={},
         period=PERIOD,
@@ -125,6 +139,7 @@ class WorkerDashboard(Construct):
             _graph("all streams: latency p95", [_search("LatencyMs", "p95", "")], "ms", width=8),
             _graph("all streams: drops and gaps", [_search("FramesDropped", "Sum", ""), _search("Gaps", "Sum", "")], "count", width=8),
         )
+        self.dashboard.add_widgets(*event_widgets())
         self.dashboard.add_widgets(
             _graph(
                 "results queue depth",
@@ -146,6 +161,18 @@ class WorkerDashboard(Construct):
         )
         self.dashboard.add_widgets(*fleet_widgets(env_name))
         output(cdk.Stack.of(self), "DashboardUrl", dashboard_url(name))
+
+
+def event_widgets() -> list[cw.IWidget]:
+    """What the streams' rules decided, every stream and every line and zone (SEARCH: those added later too)."""
+    crossings = EVENT_METRICS["LineCrossings"][0]
+    occupancy = EVENT_METRICS["ZoneOccupancy"][0]
+    return [
+        _graph("events per stream", [_search("Events", "Sum", "", ("Stream",))], "events", width=6),
+        _graph("events per stream and type", [_search("Events", "Sum", "", ("Stream", "Type"))], "events", width=6),
+        _graph("line crossings per direction", [_search("LineCrossings", "Sum", "", crossings)], "crossings", width=6),
+        _graph("zone occupancy", [_search("ZoneOccupancy", "Maximum", "", occupancy)], "objects", width=6),
+    ]
 
 
 def _insights(metric: str, dimensions: dict[str, str], label: str) -> cw.Metric:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import aws_cdk as cdk
 import pytest
@@ -197,7 +198,7 @@ def test_every_stream_gets_its_own_row():
 def test_leases_per_fleet_worker_from_the_metric_line_the_fleet_worker_logs(compute_template):
     import io
 
-    from worker.fleet import emit_share
+    from worker.fleet.main import emit_share
 
     class Coordinator:
         share = 2.0
@@ -216,3 +217,26 @@ def test_leases_per_fleet_worker_from_the_metric_line_the_fleet_worker_logs(comp
     assert [row[-1].get("stat", "Average") for row in rows] == ["Maximum", "Average", "Minimum"]  # Average is the default, left out
     assert {m["Name"] for m in declared["Metrics"]} >= {"LeasedStreams", "StreamsPerWorker"}
     assert declared["Dimensions"] == [["Environment"]] and emitted["Environment"] == ENV and emitted["LeasedStreams"] == 2
+
+
+def test_events_row_draws_every_streams_events_crossings_and_occupancy(compute_template):
+    """SEARCH matches a schema's exact dimension set: each graph's schema must be one the worker emits the metric with."""
+    from infra.stacks.dashboard import EVENT_METRICS
+
+    widgets = body(compute_template)["widgets"]
+    drawn = {}
+    for title in ("events per stream", "events per stream and type", "line crossings per direction", "zone occupancy"):
+        widget = next(w for w in widgets if w["properties"].get("title") == title)
+        (row,) = metric_rows(widget)
+        drawn[title] = row[0]["expression"]
+    assert drawn == {
+        "events per stream": f"SEARCH('{{{metrics.NAMESPACE},Stream}} MetricName=\"Events\"', 'Sum', 60)",
+        "events per stream and type": f"SEARCH('{{{metrics.NAMESPACE},Stream,Type}} MetricName=\"Events\"', 'Sum', 60)",
+        "line crossings per direction": f"SEARCH('{{{metrics.NAMESPACE},Stream,Line,Direction}} MetricName=\"LineCrossings\"', 'Sum', 60)",
+        "zone occupancy": f"SEARCH('{{{metrics.NAMESPACE},Stream,Zone}} MetricName=\"ZoneOccupancy\"', 'Maximum', 60)",
+    }
+    for expression in drawn.values():
+        schema, metric = re.fullmatch(r"SEARCH\('\{[^,]+,([^}]+)\} MetricName=\"(\w+)\"'.*", expression).groups()
+        assert tuple(schema.split(",")) in EVENT_METRICS[metric], expression
+    events_row = [w for w in widgets if w["properties"].get("title") in drawn]
+    assert {w["y"] for w in events_row} == {events_row[0]["y"]} and sum(w["width"] for w in events_row) == 24, "one full row"
