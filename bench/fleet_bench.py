@@ -177,7 +177,7 @@ def run(
             env = {**stack.env, **environment(source=f"kvs://{stream}", **common)}
             measured.start([sys.executable, "-m", "worker"], env)
     else:
-        from worker.leases import LeaseTable
+        from worker.fleet.leases import LeaseTable
 
         stack.dynamodb.create_table(
             TableName=tag,

@@ -103,7 +103,7 @@ class Worker:
 
 
 def run(stack: Stack, work: Path, video: Path, k: int, budget_mb: int, on: set[int]) -> dict:
-    from worker.leases import LeaseTable
+    from worker.fleet.leases import LeaseTable
     from worker.settings import environment
 
     tag = f"mb{time.time_ns() % 10**10}"

@@ -10,32 +10,11 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
 
 from worker import settings as settings_module
+from worker.process import quiet_libraries, stop_on_signals
 
 log = logging.getLogger("kinase.worker")
-
-
-def quiet_libraries() -> None:
-    """The AWS and video libraries log every retry and probe at INFO; the worker's own lines must stand out."""
-    for noisy in ("botocore", "boto3", "urllib3", "libav"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def stop_on_signals(logger: logging.Logger, doing: str, *signums: signal.Signals) -> threading.Event:
-    """An event the first of `signums` sets: the loops check it and stop where they can flush and checkpoint.
-
-    A closed terminal (SIGHUP) stops as cleanly as SIGTERM where it is listed."""
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        logger.info("%s received: %s", signal.Signals(signum).name, doing)
-        stop.set()
-
-    for signum in signums:
-        signal.signal(signum, on_signal)
-    return stop
 
 
 def main(env=None) -> int:

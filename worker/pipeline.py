@@ -183,7 +183,7 @@ class Worker:
         fence: Callable[[], bool] | None = None,
         budget: FrameBudget | None = None,
     ):
-        """`detector` and `checkpoints` (incarnation, metrics, write policy -> store) let the fleet (worker/fleet.py) share
+        """`detector` and `checkpoints` (incarnation, metrics, write policy -> store) let the fleet (worker/fleet/main.py) share
         one detector between its streams and keep checkpoints in the stream's lease; `fence` (the fleet's
         LeaseCoordinator.fence) says whether the stream's lease is still ours: once it is not, nothing more is
         delivered and the frames not delivered are FramesReleased, redone by the stream's next owner; `budget` is the

@@ -1,6 +1,6 @@
 """The worker fleet: the lease table (storage stack) and the worker pool as an ECS service (compute stack).
 
-One lease per stream of the environment lives in a DynamoDB table (worker/leases.py); the pool is
+One lease per stream of the environment lives in a DynamoDB table (worker/fleet/leases.py); the pool is
 an ECS service, so ECS replaces failed tasks and Application Auto Scaling sets the count. The
 service starts at 0 tasks (`kinase fleet up` starts it). A deployment starts the new tasks before it
 stops the old ones (minimum healthy 100 %, maximum 200 %): the leases keep any stream from being
@@ -22,7 +22,7 @@ from infra import naming
 from infra.stacks.nag import acknowledge
 from infra.stacks.outputs import imported
 from worker import settings
-from worker.leases import KEY
+from worker.fleet.leases import KEY
 from worker.metrics import NAMESPACE
 
 # The fleet worker logs StreamsPerWorker (the environment's streams over the live workers it sees)

@@ -291,10 +291,10 @@ def worker_metrics(frames_per_interval: int = 1) -> tuple[int, int]:
 @cache
 def fleet_metrics() -> tuple[int, int]:
     """(custom metrics per environment, bytes per line) of the line each fleet worker logs every interval:
-    the fleet's scaling metric and its leases (worker/fleet.py `emit_share`, dimension Environment)."""
+    the fleet's scaling metric and its leases (worker/fleet/main.py `emit_share`, dimension Environment)."""
     import io
 
-    from worker.fleet import emit_share
+    from worker.fleet.main import emit_share
 
     class Coordinator:
         share = float(naming.FLEET_STREAMS_PER_WORKER)
@@ -316,7 +316,7 @@ def _worker_default(field: str) -> float:
 
 
 def _lease_cycles_per_hour() -> float:
-    """A fleet worker's lease cycles an hour (worker/leases.py): every third of the lease duration,
+    """A fleet worker's lease cycles an hour (worker/fleet/leases.py): every third of the lease duration,
     each renewing every lease the worker holds and scanning the whole table once."""
     return 3600 / (_worker_default("lease_duration") / 3)
 

@@ -496,7 +496,7 @@ class _Clusters:
     whole Clusters, so that a PutMedia session can be renewed between two fragments."""
 
     def __init__(self, on_header: Callable[[bytes], None], on_cluster: Callable[[bytes], None]):
-        from worker import mkv
+        from worker.sources import mkv
 
         self.mkv = mkv
         self.on_header, self.on_cluster = on_header, on_cluster

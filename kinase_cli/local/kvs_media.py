@@ -43,7 +43,7 @@ import uuid
 from collections import deque
 
 from kinase_cli.local.kvs_store import Fragment, Store, StoreError
-from worker import mkv
+from worker.sources import mkv
 
 log = logging.getLogger("kinase.kvs")
 

@@ -390,7 +390,7 @@ def _roll_local(target: Target, outputs, definition: dict) -> dict:
 
 def _wait_ready(records: list[dict], timeout: float = READY_TIMEOUT_S) -> None:
     """Until each new worker has its detector warm and starts its lease cycle: it logs
-    `fleet worker <id>: leases in ...` (worker/fleet.py main()); one that exits first is an error."""
+    `fleet worker <id>: leases in ...` (worker/fleet/main.py main()); one that exits first is an error."""
     waiting = list(records)
     deadline = time.monotonic() + timeout
     while waiting:

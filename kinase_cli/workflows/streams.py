@@ -66,7 +66,7 @@ def lease_table(target: Target):
     from botocore.config import Config
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from worker.leases import LeaseTable
+    from worker.fleet.leases import LeaseTable
 
     name = naming.lease_table_name(target.env)
     probe = target.session.client("dynamodb", endpoint_url=target.endpoint_for("dynamodb"), config=Config(retries={"max_attempts": 1}))

@@ -35,7 +35,7 @@ def _worker_metrics_lines(latencies: int) -> str:
 
 def _fleet_metrics_line() -> str:
     """The line each fleet worker logs every 10 s: its environment's scaling metric and leases, 4 streams held."""
-    from worker.fleet import emit_share
+    from worker.fleet.main import emit_share
 
     class Coordinator:
         share = 4.0
@@ -232,7 +232,7 @@ def test_assumptions_are_the_stacks_and_the_workers():
     from infra.stacks import storage
     from kinase_cli.aws import cost
     from kinase_cli.web import metrics as web_metrics
-    from worker.leases import DEFAULT_LEASE_DURATION_S
+    from worker.fleet.leases import DEFAULT_LEASE_DURATION_S
     from worker.settings import BY_FIELD
 
     assert cost.ACCESS_LOGS_EXPIRE_DAYS == storage.ACCESS_LOGS_EXPIRE_DAYS

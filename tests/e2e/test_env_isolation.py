@@ -100,7 +100,7 @@ def test_adopt_in_an_environment_without_a_lease_table_tags_nothing(two_envs):
 def test_a_fleet_worker_leases_only_its_environments_streams(two_envs):
     """`fleet up` leases prod's streams only, and drops the lease an earlier `fleet up` gave prod-eu's stream
     (when the prefix alone decided), so prod's worker never reads it."""
-    from worker.leases import LeaseTable
+    from worker.fleet.leases import LeaseTable
 
     media, _ = two_envs
     assert LeaseTable(media.client("dynamodb"), naming.lease_table_name(PROD)).ensure(LEGACY)

@@ -76,7 +76,7 @@ UNUSED_GRANTS = {
     ("FindCheckpoint", "s3:ListBucket"): "no call: with it S3 answers GetObject of a missing checkpoint with NoSuchKey instead of "
     "AccessDenied (S3 API reference, GetObject, 'Permissions'), which the worker reads as 'no checkpoint yet'",
     ("Leases", "dynamodb:DeleteItem"): "the worker deletes the lease of a stream deleted under it once its reader finds the stream "
-    "gone (worker/leases.py); `stream rm` deletes the lease itself, and the run waits for no reader to find a deleted stream",
+    "gone (worker/fleet/leases.py); `stream rm` deletes the lease itself, and the run waits for no reader to find a deleted stream",
 }
 
 
@@ -271,7 +271,7 @@ def test_every_worker_call_is_allowed_by_the_task_role(recording):
 
 
 def test_a_stream_deleted_under_the_fleet_is_denied_to_the_task_role_not_found(recording):
-    """Why the fleet reads AccessDeniedException as "no longer ours" (worker/fleet.py, StreamPipelines._exists): the
+    """Why the fleet reads AccessDeniedException as "no longer ours" (worker/fleet/main.py, StreamPipelines._exists): the
     task role reads streams only through an aws:ResourceTag condition, and a deleted stream has no tags, so on AWS
     its DescribeStream is denied (IAM User Guide, "IAM JSON policy elements: Condition operators": a condition on a
     key the request lacks is false), never answered ResourceNotFoundException."""

@@ -21,7 +21,7 @@ from kinase_cli.ui.errors import KinaseError
 from kinase_cli.workflows.samples import shapes_video
 from support.kvs import READ_IDLE_SECONDS, decode, endpoint
 from support.poll import until
-from worker import mkv
+from worker.sources import mkv
 
 FPS, GOP, FRAMES = 10, 5, 30  # six fragments of half a second
 

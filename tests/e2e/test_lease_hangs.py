@@ -36,8 +36,8 @@ from support.faults import FaultProxy
 from support.kvs import KvsEndpoint, video_positions
 from support.poll import until
 from support.worker_stack import OUTCOMES, SUMMARY_WORDS, Background, since
+from worker.fleet.leases import LeaseTable
 from worker.frames import Watermark
-from worker.leases import LeaseTable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

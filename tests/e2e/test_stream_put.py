@@ -1,6 +1,6 @@
 """`kinase stream put / ls / describe`, the real CLI in a subprocess, against the local Kinesis Video endpoint.
 
-Media is read back with boto3 `kinesis-video-media` GetMedia, split with worker/mkv.py and decoded
+Media is read back with boto3 `kinesis-video-media` GetMedia, split with worker/sources/mkv.py and decoded
 with PyAV, and compared frame by frame with the file that went in.
 """
 
@@ -21,8 +21,8 @@ import pytest
 from kinase_cli.workflows.samples import shapes_video
 from support.cli import KINASE, ROOT, kinase, one_error_line
 from support.kvs import decode, endpoint
-from worker import mkv
 from worker.contract import parse_iso
+from worker.sources import mkv
 
 FPS, GOP, FRAMES = 10, 5, 40  # eight fragments of half a second
 

@@ -26,7 +26,7 @@ from botocore.exceptions import ReadTimeoutError
 from infra import naming
 from support.cli import ROOT, free_port
 from support.poll import until
-from worker import mkv
+from worker.sources import mkv
 
 READ_IDLE_SECONDS = 2.0  # `fragments` stops reading after this long without a byte (the service never ends the response)
 

@@ -1,4 +1,4 @@
-"""Cross-stream batching in the fleet worker (worker/batching.py) and the detector's batch call."""
+"""Cross-stream batching in the fleet worker (worker/fleet/batching.py) and the detector's batch call."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from support.worker_stack import SHAPES_PT
 from worker import detector as detectors
 from worker import settings as worker_settings
-from worker.batching import BatchingDetector
+from worker.fleet.batching import BatchingDetector
 from worker.metrics import OUTCOMES
 from worker.pipeline import Worker
 

@@ -6,7 +6,7 @@ runs before the worker starts, so when the worker begins reading, both streams h
 the whole backlog, and the camera's first fragments. A worker that served the backlog first would
 deliver no live frame until the backlog is done (and its live policy would then drop what waited);
 one that favoured it would deliver the waiting live frames only after several times as many
-backlog frames. Served in turn (worker/fleet.py: the shared detector serves the streams in the
+backlog frames. Served in turn (worker/fleet/main.py: the shared detector serves the streams in the
 order they ask), the live frames waiting at the start are delivered after about as many backlog
 frames, however fast or slow the machine: the live stream's latency does not grow with the
 backlog. Every frame of both streams is delivered at most once, the backlog's all of them.
@@ -23,7 +23,7 @@ import pytest
 from support.poll import until
 from support.worker_stack import Background, accounted, frame_ids, summary
 from worker.contract import parse_iso
-from worker.leases import LeaseTable
+from worker.fleet.leases import LeaseTable
 
 pytestmark = pytest.mark.slow
 BACKLOG_FPS, BACKLOG_SECONDS = 3, 60

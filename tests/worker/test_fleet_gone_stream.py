@@ -1,4 +1,4 @@
-"""The fleet's decision that a leased stream is gone (worker/fleet.py StreamPipelines._exists), on AWS's answers.
+"""The fleet's decision that a leased stream is gone (worker/fleet/main.py StreamPipelines._exists), on AWS's answers.
 
 The task role reads streams only through an aws:ResourceTag condition (infra/stacks/fleet.py,
 ReadEnvironmentStreams). IAM User Guide, "IAM JSON policy elements: Condition operators": a condition
@@ -15,7 +15,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from worker.fleet import StreamPipelines
+from worker.fleet.main import StreamPipelines
 
 
 def _answering(code: str, status: int) -> boto3.session.Session:

@@ -1,4 +1,4 @@
-"""Pieces of the fleet worker (worker/fleet.py) that need no AWS: the shared detector's order, the scaling metric line."""
+"""Pieces of the fleet worker (worker/fleet/main.py) that need no AWS: the shared detector's order, the scaling metric line."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import io
 import json
 import threading
 
-from worker.batching import BatchingDetector
-from worker.fleet import emit_share
-from worker.leases import LeaseCoordinator
+from worker.fleet.batching import BatchingDetector
+from worker.fleet.leases import LeaseCoordinator
+from worker.fleet.main import emit_share
 
 
 class GatedDetector:

@@ -15,11 +15,10 @@ import boto3
 import pytest
 import urllib3
 
-from worker import mkv
 from worker.metrics import Metrics
-from worker.sampling import Sampler
-from worker.sources import kvs
+from worker.sources import kvs, mkv
 from worker.sources.errors import SourceError
+from worker.sources.sampling import Sampler
 
 ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam/1790000000000"
 

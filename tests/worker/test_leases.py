@@ -1,4 +1,4 @@
-"""Stream leases (worker/leases.py) against DynamoDB served by a moto server in this process.
+"""Stream leases (worker/fleet/leases.py) against DynamoDB served by a moto server in this process.
 
 Most tests drive each coordinator's clock by hand, so expiry is decided by the test, never by the
 machine's speed; the race test runs two coordinators on real threads with tiny intervals.
@@ -23,8 +23,8 @@ from kinase_cli.local.moto_server import make_dynamodb_writes_atomic
 from support.cli import free_port
 from support.poll import until
 from worker import contract, layout
+from worker.fleet.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.frames import Frame
-from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.metrics import Metrics
 from worker.sources.incarnation import Incarnation
 

@@ -1,4 +1,4 @@
-"""worker/mkv.py: EBML primitives, GetMedia bodies split per fragment, streaming without blocking."""
+"""worker/sources/mkv.py: EBML primitives, GetMedia bodies split per fragment, streaming without blocking."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import av
 import pytest
 
 from kinase_cli.aws import kvs_put
-from worker import mkv
+from worker.sources import mkv
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from support.kvs import KvsEndpoint, decode
 from support.worker_stack import OUTCOMES, Background, accounted, frame_ids, metrics_lines, since, summary
 from worker import layout
 from worker.checkpoint import CheckpointStore
-from worker.leases import LeaseCheckpointStore, LeaseTable
+from worker.fleet.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
 from worker.outage import CAUGHT_UP
 from worker.retry import FatalError, WritePolicy

@@ -17,9 +17,9 @@ from botocore.awsrequest import AWSResponse
 
 from kinase_cli.aws.kvs_put import PutMediaSession, remux
 from support.worker_stack import accounted, run_worker, summary
-from worker import mkv
 from worker import settings as worker_settings
 from worker.pipeline import Worker
+from worker.sources import mkv
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 
 from support.poll import until
 from support.worker_stack import Background, accounted, metrics_lines, run_worker, summary
-from worker.leases import LeaseTable
+from worker.fleet.leases import LeaseTable
 
 pytestmark = pytest.mark.slow
 SIZE = (1920, 1080)

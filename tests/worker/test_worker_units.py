@@ -26,7 +26,7 @@ from worker.checkpoint import Ledger
 from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
 from worker.pipeline import FrameQueue
-from worker.sampling import Sampler
+from worker.sources.sampling import Sampler
 
 BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 FALL_MODEL = Path(fall_detection.__file__).parent / "models" / "best.pt"

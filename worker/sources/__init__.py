@@ -1,7 +1,7 @@
 """Where frames come from: Kinesis Video (`kvs://`), a file or URL (OpenCV), or an S3 object.
 
 Each kind of source, with what it can do and the function that opens it, is a row of `KINDS`
-(worker/sources/kinds.py). Reading (`read`) and sampling (`sample`, worker/sampling.py) are
+(worker/sources/kinds.py). Reading (`read`) and sampling (`sample`, worker/sources/sampling.py) are
 the first two stages of the per-frame path and run here, on the reader thread: sampling before
 decoding lets a source skip frames nobody will infer. This package imports no codec or AWS library
 until a source is opened.
@@ -13,9 +13,9 @@ import pkgutil
 import threading
 from typing import TYPE_CHECKING
 
-from worker.sampling import Sampler
 from worker.sources.errors import SourceError
 from worker.sources.kinds import KINDS, classify
+from worker.sources.sampling import Sampler
 
 if TYPE_CHECKING:
     from worker.metrics import Metrics

@@ -1,7 +1,7 @@
 """Kinesis Video Streams through GetMedia.
 
 GetDataEndpoint(GET_MEDIA) gives the media endpoint; GetMedia returns one long streaming body,
-a run of small standalone Matroska files, one per fragment. `worker.mkv.iter_fragments` splits it
+a run of small standalone Matroska files, one per fragment. `worker.sources.mkv.iter_fragments` splits it
 (reading only the bytes that are there, so a fragment is handed over as soon as it has arrived)
 and reads each fragment's tags: fragment number, producer and server timestamps, millis behind
 now, continuation token. Each fragment is then decoded on its own with PyAV from its bytes.
@@ -48,15 +48,16 @@ from collections.abc import Iterator
 
 import av
 
-from worker import aws, mkv
+from worker import aws
 from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
 from worker.retry import delay, error_code
-from worker.sampling import Sampler
 from worker.settings import var
 from worker.sources import incarnation as incarnations
+from worker.sources import mkv
 from worker.sources.errors import SourceError
 from worker.sources.kinds import kvs_source
+from worker.sources.sampling import Sampler
 
 log = logging.getLogger("kinase.worker.source")
 

@@ -19,9 +19,9 @@ import cv2
 
 from worker.frames import Frame
 from worker.metrics import Metrics
-from worker.sampling import Sampler
 from worker.sources.errors import SourceError
 from worker.sources.kinds import classify
+from worker.sources.sampling import Sampler
 
 log = logging.getLogger("kinase.worker.source")
 

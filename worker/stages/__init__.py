@@ -1,6 +1,6 @@
 """The per-frame path as named stages, in order: read -> sample -> detect -> [track -> analyse] -> deliver.
 
-`read` (a source, worker/sources/) and `sample` (its Sampler, worker/sampling.py) run on the reader
+`read` (a source, worker/sources/) and `sample` (its Sampler, worker/sources/sampling.py) run on the reader
 thread, inside the source: sampling there lets a source skip decoding frames nobody will infer. The
 frames kept cross the FrameQueue (worker/pipeline.py) to the inference thread, which runs the
 stages of `STAGES` on each, in order:

@@ -27,7 +27,7 @@ on two machines' clocks agreeing:
   (conditional on `owner`), so a worker that lost its lease cannot move a checkpoint backwards.
 
 `LeaseTable` is the table client, `LeaseCoordinator` the per-worker loop; what runs for a held
-stream is behind the `Pipelines` interface (worker/fleet.py implements it).
+stream is behind the `Pipelines` interface (worker/fleet/main.py implements it).
 """
 
 from __future__ import annotations

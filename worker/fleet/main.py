@@ -1,9 +1,9 @@
 """A fleet worker: `python -m worker.fleet` reads the streams whose leases it holds, not one fixed stream.
 
-The lease coordinator (worker/leases.py) decides which streams this process reads; for each one
+The lease coordinator (worker/fleet/leases.py) decides which streams this process reads; for each one
 `StreamPipelines` runs the one-stream worker (worker/pipeline.py) on its own thread, with its own
 reader, live policy, metrics (the `Stream` dimension) and checkpoint (kept in the lease), all
-sharing one detector. `BatchingDetector` (worker/batching.py) serves the streams' inference requests
+sharing one detector. `BatchingDetector` (worker/fleet/batching.py) serves the streams' inference requests
 in arrival order, so a stream with a backlog (which asks again as soon as it is answered) waits its
 turn behind a live one instead of starving it; with KINASE_BATCH > 1 it also gathers frames of
 several streams into one network call.
@@ -32,11 +32,11 @@ import threading
 import time
 
 from worker import settings as settings_module
-from worker.batching import BatchingDetector
+from worker.fleet.batching import BatchingDetector
+from worker.fleet.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.framebudget import FrameBudget
-from worker.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
-from worker.main import quiet_libraries, stop_on_signals
 from worker.metrics import NAMESPACE
+from worker.process import quiet_libraries, stop_on_signals
 from worker.retry import error_code
 from worker.sources.kinds import kvs_source
 
@@ -211,7 +211,3 @@ def main(env=None) -> int:
 def _emit_loop(coordinator: LeaseCoordinator, base, stop: threading.Event) -> None:
     while not stop.wait(base.metrics_interval):
         emit_share(coordinator, base.env or "default")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from worker.fleet.main import main
+
+raise SystemExit(main())
