@@ -79,11 +79,14 @@ def grant_streams(stack: cdk.Stack, role: iam.Role, env_name: str, table_name: s
     )
 
 
-def fleet_environment(*, env_name: str, bucket_name: str, queue_url: str, model: str, lease_table_name: str) -> dict[str, str]:
+def fleet_environment(
+    *, env_name: str, bucket_name: str, queue_url: str, events_topic_arn: str, model: str, lease_table_name: str
+) -> dict[str, str]:
     """The fleet worker's settings, the same on Fargate and on the GPU instances (infra/stacks/gpu.py)."""
     return settings.environment(
         bucket=bucket_name,
         queue_url=queue_url,
+        events_topic_arn=events_topic_arn,
         model=model,
         lease_table=lease_table_name,
         env=env_name,
