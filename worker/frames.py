@@ -31,6 +31,14 @@ class Frame:
     millis_behind_now: int | None = None
     offset: int | None = None  # Kinesis Video: the frame's position inside its fragment (0 = the key frame)
     incarnation: str | None = None  # Kinesis Video: the stream ARN (its last component is the creation time in ms)
+    media_time: float | None = None  # a recorded file's frame: when reading began plus its position in the file
+
+    @property
+    def clock(self) -> float:
+        """The frame's time on the media clock, what tracking and the rules measure time by (a track's lost time,
+        a line's far side held, a dwell): producer time for Kinesis Video and live sources, and for a recorded file
+        its position in the file (from when reading began), never how fast the worker happens to read it."""
+        return self.frame_time if self.media_time is None else self.media_time
 
 
 @dataclass

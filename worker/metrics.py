@@ -48,6 +48,8 @@ COUNTERS = {
     "Reconnects": "Count",
     "Retries": "Count",  # AWS calls sent again: botocore's own retries and the worker's
     "MessagesResent": "Count",  # messages in a SendMessageBatch sent again: each may now be in the queue twice (same frame_id)
+    "Events": "Count",  # kinase.event/1 events found by the analyse stage (lines, zones, dwell, first sightings, camera)
+    "EventsPublished": "Count",  # events the SNS topic took (again after a restart redoes a frame: same event_id)
     "Checkpoints": "Count",
 }
 TIMINGS = {"InferenceMs": "Milliseconds", "LatencyMs": "Milliseconds"}

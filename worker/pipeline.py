@@ -30,6 +30,10 @@ from collections.abc import Callable
 from worker import aws
 from worker import detector as detectors
 from worker.checkpoint import CheckpointStore, Ledger
+from worker.events import contract as events
+from worker.events.attributes import message_attributes
+from worker.events.camera_health import CameraHealth
+from worker.events.rules_in_force import RulesInForce
 from worker.framebudget import FrameBudget
 from worker.frames import FragmentEnd, Frame, Watermark
 from worker.metrics import Metrics
@@ -182,13 +186,19 @@ class Worker:
         checkpoints=None,
         fence: Callable[[], bool] | None = None,
         budget: FrameBudget | None = None,
+        rules: RulesInForce | None = None,
     ):
         """`detector` and `checkpoints` (incarnation, metrics, write policy -> store) let the fleet (worker/fleet/main.py) share
         one detector between its streams and keep checkpoints in the stream's lease; `fence` (the fleet's
         LeaseCoordinator.fence) says whether the stream's lease is still ours: once it is not, nothing more is
         delivered and the frames not delivered are FramesReleased, redone by the stream's next owner; `budget` is the
-        fleet worker's one FrameBudget for all its streams (None: this worker makes its own, worker/framebudget.py)."""
+        fleet worker's one FrameBudget for all its streams (None: this worker makes its own, worker/framebudget.py);
+        `rules` the rules in force, shared by the fleet worker's streams (None: this worker reads its own)."""
         self.settings = settings
+        self.rules = rules
+        self.health = CameraHealth(settings.camera_offline_s if settings.live else 0.0)
+        self._analyse = None  # the analyse stage, once built: it makes the camera events
+        self._sns = None
         self.budget = budget
         self.detector, self.checkpoints = detector, checkpoints
         self.fence = fence or (lambda: True)
@@ -224,6 +234,8 @@ class Worker:
         next_emit = time.monotonic() + interval
         while not self._ticking.wait(step):
             self.writes.check()
+            if self.health.check():
+                self._camera("camera_offline")
             if time.monotonic() >= next_emit:
                 self._emit()
                 log.info("metrics: %s", self.metrics.summary())
@@ -241,6 +253,10 @@ class Worker:
         calls = aws.Config(read_timeout=s.call_timeout, connect_timeout=min(s.call_timeout, aws.CONNECT_TIMEOUT))
         s3 = aws.client(self.session, "s3", config=calls)
         sqs = aws.client(self.session, "sqs", config=calls)
+        self._sns = aws.client(self.session, "sns", config=calls) if s.events_topic_arn else None
+        own_rules = self.rules is None
+        if own_rules:
+            self.rules = RulesInForce(s3, s.bucket, s.rules_poll).start()
         detector = self.detector or detectors.for_settings(s)
         log.info("model %s (%s, %d classes, imgsz %d)", detector.name, detector.runtime, len(detector.names), detector.imgsz)
         store = None
@@ -281,8 +297,11 @@ class Worker:
             stop=self.stop,
             upload=s.upload,
             jpeg_quality=s.jpeg_quality,
+            sns=self._sns,
+            events_topic_arn=s.events_topic_arn,
         )
-        stages = Stages(Context(s, self.metrics, detector, delivery, self.session))
+        stages = Stages(Context(s, self.metrics, detector, delivery, self.session, self.rules))
+        self._analyse = stages.named("analyse")
         if resume:
             stages.restore(resume.get("stages"))
         self._outage = Outage(s.outage, self.writes, self.metrics, s.max_lag)
@@ -312,6 +331,8 @@ class Worker:
             else:
                 self.error = self.error or f"could not deliver the frames in flight within {SHUTDOWN_BUDGET:.0f}s"
             budget.cancel()
+            if own_rules:
+                self.rules.stop()
             self.writes.abandon()
             reader.join(2.0)
             frames.discard(self._unfinished())
@@ -326,6 +347,29 @@ class Worker:
             log.error("error: %s", self.error)
             return 1
         return 0
+
+    def _camera(self, type_: str) -> None:
+        """A camera event, apart from any frame: logged, counted, and published on a thread of its own, so a
+        publish waiting on an outage holds up neither the reader nor the metrics timer."""
+        if self._analyse is None:
+            return
+        event = self._analyse.camera(type_, time.time())
+        self.metrics.count("Events")
+        log.warning("%s: %s (no media for %gs)", type_, self.settings.stream_name, self.settings.camera_offline_s)
+        if self._sns is not None:
+            threading.Thread(target=self._publish_alone, args=(event,), name="camera-event", daemon=True).start()
+
+    def _publish_alone(self, event: dict) -> None:
+        try:
+            self.writes.write(
+                lambda: self._sns.publish(
+                    TopicArn=self.settings.events_topic_arn, Message=events.dumps(event), MessageAttributes=message_attributes(event)
+                ),
+                what=f"SNS Publish of {event['type']} for stream {self.settings.stream_name}",
+            )
+            self.metrics.count("EventsPublished")
+        except aws.FatalError as exc:
+            log.error("could not publish %s: %s", event["type"], exc)
 
     def _unfinished(self) -> str:
         """The outcome of a frame read and not delivered at a stop: released when the lease is no longer ours."""
@@ -368,6 +412,8 @@ class Worker:
                     started = True
                     server_time = item.server_time if isinstance(item, Frame) else item.checkpoint.get("server_timestamp")
                     ledger.started(item.fragment, server_time)
+                if isinstance(item, Frame) and self.health.media():
+                    self._camera("camera_online")
                 if isinstance(item, Frame) and self._outage.skips(item):
                     continue
                 frames.put(item)

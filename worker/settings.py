@@ -211,6 +211,34 @@ SETTINGS: tuple[Setting, ...] = (
         "fleet mode: milliseconds the oldest frame waits for other streams' frames to fill a batch",
         minimum=0.0,
     ),
+    Setting(
+        "events_topic_arn",
+        "str",
+        "",
+        "the environment's events topic (storage stack output EventsTopicArn): where `kinase.event/1` events are published",
+        shown_default="none: events are built, counted and logged, not published",
+    ),
+    Setting(
+        "rules_poll",
+        "float",
+        "5",
+        "seconds between looks for new rules in the frames bucket (`kinase rules apply`); the version in force is logged (0 = only at start)",
+        minimum=0.0,
+    ),
+    Setting(
+        "track_lost_s",
+        "float",
+        "2",
+        "seconds of media time a tracked object may go unseen before its track ends (it leaves its zones; a new sighting gets a new id)",
+        minimum=0.0,
+    ),
+    Setting(
+        "camera_offline_s",
+        "float",
+        "30",
+        "a live stream without media for S seconds gives a `camera_offline` event, its next frame `camera_online` (0 = never)",
+        minimum=0.0,
+    ),
     Setting("log_level", "choice", "INFO", "DEBUG logs every delivered key", choices=LOG_LEVELS),
     Setting("metrics_interval", "float", "10", "seconds between metric lines", minimum=0.1),
 )
@@ -260,6 +288,10 @@ class Settings:
     env: str = ""
     batch: int = 1
     batch_wait: float = 20.0
+    events_topic_arn: str = ""
+    rules_poll: float = 5.0
+    track_lost_s: float = 2.0
+    camera_offline_s: float = 30.0
     log_level: str = "INFO"
     metrics_interval: float = 10.0
 

@@ -32,6 +32,7 @@ import threading
 import time
 
 from worker import settings as settings_module
+from worker.events.rules_in_force import RulesInForce
 from worker.fleet.batching import BatchingDetector
 from worker.fleet.leases import LeaseCheckpointStore, LeaseCoordinator, LeaseTable
 from worker.framebudget import FrameBudget
@@ -55,12 +56,15 @@ class _Run:
 class StreamPipelines:
     """The coordinator's `Pipelines`: one one-stream worker thread per held stream."""
 
-    def __init__(self, env: dict[str, str], detector, table: LeaseTable, worker_id: str, session_factory=None, fence=None, budget=None):
+    def __init__(
+        self, env: dict[str, str], detector, table: LeaseTable, worker_id: str, session_factory=None, fence=None, budget=None, rules=None
+    ):
         """`fence(stream)` gives the started pipeline its lease's fence (LeaseCoordinator.fence, set once the
         coordinator exists): nothing is delivered or checkpointed once the lease is no longer believed in. `budget`
-        (worker/framebudget.py) bounds the bytes of decoded frames waiting in all the streams' queues together."""
+        (worker/framebudget.py) bounds the bytes of decoded frames waiting in all the streams' queues together;
+        `rules` (worker/events/rules_in_force.py) are the rules in force, read once for all the streams."""
         self.env, self.detector, self.table, self.worker_id = env, detector, table, worker_id
-        self.session_factory, self.fence, self.budget = session_factory, fence, budget
+        self.session_factory, self.fence, self.budget, self.rules = session_factory, fence, budget, rules
         self.runs: dict[str, _Run] = {}
 
     def start(self, stream: str) -> None:
@@ -74,7 +78,16 @@ class StreamPipelines:
             return LeaseCheckpointStore(self.table, stream, self.worker_id, s.source, incarnation, metrics, writes, fence)
 
         session = self.session_factory() if self.session_factory else None
-        worker = Worker(s, session=session, stop=stop, detector=self.detector, checkpoints=checkpoints, fence=fence, budget=self.budget)
+        worker = Worker(
+            s,
+            session=session,
+            stop=stop,
+            detector=self.detector,
+            checkpoints=checkpoints,
+            fence=fence,
+            budget=self.budget,
+            rules=self.rules,
+        )
         thread = threading.Thread(target=self._run, args=(stream, worker), name=f"stream-{stream}", daemon=True)
         self.runs[stream] = _Run(worker, thread)
         log.info("reading %s", stream)
@@ -190,7 +203,8 @@ def main(env=None) -> int:
         return 1
     me = worker_id()
     table = LeaseTable(aws.client(aws.session(), "dynamodb", config=aws.lease_config(base.lease_duration)), base.lease_table)
-    pipelines = StreamPipelines(env, detector, table, me, budget=FrameBudget.for_settings(base))
+    rules = RulesInForce(aws.client(aws.session(), "s3"), base.bucket, base.rules_poll).start()
+    pipelines = StreamPipelines(env, detector, table, me, budget=FrameBudget.for_settings(base), rules=rules)
     coordinator = LeaseCoordinator(table, me, pipelines, lease_duration=base.lease_duration, max_streams=base.max_streams)
     pipelines.fence = coordinator.fence
     watchdog = threading.Thread(target=coordinator.watch, args=(stop,), name="lease-watchdog", daemon=True)

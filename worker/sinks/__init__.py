@@ -2,9 +2,9 @@
 
 A sink takes a `Result` (the frame, its detections, its S3 key and frame id), does its part on its
 own threads, and calls `done(result)` when it has it; the next sink then gets it. When the last
-sink has it, the frame is delivered: counted, and acknowledged to the checkpoint ledger. Today
-the chain is the annotated JPEG to S3, then the message to SQS, so a consumer never sees a key
-that is not there yet.
+sink has it, the frame is delivered: counted, and acknowledged to the checkpoint ledger. The chain
+is the annotated JPEG to S3, then the frame's events to SNS, then the message to SQS, so a consumer
+never sees a key (a frame's or an event's snapshot) that is not there yet.
 
 Adding a sink (say, a webhook) is one module with a class following `Sink` (built by
 `from_context`) plus one line in `SINKS`. A sink whose `required` is False is a side branch: it
@@ -33,6 +33,7 @@ log = logging.getLogger("kinase.worker.sinks")
 
 SINKS = [
     "worker.sinks.s3_frames:S3FrameSink",
+    "worker.sinks.sns_events:SnsEventSink",
     "worker.sinks.sqs_results:SqsResultSink",
 ]
 

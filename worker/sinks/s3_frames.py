@@ -1,5 +1,7 @@
 """The annotated JPEG of each frame to S3, under its deterministic key (`frames/<frame id>.jpg`).
 
+A frame with events is always uploaded, whatever the upload policy: it is their snapshot.
+
 Uploads run on several threads, but results go on to the next sink in the order they came, so
 messages are sent in frame order and no message of a fragment precedes the last one of the
 fragment before it (which is what lets a checkpoint keep up: see worker/sinks/sqs_results.py)."""
@@ -79,13 +81,13 @@ class S3FrameSink:
                 continue
             try:
                 result.height, result.width = result.frame.image.shape[:2]
-                if not self.policy.wants(result.frame.frame_index, result.detections):
+                if not (self.policy.wants(result.frame.frame_index, result.detections) or result.extra.get("events")):
                     result.key = None
                     result.frame.image = None
                     ctx.metrics.count("FramesNotUploaded")
                     self._hand_on(seq, result)  # in order, like an uploaded one
                     continue
-                body = jpeg(annotate(result.frame.image, result.detections), self.jpeg_quality)
+                body = jpeg(annotate(result.frame.image, result.detections, result.extra.get("rules")), self.jpeg_quality)
                 result.frame.image = None  # the pixels are not needed any more; free them while the message waits
                 ctx.writes.write(
                     lambda: ctx.s3.put_object(Bucket=ctx.bucket, Key=result.key, Body=body, ContentType="image/jpeg"),

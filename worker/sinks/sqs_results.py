@@ -104,6 +104,7 @@ class SqsResultSink:
                 detections=r.detections,
                 now=now,
                 uploaded=r.key is not None,
+                counts=r.extra.get("counts"),
             )
         pending = {str(i): r for i, r in enumerate(batch)}
 

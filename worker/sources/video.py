@@ -46,6 +46,7 @@ class VideoSource:
         try:
             fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
             number = 0
+            began = time.time()
             while not self.stop.is_set():
                 if not cap.grab():
                     break
@@ -58,7 +59,13 @@ class VideoSource:
                     if ok and image is not None:
                         source = {"type": self.kind, "uri": self.uri, "frame_number": number}
                         yield Frame(
-                            image=image, source=source, frame_index=number, frame_time=time.time(), read_at=time.monotonic(), live=self.live
+                            image=image,
+                            source=source,
+                            frame_index=number,
+                            frame_time=time.time(),
+                            read_at=time.monotonic(),
+                            live=self.live,
+                            media_time=None if self.live else began + media_time,
                         )
                     else:
                         self.metrics.count("CorruptMedia")

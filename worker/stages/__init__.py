@@ -1,4 +1,4 @@
-"""The per-frame path as named stages, in order: read -> sample -> detect -> [track -> analyse] -> deliver.
+"""The per-frame path as named stages, in order: read -> sample -> detect -> track -> analyse -> deliver.
 
 `read` (a source, worker/sources/) and `sample` (its Sampler, worker/sources/sampling.py) run on the reader
 thread, inside the source: sampling there lets a source skip decoding frames nobody will infer. The
@@ -6,12 +6,11 @@ frames kept cross the FrameQueue (worker/pipeline.py) to the inference thread, w
 stages of `STAGES` on each, in order:
 
     detect    worker/stages/detect.py    the model: work.detections, work.inference_ms
-    track     (issue 24)                 per-stream tracker: adds a track_id to each detection
-    analyse   (issue 24)                 lines and zones -> events, put in work.extra["events"]
+    track     worker/stages/track.py     the stream's tracker: a track_id on each detection of a confirmed track
+    analyse   worker/stages/analyse.py   lines, zones, dwell, first sightings -> events and counts in work.extra
     deliver   worker/stages/deliver.py   hands the frame to the sinks (worker/sinks/)
 
-Adding a stage is one module with a `Stage` subclass plus one line in `STAGES` (track and analyse
-go between detect and deliver), as sinks are. A stage:
+Adding a stage is one module with a `Stage` subclass plus one line in `STAGES`, as sinks are. A stage:
 - gets a `Work` (the frame, what the stages before it found) and changes it in place: replaces or
   annotates `work.detections`, puts what delivery should get beside the frame in `work.extra`;
 - learns about the frames that never reached it from `work.skipped` and `work.gap_s` (sampled out,
@@ -34,6 +33,8 @@ from worker.settings import Settings
 
 STAGES = [
     "worker.stages.detect:Detect",
+    "worker.stages.track:Track",
+    "worker.stages.analyse:Analyse",
     "worker.stages.deliver:Deliver",
 ]
 
@@ -59,6 +60,7 @@ class Context:
     detector: object
     delivery: object  # worker.sinks.Delivery
     session: object = None
+    rules: object = None  # worker.events.rules_in_force.RulesInForce: the rules in force (None: no rules)
 
 
 class Stage:
@@ -92,13 +94,16 @@ class Stages:
     def names(self) -> list[str]:
         return [stage.name for stage in self.stages]
 
+    def named(self, name: str) -> Stage | None:
+        return next((stage for stage in self.stages if stage.name == name), None)
+
     def __call__(self, frame: Frame) -> Work:
         """Run every stage on `frame`; returns what they made of it."""
         previous, self._previous = self._previous, frame
         work = Work(frame)
         if previous is not None:
             work.skipped = max(0, frame.frame_index - previous.frame_index - 1)
-            work.gap_s = frame.frame_time - previous.frame_time
+            work.gap_s = frame.clock - previous.clock
         for stage in self.stages:
             stage(work)
         return work
