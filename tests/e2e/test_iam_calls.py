@@ -5,7 +5,7 @@ instead of IAM actions and most services against `*`), so this module runs the o
 on the local stack with every call recorded (KINASE_RECORD_CALLS, worker/callrecord.py): deploy,
 run-task/status/logs/stop-task on the Fargate path (moto's ECS), a one-off worker on a Kinesis Video
 stream and on an uploaded file, watch with --save, stream create/adopt/put/rm, a fleet worker with
-leases, status, logs, stream ls/describe, rules apply/show, dlq ls/redrive/purge, push-image on the AWS path (the fake docker's push puts
+leases, status, logs, stream ls/describe, rules apply/show, notify add/ls/rm, dlq ls/redrive/purge, push-image on the AWS path (the fake docker's push puts
 the manifest with the operator's credentials; the families pinned, the fleet rolled), a refused
 `deploy --gpu` on the AWS path (the GPU pre-flight's EC2 and Service Quotas reads, then the security
 diff, whose broadening change is refused without a terminal), destroy. What the local stack does in
@@ -77,6 +77,9 @@ UNUSED_GRANTS = {
     "AccessDenied (S3 API reference, GetObject, 'Permissions'), which the worker reads as 'no checkpoint yet'",
     ("Leases", "dynamodb:DeleteItem"): "the worker deletes the lease of a stream deleted under it once its reader finds the stream "
     "gone (worker/fleet/leases.py); `stream rm` deletes the lease itself, and the run waits for no reader to find a deleted stream",
+    ("FindRules", "s3:ListBucket"): "no call: as FindCheckpoint, so that rules never applied read as NoSuchKey, not AccessDenied",
+    ("PublishEvents", "sns:Publish"): "the workers publish events only when rules in force make some; this run applies its rules "
+    "after its workers ran (tests/e2e/test_notify.py and the events tests publish as a worker does)",
 }
 
 
@@ -186,8 +189,15 @@ def recording(local_stack, media, tmp_path_factory) -> Recording:
         (work / "rules.yaml").write_text(RULES)
         run("rules", "apply", str(work / "rules.yaml"))
         run("rules", "show")
-        # the dead-letter queue: a letter listed and moved back to the results queue, another purged
+        # notifications: a team's queue subscribed to the events topic with a filter, listed, removed
         sqs = media.client("sqs")
+        team = sqs.create_queue(QueueName="iam-team-events")["QueueUrl"]
+        team_arn = sqs.get_queue_attributes(QueueUrl=team, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        run("notify", "add", f"sqs:{team_arn}", "--type", "line_crossed")
+        run("notify", "ls")
+        run("notify", "rm", f"sqs:{team_arn}", "--yes")
+        sqs.delete_queue(QueueUrl=team)
+        # the dead-letter queue: a letter listed and moved back to the results queue, another purged
         sqs.send_message(QueueUrl=outputs["DeadLetterQueueUrl"], MessageBody="not a frame message")
         run("dlq", "ls")
         run("dlq", "redrive", "--yes")
@@ -262,6 +272,8 @@ def test_the_recording_holds_every_flow(recording):
         ("cli", "ec2:DescribeInstanceTypeOfferings"),
         ("cli", "servicequotas:GetServiceQuota"),
         ("cli", "sqs:PurgeQueue"),
+        ("cli", "sns:Subscribe"),
+        ("cli", "sns:Unsubscribe"),
     ]:
         assert expected in calls, (expected, sorted(calls))
 

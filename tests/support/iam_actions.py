@@ -38,6 +38,8 @@ ACTIONS = {
     ("s3", "UploadPart"): "s3:PutObject",
     ("s3", "CompleteMultipartUpload"): "s3:PutObject",
     ("s3", "ListObjectVersions"): "s3:ListBucketVersions",
+    # SNS Developer Guide, "Amazon SNS message batching": PublishBatch is authorized by sns:Publish (no action of its own).
+    ("sns", "PublishBatch"): "sns:Publish",
 }
 # Operations whose objects the recording does not list (a request body): judged as on every object of the bucket.
 ANY_OBJECT = frozenset({("s3", "DeleteObjects")})
@@ -130,6 +132,7 @@ VARIABLES = {
     "LogStreamName": lambda p: _values(p, "logStreamName"),
     "RepositoryName": lambda p: _values(p, "repositoryName"),
     "ResourceId": lambda p: [UNKNOWN],  # a scalable target's ARN carries a generated id, never a name
+    "TopicName": lambda p: [t.rsplit(":", 1)[-1] for t in _values(p, "TopicArn")],
 }
 
 
