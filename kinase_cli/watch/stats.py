@@ -63,9 +63,17 @@ class StreamStats:
     gaps: int | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=STREAM_LATENCY_WINDOW))
     recent: deque = field(default_factory=deque)
+    counts: dict | None = None  # the running counts of the newest frame that carried them
+    counts_at: tuple[float, int] | None = None  # that frame's (frame time, frame index)
 
     def record(self, message: dict, frame_time: float, now: float) -> None:
-        """Count one shown frame of this stream; `now` is on the clock `fps` is later asked with."""
+        """Count one shown frame of this stream; `now` is on the clock `fps` is later asked with.
+
+        Counts are taken from the newest frame by its own time and index, not by arrival: SQS does
+        not keep order, and an older frame's counts arriving late must not roll the totals back.
+        """
+        if "counts" in message and (self.counts_at is None or (frame_time, message["frame_index"]) >= self.counts_at):
+            self.counts, self.counts_at = message["counts"], (frame_time, message["frame_index"])
         self.frames += 1
         self.inference_ms = float(message["inference_ms"])
         self.latencies.append(float(message["latency_ms"]))
@@ -101,6 +109,44 @@ def format_detections(counts: Counter) -> str:
     if not counts:
         return "-"
     return " ".join(f"{name}×{n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def format_tracked(detections: list[dict]) -> str:
+    """`person×3 #12 #15 car×1`: each class's count, most frequent first, then its confirmed tracks' ids; `-` for none."""
+    tracks: dict[str, list[int]] = {}
+    for d in detections:
+        if "track_id" in d:
+            tracks.setdefault(d["class"], []).append(d["track_id"])
+    counts = Counter(d["class"] for d in detections)
+    if not counts:
+        return "-"
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return " ".join(f"{name}×{n}" + "".join(f" #{t}" for t in sorted(tracks.get(name, ()))) for name, n in ordered)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One line or zone of a stream's running counts (kinase.frame/1 `counts`), as every view shows it."""
+
+    name: str
+    kind: str  # "line" or "zone"
+    into: int | None  # a line's crossings towards its in side; None for a zone
+    out: int | None
+    inside: int | None  # a zone's occupancy; None for a line
+    by_class: str  # `in person×4 car×1 out person×3`, `person×2`; `-` when zero
+
+
+def tallies(counts: dict) -> list[Tally]:
+    """The lines (by name) then the zones (by name) of a frame's `counts`; parts a producer left out count as zero."""
+    found = []
+    for name, line in sorted((counts.get("lines") or {}).items()):
+        into, out = line.get("in") or {}, line.get("out") or {}
+        parts = [f"{label} {format_detections(Counter(per_class))}" for label, per_class in (("in", into), ("out", out)) if per_class]
+        found.append(Tally(name, "line", sum(into.values()), sum(out.values()), None, " ".join(parts) or "-"))
+    for name, zone in sorted((counts.get("zones") or {}).items()):
+        occupancy = zone.get("occupancy") or {}
+        found.append(Tally(name, "zone", None, None, sum(occupancy.values()), format_detections(Counter(occupancy))))
+    return found
 
 
 @dataclass
@@ -140,7 +186,7 @@ class Stats:
             frame_time=frame_time,
             stream=message["stream_name"],
             frame=str(message["frame_index"]),
-            detections=format_detections(counts),
+            detections=format_tracked(detections),
             best_conf=max((d["conf"] for d in detections), default=None),
             latency_ms=float(message["latency_ms"]),
             inference_ms=float(message["inference_ms"]),
@@ -211,4 +257,10 @@ class Stats:
             "saved": self.saved,
             "save_errors": self.save_errors,
             "elapsed_s": round(time.monotonic() - self.started, 2),
+            "counts": self.counts(),
         }
+
+    def counts(self) -> dict[str, dict]:
+        """Each stream's running counts, from its newest frame that carried them; streams without rules are left out."""
+        with self.lock:
+            return {name: s.counts for name, s in sorted(self.streams.items()) if s.counts is not None}

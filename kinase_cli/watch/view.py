@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from kinase_cli.ui.text import plain, visible
-from kinase_cli.watch.stats import Row, Stats, format_detections, percentile
+from kinase_cli.watch.stats import Row, Stats, Tally, format_detections, percentile, tallies
 
 TABLE_ROWS = 15
+STREAM_WIDTH = 16  # at 80 columns the detections (classes, track ids) and the counts by class keep the rest
 
 
 def clock(ts: float | None) -> str:
@@ -115,10 +117,39 @@ def streams_table(stats: Stats) -> Table | None:
     return table
 
 
+def counts_table(stats: Stats, rows: int = TABLE_ROWS) -> Table | None:
+    """Each stream's lines (crossings in and out) and zones (objects inside) from its newest frame's
+    `counts`, at most `rows` of them; None while no frame has carried counts."""
+    found = [(stream, tally) for stream, counts in stats.counts().items() for tally in tallies(counts)]
+    if not found:
+        return None
+    # The compact style of `kinase events`' table: at 80 columns a line's counts by class still fit.
+    table = Table(expand=True, box=box.SIMPLE_HEAD, show_edge=False, padding=0, header_style="bold", title="counts", title_justify="left")
+    table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=STREAM_WIDTH)
+    table.add_column("line/zone", no_wrap=True, overflow="ellipsis", max_width=STREAM_WIDTH)
+    table.add_column("in", justify="right", no_wrap=True)
+    table.add_column("out", justify="right", no_wrap=True)
+    table.add_column("inside", justify="right", no_wrap=True)
+    table.add_column("by class", ratio=1, overflow="ellipsis", no_wrap=True)
+    shown = found if len(found) <= rows else found[: max(0, rows - 1)]
+    for stream, t in shown:
+        table.add_row(
+            plain(stream, limit=100),
+            plain(t.name, limit=100),
+            count(t.into),
+            count(t.out),
+            count(t.inside),
+            plain(t.by_class, limit=300),
+        )
+    if len(shown) < len(found):
+        table.add_row(Text("…"), Text(f"{len(found) - len(shown)} more"), "", "", "", "")
+    return table
+
+
 def frames_table(stats: Stats, rows: int = TABLE_ROWS) -> Table:
     table = Table(expand=True, pad_edge=False)
     table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=STREAM_WIDTH)
     table.add_column("frame", justify="right", no_wrap=True)
     table.add_column("detections", ratio=1, overflow="ellipsis", no_wrap=True)
     table.add_column("best", justify="right", no_wrap=True)
@@ -146,10 +177,17 @@ def cells(row: Row) -> tuple[Text, ...]:
 
 
 def live(stats: Stats, queue_name: str, rows: int = TABLE_ROWS) -> Group:
+    """The header, the per-stream rows (several streams), the counts (rules in force), then as many frames as fit."""
+    parts = [header(stats, queue_name)]
     per_stream = streams_table(stats)
-    if per_stream is None:
-        return Group(header(stats, queue_name), frames_table(stats, rows))
-    return Group(header(stats, queue_name), per_stream, frames_table(stats, max(3, rows - len(per_stream.rows) - 4)))
+    if per_stream is not None:
+        parts.append(per_stream)
+        rows -= len(per_stream.rows) + 5  # title, header, three rules
+    counts = counts_table(stats, max(4, rows // 2))
+    if counts is not None:
+        parts.append(counts)
+        rows -= len(counts.rows) + 3  # title, header, one rule
+    return Group(*parts, frames_table(stats, max(3, rows)))
 
 
 def line(row: Row) -> str:
@@ -174,4 +212,13 @@ def summary_text(summary: dict, reason: str) -> Text:
     ]
     if summary["saved"] or summary["save_errors"]:
         parts.append(f"  saved: {summary['saved']}, save errors: {summary['save_errors']}")
+    for stream, counts in summary["counts"].items():
+        described = ", ".join(tally_text(t) for t in tallies(counts)) or "-"
+        parts.append(f"  counts {visible(stream, limit=100)}: {visible(described, limit=1000)}")
     return Text("\n".join(parts))
+
+
+def tally_text(t: Tally) -> str:
+    """`door in 5 out 3 (in person×4 car×1 out person×3)`, `bay inside 2 (person×2)`: untrusted, for `visible`."""
+    figures = f"in {t.into} out {t.out}" if t.kind == "line" else f"inside {t.inside}"
+    return f"{t.name} {figures}" + (f" ({t.by_class})" if t.by_class != "-" else "")
