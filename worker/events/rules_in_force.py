@@ -43,17 +43,20 @@ class RulesInForce:
     def refresh(self, patience: float | None = None) -> None:
         """One look at the stored rules, transient errors retried for `patience` seconds (default: until the next
         look is due); the version in force changes only for a valid newer document."""
+
+        def fetch() -> rules_format.Current | rules_format.RulesError | None:
+            try:
+                return rules_format.fetch_current(self.s3, self.bucket, known=self.current)
+            except rules_format.RulesError as exc:  # not worth retrying: reported below
+                return exc
+
         try:
-            found = aws.retry(
-                lambda: rules_format.fetch_current(self.s3, self.bucket, known=self.current),
-                what="reading the rules",
-                give_up_after=patience or max(self.poll_s, 1.0),
-            )
-        except rules_format.RulesError as exc:
-            self._report(f"the stored rules are not valid; keeping version {self.version}: {exc}")
-            return
+            found = aws.retry(fetch, what="reading the rules", give_up_after=patience or max(self.poll_s, 1.0))
         except Exception as exc:  # S3 not answering, or access denied: the rules in force stay
             self._report(f"could not read the rules ({error_code(exc) or exc}); keeping version {self.version}")
+            return
+        if isinstance(found, rules_format.RulesError):
+            self._report(f"the stored rules are not valid; keeping version {self.version}: {found}")
             return
         self._problem = ""
         if found is not None and found is not self.current:

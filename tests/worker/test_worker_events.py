@@ -1,0 +1,142 @@
+"""Events from a running worker (issue 24): the generated events video through a file source, with the rules in force
+in the bucket and the events published to an SNS topic fanned out to a queue, counted exactly against its ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kinase_cli.workflows.event_samples import RULES, events_video
+from support.poll import until
+from support.worker_stack import Background, run_worker, summary
+from worker import rules
+from worker.events import contract as events
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return events_video(tmp_path_factory.mktemp("events") / "events.mp4", seed=0)
+
+
+def events_topic(media, name: str) -> tuple[str, str]:
+    """An SNS topic with a queue subscribed to it (raw delivery: the body is the event), as the storage stack makes them."""
+    sns = media.client("sns")
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    queue_url = media.sqs.create_queue(QueueName=name + "-events")["QueueUrl"]
+    queue_arn = media.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    return topic, queue_url
+
+
+def received(media, queue_url: str) -> dict[str, dict]:
+    """The events in the queue by event_id (delivery is at least once), each validated by the contract."""
+    found: dict[str, dict] = {}
+    while True:
+        got = media.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+        if not got:
+            return found
+        for m in got:
+            event = events.parse(m["Body"])
+            found[event["event_id"]] = event
+        media.sqs.delete_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+        )
+
+
+def counted(found: dict[str, dict]) -> dict:
+    """The events as the ground truth's counts (event_samples._counts): line crossings per direction and class, zone entries, exits, dwells."""
+    lines: dict = {"door": {"in": {}, "out": {}}}
+    zones: dict = {"bay": {"entered": {}, "left": {}, "dwell": {}}}
+    kinds = {"zone_entered": "entered", "zone_left": "left", "dwell": "dwell"}
+    for e in found.values():
+        table = lines[e["line"]][e["direction"]] if e["type"] == "line_crossed" else zones[e["zone"]][kinds[e["type"]]]
+        table[e["class"]] = table.get(e["class"], 0) + 1
+    return {"lines": lines, "zones": {"bay": {k: dict(sorted(v.items())) for k, v in zones["bay"].items()}}}
+
+
+def test_file_source_events_match_the_ground_truth_exactly(media, video):
+    target = media.fresh()
+    topic, events_queue = events_topic(media, target.stream)
+    assert rules.publish(media.s3, target.bucket, RULES, applied_at="2026-12-07T00:00:00Z") == 1
+
+    run = run_worker(media.worker_env(target, str(video.path), events_topic_arn=topic))
+
+    assert run.returncode == 0, run.stderr
+    assert "rules version 1 in force" in run.stderr
+    found = received(media, events_queue)
+    assert {e["type"] for e in found.values()} <= {"line_crossed", "zone_entered", "zone_left", "dwell"}
+    assert counted(found) == {
+        "lines": {"door": {d: dict(sorted(c.items())) for d, c in video.counts["lines"]["door"].items()}},
+        "zones": video.counts["zones"],
+    }
+    # each event's snapshot is its frame's annotated JPEG, in the bucket; each has a track id of a confirmed track
+    keys = set(media.keys(target.bucket, "frames/"))
+    assert all(e["snapshot_key"] in keys and isinstance(e["track_id"], int) for e in found.values())
+    # the frames carry the running counts: the last frame's are the video's line totals and an empty zone
+    messages = media.messages(target.queue_url, expect=len(video.frames))
+    last = max(messages, key=lambda m: m["source"]["frame_number"])
+    assert last["counts"]["lines"]["door"] == {d: c for d, c in video.counts["lines"]["door"].items()}
+    assert sum(last["counts"]["zones"]["bay"]["occupancy"].values()) == 0
+    assert any("track_id" in d for m in messages for d in m["summary"])
+    totals = summary(run.stderr)
+    assert totals["read"] == totals["delivered"] == len(video.frames)
+
+
+def test_kvs_events_exact_through_a_sigkill_and_a_restart(media, video):
+    """Through Kinesis Video (stream put + worker), with the worker killed (SIGKILL) mid-video and started again: the
+    restart resumes the tracker and the counts from the checkpoint, so no count is lost, none doubled, and the events
+    of the frames done again carry the same ids (no event twice under two ids)."""
+    target = media.fresh(with_stream=True)
+    topic, events_queue = events_topic(media, target.stream)
+    rules.publish(media.s3, target.bucket, RULES, applied_at="2026-12-07T00:00:00Z")
+    fragments = media.put(target.stream, video.path).acks.persisted
+    env = media.worker_env(target, f"kvs://{target.stream}", start="EARLIEST", idle_exit=5, events_topic_arn=topic)
+
+    first = Background(env)
+    until(
+        lambda: (media.checkpoint(target) or {}).get("fragment_number") in fragments[len(fragments) // 3 :],
+        "a third of the video checkpointed",
+    )
+    first.kill()
+    assert first.proc.returncode == -9
+    run = run_worker(env)
+
+    assert run.returncode == 0, run.stderr
+    assert "resuming" in run.stderr
+    found = received(media, events_queue)
+    assert counted(found) == {
+        "lines": {"door": {d: dict(sorted(c.items())) for d, c in video.counts["lines"]["door"].items()}},
+        "zones": video.counts["zones"],
+    }, run.stderr[-5000:]
+    assert len({(e["type"], e["rule"], e["track_id"], e["frame_id"]) for e in found.values()}) == len(found)
+
+
+def test_rules_applied_while_the_worker_runs_are_picked_up_without_a_restart(media):
+    """Rules applied after the start reach the running worker within its poll (KINASE_RULES_POLL), which logs the version."""
+    target = media.fresh(with_stream=True)
+    worker = Background(media.worker_env(target, f"kvs://{target.stream}", rules_poll=0.5))
+    try:
+        worker.wait_for(lambda line: "no rules applied" in line)
+        rules.publish(media.s3, target.bucket, RULES, applied_at="2026-12-07T00:00:00Z")
+        worker.wait_for(lambda line: "rules version 1 in force" in line)
+        worker.terminate()
+        code, _out, err = worker.finish(timeout=120)
+    finally:
+        worker.kill()
+    assert code == 0, err
+
+
+def test_a_stored_rules_version_that_is_not_valid_keeps_the_rules_in_force(media, video):
+    target = media.fresh()
+    rules.publish(media.s3, target.bucket, RULES, applied_at="2026-12-07T00:00:00Z")
+    media.s3.put_object(
+        Bucket=target.bucket, Key=rules.CURRENT_KEY, Body=json.dumps({"version": 2, "applied_at": "x", "rules": {}}).encode()
+    )
+
+    run = run_worker(media.worker_env(target, str(video.path), max_frames=5))
+
+    assert run.returncode == 0, run.stderr
+    assert "the stored rules are not valid; keeping version 0" in run.stderr
