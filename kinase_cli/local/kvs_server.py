@@ -1,11 +1,11 @@
-"""A local Kinesis Video Streams endpoint: the control plane and the PutMedia / GetMedia media plane.
+"""A local Kinesis Video Streams endpoint: the control plane, the PutMedia / GetMedia media plane, GetClip.
 
 moto has no Kinesis Video media plane, so `kinase local up` runs this beside the moto server; boto3
 reaches it through `AWS_ENDPOINT_URL_KINESIS_VIDEO`, and `GetDataEndpoint` answers with this
 server's own URL. It speaks the real wire formats (rest-json control calls, chunked Matroska in and
 newline-separated JSON acks out for PutMedia, a chunked run of per-fragment Matroska files with the
-AWS_KINESISVIDEO_* tags for GetMedia) and checks SigV4 signatures against the local fake
-credentials. A test and demo stand-in, not a product: state is in memory and bounded.
+AWS_KINESISVIDEO_* tags for GetMedia, an MP4 for archived-media GetClip: kvs_clip) and checks SigV4
+signatures against the local fake credentials. A test and demo stand-in, not a product: state is in memory and bounded.
 
     python -m kinase_cli.local.kvs_server --host localhost --port 4567
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kinase_cli.local import kvs_media
+from kinase_cli.local import kvs_clip, kvs_media
 from kinase_cli.local.kvs_store import Store, StoreError
 from kinase_cli.local.sigv4 import AuthError, verify
 
@@ -101,6 +101,8 @@ class Handler(BaseHTTPRequestHandler):
             params = json.loads(body or b"{}")
             if path == "/getMedia":
                 kvs_media.get_media(self, params)
+            elif path == "/getClip":
+                kvs_clip.get_clip(self, params)
             elif path in CONTROL_CALLS:
                 self.send_json(200, getattr(self, CONTROL_CALLS[path])(params))
             else:
@@ -183,6 +185,8 @@ class Limits:
     max_future_seconds: float = kvs_media.MAX_FUTURE_SECONDS
     max_session_seconds: float = kvs_media.MAX_SESSION_SECONDS
     idle_reset_seconds: float = kvs_media.IDLE_RESET_SECONDS
+    clip_max_fragments: int = kvs_clip.MAX_FRAGMENTS
+    clip_max_bytes: int = kvs_clip.MAX_BYTES
 
 
 LIMIT_HELP = {
@@ -194,6 +198,8 @@ LIMIT_HELP = {
     "max_future_seconds": "producer timestamps further ahead of this server's clock get error 4007",
     "max_session_seconds": "end a GetMedia session after this long, at a fragment boundary (the service: about 45 minutes)",
     "idle_reset_seconds": "reset (TCP RST) a GetMedia connection that sent nothing for this long, as a middlebox does (default 0: never)",
+    "clip_max_fragments": "GetClip: a clip holds at most this many fragments from its start (the service: 200)",
+    "clip_max_bytes": "GetClip: a clip holds at most this many bytes of fragments from its start (the service: 100 MB)",
 }
 
 
