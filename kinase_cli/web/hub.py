@@ -14,12 +14,13 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from kinase_cli.ui.text import visible
-from kinase_cli.watch.stats import Stats, StreamStats, percentile
+from kinase_cli.watch.stats import Stats, StreamStats, percentile, tallies
 from kinase_cli.web.metrics import WINDOW_S
 
 CHART_WINDOW_S = 300  # the charts show the last five minutes, one point per second
 QUIET_AFTER_S = 10.0
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
+MAX_TALLIES = 50  # lines and zones listed per tile: a message's `counts` is untrusted, and goes to the page on every update
 
 
 @dataclass
@@ -38,7 +39,9 @@ class Tile(StreamStats):
     stream: str
     classes: Counter = field(default_factory=Counter)
     latest: list = field(default_factory=list)
+    tracks: dict = field(default_factory=dict)  # class -> confirmed track ids in the newest frame
     frame_index: int | None = None
+    size: tuple[int, int] | None = None  # the newest frame's width and height: the overlay's aspect
     latency_ms: float | None = None
     last_seen: float | None = None
     pending_key: str | None = None
@@ -63,6 +66,8 @@ class Hub:
         self.new_stream = threading.Event()
         self.metrics: dict[str, dict[str, float]] | None = None  # from CloudWatch (web/metrics.py), None when not asked
         self.metrics_error: str | None = None
+        self.rules = None  # worker.rules.Current in force (web/rules.py), None while none is applied or read
+        self.rules_error: str | None = None
         self._wanted = threading.Condition(self.lock)
         self._fetcher = threading.Thread(target=self._fetch_loop, name="kinase-web-frames", daemon=True)
         self._fetcher.start()
@@ -85,7 +90,12 @@ class Hub:
             counts = Counter(d["class"] for d in detections)
             tile.classes.update(counts)
             tile.latest = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            tile.tracks = {}
+            for d in detections:
+                if "track_id" in d:
+                    tile.tracks.setdefault(d["class"], []).append(d["track_id"])
             tile.frame_index = message["frame_index"]
+            tile.size = (message["width"], message["height"])
             tile.latency_ms = float(message["latency_ms"])
             tile.last_seen = now
             second = int(now)
@@ -112,6 +122,13 @@ class Hub:
                 self.metrics = {}
             self.metrics_error = error
             self.version += 1
+
+    def rules_in_force(self, current, error: str | None) -> None:
+        """The rules the workers apply (worker.rules.Current or None), read again every few seconds; on error the last ones stay."""
+        with self.lock:
+            if current is not self.rules or error != self.rules_error:
+                self.rules, self.rules_error = current, error
+                self.version += 1
 
     def image(self, tile_id: int) -> bytes | None:
         with self.lock:
@@ -166,6 +183,8 @@ class Hub:
             head.update(
                 metrics_window_s=None if self.metrics is None else WINDOW_S,
                 metrics_error=None if self.metrics_error is None else visible(self.metrics_error, limit=300),
+                rules_version=None if self.rules is None else self.rules.version,
+                rules_error=None if self.rules_error is None else visible(self.rules_error, limit=300),
             )
         if self.stats is not None:
             with self.stats.lock:
@@ -199,6 +218,7 @@ class Hub:
             "frame_index": tile.frame_index,
             "classes": [(visible(name), n) for name, n in sorted(tile.classes.items(), key=lambda kv: (-kv[1], kv[0]))],
             "latest": [(visible(name), n) for name, n in tile.latest],
+            "tracks": [(visible(name), sorted(ids)) for name, ids in sorted(tile.tracks.items())],
             "fps": round(tile.fps(now), 2),
             "inference_ms": tile.inference_ms,
             "latency_ms": tile.latency_ms,
@@ -212,4 +232,33 @@ class Hub:
             "image_version": tile.image_version if tile.image is not None else 0,
             "image_error": None if tile.image_error is None else visible(tile.image_error, limit=300),
             "series": series,
+            "size": tile.size,
+            "overlay": self._overlay(tile.stream),
+            "counts": self._counts(tile.counts),
         }
+
+    def _overlay(self, stream: str) -> dict:
+        """The stream's lines and zones in force, normalised 0..1 (x right, y down), names as untrusted text."""
+        rules = None if self.rules is None else self.rules.rules.rules_for(stream)
+        if rules is None:
+            return {"lines": [], "zones": []}
+        return {
+            "lines": [{"name": visible(line.name), "points": line.points, "in_side": line.in_side} for line in rules.lines],
+            "zones": [{"name": visible(zone.name), "polygon": zone.polygon} for zone in rules.zones],
+        }
+
+    @staticmethod
+    def _counts(counts: dict | None) -> list[dict]:
+        """The newest frame's running counts, a line or zone each (as `kinase watch` lists them)."""
+        found = tallies(counts) if counts is not None else []
+        return [
+            {
+                "kind": t.kind,
+                "name": visible(t.name, limit=100),
+                "in": t.into,
+                "out": t.out,
+                "inside": t.inside,
+                "by_class": visible(t.by_class, limit=300),
+            }
+            for t in found[:MAX_TALLIES]
+        ]

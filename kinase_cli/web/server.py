@@ -28,6 +28,7 @@ from starlette.routing import Route
 from kinase_cli.ui.errors import KinaseError
 from kinase_cli.web.hub import Hub
 from kinase_cli.web.metrics import MetricsPoller
+from kinase_cli.web.rules import RulesPoller
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -185,9 +186,11 @@ def start(hub: Hub, host: str = "127.0.0.1", port: int = 0) -> WebView:
 def serving(s3, bucket: str, queue_url: str, *, cloudwatch=None, detections=None, host: str = "127.0.0.1", port: int = 0):
     """A hub and its running server for one watch session; both end with the block.
 
-    With a CloudWatch client, the tiles also show the worker's drops and gaps from its metrics.
+    With a CloudWatch client, the tiles also show the worker's drops and gaps from its metrics. The
+    rules in force are read from the frames bucket, for the tiles' lines and zones.
     """
     hub = Hub(s3, bucket, queue_url.rsplit("/", 1)[-1], detections)
+    RulesPoller(s3, bucket, hub).start()
     if cloudwatch is not None:
         MetricsPoller(cloudwatch, hub).start()
     try:

@@ -1,9 +1,10 @@
-"""Fixtures of the end-to-end tests: a standalone Kinesis Video endpoint, the watch stack with empty queues."""
+"""Fixtures of the end-to-end tests: a standalone Kinesis Video endpoint, the watch stack with empty queues, a browser."""
 
 from __future__ import annotations
 
 import pytest
 
+from support.browser import Browser, executable
 from support.kvs import endpoint
 from support.watch_stack import Stack
 
@@ -25,3 +26,14 @@ def fresh(stack):
     """The stack with empty queues."""
     stack.reset()
     return stack
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Debian chromium driven over the DevTools protocol, for the web view's tests."""
+    binary = executable()
+    if binary is None:
+        pytest.skip("no chromium on PATH: the browser tests need Debian's `chromium` package (apt-get install chromium)")
+    browser = Browser(binary)
+    yield browser
+    browser.close()

@@ -12,61 +12,23 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from support.browser import Browser, executable
-from support.cli import KINASE, ROOT, assert_one_line_error, kinase
+from support.cli import ROOT, assert_one_line_error, kinase
 from support.messages import frame
 from support.poll import until
+from support.web import WebWatch
 from worker.metrics import NAMESPACE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 SCREENSHOT = ROOT / "docs" / "web-view.png"
-
-
-class WebWatch:
-    """A running `kinase watch --local --web`; `url` is what it printed, token included."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
-        self.proc = subprocess.Popen(
-            [*KINASE, "watch", "--local", "--web", "--port", "0", "--idle-timeout", "300", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stderr: list[str] = []
-        self.stdout: list[str] = []
-        found = threading.Event()
-
-        def read(stream, lines):
-            for line in stream:
-                lines.append(line)
-                if line.startswith("web view: "):
-                    found.set()
-
-        for stream, lines in ((self.proc.stderr, self.stderr), (self.proc.stdout, self.stdout)):
-            threading.Thread(target=read, args=(stream, lines), daemon=True).start()
-        if not found.wait(120):
-            self.stop()
-            raise AssertionError("no web view URL printed:\n" + "".join(self.stderr))
-        self.url = next(line for line in self.stderr if line.startswith("web view: ")).split(" ", 2)[2].strip()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
 
 
 def _frames_dir() -> Path | None:
@@ -97,16 +59,6 @@ def send_frames(stack, stream: str, indexes: range, classes: list[str], photo: s
     for m in messages:
         upload_annotated(stack, m, photo)
     stack.send([json.dumps(m) for m in messages])
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    binary = executable()
-    if binary is None:
-        pytest.skip("no chromium on PATH: the browser tests need Debian's `chromium` package (apt-get install chromium)")
-    browser = Browser(binary)
-    yield browser
-    browser.close()
 
 
 def tile_frames(stream: str) -> str:

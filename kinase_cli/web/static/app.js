@@ -1,6 +1,8 @@
 // The kinase web view: one tile per stream, redrawn from server-sent events.
-// Every string from the queue is untrusted: it only ever reaches the page through textContent.
+// Every string from the queue or the rules is untrusted: it only ever reaches the page through textContent.
 "use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
 
 const token = new URLSearchParams(location.search).get("token");
 const tiles = new Map();
@@ -23,6 +25,51 @@ function num(value, digits, unit) {
 
 function count(value) {
   return value === null || value === undefined ? "-" : String(value);
+}
+
+function shape(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  return node;
+}
+
+// A name and its counts, centred on a normalised point of the frame.
+function mark(cls, text, x, y) {
+  const node = el("span", "mark " + cls, text);
+  node.style.left = (x * 100).toFixed(2) + "%";
+  node.style.top = (y * 100).toFixed(2) + "%";
+  return node;
+}
+
+function figures(c) {
+  if (!c) return "-";
+  return c.kind === "line" ? "in " + c.in + " · out " + c.out : c.inside + " inside";
+}
+
+// The stream's lines and zones in force, over its frame, each with its counts from the newest frame that carried them.
+function overlay(t, s) {
+  if (s.size) t.frame.style.aspectRatio = s.size[0] + " / " + s.size[1];
+  const counted = new Map(s.counts.map((c) => [c.kind + " " + c.name, c]));
+  const shapes = [], marks = [];
+  for (const z of s.overlay.zones) {
+    shapes.push(shape("polygon", { class: "zone", points: z.polygon.map((p) => p.join(",")).join(" ") }));
+    const x = z.polygon.reduce((sum, p) => sum + p[0], 0) / z.polygon.length;
+    const y = z.polygon.reduce((sum, p) => sum + p[1], 0) / z.polygon.length;
+    marks.push(mark("zone", z.name + ": " + figures(counted.get("zone " + z.name)), x, y));
+  }
+  for (const l of s.overlay.lines) {
+    const [[x1, y1], [x2, y2]] = l.points;
+    shapes.push(shape("line", { class: "line", x1, y1, x2, y2 }));
+    shapes.push(shape("circle", { class: "in-side", cx: l.in_side[0], cy: l.in_side[1], r: 0.012 }));
+    marks.push(mark("line", l.name + ": " + figures(counted.get("line " + l.name)), (x1 + x2) / 2, (y1 + y2) / 2));
+  }
+  t.shapes.replaceChildren(...shapes);
+  t.marks.replaceChildren(...marks);
+  t.counts.replaceChildren(...s.counts.map((c) => {
+    const li = el("li", c.kind);
+    li.append(el("span", "count-name", c.name), el("span", "count-figures", figures(c)), el("span", "count-classes", c.by_class));
+    return li;
+  }));
 }
 
 function stat(parent, label) {
@@ -90,12 +137,14 @@ function makeTile(s) {
   const img = el("img");
   img.alt = "latest annotated frame";
   const noImage = el("div", "no-image", "no frame yet");
-  frame.append(img, noImage);
+  const shapes = shape("svg", { class: "shapes", viewBox: "0 0 1 1", preserveAspectRatio: "none" });
+  const marks = el("div", "marks");
+  frame.append(img, noImage, shapes, marks);
   root.append(frame);
   const stats = el("div", "stats");
   root.append(stats);
   const t = {
-    root, title, img, noImage, shownVersion: 0,
+    root, title, img, noImage, frame, shapes, marks, shownVersion: 0,
     frames: stat(stats, "frames"), fps: stat(stats, "fps"), inference: stat(stats, "inference"),
     latency: stat(stats, "latency"), p95: stat(stats, "p95"), lag: stat(stats, "lag"),
     drops: stat(stats, "drops"), gaps: stat(stats, "gaps"),
@@ -103,6 +152,8 @@ function makeTile(s) {
   t.frames.classList.add("frames");
   t.latest = el("p", "latest");
   root.append(t.latest);
+  t.counts = el("ul", "counts");
+  root.append(t.counts);
   t.classes = el("ul", "classes");
   root.append(t.classes);
   const charts = el("div", "charts");
@@ -138,8 +189,10 @@ function update(t, s, now, windowS, metricsWindowS) {
   const gaps = accounting(s.gaps, s.worker.gaps, metricsWindowS);
   t.drops.textContent = drops.text;
   t.gaps.textContent = gaps.text + (gaps.note && s.worker.frames_gapped ? " (" + s.worker.frames_gapped + " frames)" : "");
+  const tracks = new Map(s.tracks);
   t.latest.textContent = "frame " + count(s.frame_index) + ": " +
-    (s.latest.length ? s.latest.map(([name, n]) => name + " ×" + n).join(", ") : "no detections");
+    (s.latest.length ? s.latest.map(([name, n]) => name + " ×" + n + (tracks.get(name) || []).map((id) => " #" + id).join("")).join(", ") : "no detections");
+  overlay(t, s);
   t.classes.replaceChildren(...s.classes.map(([name, n]) => {
     const li = el("li");
     li.append(el("span", "class-name", name), el("span", "class-count", String(n)));
@@ -171,6 +224,9 @@ function render(state) {
   const metrics = document.getElementById("metrics");
   metrics.textContent = state.metrics_error ? "unavailable: " + state.metrics_error : (state.metrics_window_s ? "CloudWatch" : "-");
   metrics.classList.toggle("warn", Boolean(state.metrics_error));
+  const rules = document.getElementById("rules");
+  rules.textContent = (state.rules_version === null ? "none" : "v" + state.rules_version) + (state.rules_error ? " (" + state.rules_error + ")" : "");
+  rules.classList.toggle("warn", Boolean(state.rules_error));
   document.getElementById("empty").hidden = state.streams.length > 0;
   for (const s of state.streams) {
     let t = tiles.get(s.id);
