@@ -23,17 +23,20 @@ posts `{StreamName|StreamARN, ClipFragmentSelector: {FragmentSelectorType, Times
   returned", which the page does not name; this endpoint answers InvalidCodecPrivateDataException.
 - Frames PyAV cannot read or write: InvalidMediaFrameException.
 
-The MP4 is a plain one (moov after mdat), the stored packets copied without re-encoding, its time 0
+The MP4 is a plain one (not fragmented; moov first), the stored packets copied without re-encoding, its time 0
 the start of the clip's first fragment.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
+import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 from kinase_cli.local.kvs_media import request_id
 from kinase_cli.local.kvs_store import Fragment, StoreError
@@ -188,28 +191,47 @@ def _valid_private(track: Track) -> bool:
 
 
 def mp4(fragments: list[Fragment]) -> bytes:
-    """The fragments' packets copied into one MP4, times shifted so that the first fragment starts at 0."""
+    """The fragments' packets copied into one MP4 (moov first, so that it plays while it downloads), times
+    shifted so that the first fragment starts at 0."""
     import av
 
-    out_file = io.BytesIO()
     try:
-        with av.open(out_file, "w", format="mp4") as out:
-            streams: list = []
-            origin: Fraction | None = None
-            for fragment in fragments:
-                with av.open(io.BytesIO(fragment.header + fragment.cluster), format="matroska") as source:
+        with tempfile.TemporaryDirectory(prefix="kinase-clip-") as tmp:
+            path = Path(tmp) / "clip.mp4"
+            with contextlib.ExitStack() as sources, av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out:
+                streams: list = []
+                packets: list = []
+                for fragment in fragments:
+                    source = sources.enter_context(av.open(io.BytesIO(fragment.header + fragment.cluster), format="matroska"))
                     if not streams:
                         streams = [out.add_stream_from_template(s) for s in source.streams]
-                    packets = [p for p in source.demux() if p.size and p.pts is not None]
-                    if origin is None:
-                        origin = min((p.pts * p.time_base for p in packets), default=Fraction(0))
-                    for packet in packets:
-                        shift = round(origin / packet.time_base)
-                        packet.pts -= shift
-                        if packet.dts is not None:
-                            packet.dts -= shift
-                        packet.stream = streams[packet.stream.index]
-                        out.mux(packet)
+                    packets.append([p for p in source.demux() if p.size and p.pts is not None])
+                origin = min((p.pts * p.time_base for p in packets[0]), default=Fraction(0))
+                flat = [p for fragment_packets in packets for p in fragment_packets]
+                _decode_times(flat, origin)
+                for packet in flat:
+                    packet.stream = streams[packet.stream.index]
+                    out.mux(packet)
+            return path.read_bytes()
     except (av.error.FFmpegError, mkv.MkvError, IndexError) as exc:
         raise StoreError("InvalidMediaFrameException", f"One or more frames in the requested clip could not be parsed: {exc}") from None
-    return out_file.getvalue()
+
+
+def _decode_times(packets: list, origin: Fraction) -> None:
+    """Each packet's pts shifted by `origin`, and a dts: Matroska stores presentation times only, and the
+    demuxer leaves the dts of each fragment's first reordered (B-)frames unset. A stream's dts are its pts in
+    ascending order, moved back by the largest reordering so that no frame is decoded after it is shown."""
+    by_stream: dict[int, list] = {}
+    for packet in packets:
+        packet.pts -= round(origin / packet.time_base)
+        by_stream.setdefault(packet.stream.index, []).append(packet)
+    for stream_packets in by_stream.values():
+        base = stream_packets[0].time_base
+        for packet in stream_packets:
+            if packet.time_base != base:  # another PutMedia session's timecode scale
+                packet.pts = round(packet.pts * packet.time_base / base)
+                packet.time_base = base
+        ordered = sorted(p.pts for p in stream_packets)
+        delay = max(0, *(shown - p.pts for shown, p in zip(ordered, stream_packets, strict=True)))
+        for shown, packet in zip(ordered, stream_packets, strict=True):
+            packet.dts = shown - delay

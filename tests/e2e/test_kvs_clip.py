@@ -173,6 +173,47 @@ def test_media_ingested_twice_over_the_same_time_is_in_the_clip_once(kvs_endpoin
     assert (seen["first"] == expected).all()
 
 
+def encoded(path: Path, codec: str, options: dict[str, str], container: str | None = None) -> Path:
+    """30 frames of a brightening picture with the encoder's own options (B-frames, H.265), which
+    shapes_video does not make; a key frame every GOP frames."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=FPS, options=options)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), i * 8, np.uint8), format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_reordered_frames_keep_their_order_and_timing(kvs_endpoint, tmp_path):
+    """H.264 with B-frames, as many cameras send it: Matroska stores presentation times only; the clip decodes
+    every frame, at its time, the first a key frame."""
+    kvs_endpoint.create("clip-bframes")
+    path = encoded(tmp_path / "bframes.mp4", "libx264", {"g": str(GOP), "bf": "2"})
+    chunks: list[bytes] = []
+    kvs_put.remux(path, chunks.append)
+    put(kvs_endpoint, "clip-bframes", b"".join(chunks))
+    seen = played(clip(kvs_endpoint, "clip-bframes", START, START + 60)["Payload"].read())
+    assert seen["times"] == frame_times(6) and seen["first_key"] is True
+
+
+def test_h265_video_gets_a_clip(kvs_endpoint, tmp_path):
+    """API_reader_GetClip: "The media must contain h.264 or h.265 encoded video" (track 1 V_MPEGH/ISO/HEVC),
+    sent here as PyAV's Matroska muxer writes it, B-frames and all."""
+    kvs_endpoint.create("clip-hevc")
+    params = f"keyint={GOP}:min-keyint={GOP}:bframes=2:log-level=error"
+    path = encoded(tmp_path / "hevc.mkv", "libx265", {"x265-params": params}, container="matroska")
+    put(kvs_endpoint, "clip-hevc", path.read_bytes())
+    seen = played(clip(kvs_endpoint, "clip-hevc", START, START + 60)["Payload"].read())
+    assert seen["streams"] == ["video:hevc"]
+    assert seen["times"] == frame_times(6) and seen["first_key"] is True
+
+
 # -------------------------------------------------------------------------------------- limits
 
 
