@@ -49,6 +49,7 @@ SELECTOR_TYPES = {"PRODUCER_TIMESTAMP": "producer_timestamp", "SERVER_TIMESTAMP"
 VIDEO_CODECS = ("V_MPEG4/ISO/AVC", "V_MPEGH/ISO/HEVC")
 AUDIO_CODECS = ("A_AAC", "A_MS/ACM")
 WAVE_FORMAT_ALAW = 6
+G711 = ("pcm_alaw",)
 
 CODEC_ID = 0x86
 CODEC_PRIVATE = 0x63A2
@@ -192,28 +193,29 @@ def _valid_private(track: Track) -> bool:
 
 def mp4(fragments: list[Fragment]) -> bytes:
     """The fragments' packets copied into one MP4 (moov first, so that it plays while it downloads), times
-    shifted so that the first fragment starts at 0."""
+    shifted so that the first fragment starts at 0. G.711 goes in the QuickTime flavour of the format, the
+    one FFmpeg writes it in."""
     import av
 
     try:
-        with tempfile.TemporaryDirectory(prefix="kinase-clip-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="kinase-clip-") as tmp, contextlib.ExitStack() as sources:
+            packets: list = []
+            for fragment in fragments:
+                source = sources.enter_context(av.open(io.BytesIO(fragment.header + fragment.cluster), format="matroska"))
+                packets.append([p for p in source.demux() if p.size and p.pts is not None])
+            first = packets[0][0].stream.container.streams
+            origin = min(p.pts * p.time_base for p in packets[0])
+            flat = [p for fragment_packets in packets for p in fragment_packets]
+            _decode_times(flat, origin)
             path = Path(tmp) / "clip.mp4"
-            with contextlib.ExitStack() as sources, av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out:
-                streams: list = []
-                packets: list = []
-                for fragment in fragments:
-                    source = sources.enter_context(av.open(io.BytesIO(fragment.header + fragment.cluster), format="matroska"))
-                    if not streams:
-                        streams = [out.add_stream_from_template(s) for s in source.streams]
-                    packets.append([p for p in source.demux() if p.size and p.pts is not None])
-                origin = min((p.pts * p.time_base for p in packets[0]), default=Fraction(0))
-                flat = [p for fragment_packets in packets for p in fragment_packets]
-                _decode_times(flat, origin)
+            flavour = "mov" if any(s.codec_context.name in G711 for s in first) else "mp4"
+            with av.open(str(path), "w", format=flavour, options={"movflags": "faststart"}) as out:
+                streams = [out.add_stream_from_template(s) for s in first]
                 for packet in flat:
                     packet.stream = streams[packet.stream.index]
                     out.mux(packet)
             return path.read_bytes()
-    except (av.error.FFmpegError, mkv.MkvError, IndexError) as exc:
+    except (av.error.FFmpegError, mkv.MkvError, IndexError, ValueError) as exc:
         raise StoreError("InvalidMediaFrameException", f"One or more frames in the requested clip could not be parsed: {exc}") from None
 
 

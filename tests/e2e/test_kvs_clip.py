@@ -7,6 +7,7 @@ ClipTimestampRange, GetClipOutput), video-playback-requirements (GetClip's track
 from __future__ import annotations
 
 import io
+import struct
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from worker.sources import mkv
 
 FPS, GOP = 10, 5  # fragments of half a second
 START = 1_700_000_000.0  # producer time of the first frame
+AUDIO, SAMPLING_FREQUENCY, CHANNELS = 0xE1, 0xB5, 0x9F  # Matroska elements of an audio TrackEntry
 
 
 def matroska(path: Path, frames: int = 30, seed: int = 0, audio: bool = False) -> bytes:
@@ -155,6 +157,44 @@ def test_a_clip_carries_the_aac_audio_track(kvs_endpoint, tmp_path):
     seen = played(clip(kvs_endpoint, "clip-audio", START, START + 60)["Payload"].read())
     assert seen["streams"] == ["audio:aac", "video:h264"]
     assert len(seen["times"]) == 30 and seen["first_key"] is True
+
+
+def with_g711(body: bytes, format_tag: int) -> bytes:
+    """The video with a G.711 track 2 (A_MS/ACM, WAVEFORMATEX `format_tag`: 6 A-law, 7 mu-law) of silence beside
+    it, 100 ms blocks, as a camera's producer sends it (PyAV's Matroska muxer writes no G.711)."""
+    wave = struct.pack("<HHIIHHH", format_tag, 1, 8000, 8000, 1, 8, 0)
+    audio = mkv.element(AUDIO, mkv.element(SAMPLING_FREQUENCY, struct.pack(">d", 8000.0)) + mkv.uint_element(CHANNELS, 1))
+    entry = mkv.element(
+        mkv.TRACK_ENTRY,
+        mkv.uint_element(mkv.TRACK_NUMBER, 2)
+        + mkv.uint_element(mkv.TRACK_TYPE, 2)
+        + mkv.string_element(kvs_clip.CODEC_ID, "A_MS/ACM")
+        + mkv.element(kvs_clip.CODEC_PRIVATE, wave)
+        + audio,
+    )
+    silence = b"".join(mkv.element(mkv.SIMPLE_BLOCK, b"\x82" + struct.pack(">hB", ms, 0x80) + b"\xd5" * 800) for ms in range(0, 500, 100))
+    out = b""
+    for el in mkv.iter_level1(io.BytesIO(body)):
+        if el.id == mkv.TRACKS:
+            out += mkv.element(mkv.TRACKS, el.body + entry)
+        elif el.id == mkv.CLUSTER:
+            out += mkv.element(mkv.CLUSTER, el.body + silence)
+        else:
+            out += el.raw
+    return out
+
+
+def test_g711_a_law_audio_is_in_the_clip_and_mu_law_is_not_taken(kvs_endpoint, video):
+    """video-playback-requirements, GetClip: track 2 may be "G.711 audio (A-Law only)" (A_MS/ACM); another
+    G.711 (mu-law) is a media type GetClip does not take: UnsupportedStreamMediaTypeException."""
+    kvs_endpoint.create("clip-alaw")
+    put(kvs_endpoint, "clip-alaw", with_g711(video, format_tag=6))
+    seen = played(clip(kvs_endpoint, "clip-alaw", START, START + 60)["Payload"].read())
+    assert seen["streams"] == ["audio:pcm_alaw", "video:h264"]
+    assert seen["times"] == frame_times(6) and seen["first_key"] is True
+    kvs_endpoint.create("clip-mulaw")
+    put(kvs_endpoint, "clip-mulaw", with_g711(video, format_tag=7))
+    assert error_of(kvs_endpoint, "clip-mulaw", START, START + 60) == ("UnsupportedStreamMediaTypeException", 400)
 
 
 def test_media_ingested_twice_over_the_same_time_is_in_the_clip_once(kvs_endpoint, video, tmp_path):
