@@ -11,6 +11,8 @@ import struct
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
@@ -65,8 +67,6 @@ def error_of(kvs, stream: str, start: float, end: float, kind: str = "PRODUCER_T
 
 def played(mp4: bytes) -> dict:
     """What a player sees in the clip: its video frames (times, whether the first is a key frame), its streams."""
-    import av
-
     with av.open(io.BytesIO(mp4)) as container:
         assert container.format.name.startswith("mov,mp4")
         kinds = sorted(f"{s.type}:{s.codec_context.name}" for s in container.streams)
@@ -206,8 +206,6 @@ def test_media_ingested_twice_over_the_same_time_is_in_the_clip_once(kvs_endpoin
     put(kvs_endpoint, "clip-twice", matroska(tmp_path / "other.mp4", seed=7))
     seen = played(clip(kvs_endpoint, "clip-twice", START, START + 60)["Payload"].read())
     assert seen["times"] == frame_times(6)
-    import av
-
     with av.open(io.BytesIO(video), format="matroska") as original:
         expected = next(original.decode(video=0)).to_ndarray(format="gray")
     assert (seen["first"] == expected).all()
@@ -216,9 +214,6 @@ def test_media_ingested_twice_over_the_same_time_is_in_the_clip_once(kvs_endpoin
 def encoded(path: Path, codec: str, options: dict[str, str], container: str | None = None) -> Path:
     """30 frames of a brightening picture with the encoder's own options (B-frames, H.265), which
     shapes_video does not make; a key frame every GOP frames."""
-    import av
-    import numpy as np
-
     with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=FPS, options=options)
         stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
