@@ -2,8 +2,11 @@
 
 Every step is the same code path an operator uses: `local up`, `deploy --local` (the real cdk
 CLI), `stream put` (PutMedia into the local Kinesis Video endpoint), `run-task --local` (the real
-worker reading GetMedia), and `watch` (the live table). The video is generated with known ground
-truth, so the summary can say how many of the shapes the detector really found.
+worker reading GetMedia), `watch` (the live table) and `events` (the events queue). The video is generated
+with known ground truth (event_samples.events_video): every shape's box in every frame, and every crossing of
+its counting line and every entry, exit and dwell in its zone. The demo applies the video's rules before the
+worker starts, so the summary can say how many of the shapes the detector really found and whether the
+published events count exactly what happened.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from kinase_cli import paths
 from kinase_cli.aws import kvs_put, outputs
@@ -27,21 +31,24 @@ from kinase_cli.options import Json
 from kinase_cli.runners import proc
 from kinase_cli.ui import console, jsonout
 from kinase_cli.ui.errors import KinaseError, translate
+from kinase_cli.ui.text import join, plain
 from kinase_cli.watch.session import Options, Resources, Session
 from kinase_cli.web import report
-from kinase_cli.workflows import deploy, images, scoring, worker_env
+from kinase_cli.workflows import demo_events, deploy, images, scoring, worker_env
 from kinase_cli.workflows import local as local_workflow
 
 MODEL = Path("models") / "shapes-yolo11n.onnx"
 IMGSZ = 320
-VIDEO_SIZE = (640, 480)
+VIDEO_SIZE = (640, 480)  # the shapes model finds every object of the events video at this size (event_samples)
+SEED = 2
+STEPS = 7
 WORKER_IDLE_EXIT_S = 20
 WATCH_IDLE_TIMEOUT_S = 45
 
 EPILOG = """\
 Examples:
 
-  kinase demo                      # about a minute: local stack, deploy, stream, worker, live table
+  kinase demo                      # about a minute: local stack, deploy, rules, stream, worker, live table, events
   kinase demo --frames 300 --fps 30
   kinase demo --keep               # leave the local stack running, then: kinase status --local
   kinase demo --save demo-out/ --json
@@ -54,7 +61,7 @@ started (a stack that was already running is left as it was).
 @contextmanager
 def _step(number: int, title: str):
     """Name the step that breaks, so a failure says where the pipeline stopped."""
-    console.step(f"[{number}/6] {title}")
+    console.step(f"[{number}/{STEPS}] {title}")
     try:
         yield
     except KinaseError as exc:
@@ -67,8 +74,11 @@ def _step(number: int, title: str):
 
 
 def demo(
-    frames: Annotated[int, typer.Option("--frames", min=15, max=3000, help="Length of the generated video, in frames.")] = 150,
-    fps: Annotated[int, typer.Option("--fps", min=1, max=60, help="Frame rate of the generated video (it is streamed in real time).")] = 15,
+    frames: Annotated[
+        int,
+        typer.Option("--frames", min=15, max=3000, help="Length of the generated video, in frames (15 s or more has every event type)."),
+    ] = 150,
+    fps: Annotated[int, typer.Option("--fps", min=1, max=60, help="Frame rate of the generated video (it is streamed in real time).")] = 10,
     save: Annotated[
         Optional[Path],
         typer.Option(
@@ -80,7 +90,7 @@ def demo(
     kvs_port: Annotated[int, typer.Option("--kvs-port", help="Port of the local Kinesis Video endpoint if it must be started.")] = 4567,
     json_: Json = False,
 ) -> None:
-    """Run the whole pipeline offline: local stack, deploy, stream a video, run the worker, watch every frame arrive."""
+    """Run the whole pipeline offline: local stack, deploy, stream a video, run the worker, watch every frame arrive, count the events."""
     workdir = (save or paths.local_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started_here = stack.running_state() is None
@@ -96,7 +106,7 @@ def demo(
 
 
 def _run(target, workdir: Path, frames: int, fps: int, port: int, kvs_port: int, json_: bool) -> dict:
-    from kinase_cli.workflows import samples
+    from kinase_cli.workflows import event_samples
 
     with _step(1, "local stack (moto server + local Kinesis Video endpoint)"):
         local_workflow.start(port, kvs_port)
@@ -104,14 +114,14 @@ def _run(target, workdir: Path, frames: int, fps: int, port: int, kvs_port: int,
         deploy.deploy_stacks(target)
         out = outputs.read(target, required=("storage", "stream", "compute"))
         images.push_source_tree(target, out)  # no Docker here: the local worker runs this tree, which is its image
-    with _step(3, f"generate a {frames}-frame video with known shapes"):
-        video = workdir / "demo.mp4"
-        truth = samples.shapes_video(video, frames=frames, fps=fps, size=VIDEO_SIZE, seed=2, gop=fps, shapes=3)
-    with _step(4, "start the worker on the stream (run-task --local)"):
+    with _step(3, f"generate a {frames}-frame video with known shapes, line crossings and zone visits"):
+        video = event_samples.events_video(workdir / "demo.mp4", fps=fps, duration=frames / fps, size=VIDEO_SIZE, seed=SEED, gop=fps)
+    with _step(4, "apply the video's rules (line door, zone bay) and start the worker on the stream (rules apply, run-task --local)"):
+        demo_events.apply_rules(target, out, video.rules)
         worker = _start_worker(out["StreamName"], workdir, frames)
     try:
         with _step(5, f"stream the video into {out['StreamName']} (PutMedia, real time)"):
-            put = _Put(target, video, out["StreamName"])
+            put = _Put(target, video.path, out["StreamName"])
         with _step(6, "watch every frame arrive (live table)"):
             messages, summary = _watch(target, out, workdir, frames, json_, worker)
         put.join()
@@ -119,15 +129,23 @@ def _run(target, workdir: Path, frames: int, fps: int, port: int, kvs_port: int,
     except BaseException:
         _stop_worker(worker)
         raise
+    with _step(7, "read the events the worker published (kinase events)"):
+        events, drained = demo_events.read(target, out)
+    start = put.result.producer_start_timestamp
     result = {
         "workdir": str(workdir),
-        "video": str(video),
+        "video": str(video.path),
         "frames_in_video": frames,
         "stream": out["StreamName"],
         "put": put.result.summary(),
         "worker_exit_code": code,
         "watch": summary,
-        "accuracy": scoring.accuracy(messages, truth, put.result.producer_start_timestamp, fps),
+        "accuracy": scoring.accuracy(messages, video.frames, start, fps),
+        "events": {
+            **scoring.event_counts(events, video.counts, out["StreamName"], start, fps, frames),
+            "duplicates": drained["duplicates"],
+            "invalid": drained["invalid"],
+        },
         "saved_frames": str(workdir / "frames"),
         "contact_sheet": scoring.contact_sheet(messages, workdir),
     }
@@ -258,6 +276,8 @@ def _report(result: dict, json_: bool) -> None:
         ("frames", f"{watch['frames']} of {result['frames_in_video']} streamed ({result['put']['fragments']} fragments, all persisted)"),
         ("detections", "  ".join(f"{k}×{v}" for k, v in watch["classes"].items()) or "-"),
         ("ground truth", f"found {acc['found']} of {acc['truth_objects']} shapes (recall {acc['recall']}, precision {acc['precision']})"),
+        *_count_rows(result["events"]),
+        ("events", _items(result["events"]["types"])),
         ("throughput", f"{watch['fps']} frames/s"),
         ("latency", f"median {p50:.0f} ms, p95 {p95:.0f} ms (producer to queue)" if p50 is not None else "-"),
         ("annotated frames", result["saved_frames"]),
@@ -268,6 +288,38 @@ def _report(result: dict, json_: bool) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.out.print(table)
+
+
+def _count_rows(events: dict) -> list[tuple[Text, Text]]:
+    """Each line's crossings by direction and each zone's entries, exits and dwells, by class, against the truth (the demo
+    has one stream)."""
+    truth = events["truth"]
+    rows = []
+    for counted in events["streams"].values():
+        for line, directions in truth["lines"].items():
+            for direction, expected in directions.items():
+                got = counted["lines"].get(line, {}).get(direction, {})
+                rows.append((join("line ", plain(line), f" {direction}"), _versus(got, expected)))
+        for zone, kinds in truth["zones"].items():
+            for kind, expected in kinds.items():
+                rows.append((join("zone ", plain(zone), f" {kind}"), _versus(counted["zones"].get(zone, {}).get(kind, {}), expected)))
+    return rows
+
+
+def _versus(counted: dict[str, int], truth: dict[str, int]) -> Text:
+    """`circle×2  exact`, or what the truth says and the difference per class."""
+    if counted == truth:
+        return join(_items(counted), ("  exact", "green"))
+    off = [
+        join(plain(c), f" {counted.get(c, 0) - truth.get(c, 0):+d}")
+        for c in sorted({*counted, *truth})
+        if counted.get(c, 0) != truth.get(c, 0)
+    ]
+    return join(_items(counted), ("  truth ", "red"), _items(truth), ("  off ", "red"), Text("  ").join(off))
+
+
+def _items(counts: dict[str, int]) -> Text:
+    return Text("  ").join(join(plain(name), f"×{n}") for name, n in counts.items()) if counts else Text("none")
 
 
 def register(app: typer.Typer) -> None:

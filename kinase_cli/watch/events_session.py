@@ -15,6 +15,7 @@ receives SQS moves them to the events dead-letter queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class EventOptions:
     follow: bool = False
     peek: bool = False
     plain_lines: bool = True
+    on_event: Callable[[dict], None] | None = None  # sees every shown event (the demo counts them)
 
     @property
     def receivers(self) -> int:
@@ -137,6 +139,8 @@ class EventSession(Session):
         row = self.stats.event(event)
         self.budget.settled(True)
         self._show(event, row)
+        if self.opts.on_event is not None:
+            self.opts.on_event(event)
         key = event.get("snapshot_key")
         if self.saver is None or key is None:  # null: the frame's JPEG was not uploaded
             self._done(received)

@@ -1,11 +1,18 @@
-"""The demo's scoring against the generated ground truth, and its contact sheet of annotated frames."""
+"""The demo's scoring against the generated ground truth (detections per frame, events counted per line and
+zone), and its contact sheet of annotated frames."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from kinase_cli.watch.saver import destination
 from worker.contract import parse_iso
+
+
+def frame_index(time: str, producer_start: float, fps: int) -> int:
+    """The position in the generated video of the frame at `time` (ISO): frames are timed from the producer's start."""
+    return round((parse_iso(time) - producer_start) * fps)
 
 
 def accuracy(messages: list[dict], truth: list[list[dict]], producer_start: float, fps: int) -> dict:
@@ -15,7 +22,7 @@ def accuracy(messages: list[dict], truth: list[list[dict]], producer_start: floa
     truths = found = detections = correct = 0
     per_class: dict[str, dict[str, int]] = {}
     for message in messages:
-        index = round((parse_iso(message["frame_time"]) - producer_start) * fps)
+        index = frame_index(message["frame_time"], producer_start, fps)
         if not 0 <= index < len(truth):
             continue
         expected = truth[index]
@@ -37,6 +44,22 @@ def accuracy(messages: list[dict], truth: list[list[dict]], producer_start: floa
         "recall": round(found / truths, 4) if truths else None,
         "precision": round(correct / detections, 4) if detections else None,
         "per_class": per_class,
+    }
+
+
+def event_counts(events: list[dict], truth: dict, stream: str, producer_start: float, fps: int, frames: int) -> dict:
+    """The events of this run of `stream` counted as the truth is (event_samples.tally: per line, direction and
+    class; per zone, entries, exits and dwells per class), and by type. Events of other streams, or of an
+    earlier run on a kept stack, are left out."""
+    from kinase_cli.workflows.event_samples import tally
+
+    ours = [e for e in events if e["stream_name"] == stream and 0 <= frame_index(e["time"], producer_start, fps) < frames]
+    counted = tally(ours)
+    return {
+        "exact": counted == truth,
+        "truth": truth,
+        "streams": {stream: counted},
+        "types": dict(sorted(Counter(e["type"] for e in ours).items())),
     }
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import re
 import socket
+from collections import Counter
 
 import pytest
+from rich.console import Console
 
+from kinase_cli.commands import demo as demo_command
+from kinase_cli.ui import console
+from kinase_cli.workflows.event_samples import events_video
 from support import json_contract
 from support.cli import free_port, kinase, one_error_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FRAMES = 45
+FRAMES, FPS = 75, 5  # 15 s: every event type of the events video, the least frames (the demo streams in real time)
 
 
 def port_is_free(port: int) -> bool:
@@ -42,12 +49,34 @@ def demo(tmp_path):
     return Demo(home)
 
 
-def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(demo, tmp_path):
+def printed(data: dict) -> str:
+    """The summary table the demo prints without --json, for this run's data."""
+    shown = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(console, "out", Console(file=shown, width=200))
+        demo_command._report(data, json_=False)
+    return shown.getvalue()
+
+
+def row(table: str, name: str) -> str:
+    found = re.search(rf"^│ {name} +│ (.*?) *│$", table, re.M)
+    assert found, (name, table)
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    """The demo's video made again, apart from the demo: its shapes in every frame and its events."""
+    path = tmp_path_factory.mktemp("truth") / "demo.mp4"
+    return events_video(path, fps=FPS, duration=FRAMES / FPS, size=demo_command.VIDEO_SIZE, seed=demo_command.SEED, gop=FPS)
+
+
+def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(demo, tmp_path, truth):
     out = tmp_path / "demo-out"
-    proc = demo.run("--frames", str(FRAMES), "--save", str(out), "--json", timeout=900)
+    proc = demo.run("--frames", str(FRAMES), "--fps", str(FPS), "--save", str(out), "--json", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for step in range(1, 7):
-        assert f"[{step}/6]" in proc.stderr
+    for step in range(1, 8):
+        assert f"[{step}/7]" in proc.stderr
     assert len(proc.stderr.splitlines()) <= 40, proc.stderr  # without a terminal the progress fits on one screen
     data = json_contract.envelope(proc.stdout, "demo")
 
@@ -56,11 +85,29 @@ def test_demo_runs_the_whole_pipeline_and_matches_the_ground_truth(demo, tmp_pat
     assert data["watch"]["frames"] == FRAMES and data["watch"]["invalid"] == 0
     assert data["watch"]["saved"] == FRAMES
     accuracy = data["accuracy"]
-    assert accuracy["truth_objects"] == 3 * FRAMES  # three shapes in every frame
+    assert accuracy["truth_objects"] == sum(len(shapes) for shapes in truth.frames)
     assert accuracy["recall"] >= 0.9 and accuracy["precision"] >= 0.9
-    assert set(accuracy["per_class"]) == {"circle", "square", "triangle"}
+    assert set(accuracy["per_class"]) == {shape["class"] for shapes in truth.frames for shape in shapes}
     for cls, counts in accuracy["per_class"].items():
         assert abs(data["watch"]["classes"].get(cls, 0) - counts["truth"]) <= 0.1 * counts["truth"], cls
+
+    # the events the worker published count exactly what the video shows: crossings both ways, a dwell, two visits
+    lines, zones = truth.counts["lines"]["door"], truth.counts["zones"]["bay"]
+    assert lines["in"] and lines["out"] and zones["dwell"] and sum(zones["entered"].values()) == 2
+    events = data["events"]
+    assert events["truth"] == truth.counts
+    assert events["streams"] == {data["stream"]: truth.counts} and events["exact"] is True
+    assert events["types"] == dict(sorted(Counter(e["type"] for e in truth.events).items()))
+    assert events["invalid"] == 0
+    # ... and the summary says so, per line direction and zone event, by class
+    table = printed(data)
+    for name, per_class in [*(("line door " + d, c) for d, c in lines.items()), *(("zone bay " + k, c) for k, c in zones.items())]:
+        assert row(table, name) == "  ".join(f"{cls}×{n}" for cls, n in per_class.items()) + "  exact"
+    assert row(table, "events") == "  ".join(f"{t}×{n}" for t, n in events["types"].items())
+    miscounted = copy.deepcopy(data)
+    cls = next(iter(lines["in"]))
+    miscounted["events"]["streams"][data["stream"]]["lines"]["door"]["in"][cls] += 1
+    assert row(printed(miscounted), "line door in").endswith(f"off {cls} +1")
 
     assert len(list((out / "frames").rglob("*.jpg"))) == FRAMES
     import cv2

@@ -21,7 +21,15 @@ DATA_MAPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "deploy": ((),),
     "run-task": (("overrides",),),
     "stream put": (("acks",),),
-    "demo": (("put", "acks"), ("watch", "classes"), ("accuracy", "per_class")),
+    "demo": (
+        ("put", "acks"),
+        ("watch", "classes"),
+        ("watch", "counts"),
+        ("accuracy", "per_class"),
+        ("events", "streams"),
+        ("events", "truth", "lines"),
+        ("events", "truth", "zones"),
+    ),
     "rules show": (("rules", "streams"),),
 }
 
