@@ -10,7 +10,7 @@ import argparse
 import os
 import platform
 
-from bench import fleet_bench, memory_bench, startup_bench, synth_bench, watch_bench, worker_bench
+from bench import events_bench, fleet_bench, memory_bench, startup_bench, synth_bench, watch_bench, worker_bench
 
 
 def main(quick: bool = False) -> None:
@@ -33,6 +33,11 @@ def main(quick: bool = False) -> None:
     worker = worker_bench.main(frames=60 if quick else 150, runs=1 if quick else 2)
     for name, figure, target, verdict, _ in worker["rows"]:
         rows.append((name, figure, target.replace("≥ ", ">= ").replace("≤ ", "<= "), verdict == "met"))
+
+    print("\n== events: tracking and rules against a frame's CPU")
+    events = events_bench.main(frames=100, objects=(20,), repeats=1) if quick else events_bench.main()
+    for name, figure, target, verdict, _ in events["rows"]:
+        rows.append((name, figure, target, verdict == "met"))
 
     print("\n== fleet worker: K live streams against K one-stream workers, batching against none")
     fleet = fleet_bench.main(seconds=4, streams=(1, 2), quick=True) if quick else fleet_bench.main()
