@@ -62,6 +62,14 @@ GAUGES = {
     "DeliveryLagMs": "Milliseconds",  # how long the oldest frame in delivery has waited since it was read (0: none waits)
     "FrameBytesPeak": "Bytes",  # the most bytes of decoded frames that waited for inference at once, worker-wide (worker/framebudget.py)
 }
+# Counts with dimensions besides Stream, as the dashboard draws them (infra/stacks/dashboard.py EVENT_METRICS). An EMF
+# document gives each dimension one value (its root key), so each combination of values goes out as a document of its
+# own after the interval's line, declaring the dimension set {Stream, *these}.
+DIMENSIONED = {
+    "Events": ("Type",),  # per type; per stream alone it is the counter `Events` of the interval's line
+    "LineCrossings": ("Line", "Direction"),
+    "ZoneOccupancy": ("Zone",),  # a gauge: the objects in the zone at the interval's end, sent every interval
+}
 
 
 @dataclass(frozen=True)
@@ -106,13 +114,27 @@ class Metrics:
         self._timings: dict[str, list[float]] = {k: [] for k in TIMINGS}
         self._all_timings: dict[str, tuple[float, int]] = {k: (0.0, 0) for k in TIMINGS}
         self.gauges: dict[str, float] = {}
+        self._counted_by: dict[tuple, float] = {}  # the interval's DIMENSIONED counts: (name, ((dimension, value), ...)) -> n
+        self._gauges_by: dict[tuple, float] = {}  # DIMENSIONED gauges, as keyed above
         self.gaps: list[Gap] = []
         self._window_started = self.started
 
-    def count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1, **dimensions: str) -> None:
+        """Count `n` of the counter `name`, or with `dimensions` (DIMENSIONED) of that combination of values."""
         with self._lock:
+            if dimensions:
+                key = _dimensioned(name, dimensions)
+                self._counted_by[key] = self._counted_by.get(key, 0) + n
+                return
             self.totals[name] += n
             self._window[name] += n
+
+    def event(self, event: dict) -> None:
+        """A `kinase.event/1` event found: `Events` of the stream and of its type, a line crossing of its line and direction."""
+        self.count("Events")
+        self.count("Events", Type=event["type"])
+        if event["type"] == "line_crossed":
+            self.count("LineCrossings", Line=event["line"], Direction=event["direction"])
 
     def move(self, source: str, to: str, n: int) -> None:
         """Count `n` frames counted under `source` under `to` instead (the interval's line may then carry a negative
@@ -147,9 +169,12 @@ class Metrics:
             total, n = self._all_timings[name]
             self._all_timings[name] = (total + ms, n + 1)
 
-    def gauge(self, name: str, value: float) -> None:
+    def gauge(self, name: str, value: float, **dimensions: str) -> None:
         with self._lock:
-            self.gauges[name] = value
+            if dimensions:
+                self._gauges_by[_dimensioned(name, dimensions)] = value
+            else:
+                self.gauges[name] = value
 
     def emit(self) -> dict:
         """Write one EMF line for the interval since the last one; returns it."""
@@ -158,6 +183,8 @@ class Metrics:
             window, self._window = self._window, dict.fromkeys(COUNTERS, 0)
             timings, self._timings = self._timings, {k: [] for k in TIMINGS}
             gauges = dict(self.gauges)
+            dimensioned = [*self._counted_by.items(), *self._gauges_by.items()]
+            self._counted_by = {}
             seconds, self._window_started = max(now - self._window_started, 1e-9), now
         record: dict = {"Stream": self.stream, **window}
         definitions = [{"Name": k, "Unit": u} for k, u in COUNTERS.items()]
@@ -185,6 +212,7 @@ class Metrics:
             for name, values in every.items()
             for start in range(EMF_MAX_VALUES, len(values), EMF_MAX_VALUES)
         ]
+        lines += [self._dimensioned_line(name, dict(values), n) for (name, values), n in dimensioned]
         self.out.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
         self.out.flush()
         return record
@@ -198,6 +226,20 @@ class Metrics:
                 "Timestamp": int(time.time() * 1000),
                 "CloudWatchMetrics": [
                     {"Namespace": NAMESPACE, "Dimensions": [["Stream"]], "Metrics": [{"Name": name, "Unit": TIMINGS[name]}]}
+                ],
+            },
+        }
+
+    def _dimensioned_line(self, name: str, dimensions: dict[str, str], value: float) -> dict:
+        """An EMF document of one DIMENSIONED metric for one combination of its dimensions' values."""
+        return {
+            "Stream": self.stream,
+            **dimensions,
+            name: value,
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {"Namespace": NAMESPACE, "Dimensions": [["Stream", *dimensions]], "Metrics": [{"Name": name, "Unit": "Count"}]}
                 ],
             },
         }
@@ -217,3 +259,10 @@ class Metrics:
             f"fragments {t['Fragments']}, reconnects {t['Reconnects']}, retries {t['Retries']}, resent {t['MessagesResent']} "
             f"in {seconds:.1f}s ({fps:.1f} fps, inference {self.mean('InferenceMs'):.1f} ms, latency {self.mean('LatencyMs'):.0f} ms)"
         )
+
+
+def _dimensioned(name: str, dimensions: dict[str, str]) -> tuple:
+    """The key of a DIMENSIONED metric's combination of values, its dimensions in the declared order."""
+    if set(dimensions) != set(DIMENSIONED.get(name, ())):
+        raise ValueError(f"{name} is counted by {DIMENSIONED.get(name)}, not {sorted(dimensions)}")
+    return name, tuple((d, str(dimensions[d])) for d in DIMENSIONED[name])

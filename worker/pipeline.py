@@ -354,7 +354,7 @@ class Worker:
         if self._analyse is None:
             return
         event = self._analyse.camera(type_, time.time())
-        self.metrics.count("Events")
+        self.metrics.event(event)
         log.warning("%s: %s (no media for %gs)", type_, self.settings.stream_name, self.settings.camera_offline_s)
         if self._sns is not None:
             threading.Thread(target=self._publish_alone, args=(event,), name="camera-event", daemon=True).start()

@@ -64,9 +64,12 @@ class Analyse(Stage):
         info = FrameInfo(frame_id, frame.clock, layout.frame_key(frame_id), width, height)
         events = self.analyser.update(info, work.detections)
         for event in events:
-            self.metrics.count("Events")
+            self.metrics.event(event)
             log.info("event %s %s %s", event["type"], event.get("rule") or "", event["event_id"])
-        work.extra.update(events=events, counts=self.analyser.counts(), rules=self.rules)
+        counts = self.analyser.counts()
+        for zone, state in counts["zones"].items():
+            self.metrics.gauge("ZoneOccupancy", sum(state["occupancy"].values()), Zone=zone)
+        work.extra.update(events=events, counts=counts, rules=self.rules)
 
     def camera(self, type_: str, when: float) -> dict:
         """A camera_offline / camera_online event of this stream (marked as an alert by its rules)."""
