@@ -286,10 +286,10 @@ def test_sinks_compose_in_order_and_a_frame_is_delivered_when_every_required_sin
     assert metrics.totals["FramesDelivered"] == 1 and [p["fragment_number"] for p in store.saved] == ["100"]
 
 
-def test_the_shipped_sinks_are_the_s3_frames_then_the_sqs_results():
+def test_the_shipped_sinks_are_the_s3_frames_then_the_events_then_the_sqs_results():
     from worker import sinks
 
-    assert [pkgutil.resolve_name(path).name for path in sinks.SINKS] == ["s3-frames", "sqs-results"]
+    assert [pkgutil.resolve_name(path).name for path in sinks.SINKS] == ["s3-frames", "sns-events", "sqs-results"]
 
 
 # ----------------------------------------------------------------------------------------- positions
