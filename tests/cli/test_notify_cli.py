@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from kinase_cli.aws import outputs
 from kinase_cli.main import app
+from kinase_cli.ui import console as ui_console
 from worker.events import contract
 from worker.events.attributes import message_attributes
 
@@ -59,8 +60,16 @@ def aws(monkeypatch):
         yield stack
 
 
+@pytest.fixture(autouse=True)
+def wide_consoles(monkeypatch):
+    """kinase's consoles take their width when they are made (at import), so COLUMNS given to one invocation does
+    not reach them: these tests read whole table rows and sentences, so they set the width on the consoles."""
+    for console in (ui_console.out, ui_console.err):
+        monkeypatch.setattr(console, "width", 200)
+
+
 def run(*args: str):
-    return CliRunner().invoke(app, ["notify", *args], env={"COLUMNS": "200"})
+    return CliRunner().invoke(app, ["notify", *args])
 
 
 def data(result) -> dict:
