@@ -7,9 +7,10 @@ names them): every one goes through `plain`, shown inert, never as markup or esc
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 
-from kinase_cli.ui.text import plain
+from kinase_cli.ui.text import middle, plain
 
 
 def workers(fleet: dict, **table) -> Table:
@@ -30,21 +31,23 @@ def workers(fleet: dict, **table) -> Table:
 def streams(rows: list[dict], media: bool = False, **table) -> Table:
     """`rows`: workflows/streams.listing's; each stream's reader, lag, fps and checkpoint, with `media` also its
     Kinesis Video status and retention. `table`: Rich Table options (title)."""
-    shown = Table(**table)
-    shown.add_column("stream", overflow="fold")
-    for column in (("status", "retention (h)") if media else ()) + ("owner", "lag", "fps", "checkpoint", "at"):
-        shown.add_column(column, no_wrap=column != "owner", overflow="fold")
+    # 80 columns: a compact box; the stream keeps its width, the owner and the time (UTC) fold, a fragment number is cut in its middle (--json has it whole)
+    shown = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False, **table)
+    owner = min(24, max([8] + [len(r["owner"] or "") for r in rows]))
+    shown.add_column("stream", no_wrap=True)
+    for column in (("status",) if media else ()) + ("owner", "lag", "fps", "fragment", "at"):
+        shown.add_column(column, no_wrap=column not in ("owner", "at"), overflow="fold", min_width=owner if column == "owner" else None)
     for r in rows:
         lag = "" if r["lag_ms"] is None else f"{r['lag_ms'] / 1000:.1f} s"
         fps = "" if r["fps"] is None or not r["owner"] else f"{r['fps']:.1f}"
-        facts = (r["status"] or "", str(r["retention_hours"])) if media else ()
+        facts = (f"{r['status'] or ''} {r['retention_hours']}h",) if media else ()
         shown.add_row(
             plain(r["name"] + (" (adopted)" if r.get("adopted") else "")),
             *facts,
             plain(r["owner"] or ""),
             lag,
             fps,
-            plain(r["checkpoint_fragment"] or ""),
-            str(r["checkpoint_at"] or "")[:19].replace("T", " "),
+            plain(middle(r["checkpoint_fragment"] or "", 4)),
+            str(r["checkpoint_at"] or "")[5:16].replace("T", " "),
         )
     return shown

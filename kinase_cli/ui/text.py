@@ -35,6 +35,12 @@ def visible(value: object, limit: int | None = None) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+def middle(value: str, keep: int = 12) -> str:
+    """A long id shortened in its middle (`--json` shows it whole): its start and its end tell ids apart, as
+    Kinesis Video's 47-digit fragment numbers differ at the end."""
+    return value if len(value) <= 2 * keep + 1 else f"{value[:keep]}…{value[-keep:]}"
+
+
 def plain(value: object, style: str = "", limit: int | None = None) -> Text:
     """A Rich `Text` of `visible(value)`: never parsed as markup, never an escape sequence."""
     return Text(visible(value, limit), style=style)

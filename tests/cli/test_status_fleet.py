@@ -72,4 +72,26 @@ def test_stream_rows_show_hostile_names_inert_with_their_reader_and_checkpoint()
     shown = console.export_text(styles=True)
     assert "cam\\x1b[2J (adopted)" in shown and "\x1b[2J" not in shown
     assert "[bold]w1[/bold]" in shown and "9100\\u202e" in shown
-    assert "1.5 s" in shown and "4.0" in shown and "2026-12-07 11:58:00" in shown and "ACTIVE" in shown and "24" in shown
+    assert "1.5 s" in shown and "4.0" in shown and "12-07 11:58" in shown and "ACTIVE" in shown and "24" in shown
+
+
+def test_stream_rows_at_80_columns_keep_the_stream_and_the_owner_and_cut_fragment_numbers_in_the_middle():
+    from kinase_cli.ui import fleet_tables
+
+    row = {
+        "name": "kinase-prod-bay7",
+        "owner": "ip-10-0-1-23",
+        "lag_ms": 900,
+        "fps": 5.0,
+        "checkpoint_fragment": "91343852333181432392682062000000000000000000011",
+        "checkpoint_at": "2026-12-07T11:58:00.000Z",
+        "status": "ACTIVE",
+        "retention_hours": 24,
+    }
+    for media in (True, False):
+        console = Console(record=True, width=80)
+        console.print(fleet_tables.streams([row, {**row, "name": "kinase-prod-door"}], media=media))
+        shown = console.export_text()
+        assert max(len(line) for line in shown.splitlines()) <= 80
+        assert "kinase-prod-bay7" in shown and "kinase-prod-door" in shown and "9134…0011" in shown
+        assert "ip-10-0-1-23" in shown
