@@ -76,7 +76,9 @@ class Analyse(Stage):
         return self.analyser.camera(type_, when)
 
     def snapshot(self) -> dict:
-        return {"rules_version": self.version, "analyser": self.analyser.snapshot()}
+        """The analyser's state, and beside it its running counts as frames carry them, which `kinase status`
+        reads from the checkpoint (S3 or the stream's lease) without knowing the analyser."""
+        return {"rules_version": self.version, "counts": self.analyser.counts(), "analyser": self.analyser.snapshot()}
 
     def restore(self, state: dict) -> None:
         self.analyser.restore(state["analyser"])
