@@ -354,7 +354,7 @@ def chosen_backend(weights: Path, on: set[int]) -> tuple[str, dict]:
         os.sched_setaffinity(0, before)
 
 
-def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int = 4, quick: bool = False, backend: str = "auto") -> dict:
+def main(seconds: int = 15, streams: tuple[int, ...] = (1, 2, 4, 8), batch: int = 4, quick: bool = False, backend: str = "auto") -> dict:  # noqa: C901 a script: one run per stream count, each printed as it ends
     os.environ.setdefault("YOLO_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
     servers, measured = cores()

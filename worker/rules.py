@@ -375,7 +375,7 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def _schema_errors(doc: Any) -> list[tuple[tuple, str]]:
+def _schema_errors(doc: Any) -> list[tuple[tuple, str]]:  # noqa: C901 one branch per jsonschema keyword, translated to words
     """jsonschema's errors as (path, one-line reason), in words an operator reads."""
     found = []
     for error in _get_validator().iter_errors(doc):

@@ -153,7 +153,7 @@ def _needs_reencode(stream) -> bool:
     return stream.codec_context.name != "h264" or not extradata or extradata[0] != 1  # not AVCC
 
 
-def remux(
+def remux(  # noqa: C901 one demux loop over packets: video, audio, key frames, pacing and loops are its branches
     path: Path,
     send: Callable[[bytes], None],
     *,

@@ -453,7 +453,7 @@ class LeaseCoordinator:
                 self.requests.pop(stream, None)
                 leases[stream] = replace(lease, wanted_by=None)
 
-    def _balance(self, leases: dict[str, Lease], now: float) -> None:
+    def _balance(self, leases: dict[str, Lease], now: float) -> None:  # noqa: C901 one fairness decision per cycle: count, hand over, take, ask
         self._withdraw_stale_requests(leases, now)
         counts: dict[str, int] = {self.worker_id: 0}
         for stream, lease in leases.items():

@@ -203,7 +203,7 @@ class KvsSource:
         finally:
             self._report_gap(None)
 
-    def _read(self) -> Iterator[Frame | FragmentEnd]:
+    def _read(self) -> Iterator[Frame | FragmentEnd]:  # noqa: C901 GetMedia's retry loop: resume, refresh, errors, gaps, pacing in one place
         if self.incarnation is None:
             self.incarnation = self._describe()
         self.last_media = time.monotonic()
