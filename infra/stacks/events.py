@@ -13,17 +13,14 @@ customer key is kept (or paid for, or rotated). AWS services that publish as ser
 
 from __future__ import annotations
 
-import aws_cdk as cdk
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.stacks.queues import consumer_queue
+
 SNS_MANAGED_KEY = "alias/aws/sns"
-# `kinase events` may download an event's snapshot before deleting its message.
-CONSUMER_VISIBILITY_SECONDS = 120
-MAX_RECEIVES = 5
 
 
 class EventsDelivery(Construct):
@@ -35,20 +32,5 @@ class EventsDelivery(Construct):
             master_key=kms.Alias.from_alias_name(self, "SnsManagedKey", SNS_MANAGED_KEY),
             enforce_ssl=True,
         )
-        self.dead_letters = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=cdk.Duration.days(14),
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            visibility_timeout=cdk.Duration.seconds(CONSUMER_VISIBILITY_SECONDS),
-            retention_period=cdk.Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
-        )
+        self.queue, self.dead_letters = consumer_queue(self, "Queue")
         self.topic.add_subscription(subscriptions.SqsSubscription(self.queue, raw_message_delivery=True))

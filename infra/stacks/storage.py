@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import naming
 from infra.stacks.events import EventsDelivery
 from infra.stacks.fleet import lease_table
 from infra.stacks.outputs import output
+from infra.stacks.queues import consumer_queue
 from worker.layout import FRAMES_PREFIX, INPUTS_PREFIX
 
 FRAMES_EXPIRE_DAYS = naming.FRAMES_EXPIRE_DAYS
 # Videos `kinase run-task --source FILE` uploads under inputs/ for the worker to read.
 INPUTS_EXPIRE_DAYS = 7
 ACCESS_LOGS_EXPIRE_DAYS = 90
-# `kinase watch` receives up to 10 messages and may download their frames before deleting them.
-CONSUMER_VISIBILITY_SECONDS = 120
-MAX_RECEIVES = 5
 
 
 class StorageStack(cdk.Stack):
@@ -52,22 +49,7 @@ class StorageStack(cdk.Stack):
             ],
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        self.dead_letters = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=cdk.Duration.days(14),
-        )
-        self.queue = sqs.Queue(
-            self,
-            "ResultsQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            visibility_timeout=cdk.Duration.seconds(CONSUMER_VISIBILITY_SECONDS),
-            retention_period=cdk.Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
-        )
+        self.queue, self.dead_letters = consumer_queue(self, "ResultsQueue")
         self.leases = lease_table(self)
         self.events = EventsDelivery(self, "Events")
 
