@@ -1,4 +1,4 @@
-"""The frames bucket's layout: where frames, checkpoints, uploaded inputs and rules live in it.
+"""The frames bucket's layout: where frames, checkpoints, uploaded inputs, rules and clips live in it.
 
 A leaf (it imports nothing of the worker), so the worker, the CLI, the stacks (task role prefixes,
 lifecycle rules) and the tests build every key here instead of by hand. Keys are deterministic:
@@ -33,6 +33,11 @@ def frame_key(frame_id: str) -> str:
 def clip_key(event_id: str) -> str:
     """A clip is named by the event it is around, so a clip fetched again overwrites itself."""
     return f"{CLIPS_PREFIX}{safe_component(event_id)}.mp4"
+
+
+def input_key(sha256: str, file_name: str) -> str:
+    """An uploaded video is addressed by its content, so the same file run again is the same object and gives the same frame ids."""
+    return f"{INPUTS_PREFIX}{sha256[:16]}/{safe_component(file_name)}"
 
 
 def checkpoint_key(stream_name: str) -> str:
