@@ -8,16 +8,16 @@ would start a task that dies on a 403 while downloading.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import time
 from pathlib import Path
 
 from kinase_cli.aws.outputs import StackOutputs
 from kinase_cli.aws.target import Target
 from kinase_cli.ui import console
 from kinase_cli.ui.errors import KinaseError
-from worker.layout import INPUTS_PREFIX
+from worker.layout import INPUTS_PREFIX, input_key
 
 _BUCKET_ARN = re.compile(r":s3:::([^/\"]+)/\*")
 
@@ -32,19 +32,39 @@ def prepare(tgt: Target, outputs: StackOutputs, source: str) -> str:
 
 
 def upload(tgt: Target, outputs: StackOutputs, path: Path) -> str:
-    """Put `path` under inputs/ of the frames bucket (a progress bar on stderr); returns its s3:// URI."""
+    """Put `path` under inputs/ of the frames bucket at a key its content names (a progress bar on stderr),
+    unless it is there already; returns its s3:// URI."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     bucket = outputs["FramesBucketName"]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[-100:] or "video"
-    key = f"{INPUTS_PREFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{name}"
+    key = input_key(_sha256(path), path.name[-100:] or "video")
+    uri = f"s3://{bucket}/{key}"
+    if _exists(tgt, bucket, key):
+        console.info(f"{path} is already at {uri} (same content): not uploaded again")
+        return uri
     size = path.stat().st_size
     with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console.err) as progress:
         bar = progress.add_task(f"upload {path.name}", total=size)
         tgt.client("s3").upload_file(str(path), bucket, key, Callback=lambda sent: progress.advance(bar, sent))
-    uri = f"s3://{bucket}/{key}"
     console.info(f"uploaded {path} to {uri} (expires with the bucket's inputs/ lifecycle rule)")
     return uri
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _exists(tgt: Target, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        tgt.client("s3").head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
 
 
 def allowed_buckets(tgt: Target) -> set[str]:
