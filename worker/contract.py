@@ -217,16 +217,31 @@ def dumps(message: dict) -> str:
     return json.dumps(message, separators=(",", ":"), sort_keys=True)
 
 
-_validator = None
+class Checker:
+    """A JSON Schema's validator, made at its first use (jsonschema stays off `kinase --help`'s imports), and the
+    first error of a document as one bounded line; frames (here) and events (worker/events/contract.py) use one each."""
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+        self._validator = None
+
+    def first_error(self, doc: dict) -> str | None:
+        if self._validator is None:
+            from jsonschema import Draft202012Validator, FormatChecker
+
+            self._validator = Draft202012Validator(self.schema, format_checker=FormatChecker())
+        try:
+            error = next(iter(sorted(self._validator.iter_errors(doc), key=lambda e: [str(p) for p in e.path])), None)
+        except RecursionError:
+            return "invalid: nested too deeply"
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.path)[:120] or "(root)"
+        said = error.message if len(error.message) <= 200 else f"{_short(error.instance)} fails {error.validator!r}"
+        return f"invalid at {where}: {said}"
 
 
-def _get_validator():
-    global _validator
-    if _validator is None:
-        from jsonschema import Draft202012Validator, FormatChecker
-
-        _validator = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
-    return _validator
+_checker = Checker(SCHEMA)
 
 
 def _finite(text: str) -> float:
@@ -284,14 +299,9 @@ def parse(body: str | bytes) -> dict:
     message = decode(body)
     if message.get("schema") != SCHEMA_ID:
         raise ContractError(f"wrong schema {_short(message.get('schema'))}, expected {SCHEMA_ID!r}")
-    try:
-        error = next(iter(sorted(_get_validator().iter_errors(message), key=lambda e: [str(p) for p in e.path])), None)
-    except RecursionError:
-        raise ContractError("invalid: nested too deeply") from None
+    error = _checker.first_error(message)
     if error is not None:
-        where = "/".join(str(p) for p in error.path)[:120] or "(root)"
-        said = error.message if len(error.message) <= 200 else f"{_short(error.instance)} fails {error.validator!r}"
-        raise ContractError(f"invalid at {where}: {said}")
+        raise ContractError(error)
     return message
 
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from worker.contract import COUNTS, ContractError, decode, iso
+from worker.contract import COUNTS, Checker, ContractError, decode, iso
 from worker.rules import CAMERA_EVENTS, OBJECT_EVENTS
 
 SCHEMA_ID = "kinase.event/1"
@@ -158,27 +158,16 @@ def camera(type_: str, stream_name: str, time: float) -> dict:
     return build(type=type_, stream_name=stream_name, time=time, counts={})
 
 
-_validator = None
-
-
-def _get_validator():
-    global _validator
-    if _validator is None:
-        from jsonschema import Draft202012Validator, FormatChecker
-
-        _validator = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
-    return _validator
+_checker = Checker(SCHEMA)
 
 
 def validate(event: dict) -> dict:
     """The event itself when it is a valid v1 event; EventError with a one-line reason otherwise."""
     if event.get("schema") != SCHEMA_ID:
         raise EventError(f"wrong schema {str(event.get('schema'))[:60]!r}, expected {SCHEMA_ID!r}")
-    error = next(iter(sorted(_get_validator().iter_errors(event), key=lambda e: [str(p) for p in e.path])), None)
+    error = _checker.first_error(event)
     if error is not None:
-        where = "/".join(str(p) for p in error.path)[:120] or "(root)"
-        said = error.message if len(error.message) <= 200 else f"fails {error.validator!r}"
-        raise EventError(f"invalid at {where}: {said}")
+        raise EventError(error)
     return event
 
 
