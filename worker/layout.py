@@ -1,4 +1,4 @@
-"""The frames bucket's layout: where frames, checkpoints, uploaded inputs, rules and clips live in it.
+"""The frames bucket's layout: where frames, checkpoints, uploaded inputs and rules live in it.
 
 A leaf (it imports nothing of the worker), so the worker, the CLI, the stacks (task role prefixes,
 lifecycle rules) and the tests build every key here instead of by hand. Keys are deterministic:
@@ -14,7 +14,6 @@ FRAMES_PREFIX = "frames/"  # the annotated JPEG of each frame
 CHECKPOINTS_PREFIX = "checkpoints/"  # one checkpoint per stream (Kinesis Video), and those set aside beside it
 INPUTS_PREFIX = "inputs/"  # videos uploaded for a run (`kinase run-task --source FILE`); the task role may read them
 RULES_PREFIX = "rules/"  # the versioned rules (`kinase rules apply`, worker/rules.py)
-CLIPS_PREFIX = "clips/"  # the MP4 clip around an alert that asked for one (worker/events/clips.py)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -28,16 +27,6 @@ def safe_component(value: str) -> str:
 def frame_key(frame_id: str) -> str:
     """The S3 key of a frame's JPEG follows from its id, so a frame done again overwrites itself."""
     return f"{FRAMES_PREFIX}{frame_id}.jpg"
-
-
-def clip_key(event_id: str) -> str:
-    """A clip is named by the event it is around, so a clip fetched again overwrites itself."""
-    return f"{CLIPS_PREFIX}{safe_component(event_id)}.mp4"
-
-
-def input_key(sha256: str, file_name: str) -> str:
-    """An uploaded video is addressed by its content, so the same file run again is the same object and gives the same frame ids."""
-    return f"{INPUTS_PREFIX}{sha256[:16]}/{safe_component(file_name)}"
 
 
 def checkpoint_key(stream_name: str) -> str:
