@@ -29,6 +29,11 @@ def frame_key(frame_id: str) -> str:
     return f"{FRAMES_PREFIX}{frame_id}.jpg"
 
 
+def input_key(sha256: str, file_name: str) -> str:
+    """An uploaded video is addressed by its content, so the same file run again is the same object and gives the same frame ids."""
+    return f"{INPUTS_PREFIX}{sha256[:16]}/{safe_component(file_name)}"
+
+
 def checkpoint_key(stream_name: str) -> str:
     """Where the worker of `stream_name` keeps its checkpoint."""
     return f"{CHECKPOINTS_PREFIX}{safe_component(stream_name)}.json"
