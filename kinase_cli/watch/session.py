@@ -146,7 +146,7 @@ class Session:
         except KeyboardInterrupt:  # in-process callers without signal handlers
             reason = "interrupted"
         finally:
-            self._shutdown()
+            self._shutdown(interrupted=reason == "interrupted")
         error = next((r.error for r in self.receivers if r.error is not None), None)
         if error is not None:
             raise translate(error) or error
@@ -271,15 +271,16 @@ class Session:
         for received in batch:
             self.acker.set_visibility(received.receipt_handle, 0)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, interrupted: bool) -> None:
         """Stop receiving, hand back what was received but not handled, finish saves and acks."""
+        quit_now = "Ctrl+C again to quit now" if interrupted else "Ctrl+C to quit now"
         self.stop.set()
         deadline = time.monotonic() + self.wait_s + 2
         told = False
         while any(r.is_alive() for r in self.receivers) and time.monotonic() < deadline:
             if not told and time.monotonic() > deadline - self.wait_s - 1.5:
                 self.err.print(
-                    f"finishing: waiting up to {self.wait_s}s for open receives, to hand back what they get (Ctrl+C again to quit now)",
+                    f"finishing: waiting up to {self.wait_s}s for open receives, to hand back what they get ({quit_now})",
                     style="dim",
                     highlight=False,
                     soft_wrap=True,
