@@ -13,9 +13,6 @@ Entries a batch reports as failed are resent under the write policy; errors retr
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from collections.abc import Callable
 
 from worker import aws
@@ -23,33 +20,24 @@ from worker.events import contract as events
 from worker.events.attributes import message_attributes
 from worker.retry import Abandoned, Incomplete
 from worker.sinks import Context, Result
-from worker.sinks.threads import STOP, put_until
+from worker.sinks.threads import STOP, OneThread
 
 BATCH_SIZE = 10  # PublishBatch takes at most 10 entries
 
 
-class SnsEventSink:
+class SnsEventSink(OneThread):
     name = "sns-events"
     required = True
 
     def __init__(self, ctx: Context, done: Callable[[Result], None], sns=None, topic_arn: str = "", queue_size: int = 32):
-        self.ctx, self.done = ctx, done
+        super().__init__(ctx, queue_size, "sns-publisher")
+        self.done = done
         self.sns, self.topic_arn = sns, topic_arn
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._loop, name="sns-publisher", daemon=True)
         self._thread.start()
 
     @classmethod
     def from_context(cls, ctx: Context, done: Callable[[Result], None]) -> SnsEventSink:
         return cls(ctx, done, sns=ctx.options.get("sns"), topic_arn=ctx.options.get("events_topic_arn", ""))
-
-    def submit(self, result: Result) -> None:
-        put_until(self._queue, result, None, self.ctx.failed)
-
-    def close(self, deadline: float) -> bool:
-        put_until(self._queue, STOP, deadline, self.ctx.failed)
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         while True:

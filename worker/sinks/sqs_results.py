@@ -11,29 +11,27 @@ each message carries its frame id so consumers deduplicate, and such resends are
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable
 
 from worker import aws, contract
 from worker.retry import Abandoned, Incomplete
 from worker.sinks import Context, Result
-from worker.sinks.threads import STOP, put_until
+from worker.sinks.threads import STOP, OneThread
 
 BATCH_SIZE = 10
 BATCH_WAIT = 0.1  # seconds the first message of a batch waits for company
 
 
-class SqsResultSink:
+class SqsResultSink(OneThread):
     name = "sqs-results"
     required = True
 
     def __init__(self, ctx: Context, done: Callable[[Result], None], queue_size: int = 32):
-        self.ctx, self.done = ctx, done
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        super().__init__(ctx, queue_size, "sqs-sender")
+        self.done = done
         self._attempts = 0  # HTTP attempts of the current SendMessageBatch: botocore's retries and ours
         ctx.sqs.meta.events.register("request-created.sqs.SendMessageBatch", self._attempted)
-        self._thread = threading.Thread(target=self._loop, name="sqs-sender", daemon=True)
         self._thread.start()
 
     @classmethod
@@ -42,14 +40,6 @@ class SqsResultSink:
 
     def _attempted(self, **_) -> None:
         self._attempts += 1
-
-    def submit(self, result: Result) -> None:
-        put_until(self._queue, result, None, self.ctx.failed)
-
-    def close(self, deadline: float) -> bool:
-        put_until(self._queue, STOP, deadline, self.ctx.failed)
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         batch: list[Result] = []
