@@ -1,4 +1,4 @@
-"""`kinase status`: stacks, image, tasks, stream, fleet, queues and running cost on one screen."""
+"""`kinase status`: stacks, image, tasks, stream, running counts, fleet, queues and running cost on one screen."""
 
 from __future__ import annotations
 
@@ -20,14 +20,17 @@ Examples:
   kinase status --json | jq .data.queue
   kinase status --json | jq '.data.tasks[] | {task_id, exit_code}'
   kinase status --json | jq '.data.fleet.workers[] | {worker_id, streams}'
+  kinase status --json | jq '.data.counts.lines.door'
 
 Tasks are the running ones and those ECS still remembers as stopped (about an hour), with exit codes
 and stop reasons; on the local stack, the local worker runs. The fleet is `kinase fleet status`'s
 view: its workers with the streams each holds, how many of the environment's streams are leased,
-and on AWS the service's desired and running counts and autoscaling limits. With `deploy --gpu`,
-the GPU instances' failed launches of the last hour (the Auto Scaling group's activity: no capacity
-for the type in a zone, a vCPU quota too small) say why GPU tasks wait in PROVISIONING. The cost is
-an ESTIMATE (see `kinase run-task --help`).
+and on AWS the service's desired and running counts and autoscaling limits. With rules applied,
+each stream's running counts (crossings per line and direction, objects in each zone) as its worker
+last saved them in its checkpoint (the one-off worker's in S3, a fleet worker's in the stream's
+lease). With `deploy --gpu`, the GPU instances' failed launches of the last hour (the Auto Scaling
+group's activity: no capacity for the type in a zone, a vCPU quota too small) say why GPU tasks wait
+in PROVISIONING. The cost is an ESTIMATE (see `kinase run-task --help`).
 """
 
 
@@ -84,6 +87,7 @@ def _render(data: dict) -> None:
                 "yellow",
             )
         )
+    _render_counts({stream["name"]: data["counts"]} if data["counts"] else {})
     _render_fleet(data["fleet"])
     _render_gpu(data["gpu"])
     queue, dlq = data["queue"], data["dead_letter_queue"]
@@ -132,9 +136,18 @@ def _render_fleet(fleet: dict | None) -> None:
     if scaling:
         line.append("; " + fleet_workflow.scaling_text(scaling))
     out.print(line)
-    if not fleet["workers"]:
-        return
-    out.print(fleet_tables.workers(fleet, show_edge=False))
+    if fleet["workers"]:
+        out.print(fleet_tables.workers(fleet, show_edge=False))
+    _render_counts({s["name"]: s["counts"] for s in fleet["streams"] if s.get("counts")})
+
+
+def _render_counts(by_stream: dict[str, dict]) -> None:
+    """The running counts the streams' workers saved in their checkpoints, as `kinase watch` shows them."""
+    from kinase_cli.watch.view import running_counts_table
+
+    table = running_counts_table(by_stream)
+    if table is not None:
+        out.print(table)
 
 
 @with_target

@@ -120,7 +120,13 @@ def streams_table(stats: Stats) -> Table | None:
 def counts_table(stats: Stats, rows: int = TABLE_ROWS) -> Table | None:
     """Each stream's lines (crossings in and out) and zones (objects inside) from its newest frame's
     `counts`, at most `rows` of them; None while no frame has carried counts."""
-    found = [(stream, tally) for stream, counts in stats.counts().items() for tally in tallies(counts)]
+    return running_counts_table(stats.counts(), rows)
+
+
+def running_counts_table(by_stream: dict[str, dict], rows: int = TABLE_ROWS) -> Table | None:
+    """Streams' running counts (kinase.frame/1 `counts`, by stream name) as one row per line or zone, at most
+    `rows` of them: the counts table of `watch` and `status`; None when no stream has a line or zone."""
+    found = [(stream, tally) for stream, counts in by_stream.items() for tally in tallies(counts)]
     if not found:
         return None
     # The compact style of `kinase events`' table: at 80 columns a line's counts by class still fit.

@@ -475,7 +475,7 @@ def status(target: Target) -> dict:
         "local": target.local,
         "workers": workers,
         "streams": [
-            {k: s[k] for k in ("name", "owner", "lag_ms", "fps", "stats_at", "checkpoint_fragment", "checkpoint_at", "adopted")}
+            {k: s[k] for k in ("name", "owner", "lag_ms", "fps", "stats_at", "checkpoint_fragment", "checkpoint_at", "adopted", "counts")}
             for s in streams
         ],
         "scaling": scaling,

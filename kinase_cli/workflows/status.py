@@ -1,5 +1,6 @@
-"""`kinase status`'s view gathered in one dict: stacks, image, tasks, stream and its gaps, fleet, GPU capacity,
-queues and the estimated running cost (the command renders it, or prints it with --json)."""
+"""`kinase status`'s view gathered in one dict: stacks, image, tasks, stream with its gaps and running counts
+(from its checkpoint), fleet (each stream's counts from its lease), GPU capacity, queues and the estimated
+running cost (the command renders it, or prints it with --json)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from kinase_cli.aws.outputs import stack_status
 from kinase_cli.aws.target import Target
 from kinase_cli.local import runs as local_runs
 from kinase_cli.workflows import fleet as fleet_workflow
+from kinase_cli.workflows.streams import checkpoint_counts
 from kinase_cli.workflows.tasks import local_summary, task_summary
 from worker.contract import iso
 from worker.retry import error_code
@@ -92,8 +94,8 @@ def _stream(target, name: str) -> dict:
     }
 
 
-def _gaps(target, bucket: str, stream: str) -> list[dict]:
-    """The media gaps the stream's worker reported (kept in its checkpoint record), newest last."""
+def _checkpoint(target, bucket: str, stream: str) -> dict:
+    """The stream's one-off worker's checkpoint record (empty when there is none or it is not a JSON object)."""
     import json
 
     from worker.layout import checkpoint_key
@@ -103,9 +105,14 @@ def _gaps(target, bucket: str, stream: str) -> list[dict]:
         record = json.loads(body)
     except Exception as exc:  # botocore ClientError, or a record that is not JSON
         if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket") or isinstance(exc, ValueError):
-            return []
+            return {}
         raise
-    return [g for g in record.get("gaps") or [] if isinstance(g, dict)] if isinstance(record, dict) else []
+    return record if isinstance(record, dict) else {}
+
+
+def _gaps(record: dict) -> list[dict]:
+    """The media gaps the stream's worker reported (kept in its checkpoint record), newest last."""
+    return [g for g in record.get("gaps") or [] if isinstance(g, dict)]
 
 
 def _fleet(target, outputs) -> dict | None:
@@ -148,6 +155,7 @@ def gather(target: Target) -> dict:
     """Everything `kinase status` shows, as its `--json` data."""
     outputs = stack_outputs.read(target, required=naming.CONCERNS)
     tasks = _local_tasks() if target.local else _fargate_tasks(target, outputs)
+    checkpoint = _checkpoint(target, outputs["FramesBucketName"], outputs["StreamName"])
     return {
         "env": target.env,
         "local": target.local,
@@ -156,7 +164,8 @@ def gather(target: Target) -> dict:
         "image": _image(target, outputs),
         "tasks": tasks,
         "stream": _stream(target, outputs["StreamName"]),
-        "gaps": _gaps(target, outputs["FramesBucketName"], outputs["StreamName"]),
+        "gaps": _gaps(checkpoint),
+        "counts": checkpoint_counts(checkpoint),
         "fleet": _fleet(target, outputs),
         "gpu": _gpu(target, outputs),
         "queue": _queue(target, outputs["ResultsQueueUrl"]),

@@ -213,6 +213,17 @@ def _drop_lease(table, name: str) -> None:
     table.client.delete_item(TableName=table.table, Key={"stream": {"S": name}})
 
 
+def checkpoint_counts(record: dict | None) -> dict | None:
+    """The stream's running counts its worker's `analyse` stage saved in the checkpoint record (S3 or the lease),
+    as frames carry them; None without rules or before the worker saved any."""
+    from worker.stages.analyse import Analyse
+
+    stages = record.get("stages") if isinstance(record, dict) else None
+    state = stages.get(Analyse.name) if isinstance(stages, dict) else None
+    counts = state.get("counts") if isinstance(state, dict) else None
+    return counts if isinstance(counts, dict) else None
+
+
 def listing(target: Target, all_: bool = False) -> list[dict]:
     """The environment's streams (those tagged with it) with their lease: owner, lag, fps, checkpoint.
 
@@ -243,6 +254,7 @@ def listing(target: Target, all_: bool = False) -> list[dict]:
                 "stats_at": lease.stats_at if lease else None,
                 "checkpoint_fragment": checkpoint.get("fragment_number"),
                 "checkpoint_at": checkpoint.get("updated_at"),
+                "counts": checkpoint_counts(checkpoint),
             }
         )
     return rows

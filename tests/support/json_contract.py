@@ -15,8 +15,19 @@ ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TIME_KEYS = ("timestamp", "frame_time")
 UNIT_SUFFIXES = ("_ms", "_s", "_seconds")
 
-# Where keys are names kinase does not choose, by command: paths of keys, "*" for any list item.
+# A stream's running counts (kinase.frame/1 `counts`): keyed by line, zone and class names.
+COUNTS = (("lines",), ("lines", "*", "in"), ("lines", "*", "out"), ("zones",), ("zones", "*", "occupancy"))
+
+
+def _counts_at(*path: str) -> tuple[tuple[str, ...], ...]:
+    return tuple((*path, *inside) for inside in COUNTS)
+
+
+# Where keys are names kinase does not choose, by command: paths of keys, "*" for any list item or key.
 DATA_MAPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "status": _counts_at("counts") + _counts_at("fleet", "streams", "*", "counts"),
+    "fleet status": _counts_at("streams", "*", "counts"),
+    "stream ls": _counts_at("streams", "*", "counts"),
     "outputs": ((),),
     "deploy": ((),),
     "run-task": (("overrides",),),
@@ -38,6 +49,10 @@ def is_time_key(key: str) -> bool:
     return key.endswith("_at") or key in TIME_KEYS
 
 
+def _declared(declared: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    return len(declared) == len(path) and all(d in ("*", p) for d, p in zip(declared, path, strict=True))
+
+
 def problems(value, data_maps: tuple[tuple[str, ...], ...] = (), path: tuple[str, ...] = ()) -> list[str]:
     """Every place where `value` breaks the key or time rules, as readable strings (empty when it keeps them)."""
     found: list[str] = []
@@ -46,7 +61,7 @@ def problems(value, data_maps: tuple[tuple[str, ...], ...] = (), path: tuple[str
         for item in value:
             found += problems(item, data_maps, (*path, "*"))
     elif isinstance(value, dict):
-        keyed_by_data = path in data_maps
+        keyed_by_data = any(_declared(declared, path) for declared in data_maps)
         for key, item in value.items():
             if not keyed_by_data and not SNAKE.match(key):
                 found.append(f"{where}: key {key!r} is not snake_case")
