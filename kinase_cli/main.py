@@ -94,14 +94,38 @@ _register()
 
 
 def main() -> None:
+    """Runs the app outside click's standalone mode, so that a usage error (a bad option, a missing argument)
+    is one `error:` line like every other failure instead of typer's boxed panel."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own click
+
     from kinase_cli import interrupts
 
     interrupts.install()
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="kinase")
+    except UsageError as exc:
+        if isinstance(exc, NoArgsIsHelpError):
+            _show_click_error(exc)
+        hint = f"see `{exc.ctx.command_path} --help`" if exc.ctx else None
+        typer.secho(f"error: {visible(KinaseError(exc.format_message(), hint).line())}", err=True, fg="red")
+        raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:
+        _show_click_error(exc)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:  # before a command runs (Typer building the command line): as KinaseGroup does
         typer.echo("interrupted", err=True)
         raise SystemExit(interrupts.EXIT_CODE) from None
     except KinaseError as exc:  # raised outside a command (e.g. while parsing)
         typer.secho(f"error: {exc.line()}", err=True, fg="red")
         raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _show_click_error(exc) -> None:
+    """Click's other errors (and `kinase` alone, which shows the help) as typer shows them in standalone mode."""
+    from typer import rich_utils
+
+    rich_utils.rich_format_error(exc)
+    raise SystemExit(exc.exit_code) from None

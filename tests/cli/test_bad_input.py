@@ -107,3 +107,17 @@ def test_source_check_leaves_urls_and_missing_files_alone():
 
     assert check_source("s3://bucket/key.mp4") == "s3://bucket/key.mp4"
     assert check_source("/nonexistent/clip.mp4") == "/nonexistent/clip.mp4"  # the worker names a missing file itself
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["watch", "--bogus"], "No such option: --bogus"),
+        (["watch", "--count", "many"], "Invalid value for '--count'"),
+    ],
+)
+def test_a_usage_error_is_one_error_line_with_the_help_to_see_and_exit_2(args, expected):
+    proc = kinase(*args)
+    line = one_error_line(proc, only=True)
+    assert proc.returncode == 2
+    assert expected in line and line.endswith("(see `kinase watch --help`)")
