@@ -165,6 +165,8 @@ def destroy_stacks(tgt: Target, plan: DestroyPlan | None = None) -> dict:
     families = [naming.worker_family(env), naming.fleet_family(env), naming.gpu_family(env), naming.gpu_fleet_family(env)]
     deregistered = deregister_revisions(tgt, families)
     flags = tgt.hint_flag().replace(" --local", "").replace(f" --env {env}", "")
+    if tgt.local:  # the aws CLI would go to AWS without it; `kinase local down` drops the bucket too
+        flags += f" --endpoint-url {tgt.endpoint_for('s3')}"
     return {
         "removed": {
             "stacks": naming.stack_names(env),
