@@ -217,7 +217,8 @@ def rm(
 @with_target
 def describe(
     name: Annotated[
-        Optional[str], typer.Argument(help="One of the environment's streams (default: the stack's).", show_default=False)
+        Optional[str],
+        typer.Argument(help="One of the environment's streams, with or without its prefix (default: the stack's).", show_default=False),
     ] = None,
     json_: Json = False,
     *,
@@ -228,7 +229,7 @@ def describe(
     from rich.table import Table
 
     client = target.client("kinesisvideo")
-    stream_name = _stream_name(target, name)
+    stream_name = streams_workflow.resolve(client, target.env, name) if name else _stream_name(target, None)
     info = streams_workflow.info(streams_workflow.owned(target, client, stream_name))
     info["endpoints"] = {api.lower(): kvs_put.data_endpoint(client, stream_name, api) for api in ("PUT_MEDIA", "GET_MEDIA")}
     if json_:

@@ -29,6 +29,13 @@ def full_name(env: str, name: str) -> str:
     return name if name.startswith(prefix) else prefix + name
 
 
+def resolve(client, env: str, name: str) -> str:
+    """The stream NAME means, as `create` and `rm` read it: the environment's `kinase-ENV-NAME` when there is
+    one, else NAME as given (an adopted stream keeps its own name)."""
+    stream = full_name(env, name)
+    return stream if stream == name or _find(client, stream) is not None else name
+
+
 def env_of(client, arn: str) -> str | None:
     """The environment a stream belongs to: its `kinase:env` tag (None: no environment's)."""
     return client.list_tags_for_stream(StreamARN=arn).get("Tags", {}).get(naming.ENV_TAG)

@@ -244,6 +244,8 @@ def test_ls_and_describe(kvs_endpoint):
     info = described["data"]
     assert (info["name"], info["status"], info["retention_hours"]) == ("kinase-dev-video", "ACTIVE", 24)
     assert info["endpoints"] == {"put_media": kvs_endpoint.url, "get_media": kvs_endpoint.url}
+    short = json.loads(kinase("stream", "describe", "video", "--local", "--json", env=kvs_endpoint.env, check=True).stdout)
+    assert short["data"]["name"] == "kinase-dev-video"  # the short name create and rm accept
     table = kinase("stream", "ls", "--local", env=kvs_endpoint.env, check=True).stdout
     assert "kinase-dev-video" in table and "someone-else" not in table
 
