@@ -19,44 +19,17 @@ from rich.console import Console
 from kinase_cli.commands import status as status_command
 from kinase_cli.workflows import status as status_workflow
 from kinase_cli.workflows.streams import checkpoint_counts
+from support.checkpoint_counts import EXPECTED, POSITION, analysed_stages, incarnation
 from support.json_contract import DATA_MAPS, problems
-from worker import layout, rules
+from worker import layout
 from worker.checkpoint import CheckpointStore
-from worker.events.analysis import FrameInfo
 from worker.fleet.leases import LeaseCheckpointStore, LeaseTable
 from worker.metrics import Metrics
-from worker.sources.incarnation import Incarnation
 from worker.sources.kinds import kvs_source
-from worker.stages.analyse import Analyse
 
 STREAM = "cam1"
 HOSTILE_STREAM = "cam\x1b]0;owned\x07"
-DOOR = {"name": "Door [red]1[/red]", "points": [[0.5, 0.0], [0.5, 1.0]], "in_side": [0.9, 0.5]}
-BAY = {"name": "bay\u202e", "polygon": [[0.0, 0.0], [0.3, 0.0], [0.3, 1.0], [0.0, 1.0]]}
-INCARNATION = Incarnation("arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam/1", "2026-12-07T20:00:00.000Z")
-POSITION = {"fragment_number": "91343852333181432392682062607743920146264245678", "next_offset": None, "continuation_token": "t"}
-
-
-def analysed_stages() -> dict:
-    """The stages' state as the worker checkpoints it after a person walked in through the door (twice: two
-    tracks) and a `Fall` (a class name that is not snake_case) stands in the bay."""
-    document = rules.build({"schema": rules.SCHEMA_ID, "streams": {"*": {"lines": [DOOR], "zones": [BAY]}}})
-    in_force = types.SimpleNamespace(version=1, rules_for=document.rules_for)
-    stage = Analyse(STREAM, in_force, None, track_lost_s=30.0)
-    for i in range(16):
-        t = i / 5
-        x = 0.2 + 0.6 * min(1.0, t / 2)
-        tracked = [{"class": "person", "class_id": 0, "conf": 0.9, "bbox": [x, 0.5, 0.1, 0.2], "track_id": track} for track in (1, 2)] + [
-            {"class": "Fall", "class_id": 1, "conf": 0.8, "bbox": [0.15, 0.4, 0.1, 0.2], "track_id": 3}
-        ]
-        stage.analyser.update(FrameInfo(f"cam/{i}", t, f"frames/{i}.jpg", 640, 480), tracked)
-    return {Analyse.name: stage.snapshot()}
-
-
-EXPECTED = {
-    "lines": {DOOR["name"]: {"in": {"person": 2}, "out": {}}},
-    "zones": {BAY["name"]: {"occupancy": {"Fall": 1}}},
-}
+INCARNATION = incarnation()
 
 
 @pytest.fixture
@@ -70,7 +43,7 @@ def test_a_one_off_workers_s3_checkpoint_gives_the_streams_counts(aws):
     s3.create_bucket(Bucket="frames")
     metrics = Metrics(STREAM)
     store = CheckpointStore(s3, "frames", layout.checkpoint_key(STREAM), STREAM, kvs_source(STREAM), INCARNATION, metrics)
-    store.save({**POSITION, "stages": analysed_stages()})
+    store.save({**POSITION, "stages": analysed_stages(STREAM)})
     record = status_workflow._checkpoint(aws, "frames", STREAM)
     assert checkpoint_counts(record) == EXPECTED
     assert status_workflow._gaps(record) == []
@@ -96,7 +69,7 @@ def test_a_fleet_workers_lease_checkpoint_gives_the_streams_counts(aws):
     table.ensure(STREAM)
     assert table.take(STREAM, "w1", 0, None) == 1
     store = LeaseCheckpointStore(table, STREAM, "w1", kvs_source(STREAM), INCARNATION, Metrics(STREAM))
-    assert store.save({**POSITION, "stages": analysed_stages()}) is not None
+    assert store.save({**POSITION, "stages": analysed_stages(STREAM)}) is not None
     assert checkpoint_counts(table.get(STREAM).checkpoint) == EXPECTED
 
 
@@ -108,7 +81,7 @@ def shown(monkeypatch, draw) -> str:
 
 
 def test_counts_at_80_columns_show_lines_and_zones_with_names_inert(monkeypatch):
-    counts = checkpoint_counts({"stages": analysed_stages()})
+    counts = checkpoint_counts({"stages": analysed_stages(STREAM)})
     text = shown(monkeypatch, lambda: status_command._render_counts({HOSTILE_STREAM: counts}))
     rows = [line for line in text.splitlines() if "Door" in line or "bay" in line]
     assert len(rows) == 2 and all(len(line) <= 80 for line in text.splitlines())
@@ -119,7 +92,7 @@ def test_counts_at_80_columns_show_lines_and_zones_with_names_inert(monkeypatch)
 
 
 def test_fleet_streams_counts_are_shown_and_streams_without_any_are_left_out(monkeypatch):
-    counts = checkpoint_counts({"stages": analysed_stages()})
+    counts = checkpoint_counts({"stages": analysed_stages(STREAM)})
     fleet = {
         "local": True,
         "leased_streams": 1,
@@ -133,7 +106,7 @@ def test_fleet_streams_counts_are_shown_and_streams_without_any_are_left_out(mon
 
 
 def test_status_json_declares_the_names_in_counts_as_keyed_by_data():
-    counts = checkpoint_counts({"stages": analysed_stages()})
+    counts = checkpoint_counts({"stages": analysed_stages(STREAM)})
     data = {"counts": counts, "fleet": {"streams": [{"name": "cam2", "counts": counts}]}}
     assert problems(data, DATA_MAPS["status"]) == []
     assert problems({"streams": [{"counts": counts}]}, DATA_MAPS["fleet status"]) == []

@@ -185,3 +185,32 @@ def test_hostile_log_lines_are_shown_as_text(worker_logs, deployed_stack):
 
     as_json = kinase("logs", "--task", task, "--json", env=aws_env())
     assert [json.loads(raw)["message"] for raw in as_json.stdout.splitlines()] == [line]
+
+
+def test_status_shows_the_running_counts_of_the_streams_checkpoint(deployed_stack):
+    """The one-off worker's checkpoint in the stack's bucket, written by the worker's store from its analyse stage:
+    `status --json` carries its counts (names declared as keyed by data), the table shows them at 80 columns."""
+    from support.checkpoint_counts import EXPECTED, POSITION, analysed_stages, incarnation
+    from support.json_contract import envelope
+    from worker import layout
+    from worker.checkpoint import CheckpointStore
+    from worker.metrics import Metrics
+    from worker.sources.kinds import kvs_source
+
+    stream, bucket = deployed_stack["StreamName"], deployed_stack["FramesBucketName"]
+    s3 = local().client("s3")
+    key = layout.checkpoint_key(stream)
+    store = CheckpointStore(s3, bucket, key, stream, kvs_source(stream), incarnation(), Metrics(stream))
+    store.save({**POSITION, "stages": analysed_stages(stream)})
+    try:
+        proc = kinase("status", "--local", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert envelope(proc.stdout, "status")["counts"] == EXPECTED
+        shown = kinase("status", "--local", env={"COLUMNS": "80"})
+        assert shown.returncode == 0, shown.stderr
+        rows = [line for line in shown.stdout.splitlines() if "Door [red]1" in line or "bay\\u202e" in line]
+        assert len(rows) == 2 and "in person×2" in rows[0] and "Fall×1" in rows[1], shown.stdout
+        wide = [line for line in shown.stdout.splitlines() if len(line) > 80 and not line.startswith("dashboard https://")]
+        assert not wide, wide  # the dashboard's URL alone is printed whole, to stay clickable
+    finally:
+        s3.delete_object(Bucket=bucket, Key=key)
