@@ -82,17 +82,33 @@ def missing_services(region: str) -> list[str]:
     return missing
 
 
+# Region name prefixes by continent: a region of the same continent is nearer than one of another.
+_CONTINENTS = ({"us", "ca", "mx", "sa"}, {"eu", "me", "il", "af"}, {"ap", "cn"})
+
+
+def nearest_regions(region: str, candidates: set[str], n: int = 3) -> list[str]:
+    """Up to `n` of `candidates` nearest `region` by their names: the same geography (eu-, us-) first, then
+    the same continent, then the same direction (west, north): eu-north-1's are eu- regions, not me-south-1."""
+    area, _, rest = region.partition("-")
+    direction = rest.partition("-")[0]
+    continent = next((c for c in _CONTINENTS if area in c), {area})
+
+    def distance(other: str) -> tuple:
+        other_area, _, other_rest = other.partition("-")
+        return (other_area != area, other_area not in continent, other_rest.partition("-")[0] != direction, other)
+
+    return sorted(candidates, key=distance)[:n]
+
+
 def check_services(region: str) -> None:
     """One line, before any stack is created, when the region lacks a service the stacks use."""
     missing = missing_services(region)
     if not missing:
         return
-    import difflib
-
     import boto3
 
     everywhere = set.intersection(*(set(boto3.Session().get_available_regions(s)) for s in SERVICES))
-    nearest = difflib.get_close_matches(region, sorted(everywhere), n=3, cutoff=0.0)
+    nearest = nearest_regions(region, everywhere)
     names = ", ".join(f"{SERVICES[s]} ({s})" for s in missing)
     raise KinaseError(
         f"region {region} does not offer {names}, which the kinase stacks use; nothing was created",

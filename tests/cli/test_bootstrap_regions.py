@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from kinase_cli.aws import placement
+from kinase_cli.ui.errors import KinaseError
 from support.cli import assert_one_line_error, kinase
 from support.ops import aws_env
 
@@ -103,3 +104,12 @@ def test_deploy_gpu_passes_the_instance_type_and_later_deploys_keep_it(cdk_env):
     assert not [c for c in deploy_contexts("--no-gpu") if c.startswith("gpu_instance_type=")]
     assert placement.recorded("gpux")["gpu_instance_type"] is None
     assert "gpu_instance_type=g4dn.xlarge" in deploy_contexts("--gpu")
+
+
+def test_a_region_without_kinesis_video_suggests_regions_of_its_own_geography():
+    """eu-north-1 has no Kinesis Video in botocore's data: the regions offered are eu- ones, not me-south-1."""
+    with pytest.raises(KinaseError) as refused:
+        placement.check_services("eu-north-1")
+    hint = refused.value.hint
+    assert "`--region eu-" in hint and "me-south-1" not in hint
+    assert placement.nearest_regions("us-west-1", {"me-south-1", "us-east-1", "us-west-2", "eu-west-1"}, 2) == ["us-west-2", "us-east-1"]
