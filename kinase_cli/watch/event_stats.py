@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kinase_cli.watch.stats import Stats
+from kinase_cli.watch.stats import Stats, format_detections
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def describe_counts(counts: dict) -> str:
     parts = []
     for part, per_class in counts.items():
         if isinstance(per_class, dict) and per_class:
-            classes = " ".join(f"{name}×{n}" for name, n in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0])))
-            parts.append(f"{part} {classes}")
+            parts.append(f"{part} {format_detections(Counter(per_class))}")
         elif isinstance(per_class, dict):
             parts.append(f"{part} 0")
     return " ".join(parts) or "-"
