@@ -178,7 +178,7 @@ def test_six_streams_three_workers_each_stream_once_failover_and_runtime_streams
 
     def stopped_reading(_state):  # its renewal failed, or its pipeline found the stream gone first
         log = log_lines(workers[holder])
-        return f"lease on {gone} lost" in log or f"stream {gone} no longer exists" in log
+        return f"lease on {gone} deleted: the stream was removed" in log or f"stream {gone} no longer exists" in log
 
     wait_for(stopped_reading, "the worker that read the removed stream stops reading it")
     listed = run_json("stream", "ls", *LOCAL, command="stream ls")["streams"]

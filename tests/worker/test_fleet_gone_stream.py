@@ -10,12 +10,14 @@ task role's policy denying it). Both must end the lease; a transient error must 
 from __future__ import annotations
 
 import logging
+import threading
 
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from worker.fleet.main import StreamPipelines
+from worker.fleet.main import StreamPipelines, _Run
+from worker.sources.errors import SourceError
 
 
 def _answering(code: str, status: int) -> boto3.session.Session:
@@ -45,3 +47,25 @@ def test_a_stream_denied_or_not_found_is_no_longer_the_fleets(code, status, capl
 
 def test_a_transient_error_keeps_the_stream():
     assert StreamPipelines._exists("cam1", _answering("ClientLimitExceededException", 400)) is True
+
+
+class _DeletedUnderIt:
+    """A stream's pipeline whose stream was deleted while it read: its read fails as GetMedia's would."""
+
+    def __init__(self, session):
+        self.session, self.stop = session, threading.Event()
+
+    def run(self) -> int:
+        raise SourceError("ResourceNotFoundException: stream cam1 not found")
+
+
+@pytest.mark.parametrize(("code", "status"), [("AccessDeniedException", 403), ("ResourceNotFoundException", 404)])
+def test_a_stream_deleted_under_its_pipeline_is_said_so_without_an_error(code, status, caplog):
+    pipelines = StreamPipelines({}, None, None, "w1")
+    worker = _DeletedUnderIt(_answering(code, status))
+    pipelines.runs["cam1"] = _Run(worker, threading.current_thread())
+    with caplog.at_level(logging.INFO, logger="kinase.worker.fleet"):
+        pipelines._run("cam1", worker)
+    assert "cam1: the stream was deleted; its pipeline stops" in caplog.messages
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert pipelines.runs["cam1"].gone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 import threading
 import time
@@ -308,7 +309,7 @@ def test_at_most_max_streams_per_worker(table):
     assert sum(1 for owner in owners(table).values() if owner is None) == 1
 
 
-def test_new_streams_picked_up_and_deleted_streams_stopped(table):
+def test_new_streams_picked_up_and_deleted_streams_stopped(table, caplog):
     table.ensure("cam-a")
     table.ensure("cam-b")
     workers = [coordinator(table, name) for name in ("w1", "w2")]
@@ -320,8 +321,12 @@ def test_new_streams_picked_up_and_deleted_streams_stopped(table):
     # `kinase stream rm`: the lease goes with the stream; its holder's renewal fails and it stops reading
     holder = next(w for w in workers if "cam-a" in w.streams())
     table.delete("cam-a", owner=holder.worker_id)
-    settle(*workers, rounds=2)
+    with caplog.at_level(logging.INFO, logger="kinase.worker.leases"):
+        settle(*workers, rounds=2)
     assert "cam-a" not in holder.streams() and not holder.pipelines.running("cam-a")
+    said = [m for m in caplog.messages if "cam-a" in m]
+    assert "lease on cam-a deleted: the stream was removed; stopping its pipeline" in said  # not "lost to another worker"
+    assert not any("another worker" in m for m in said)
     assert "cam-a" not in owners(table)
     # a stream deleted behind the fleet's back: its pipeline ends finding it gone, and the lease is deleted
     holder = next(w for w in workers if "cam-b" in w.streams())

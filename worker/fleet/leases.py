@@ -415,7 +415,10 @@ class LeaseCoordinator:
                 continue
             with self._lock:
                 if lease is None:
-                    log.warning("lease on %s lost to another worker; stopping its pipeline", stream)
+                    if self.table.get(stream) is None:  # `kinase stream rm` deletes the stream, then its lease
+                        log.info("lease on %s deleted: the stream was removed; stopping its pipeline", stream)
+                    else:
+                        log.warning("lease on %s lost to another worker; stopping its pipeline", stream)
                     self._drop(stream, sent)
                     self.pipelines.stop(stream)
                     continue

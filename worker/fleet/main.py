@@ -99,7 +99,10 @@ class StreamPipelines:
         try:
             code = worker.run()
         except SourceError as exc:
-            log.error("%s: %s", stream, exc)
+            if self._exists(stream, worker.session):
+                log.error("%s: %s", stream, exc)
+            else:  # removed with `kinase stream rm`: what happened, not the read's ResourceNotFoundException
+                log.warning("%s: the stream was deleted; its pipeline stops", stream)
             code = 1
         except Exception:
             log.exception("pipeline for %s failed", stream)
