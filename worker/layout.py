@@ -30,8 +30,9 @@ def frame_key(frame_id: str) -> str:
 
 
 def input_key(sha256: str, file_name: str) -> str:
-    """An uploaded video is addressed by its content, so the same file run again is the same object and gives the same frame ids."""
-    return f"{INPUTS_PREFIX}{sha256[:16]}/{safe_component(file_name)}"
+    """An uploaded video is addressed by its content, so the same file run again is the same object and gives the
+    same frame ids. The hash is in the object's name, not a folder: a file's frame ids carry only that name."""
+    return f"{INPUTS_PREFIX}{sha256[:16]}-{safe_component(file_name)}"
 
 
 def checkpoint_key(stream_name: str) -> str:

@@ -272,7 +272,7 @@ def test_local_runs_the_real_worker_and_its_messages_reach_the_queue(deployed_st
     assert {m["bucket"] for m in messages} == {deployed_stack["FramesBucketName"]}
     (uri,) = {m["source"]["uri"] for m in messages}  # uploaded to inputs/ first, as on AWS, and read from there
     bucket = deployed_stack["FramesBucketName"]
-    assert uri.startswith(f"s3://{bucket}/inputs/") and uri.endswith("/shapes.mp4")
+    assert uri.startswith(f"s3://{bucket}/inputs/") and uri.endswith("-shapes.mp4")
     assert local().client("s3").get_object(Bucket=bucket, Key=uri[len(f"s3://{bucket}/") :])["Body"].read() == video.read_bytes()
 
     logs = kinase("logs", "--local", "--task", task_id, "--json")

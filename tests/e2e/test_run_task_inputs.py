@@ -44,7 +44,7 @@ def test_a_local_file_is_uploaded_to_inputs_and_the_task_reads_it_from_there(dep
     source = data["overrides"]["KINASE_SOURCE"]
     bucket = deployed_stack["FramesBucketName"]
     key = source[len(f"s3://{bucket}/") :]
-    assert key == f"inputs/{hashlib.sha256(video.read_bytes()).hexdigest()[:16]}/lobby_camera.mp4"
+    assert key == f"inputs/{hashlib.sha256(video.read_bytes()).hexdigest()[:16]}-lobby_camera.mp4"
     assert local().client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == video.read_bytes()
     (task,) = local().client("ecs").describe_tasks(cluster=deployed_stack["ClusterName"], tasks=[data["tasks"][0]["task_arn"]])["tasks"]
     env = {e["name"]: e["value"] for e in task["overrides"]["containerOverrides"][0]["environment"]}
@@ -62,6 +62,13 @@ def test_the_same_file_run_again_is_the_same_object_and_is_not_uploaded_again(de
     sources = [json.loads(p.stdout)["data"]["overrides"]["KINASE_SOURCE"] for p in (first, second)]
     assert sources[0] == sources[1]
     assert "uploaded" in first.stderr and "not uploaded again" in second.stderr
+    other = tmp_path / "other" / "gate.mp4"  # the same name, other content: other frame ids (they carry the object's name)
+    other.parent.mkdir()
+    other.write_bytes(video.read_bytes()[::-1])
+    third = kinase("run-task", "--source", str(other), "--json", env=aws_env())
+    assert third.returncode == 0, third.stderr
+    elsewhere = json.loads(third.stdout)["data"]["overrides"]["KINASE_SOURCE"]
+    assert elsewhere.rsplit("/", 1)[1] != sources[0].rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize(
