@@ -196,7 +196,7 @@ class Worker:
         `rules` the rules in force, shared by the fleet worker's streams (None: this worker reads its own)."""
         self.settings = settings
         self.rules = rules
-        self.health = CameraHealth(settings.camera_offline_s if settings.live else 0.0)
+        self.health = CameraHealth(0.0)  # replaced when reading starts: loading the model is not the camera's silence
         self._analyse = None  # the analyse stage, once built: it makes the camera events
         self._sns = None
         self.budget = budget
@@ -311,6 +311,7 @@ class Worker:
         )
         reader = threading.Thread(target=self._read, args=(source, frames, ledger), name="reader", daemon=True)
         log.info("reading %s", s.source)
+        self.health = CameraHealth(s.camera_offline_s if s.live else 0.0)
         reader.start()
         self._delivery = delivery
         try:

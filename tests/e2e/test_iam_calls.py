@@ -59,7 +59,19 @@ ENV = "iame2e"
 LOCAL = ("--local", "--env", ENV)
 FRAMES, FPS, GOP = 20, 10, 10
 ADOPTED = "iam-lobby-camera"  # a camera stream outside the environment's prefix, adopted by its tag
-FLEET = ("--model", str(SHAPES_ONNX), "-e", "KINASE_IMGSZ=320", "-e", "KINASE_START=EARLIEST", "-e", "KINASE_METRICS_INTERVAL=60")
+# camera_offline after 2 s without media: the fleet's streams go quiet after their clip, so its worker publishes an event
+FLEET = (
+    "--model",
+    str(SHAPES_ONNX),
+    "-e",
+    "KINASE_IMGSZ=320",
+    "-e",
+    "KINASE_START=EARLIEST",
+    "-e",
+    "KINASE_METRICS_INTERVAL=60",
+    "-e",
+    "KINASE_CAMERA_OFFLINE_S=2",
+)
 WORKER = (*FLEET, "--imgsz", "320")
 RULES = """\
 schema: kinase.rules/1
@@ -78,8 +90,6 @@ UNUSED_GRANTS = {
     ("Leases", "dynamodb:DeleteItem"): "the worker deletes the lease of a stream deleted under it once its reader finds the stream "
     "gone (worker/fleet/leases.py); `stream rm` deletes the lease itself, and the run waits for no reader to find a deleted stream",
     ("FindRules", "s3:ListBucket"): "no call: as FindCheckpoint, so that rules never applied read as NoSuchKey, not AccessDenied",
-    ("PublishEvents", "sns:Publish"): "the workers publish events only when rules in force make some; this run applies its rules "
-    "after its workers ran (tests/e2e/test_notify.py and the events tests publish as a worker does)",
 }
 
 
@@ -177,6 +187,17 @@ def recording(local_stack, media, tmp_path_factory) -> Recording:
         )
         seen = Counter(m["stream_name"] for m in media.messages(outputs["ResultsQueueUrl"], expect=3 * FRAMES, wait=300))
         assert seen[created] >= FRAMES and seen[ADOPTED] >= FRAMES, seen
+        until(
+            lambda: (
+                media.sqs.get_queue_attributes(QueueUrl=outputs["EventsQueueUrl"], AttributeNames=["ApproximateNumberOfMessages"])[
+                    "Attributes"
+                ]["ApproximateNumberOfMessages"]
+                != "0"
+            ),
+            "the fleet worker publishes camera_offline for its quiet streams",
+            timeout=300,
+            every=2,
+        )
         tags = {s: media.kvs.list_tags_for_stream(StreamName=s)["Tags"] for s in (stream, created, ADOPTED)}
         run("status")
         run("logs")
